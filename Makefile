@@ -1,0 +1,44 @@
+# rollguard: build, test against the local sandbox, demo, bench.
+GO       ?= go
+BIN      ?= bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X github.com/rollguard/rollguard/pkg/version.Version=$(VERSION)
+
+.PHONY: all build test unit vet sandbox-up sandbox-down demo bench clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/rollguard ./cmd/rollguard
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests only: integration tests skip themselves when no sandbox is up.
+unit:
+	$(GO) test ./...
+
+# The README's test command: brings the sandbox up (the first run on a
+# machine builds the control plane, ~20 min on 2 cores), runs every test,
+# and always brings the sandbox down again. Integration tests share the
+# sandbox, so test binaries run one package at a time (-p 1).
+test:
+	@test/sandbox/up
+	@status=0; \
+	  $(GO) vet ./... && $(GO) build ./... && $(GO) test -p 1 -count=1 -timeout 20m ./... || status=$$?; \
+	  test/sandbox/down; exit $$status
+
+sandbox-up:
+	@test/sandbox/up
+
+sandbox-down:
+	@test/sandbox/down
+
+demo:
+	@test/demo/run $(DEMO_FLAGS)
+
+bench:
+	@test/bench/run
+
+clean:
+	rm -rf $(BIN)

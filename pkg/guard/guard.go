@@ -1,0 +1,189 @@
+// Package guard holds the safety interlocks every automatic action must
+// pass before rollguard writes anything (DESIGN §5). An automated rollback
+// that fires wrongly is an outage rollguard caused, so each check here errs
+// on the side of paging a human instead of acting.
+package guard
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Reason names the interlock that blocked an action. The zero value means
+// the action may run.
+type Reason string
+
+// The interlocks, in the order Check applies them.
+const (
+	NotLeader     Reason = "not-leader"
+	DryRun        Reason = "dry-run"
+	Frozen        Reason = "frozen"
+	AlreadyActed  Reason = "already-rolled-back"
+	RevisionAge   Reason = "revision-too-old"
+	Cooldown      Reason = "cooldown"
+	Budget        Reason = "budget-exhausted"
+	UnknownTarget Reason = "unknown-target"
+)
+
+// Options are the interlock settings; zero durations and counts disable the
+// matching check.
+type Options struct {
+	Cooldown            time.Duration // per target, since the last rollback started
+	MaxRollbacksPerHour int           // across all targets
+	MaxRevisionAge      time.Duration // act only on a deploy younger than this
+	Freeze              bool          // global freeze from config
+}
+
+// Request describes one intended action.
+type Request struct {
+	Target   string
+	Revision string // the bad revision (ReplicaSet pod-template-hash or revision number)
+	Action   string
+	// DeployedAt is when the current revision started (its ReplicaSet's
+	// creation); zero when unknown, which blocks automatic actions because
+	// the age check cannot be proven.
+	DeployedAt time.Time
+	Frozen     bool   // the Deployment carries rollguard.io/freeze
+	FreezeNote string // the annotation's value, for the page
+	DryRun     bool   // global or per-target dry-run
+	Leader     bool
+	// Manual requests come from a human (CLI, API): the revision-age check
+	// does not apply, since the human has judged the revision bad.
+	Manual bool
+}
+
+// Verdict is the outcome of Check.
+type Verdict struct {
+	Reason Reason // empty when allowed
+	Detail string
+}
+
+// Allowed reports whether the action may run.
+func (v Verdict) Allowed() bool { return v.Reason == "" }
+
+func (v Verdict) String() string {
+	if v.Allowed() {
+		return "allowed"
+	}
+	return fmt.Sprintf("cannot roll back: %s: %s", v.Reason, v.Detail)
+}
+
+// Guard keeps the history the stateful interlocks need. Its memory is
+// bounded: one timestamp per target, the starts within the last hour, and
+// the revisions acted on per target (pruned with the cooldown).
+type Guard struct {
+	opts Options
+
+	mu      sync.Mutex
+	last    map[string]time.Time            // target → last rollback start
+	starts  []time.Time                     // rollback starts within the last hour, oldest first
+	actedOn map[string]map[string]time.Time // target → revision → when
+}
+
+// New returns a Guard with no history.
+func New(opts Options) *Guard {
+	return &Guard{
+		opts:    opts,
+		last:    map[string]time.Time{},
+		actedOn: map[string]map[string]time.Time{},
+	}
+}
+
+// SetOptions swaps the settings (hot reload) and keeps the history.
+func (g *Guard) SetOptions(opts Options) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.opts = opts
+}
+
+// Check applies every interlock to req at time now. It never writes: a
+// caller that goes on to act must call Record.
+func (g *Guard) Check(req Request, now time.Time) Verdict {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	o := g.opts
+	switch {
+	case !req.Leader:
+		return Verdict{NotLeader, "this replica does not hold the leader lease"}
+	case req.DryRun:
+		return Verdict{DryRun, "dry-run is on; would run " + req.Action}
+	case o.Freeze:
+		return Verdict{Frozen, "frozen in config (global.interlocks.freeze)"}
+	case req.Frozen:
+		d := "Deployment annotated rollguard.io/freeze"
+		if req.FreezeNote != "" && req.FreezeNote != "true" {
+			d += ": " + req.FreezeNote
+		}
+		return Verdict{Frozen, d}
+	}
+	if at, ok := g.actedOn[req.Target][req.Revision]; ok && req.Revision != "" {
+		return Verdict{AlreadyActed, fmt.Sprintf("revision %s already rolled back at %s", req.Revision, at.UTC().Format(time.RFC3339))}
+	}
+	if !req.Manual && o.MaxRevisionAge > 0 {
+		if req.DeployedAt.IsZero() {
+			return Verdict{RevisionAge, "deploy time of the current revision is unknown"}
+		}
+		if age := now.Sub(req.DeployedAt); age > o.MaxRevisionAge {
+			return Verdict{RevisionAge, fmt.Sprintf("current revision is %s old (max %s): page only", age.Round(time.Second), o.MaxRevisionAge)}
+		}
+	}
+	if last, ok := g.last[req.Target]; ok && o.Cooldown > 0 {
+		if since := now.Sub(last); since < o.Cooldown {
+			return Verdict{Cooldown, fmt.Sprintf("last rollback of %s started %s ago (cooldown %s)", req.Target, since.Round(time.Second), o.Cooldown)}
+		}
+	}
+	if o.MaxRollbacksPerHour > 0 {
+		g.pruneLocked(now)
+		if len(g.starts) >= o.MaxRollbacksPerHour {
+			return Verdict{Budget, fmt.Sprintf("%d rollbacks in the last hour (budget %d)", len(g.starts), o.MaxRollbacksPerHour)}
+		}
+	}
+	return Verdict{}
+}
+
+// Record notes that a rollback of target's revision started at now. It is
+// also used to seed the history from the journals after a restart, so a
+// failover does not reset the cooldown, the budget or one-per-revision.
+func (g *Guard) Record(target, revision string, at time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if at.After(g.last[target]) {
+		g.last[target] = at
+	}
+	i := len(g.starts)
+	for i > 0 && g.starts[i-1].After(at) {
+		i--
+	}
+	g.starts = append(g.starts, time.Time{})
+	copy(g.starts[i+1:], g.starts[i:])
+	g.starts[i] = at
+	if revision != "" {
+		if g.actedOn[target] == nil {
+			g.actedOn[target] = map[string]time.Time{}
+		}
+		g.actedOn[target][revision] = at
+	}
+	g.pruneLocked(at)
+}
+
+// pruneLocked drops budget entries older than an hour. Revisions acted on
+// are kept for a day (a bad revision is not redeployed and re-judged within
+// that time without a human), which bounds the map by deploys per day.
+func (g *Guard) pruneLocked(now time.Time) {
+	n := 0
+	for n < len(g.starts) && now.Sub(g.starts[n]) >= time.Hour {
+		n++
+	}
+	g.starts = g.starts[n:]
+	for target, revs := range g.actedOn {
+		for rev, at := range revs {
+			if now.Sub(at) > 24*time.Hour {
+				delete(revs, rev)
+			}
+		}
+		if len(revs) == 0 {
+			delete(g.actedOn, target)
+		}
+	}
+}
