@@ -1,0 +1,91 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// Client talks to a running daemon's API (the CLI's status, rollback and
+// freeze commands).
+type Client struct {
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+// Status fetches /api/v1/status.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var s Status
+	err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, &s)
+	return s, err
+}
+
+// Rollback asks the daemon to run an action on a target.
+func (c *Client) Rollback(ctx context.Context, target, action, reason string) (ActionResult, error) {
+	var res ActionResult
+	err := c.do(ctx, http.MethodPost, "/api/v1/targets/"+url.PathEscape(target)+"/rollback",
+		ActionRequest{Action: action, Reason: reason}, &res)
+	return res, err
+}
+
+// Freeze sets or clears a target's freeze.
+func (c *Client) Freeze(ctx context.Context, target string, frozen bool, reason string) error {
+	verb := "freeze"
+	if !frozen {
+		verb = "unfreeze"
+	}
+	return c.do(ctx, http.MethodPost, "/api/v1/targets/"+url.PathEscape(target)+"/"+verb, FreezeRequest{Reason: reason}, nil)
+}
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(c.BaseURL, "/")+path, body)
+	if err != nil {
+		return fmt.Errorf("api %s %s: %w", method, path, err)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("api %s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return fmt.Errorf("api %s %s: read body: %w", method, path, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct{ Error string }
+		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			return fmt.Errorf("api %s %s: %s: %s", method, path, resp.Status, e.Error)
+		}
+		return fmt.Errorf("api %s %s: %s", method, path, resp.Status)
+	}
+	if out != nil {
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("api %s %s: decode: %w", method, path, err)
+		}
+	}
+	return nil
+}
