@@ -36,7 +36,10 @@ func (f *fakeController) Alerts(_ context.Context, reqs []alertmanager.Request) 
 	}
 	return nil, nil
 }
-func (f *fakeController) Reload(context.Context) error { f.calls = append(f.calls, "reload"); return nil }
+func (f *fakeController) Reload(context.Context) error {
+	f.calls = append(f.calls, "reload")
+	return nil
+}
 func (f *fakeController) AlertOptions() alertmanager.Options {
 	return alertmanager.Options{Targets: map[string]bool{"pggit-api": true}, Actions: map[string]bool{"rollback": true}, DefaultAction: "rollback"}
 }
