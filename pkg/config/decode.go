@@ -1,0 +1,393 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxNodes bounds the nodes visited while decoding, so a document that
+// expands aliases exponentially ("billion laughs") is refused instead of
+// eating the daemon's memory.
+const maxNodes = 200_000
+
+// Load parses a configuration, applies defaults and validates it. It does
+// not read secret files: call ResolveSecrets for that. Every problem is
+// returned at once in an *Errors (errors.Is(err, ErrInvalid) holds).
+func Load(data []byte) (*Config, error) {
+	cfg, errs := load(data)
+	if len(errs) > 0 {
+		return nil, &Errors{List: errs}
+	}
+	return cfg, nil
+}
+
+// LoadFile is Load of a file. Errors name the file; relative secret file
+// paths in it are later read relative to its directory.
+func LoadFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config file: %w", err)
+	}
+	cfg, errs := load(data)
+	if len(errs) > 0 {
+		return nil, &Errors{File: path, List: errs}
+	}
+	cfg.baseDir = filepath.Dir(path)
+	cfg.file = path
+	return cfg, nil
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+):`)
+
+func load(data []byte) (*Config, errList) {
+	cfg := &Config{}
+	cfg.setDefaults()
+
+	root, err := parseDocument(data)
+	if err != nil {
+		e := &Error{Msg: err.Error()}
+		if m := yamlLineRE.FindStringSubmatch(e.Msg); m != nil {
+			e.Line, _ = strconv.Atoi(m[1])
+		}
+		return nil, errList{e}
+	}
+
+	d := &decoder{given: map[string]bool{}}
+	if root != nil {
+		d.decode(root, reflect.ValueOf(cfg).Elem(), "")
+	}
+	if d.tooLarge {
+		return nil, d.errs
+	}
+	given := func(p string) bool { return d.given[p] }
+	cfg.inherit(given)
+
+	var verrs errList
+	cfg.validate(&verrs, given)
+	// A value that failed to decode keeps its default or zero value; do
+	// not report it a second time as invalid.
+	errs := d.errs
+	for _, ve := range verrs {
+		if !under(ve.Path, d.errs) {
+			errs = append(errs, ve)
+		}
+	}
+	return cfg, errs
+}
+
+// parseDocument returns the root node of the only document in data, or nil
+// for an empty document.
+func parseDocument(data []byte) (*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case errors.Is(err, io.EOF):
+	case err != nil:
+		return nil, err
+	default:
+		return nil, fmt.Errorf("yaml: line %d: a second YAML document; the configuration is one document", extra.Line)
+	}
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return nil, nil
+		}
+		return doc.Content[0], nil
+	}
+	return &doc, nil
+}
+
+// under reports whether path is at or below the path of one of errs.
+func under(path string, errs errList) bool {
+	for _, e := range errs {
+		if e.Path == "" || path == e.Path ||
+			strings.HasPrefix(path, e.Path+".") || strings.HasPrefix(path, e.Path+"[") {
+			return true
+		}
+	}
+	return false
+}
+
+// decoder walks a YAML node tree and a Go value together. yaml.v3's own
+// strict mode (KnownFields) stops at the first error and reports lines, not
+// paths; walking the tree ourselves reports every unknown field and every
+// bad value with its path.
+type decoder struct {
+	errs     errList
+	given    map[string]bool
+	nodes    int
+	tooLarge bool
+}
+
+// obsoleteUnmarshaler is the yaml.v2-style interface that
+// prometheus/common's model.Duration implements; yaml.v3 still honours it.
+type obsoleteUnmarshaler interface {
+	UnmarshalYAML(unmarshal func(any) error) error
+}
+
+var (
+	unmarshalerType         = reflect.TypeFor[yaml.Unmarshaler]()
+	obsoleteUnmarshalerType = reflect.TypeFor[obsoleteUnmarshaler]()
+	defaulterType           = reflect.TypeFor[defaulter]()
+)
+
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	if d.tooLarge {
+		return
+	}
+	if d.nodes++; d.nodes > maxNodes {
+		d.tooLarge = true
+		d.errs = errList{{Path: path, Line: n.Line, Msg: fmt.Sprintf("document too large (more than %d nodes after expanding aliases)", maxNodes)}}
+		return
+	}
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
+		switch v.Kind() {
+		case reflect.Pointer, reflect.Map, reflect.Slice:
+			v.SetZero()
+		}
+		// Anything else keeps its default.
+		return
+	}
+
+	t := v.Type()
+	if t.Kind() == reflect.Pointer {
+		p := reflect.New(t.Elem())
+		d.decode(n, p.Elem(), path)
+		v.Set(p)
+		return
+	}
+	if pt := reflect.PointerTo(t); pt.Implements(unmarshalerType) || pt.Implements(obsoleteUnmarshalerType) {
+		if n.Kind != yaml.ScalarNode {
+			d.errs.add(path, n.Line, "expected a scalar, got %s", describe(n))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.errs.add(path, n.Line, "%s", typeErrorMsg(err))
+		}
+		return
+	}
+
+	switch t.Kind() {
+	case reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.errs.add(path, n.Line, "expected a list, got %s", describe(n))
+			return
+		}
+		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
+		for i, c := range n.Content {
+			d.decode(c, s.Index(i), indexPath(path, i))
+		}
+		v.Set(s)
+	case reflect.Map:
+		d.decodeMap(n, v, path)
+	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
+		if n.Kind != yaml.ScalarNode {
+			d.errs.add(path, n.Line, "expected %s, got %s", kindName(t.Kind()), describe(n))
+			return
+		}
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.errs.add(path, n.Line, "cannot parse %q as %s", n.Value, kindName(t.Kind()))
+		}
+	default:
+		// Only reachable if a field of an unsupported type is added.
+		d.errs.add(path, n.Line, "unsupported field type %s", t)
+	}
+}
+
+type pair struct{ key, val *yaml.Node }
+
+// pairs returns the key/value pairs of a mapping, merge keys (<<) expanded
+// first so the mapping's own keys override them.
+func pairs(n *yaml.Node) (merged, own []pair) {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
+			for val.Kind == yaml.AliasNode && val.Alias != nil {
+				val = val.Alias
+			}
+			srcs := []*yaml.Node{val}
+			if val.Kind == yaml.SequenceNode {
+				srcs = val.Content
+			}
+			for _, s := range srcs {
+				for s.Kind == yaml.AliasNode && s.Alias != nil {
+					s = s.Alias
+				}
+				if s.Kind == yaml.MappingNode {
+					m, o := pairs(s)
+					merged = append(merged, m...)
+					merged = append(merged, o...)
+				}
+			}
+			continue
+		}
+		own = append(own, pair{k, val})
+	}
+	return merged, own
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errs.add(path, n.Line, "expected a mapping, got %s", describe(n))
+		return
+	}
+	if reflect.PointerTo(v.Type()).Implements(defaulterType) {
+		v.Addr().Interface().(defaulter).setDefaults()
+	}
+	fields := fieldsOf(v.Type())
+	merged, own := pairs(n)
+	seen := map[string]int{}
+	for i, p := range append(merged, own...) {
+		if p.key.Kind != yaml.ScalarNode {
+			d.errs.add(path, p.key.Line, "expected a string key, got %s", describe(p.key))
+			continue
+		}
+		name := p.key.Value
+		fp := keyPath(path, name)
+		if i >= len(merged) {
+			if line, dup := seen[name]; dup {
+				d.errs.add(fp, p.key.Line, "duplicate field (first at line %d)", line)
+				continue
+			}
+			seen[name] = p.key.Line
+		}
+		idx, ok := fields[name]
+		if !ok {
+			d.errs.add(fp, p.key.Line, "unknown field")
+			continue
+		}
+		d.given[fp] = true
+		d.decode(p.val, v.Field(idx), fp)
+	}
+}
+
+func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errs.add(path, n.Line, "expected a mapping, got %s", describe(n))
+		return
+	}
+	t := v.Type()
+	if t.Key().Kind() != reflect.String {
+		d.errs.add(path, n.Line, "unsupported map key type %s", t.Key())
+		return
+	}
+	m := reflect.MakeMap(t)
+	merged, own := pairs(n)
+	seen := map[string]int{}
+	for i, p := range append(merged, own...) {
+		if p.key.Kind != yaml.ScalarNode || p.key.ShortTag() == "!!null" {
+			d.errs.add(path, p.key.Line, "expected a string key, got %s", describe(p.key))
+			continue
+		}
+		name := p.key.Value
+		kp := keyPath(path, name)
+		if i >= len(merged) {
+			if line, dup := seen[name]; dup {
+				d.errs.add(kp, p.key.Line, "duplicate key (first at line %d)", line)
+				continue
+			}
+			seen[name] = p.key.Line
+		}
+		d.given[kp] = true
+		ev := reflect.New(t.Elem()).Elem()
+		d.decode(p.val, ev, kp)
+		m.SetMapIndex(reflect.ValueOf(name).Convert(t.Key()), ev)
+	}
+	v.Set(m)
+}
+
+var fieldCache sync.Map // reflect.Type → map[string]int
+
+// fieldsOf maps the YAML keys of a struct type to field indexes. Fields
+// tagged "-" and unexported fields are not keys.
+func fieldsOf(t reflect.Type) map[string]int {
+	if f, ok := fieldCache.Load(t); ok {
+		return f.(map[string]int)
+	}
+	out := map[string]int{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = strings.ToLower(f.Name)
+		}
+		out[name] = i
+	}
+	fieldCache.Store(t, out)
+	return out
+}
+
+// describe names a node for an error message, with a scalar's value.
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return strconv.Quote(n.Value)
+	default:
+		return "an alias"
+	}
+}
+
+func kindName(k reflect.Kind) string {
+	switch k {
+	case reflect.String:
+		return "a string"
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.Int, reflect.Int64:
+		return "an integer"
+	case reflect.Float64:
+		return "a number"
+	default:
+		return k.String()
+	}
+}
+
+// typeErrorMsg turns an error of a field's own UnmarshalYAML into a
+// message; yaml.v3 type errors carry "line N: " prefixes that the path
+// already replaces.
+func typeErrorMsg(err error) string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			if _, rest, ok := strings.Cut(m, ": "); ok && strings.HasPrefix(m, "line ") {
+				m = rest
+			}
+			msgs[i] = m
+		}
+		return strings.Join(msgs, "; ")
+	}
+	return err.Error()
+}
