@@ -154,15 +154,18 @@ func (s *Source) Close() { s.pool.Close() }
 //
 // builtin:connections gives client backends (backend_type 'client
 // backend': not walsenders, autovacuum, or background workers) as a
-// fraction of max_connections:
+// fraction of the slots an ordinary role can use: max_connections minus
+// superuser_reserved_connections (and reserved_connections on PG16+).
+// Against that denominator 1.0 means exactly what the runbook calls pool
+// exhaustion: the app's next connection is refused with SQLSTATE 53300.
 //
 //	{}                        all client backends
 //	{application_name="X"}   client backends of application X ("" when unset)
 //	{state="S"}               client backends in state S (active, idle,
 //	                          idle in transaction, ...; "" when hidden)
 //
-// Note that non-superusers are refused at max_connections −
-// superuser_reserved_connections, so the app can never push {} to 1.
+// Dividing by max_connections instead would cap the reading at about 0.9
+// and a "> 95 %" threshold could never fire.
 // The role needs pg_monitor (pg_read_all_stats) to see other roles' state.
 //
 // builtin:replication_lag gives seconds of lag per replication slot,
@@ -202,7 +205,9 @@ func (s *Source) Query(ctx context.Context, query string, _ time.Time) ([]source
 }
 
 const connectionsSQL = `
-SELECT current_setting('max_connections')::float8,
+SELECT current_setting('max_connections')::float8
+         - current_setting('superuser_reserved_connections')::float8
+         - COALESCE(current_setting('reserved_connections', true), '0')::float8,
        COALESCE(application_name, ''),
        COALESCE(state, ''),
        count(*)::float8
@@ -237,7 +242,7 @@ func (s *Source) connections(ctx context.Context) ([]source.Series, error) {
 	return connectionSeries(maxConns, total, byApp, byState)
 }
 
-// connectionSeries turns the counts into fractions of max_connections.
+// connectionSeries turns the counts into fractions of the usable slots.
 func connectionSeries(maxConns, total float64, byApp, byState map[string]float64) ([]source.Series, error) {
 	if total == 0 {
 		// Our own session is a client backend: zero rows means the view
@@ -245,7 +250,7 @@ func connectionSeries(maxConns, total float64, byApp, byState map[string]float64
 		return nil, fmt.Errorf("%w: pg_stat_activity shows no client backend", source.ErrNoData)
 	}
 	if maxConns <= 0 {
-		return nil, fmt.Errorf("max_connections reads %v", maxConns)
+		return nil, fmt.Errorf("usable connection slots read %v", maxConns)
 	}
 	out := []source.Series{{Labels: map[string]string{}, Value: total / maxConns}}
 	for _, app := range sortedKeys(byApp) {
