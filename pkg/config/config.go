@@ -73,8 +73,13 @@ const (
 // Default queries of the built-in Prometheus templates. They are grouped by
 // namespace and deployment so one query per tick serves every target; each
 // trigger picks its series with its match labels.
+//
+// The error rate's numerator falls back to 0 × the request rate: a
+// deployment that has served no 5xx yet has no 5xx series at all, and a
+// bare ratio would then have no result, which reads as no data (and
+// eventually a "blind" page) instead of a healthy 0.
 const (
-	DefaultErrorRateQuery       = `sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[1m])) / sum by (namespace, deployment) (rate(http_requests_total[1m]))`
+	DefaultErrorRateQuery       = `(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[1m])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[1m]))) / sum by (namespace, deployment) (rate(http_requests_total[1m]))`
 	DefaultErrorRateVolumeQuery = `sum by (namespace, deployment) (rate(http_requests_total[1m]))`
 	DefaultLatencyP99Query      = `histogram_quantile(0.99, sum by (namespace, deployment, le) (rate(http_request_duration_seconds_bucket[1m])))`
 )
