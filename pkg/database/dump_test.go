@@ -1,0 +1,197 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func setupFake(t *testing.T, mode string) (*DB, string, string) {
+	t.Helper()
+	dir := t.TempDir()
+	logFile := filepath.Join(t.TempDir(), "calls.log")
+	t.Setenv("FAKE_LOG", logFile)
+	t.Setenv("FAKE_MODE", mode)
+	t.Setenv("PGPASSWORD", "stray-from-parent")
+	return openFake(t, dir), dir, logFile
+}
+
+func readLog(t *testing.T, p string) string {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func dirNames(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+func TestDump(t *testing.T) {
+	d, dir, logFile := setupFake(t, "")
+	path := filepath.Join(dir, "forensic.dump")
+	n, err := d.Dump(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len("PGDMP fake archive")); n != want {
+		t.Errorf("Dump returned %d bytes, want %d", n, want)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("dump mode = %v, want 0600", fi.Mode().Perm())
+	}
+	if got := dirNames(t, dir); !slices.Equal(got, []string{"forensic.dump"}) {
+		t.Errorf("directory holds %q, want only the dump", got)
+	}
+	log := readLog(t, logFile)
+	if strings.Contains(strings.Join(lines(log, "pg_"), "\n"), secret) {
+		t.Errorf("password on a command line:\n%s", log)
+	}
+	for _, want := range []string{"PGPASSWORD=" + secret, "PGHOST=127.0.0.1", "PGPORT=1", "PGUSER=rollguard", "PGDATABASE=pggit", "PGSSLMODE=disable", "pg_dump --format=custom --no-password --file=" + dir + "/.forensic.dump.tmp-", "pg_restore --list " + dir + "/.forensic.dump.tmp-", "pg_restore --file=/dev/null "} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "stray-from-parent") {
+		t.Errorf("a PG variable of the parent leaked into the child:\n%s", log)
+	}
+
+	// A second dump to the same path must not replace it.
+	if _, err := d.Dump(context.Background(), path); !errors.Is(err, ErrDumpExists) {
+		t.Fatalf("second Dump error = %v, want ErrDumpExists", err)
+	}
+}
+
+func lines(s, prefix string) []string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func TestDumpFailureLeavesNothing(t *testing.T) {
+	d, dir, _ := setupFake(t, "dumpfail")
+	path := filepath.Join(dir, "pre.dump")
+	_, err := d.Dump(context.Background(), path)
+	if !errors.Is(err, ErrCommandFailed) {
+		t.Fatalf("Dump error = %v, want ErrCommandFailed", err)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "password authentication failed") {
+		t.Errorf("error lacks the stderr tail: %s", msg)
+	}
+	if strings.Contains(msg, "noise line 0\n") || len(msg) > stderrTail+300 {
+		t.Errorf("error carries %d bytes, want the bounded tail", len(msg))
+	}
+	if strings.Contains(msg, secret) {
+		t.Errorf("error leaks the password")
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("directory holds %q after a failed dump, want nothing", got)
+	}
+}
+
+func TestDumpVerifyFailureLeavesNothing(t *testing.T) {
+	d, dir, _ := setupFake(t, "truncated")
+	path := filepath.Join(dir, "pre.dump")
+	if _, err := d.Dump(context.Background(), path); !errors.Is(err, ErrDumpInvalid) {
+		t.Fatalf("Dump error = %v, want ErrDumpInvalid", err)
+	}
+	if got := dirNames(t, dir); len(got) != 0 {
+		t.Errorf("directory holds %q after a failed verification, want nothing", got)
+	}
+}
+
+func TestRestore(t *testing.T) {
+	d, dir, logFile := setupFake(t, "")
+	path := filepath.Join(dir, "pre.dump")
+	if err := os.WriteFile(path, []byte("PGDMP fake"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Restore(context.Background(), path); err != nil {
+		t.Fatal(err)
+	}
+	want := "pg_restore --clean --if-exists --single-transaction --exit-on-error --no-subscriptions --no-password --dbname=dbname='pggit' " + path
+	if !slices.Contains(lines(readLog(t, logFile), "pg_restore"), want) {
+		t.Fatalf("log lacks %q:\n%s", want, readLog(t, logFile))
+	}
+}
+
+func TestRestoreRefusesBadDumps(t *testing.T) {
+	for _, tc := range []struct {
+		name, mode, content string
+		missing             bool
+		want                error
+	}{
+		{name: "missing", missing: true, want: ErrDumpInvalid},
+		{name: "not an archive", content: "-- plain SQL", want: ErrDumpInvalid},
+		{name: "truncated", mode: "truncated", content: "PGDMP", want: ErrDumpInvalid},
+		{name: "restore fails", mode: "restorefail", content: "PGDMP", want: ErrCommandFailed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, dir, logFile := setupFake(t, tc.mode)
+			path := filepath.Join(dir, "pre.dump")
+			if !tc.missing {
+				if err := os.WriteFile(path, []byte(tc.content), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := d.Restore(context.Background(), path)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Restore error = %v, want %v", err, tc.want)
+			}
+			restored := slices.ContainsFunc(lines(readLog(t, logFile), "pg_restore"), func(l string) bool {
+				return strings.Contains(l, "--single-transaction")
+			})
+			if wantRun := tc.want == ErrCommandFailed; restored != wantRun {
+				t.Fatalf("restore ran = %v, want %v", restored, wantRun)
+			}
+		})
+	}
+}
+
+func TestListDump(t *testing.T) {
+	d, dir, _ := setupFake(t, "")
+	path := filepath.Join(dir, "pre.dump")
+	if err := os.WriteFile(path, []byte("PGDMP fake"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := d.ListDump(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"pggit.alert_delivery_queue"}; !slices.Equal(got, want) {
+		t.Fatalf("ListDump = %q, want %q", got, want)
+	}
+}
+
+func TestRestoreIntoValidates(t *testing.T) {
+	d, dir, _ := setupFake(t, "")
+	for _, db := range []string{"", "pggit"} {
+		if err := d.RestoreInto(context.Background(), filepath.Join(dir, "x"), db); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("RestoreInto(%q) = %v, want ErrInvalidArgument", db, err)
+		}
+	}
+}

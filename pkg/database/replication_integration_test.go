@@ -1,0 +1,325 @@
+package database
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+var pggitTables = []string{"pggit.schema_versions", "pggit.alert_delivery_queue", "pggit.webhook_health_metrics", "pggit.replication_conflict_log"}
+
+// eventually polls cond every 200 ms until it returns nil or timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %s: %v", what, timeout, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func hasMarker(ctx context.Context, c *pgx.Conn, marker string) (bool, error) {
+	var ok bool
+	err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pggit.replication_conflict_log WHERE table_name = $1)", marker).Scan(&ok)
+	return ok, err
+}
+
+// pairInSync reports nil when every subscribed table is ready and has the
+// primary's row count.
+func pairInSync(ctx context.Context, pub, sub *pgx.Conn) error {
+	var notReady int
+	if err := sub.QueryRow(ctx, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").Scan(&notReady); err != nil {
+		return err
+	}
+	if notReady > 0 {
+		return fmt.Errorf("%d tables not ready", notReady)
+	}
+	for _, tb := range pggitTables {
+		var a, b int64
+		if err := pub.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&a); err != nil {
+			return err
+		}
+		if err := sub.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&b); err != nil {
+			return err
+		}
+		if a != b {
+			return fmt.Errorf("%s: primary %d rows, subscriber %d", tb, a, b)
+		}
+	}
+	return nil
+}
+
+// replicates writes a marker row on the primary and waits for it on the
+// subscriber.
+func replicates(ctx context.Context, pub, sub *pgx.Conn, marker string, within time.Duration) error {
+	if _, err := pub.Exec(ctx, "INSERT INTO pggit.replication_conflict_log (table_name, conflict_type, resolved) VALUES ($1, 'rg-test', true)", marker); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		if ok, err := hasMarker(ctx, sub, marker); err != nil || ok {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return fmt.Errorf("marker %s did not replicate within %s", marker, within)
+}
+
+// keepPairWorking registers a cleanup that leaves pggit_pub/pggit_sub
+// enabled, replicating and in sync, whatever the test did to it, and removes
+// the test's marker rows.
+func keepPairWorking(t *testing.T, env sandboxenv.Env, subscriber *DB, subName, markerPrefix string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		pub, err := pgx.Connect(ctx, env.Get(t, "PG_PRIMARY_DSN"))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer pub.Close(ctx)
+		sub, err := pgx.Connect(ctx, env.Get(t, "PG_SUBSCRIBER_DSN"))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer sub.Close(ctx)
+		if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name LIKE $1", markerPrefix+"%"); err != nil {
+			t.Errorf("cleanup: delete markers: %v", err)
+		}
+		if err := subscriber.EnableSubscription(ctx, subName); err != nil {
+			t.Errorf("cleanup: enable %s: %v", subName, err)
+		}
+		check := markerPrefix + "cleanup"
+		if err := replicates(ctx, pub, sub, check, 5*time.Second); err == nil {
+			if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name = $1", check); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+			return
+		}
+		t.Logf("cleanup: %s is not replicating; resyncing it", subName)
+		if err := subscriber.ResyncSubscription(ctx, subName); err != nil {
+			t.Errorf("cleanup: resync %s: %v (the sandbox pair needs `make sandbox-up` again)", subName, err)
+			return
+		}
+		if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name LIKE $1", markerPrefix+"%"); err != nil {
+			t.Errorf("cleanup: delete markers: %v", err)
+		}
+	})
+}
+
+func TestIntegrationDisableEnableLag(t *testing.T) {
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	subName := env.Get(t, "PG_SUBSCRIPTION")
+	// The monitoring role is enough to read the lag (pg_monitor).
+	primary := openEnv(t, env, "primary", env.Get(t, "PG_PRIMARY_MONITOR_DSN"))
+	subscriber := openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
+	pub := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	sub := connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
+	prefix := "rg-test-" + randSuffix(t) + "-"
+	keepPairWorking(t, env, subscriber, subName, prefix)
+
+	if err := replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
+		t.Fatalf("pair not replicating before the test: %v", err)
+	}
+	eventually(t, 15*time.Second, "lag below 1s before disabling", func() error {
+		lag, err := primary.ReplicationLag(ctx)
+		if err == nil && lag >= time.Second {
+			return fmt.Errorf("lag %s", lag)
+		}
+		return err
+	})
+
+	if err := subscriber.DisableSubscription(ctx, subName); err != nil {
+		t.Fatal(err)
+	}
+	if err := subscriber.DisableSubscription(ctx, subName); err != nil {
+		t.Fatalf("disabling twice: %v", err)
+	}
+	if err := replicates(ctx, pub, sub, prefix+"while-disabled", 2*time.Second); err == nil {
+		t.Fatal("a row replicated to a disabled subscription")
+	}
+	// The walsender is gone and the slot is behind: no false zero.
+	eventually(t, 10*time.Second, "lag unknown while disabled", func() error {
+		lag, err := primary.ReplicationLag(ctx)
+		if errors.Is(err, ErrLagUnknown) {
+			return nil
+		}
+		return fmt.Errorf("ReplicationLag = %s, %v; want ErrLagUnknown", lag, err)
+	})
+
+	if err := subscriber.EnableSubscription(ctx, subName); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, "lag below 1s after enabling", func() error {
+		lag, err := primary.ReplicationLag(ctx)
+		if err == nil && lag >= time.Second {
+			return fmt.Errorf("lag %s", lag)
+		}
+		return err
+	})
+	eventually(t, 10*time.Second, "row written while disabled arrives", func() error {
+		ok, err := hasMarker(ctx, sub, prefix+"while-disabled")
+		if err == nil && !ok {
+			err = errors.New("not yet")
+		}
+		return err
+	})
+	// Idle and caught up: the lag columns go NULL and the lag is still 0.
+	time.Sleep(2500 * time.Millisecond)
+	var nulls int
+	if err := pub.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE replay_lag IS NULL").Scan(&nulls); err != nil {
+		t.Fatal(err)
+	}
+	lag, err := primary.ReplicationLag(ctx)
+	t.Logf("idle link: %d walsenders with NULL replay_lag, ReplicationLag = %s, %v", nulls, lag, err)
+	if err != nil || lag >= time.Second {
+		t.Fatalf("idle caught-up ReplicationLag = %s, %v; want < 1s", lag, err)
+	}
+
+	if err := subscriber.DisableSubscription(ctx, "no_such_sub"); !errors.Is(err, ErrSubscriptionNotFound) {
+		t.Errorf("DisableSubscription(no_such_sub) = %v, want ErrSubscriptionNotFound", err)
+	}
+	if err := subscriber.DisableSubscription(ctx, `x"; DROP TABLE y; --`); !errors.Is(err, ErrInvalidIdentifier) {
+		t.Errorf("DisableSubscription(injection) = %v, want ErrInvalidIdentifier", err)
+	}
+}
+
+// TestIntegrationResyncAfterInPlaceRestore reproduces the trap of an
+// in-place restore over the publisher and repairs it with
+// ResyncSubscription. It restores pggit on the primary to a dump taken
+// seconds earlier, so other tests' writes in between are lost.
+func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	subName := env.Get(t, "PG_SUBSCRIPTION")
+	primary := openEnv(t, env, "primary", env.Get(t, "PG_PRIMARY_DSN"))
+	subscriber := openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
+	pub := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	sub := connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
+	prefix := "rg-test-" + randSuffix(t) + "-"
+	keepPairWorking(t, env, subscriber, subName, prefix)
+
+	if err := replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
+		t.Fatalf("pair not replicating before the test: %v", err)
+	}
+	pre := filepath.Join(t.TempDir(), "pre.dump")
+	if _, err := primary.Dump(ctx, pre); err != nil {
+		t.Fatal(err)
+	}
+	if err := replicates(ctx, pub, sub, prefix+"after-dump", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := primary.Restore(rctx, pre); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := hasMarker(ctx, pub, prefix+"after-dump"); err != nil || ok {
+		t.Fatalf("row written after the dump still on the primary after restore: %v, %v", ok, err)
+	}
+	// The trap: replication is broken, and the subscriber keeps the row the
+	// restore removed.
+	if err := replicates(ctx, pub, sub, prefix+"after-restore", 3*time.Second); err == nil {
+		t.Fatal("replication survived an in-place restore of the publisher; the documented trap did not happen")
+	}
+	if ok, _ := hasMarker(ctx, sub, prefix+"after-dump"); !ok {
+		t.Fatal("subscriber lost the post-dump row without a resync")
+	}
+
+	if err := subscriber.ResyncSubscription(ctx, subName); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "pair in sync after resync", func() error { return pairInSync(ctx, pub, sub) })
+	if ok, _ := hasMarker(ctx, sub, prefix+"after-dump"); ok {
+		t.Error("subscriber still has the row the restore removed")
+	}
+	if ok, _ := hasMarker(ctx, sub, prefix+"after-restore"); !ok {
+		t.Error("row written between restore and resync did not arrive")
+	}
+	if err := replicates(ctx, pub, sub, prefix+"after-resync", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var slots int
+	if err := pub.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", subName).Scan(&slots); err != nil || slots != 1 {
+		t.Errorf("publisher has %d slots named %s, want 1 (%v)", slots, subName, err)
+	}
+
+	if err := subscriber.ResyncSubscription(ctx, "no_such_sub"); !errors.Is(err, ErrSubscriptionNotFound) {
+		t.Errorf("ResyncSubscription(no_such_sub) = %v, want ErrSubscriptionNotFound", err)
+	}
+}
+
+// TestIntegrationResyncRefusesEmptyPublication uses a scratch publisher and
+// subscriber database of its own: a publication that lost its tables (what
+// a restore with --no-publications leaves) must not make resync truncate
+// the secondary.
+func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	pubDB, pubDSN := scratchDB(t, env)
+	pc := connect(t, pubDSN)
+	mustExec(t, pc, "CREATE TABLE t (id int PRIMARY KEY)")
+	mustExec(t, pc, "INSERT INTO t SELECT g FROM generate_series(1, 10) g")
+	mustExec(t, pc, "CREATE PUBLICATION rg_pub FOR TABLE t")
+
+	subSU := env.Get(t, "PG_SUBSCRIBER_DSN")
+	admin := connect(t, subSU)
+	subDB := "rg_test_" + randSuffix(t)
+	mustExec(t, admin, "CREATE DATABASE "+subDB)
+	subDSN := withDatabase(t, subSU, subDB)
+	sc := connect(t, subDSN)
+	t.Cleanup(func() {
+		// DROP SUBSCRIPTION drops the slot on the publisher too.
+		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := sc.Exec(cctx, "DROP SUBSCRIPTION IF EXISTS rg_sub"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		sc.Close(cctx)
+		if _, err := admin.Exec(cctx, "DROP DATABASE IF EXISTS "+subDB+" WITH (FORCE)"); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	mustExec(t, sc, "CREATE TABLE t (id int PRIMARY KEY)")
+	conninfo, err := pgx.ParseConfig(withDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), pubDB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, sc, fmt.Sprintf("CREATE SUBSCRIPTION rg_sub CONNECTION %s PUBLICATION rg_pub",
+		quoteLiteral(fmt.Sprintf("host=%s port=%d user=%s dbname=%s", conninfo.Host, conninfo.Port, conninfo.User, pubDB))))
+	eventually(t, 20*time.Second, "initial copy", func() error {
+		if n := count(t, sc, "t"); n != 10 {
+			return fmt.Errorf("%d rows", n)
+		}
+		return nil
+	})
+
+	mustExec(t, pc, "ALTER PUBLICATION rg_pub DROP TABLE t")
+	subscriber := openEnv(t, env, "secondary", subDSN)
+	if err := subscriber.ResyncSubscription(ctx, "rg_sub"); !errors.Is(err, ErrPublicationEmpty) {
+		t.Fatalf("ResyncSubscription = %v, want ErrPublicationEmpty", err)
+	}
+	if n := count(t, sc, "t"); n != 10 {
+		t.Errorf("secondary has %d rows after a refused resync, want 10", n)
+	}
+	var enabled bool
+	if err := sc.QueryRow(ctx, "SELECT subenabled FROM pg_subscription WHERE subname = 'rg_sub'").Scan(&enabled); err != nil || !enabled {
+		t.Errorf("subscription after a refused resync: enabled=%v, %v; want untouched", enabled, err)
+	}
+}
