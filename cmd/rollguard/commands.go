@@ -1,0 +1,276 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/app"
+	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/version"
+)
+
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("rollguard "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+// parse returns an exit code when the command must stop (help or bad flags).
+func parse(fs *flag.FlagSet, args []string) (int, bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK, false
+		}
+		return exitUsage, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(fs.Output(), "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return exitUsage, false
+	}
+	return 0, true
+}
+
+func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("run", stderr)
+	cfg := fs.String("config", "rollguard.yaml", "config file")
+	shutdown := fs.Duration("shutdown-timeout", 20*time.Second, "bound on graceful shutdown")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	err := app.Run(ctx, app.Options{ConfigFile: *cfg, ShutdownTimeout: *shutdown, LogOutput: stderr})
+	return exitCode(err, stderr)
+}
+
+func cmdValidate(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("validate", stderr)
+	cfgFile := fs.String("config", "rollguard.yaml", "config file")
+	skipSecrets := fs.Bool("skip-secrets", false, "do not read secret files and variables (lint on a machine without them)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, err := config.LoadFile(*cfgFile)
+	if err == nil && !*skipSecrets {
+		if serr := cfg.ResolveSecrets(); serr != nil {
+			err = fmt.Errorf("%s: %w", *cfgFile, serr)
+		}
+	}
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stdout, "%s: valid\n%s", *cfgFile, cfg.Summary())
+	return exitOK
+}
+
+func printConfigError(w io.Writer, err error) {
+	var errs *config.Errors
+	if errors.As(err, &errs) {
+		for _, l := range errs.Lines() {
+			fmt.Fprintln(w, l)
+		}
+		return
+	}
+	fmt.Fprintln(w, err)
+}
+
+func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("plan", stderr)
+	cfg := fs.String("config", "rollguard.yaml", "config file")
+	target := fs.String("target", "", "target name")
+	action := fs.String("action", "", "plan to show: quick, revert, full, pool-recovery, multi-region (default: the target's strategy)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	out, err := app.Plan(ctx, app.Options{ConfigFile: *cfg, LogOutput: stderr}, *target, *action)
+	if err != nil {
+		return exitCode(err, stderr)
+	}
+	fmt.Fprint(stdout, out)
+	return exitOK
+}
+
+func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("rollback", stderr)
+	cfg := fs.String("config", "", "config file (with --local)")
+	target := fs.String("target", "", "target name")
+	action := fs.String("action", "", "action: rollback, full-rollback, revert, restart-then-rollback (default: the target's strategy)")
+	reason := fs.String("reason", "", "why; recorded in the incident and the pages")
+	local := fs.Bool("local", false, "run the plan in this process against the cluster instead of asking the daemon")
+	addr, tokenFile := apiFlags(fs)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *target == "" || strings.TrimSpace(*reason) == "" {
+		fmt.Fprintln(stderr, "rollguard rollback: --target and --reason are required")
+		return exitUsage
+	}
+	if *local {
+		if *cfg == "" {
+			fmt.Fprintln(stderr, "rollguard rollback --local: --config is required")
+			return exitUsage
+		}
+		out, err := app.RollbackLocal(ctx, app.Options{ConfigFile: *cfg, LogOutput: stderr}, *target, *action, *reason)
+		fmt.Fprint(stdout, out)
+		return exitCode(err, stderr)
+	}
+	c, code := client(*addr, *tokenFile, stderr)
+	if c == nil {
+		return code
+	}
+	res, err := c.Rollback(ctx, *target, *action, *reason)
+	if err != nil {
+		return exitCode(err, stderr)
+	}
+	fmt.Fprintf(stdout, "%s %s: %s\n", res.Target, res.Action, res.Detail)
+	return exitOK
+}
+
+func cmdFreeze(frozen bool) func(context.Context, []string, io.Writer, io.Writer) int {
+	name := "freeze"
+	if !frozen {
+		name = "unfreeze"
+	}
+	return func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+		fs := newFlags(name, stderr)
+		target := fs.String("target", "", "target name")
+		reason := fs.String("reason", "", "why")
+		addr, tokenFile := apiFlags(fs)
+		if code, ok := parse(fs, args); !ok {
+			return code
+		}
+		if *target == "" || strings.TrimSpace(*reason) == "" {
+			fmt.Fprintf(stderr, "rollguard %s: --target and --reason are required\n", name)
+			return exitUsage
+		}
+		c, code := client(*addr, *tokenFile, stderr)
+		if c == nil {
+			return code
+		}
+		if err := c.Freeze(ctx, *target, frozen, *reason); err != nil {
+			return exitCode(err, stderr)
+		}
+		fmt.Fprintf(stdout, "%s: %sd\n", *target, name)
+		return exitOK
+	}
+}
+
+func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("status", stderr)
+	asJSON := fs.Bool("json", false, "print the raw JSON")
+	addr, _ := apiFlags(fs)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	c := &api.Client{BaseURL: *addr, HTTP: &http.Client{Timeout: 10 * time.Second}}
+	s, err := c.Status(ctx)
+	if err != nil {
+		return exitCode(err, stderr)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(s)
+		return exitOK
+	}
+	printStatus(stdout, s)
+	return exitOK
+}
+
+func printStatus(w io.Writer, s api.Status) {
+	fmt.Fprintf(w, "rollguard %s  leader=%v  dryRun=%v  config=%s loaded %s\n\n", s.Version, s.Leader, s.DryRun, s.ConfigHash, s.LoadedAt.Format(time.RFC3339))
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tTRIGGER\tSTATE\tVALUE\tTHRESHOLD\tBREACH SINCE\tERROR")
+	for _, t := range s.Triggers {
+		v := "-"
+		if !math.IsNaN(t.Value) {
+			v = fmt.Sprintf("%.4g", t.Value)
+		}
+		since := "-"
+		if !t.BreachStart.IsZero() {
+			since = t.BreachStart.Format(time.TimeOnly)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %g\t%s\t%s\n", t.Target, t.Trigger, t.State, v, t.Op, t.Threshold, since, t.LastError)
+	}
+	tw.Flush()
+	if len(s.Targets) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "TARGET\tDEPLOYMENT\tDRY-RUN\tFROZEN\tRUNNING\tLAST RESULT")
+		for _, t := range s.Targets {
+			fmt.Fprintf(tw, "%s\t%s/%s\t%v\t%v\t%s\t%s\n", t.Name, t.Namespace, t.Deployment, t.DryRun, t.Frozen, dash(t.Running), dash(t.LastResult))
+		}
+		tw.Flush()
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("version", stderr)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	v := version.Get()
+	fmt.Fprintf(stdout, "rollguard %s (revision %s, %s)\n", v.Version, v.Revision, v.GoVersion)
+	return exitOK
+}
+
+func apiFlags(fs *flag.FlagSet) (addr, tokenFile *string) {
+	addr = fs.String("api", envOr("ROLLGUARD_API", "http://127.0.0.1:9847"), "the daemon's API base URL ($ROLLGUARD_API)")
+	tokenFile = fs.String("token-file", os.Getenv("ROLLGUARD_TOKEN_FILE"), "file holding the API bearer token ($ROLLGUARD_TOKEN_FILE)")
+	return addr, tokenFile
+}
+
+func client(addr, tokenFile string, stderr io.Writer) (*api.Client, int) {
+	if tokenFile == "" {
+		fmt.Fprintln(stderr, "rollguard: --token-file (or $ROLLGUARD_TOKEN_FILE) is required for commands that change something")
+		return nil, exitUsage
+	}
+	b, err := os.ReadFile(tokenFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "rollguard: read token file: %v\n", err)
+		return nil, exitUsage
+	}
+	tok := strings.TrimSpace(string(b))
+	if tok == "" {
+		fmt.Fprintf(stderr, "rollguard: token file %s is empty\n", tokenFile)
+		return nil, exitUsage
+	}
+	return &api.Client{BaseURL: addr, Token: tok, HTTP: &http.Client{Timeout: 60 * time.Second}}, 0
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// exitCode prints err and maps it: invalid input → 2, anything else → 1.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return exitOK
+	}
+	if errors.Is(err, config.ErrInvalid) || errors.Is(err, app.ErrUsage) {
+		printConfigError(stderr, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "rollguard: %v\n", err)
+	return exitFail
+}

@@ -1,0 +1,472 @@
+// Package app builds rollguard from its config and runs it: the sources,
+// the evaluator, the responder with its interlocks and executor, the
+// notifiers, leader election, the HTTP API and hot reload. Nothing below
+// imports it; each package gets only the settings it needs.
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/database"
+	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/guard"
+	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/leader"
+	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/response"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/source"
+	"github.com/rollguard/rollguard/pkg/version"
+)
+
+// Options are the command line's settings.
+type Options struct {
+	ConfigFile      string
+	ShutdownTimeout time.Duration
+	LogOutput       io.Writer
+	// Identity names this replica in the leader lease ($POD_NAME, else the
+	// host name and pid).
+	Identity string
+	// ReloadInterval is how often the config file is checked for changes
+	// (default 5s; a mounted ConfigMap changes in place).
+	ReloadInterval time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.ShutdownTimeout <= 0 {
+		o.ShutdownTimeout = 20 * time.Second
+	}
+	if o.LogOutput == nil {
+		o.LogOutput = os.Stderr
+	}
+	if o.Identity == "" {
+		o.Identity = os.Getenv("POD_NAME")
+	}
+	if o.Identity == "" {
+		h, _ := os.Hostname()
+		o.Identity = fmt.Sprintf("%s-%d", h, os.Getpid())
+	}
+	if o.ReloadInterval <= 0 {
+		o.ReloadInterval = 5 * time.Second
+	}
+}
+
+// NewLogger returns a JSON zap logger at level.
+func NewLogger(level string, out io.Writer) (*zap.Logger, error) {
+	var lvl zapcore.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(enc), zapcore.Lock(zapcore.AddSync(out)), lvl)
+	return zap.New(core), nil
+}
+
+// daemon is a running rollguard.
+type daemon struct {
+	opts   Options
+	log    *zap.Logger
+	reg    *prometheus.Registry
+	client kubernetes.Interface
+	kube   *kube.Deployments
+	src    *sources
+	dbs    map[string]*database.DB
+	eval   *evaluator.Evaluator
+	queue  *notify.Queue
+	guard  *guard.Guard
+	resp   *response.Responder
+	exec   *rollback.Executor
+	elect  *leader.Elector
+	store  http.Handler
+
+	mu       sync.RWMutex
+	cfg      *config.Config
+	cfgHash  string
+	loadedAt time.Time
+
+	reloadOK prometheus.Gauge
+	reloadTS prometheus.Gauge
+}
+
+// Run loads the config and runs the daemon until ctx is done.
+func Run(ctx context.Context, opts Options) error {
+	opts.defaults()
+	cfg, err := loadConfig(opts.ConfigFile)
+	if err != nil {
+		return err
+	}
+	logger, err := NewLogger(cfg.Global.LogLevel, opts.LogOutput)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = logger.Sync() }()
+	d, err := newDaemon(ctx, cfg, opts, logger)
+	if err != nil {
+		logger.Error("cannot start", zap.Error(err))
+		return err
+	}
+	defer d.close()
+	return d.run(ctx)
+}
+
+func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *zap.Logger) (*daemon, error) {
+	d := &daemon{opts: opts, log: logger, reg: prometheus.NewRegistry()}
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	v := version.Get()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_build_info", Help: "Build information.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion}})
+	info.Set(1)
+	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
+	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
+	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
+
+	var err error
+	if d.client, _, err = kubeClient(cfg); err != nil {
+		return nil, err
+	}
+	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))
+	if d.src, err = buildSources(cfg, logger); err != nil {
+		return nil, err
+	}
+	if d.dbs, err = openDatabases(ctx, cfg, logger); err != nil {
+		d.src.close()
+		return nil, err
+	}
+	notifiers, store, err := buildNotifiers(cfg, logger)
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	d.store = store
+	d.queue = notify.NewQueue(notify.Options{}, notifiers, logger.Named("notify"), d.reg)
+
+	if cfg.Global.LeaderElection.Enabled {
+		le := cfg.Global.LeaderElection
+		d.elect, err = leader.New(d.client, leader.Options{
+			Namespace: le.Namespace, Name: le.LeaseName, Identity: opts.Identity,
+			LeaseDuration: time.Duration(le.LeaseDuration), RenewDeadline: time.Duration(le.RenewDeadline), RetryPeriod: time.Duration(le.RetryPeriod),
+		}, logger.Named("leader"), d.reg)
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+	}
+	d.guard = guard.New(guardOptions(cfg))
+	d.resp = response.New(nil, d.kube, d.queue, d.guard, response.Options{
+		IsLeader: d.isLeader, WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
+	}, logger.Named("response"), d.reg)
+	d.exec = rollback.NewExecutor(d.kube, d.client.CoreV1(), rollback.Options{Observer: d.resp.Observer()}, logger.Named("rollback"))
+	d.resp.SetExecutor(d.exec)
+
+	d.eval = evaluator.New(evaluator.Options{
+		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
+		QueryTimeout: queryTimeout(cfg),
+	}, d.src.queriers(), d.resp, logger.Named("evaluator"), d.reg)
+	if err := d.apply(cfg); err != nil {
+		d.close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func queryTimeout(cfg *config.Config) time.Duration {
+	t := time.Duration(cfg.Global.Prometheus.Timeout)
+	if iv := time.Duration(cfg.Global.Interval); t <= 0 || t > iv {
+		// A query may not outlive its tick, or one slow source would stall
+		// the next evaluation.
+		t = iv
+	}
+	return t
+}
+
+func guardOptions(cfg *config.Config) guard.Options {
+	il := cfg.Global.Interlocks
+	return guard.Options{Cooldown: time.Duration(il.Cooldown), MaxRollbacksPerHour: il.MaxRollbacksPerHour,
+		MaxRevisionAge: time.Duration(il.MaxRevisionAge), Freeze: il.Freeze}
+}
+
+// apply installs a config's hot-reloadable parts: triggers (keeping the
+// windows of unchanged ones), targets, interlocks. It fails without
+// changing anything when the evaluator rejects the triggers.
+func (d *daemon) apply(cfg *config.Config) error {
+	if err := d.eval.SetTriggers(specs(cfg)); err != nil {
+		return fmt.Errorf("triggers: %w", err)
+	}
+	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}))
+	d.guard.SetOptions(guardOptions(cfg))
+	sum := sha256.Sum256([]byte(cfg.String()))
+	d.mu.Lock()
+	d.cfg, d.cfgHash, d.loadedAt = cfg, hex.EncodeToString(sum[:6]), time.Now()
+	d.mu.Unlock()
+	d.reloadOK.Set(1)
+	d.reloadTS.SetToCurrentTime()
+	return nil
+}
+
+func (d *daemon) config() *config.Config {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.cfg
+}
+
+func (d *daemon) isLeader() bool { return d.elect == nil || d.elect.IsLeader() }
+
+func (d *daemon) close() {
+	if d.src != nil {
+		d.src.close()
+	}
+	for _, db := range d.dbs {
+		db.Close()
+	}
+}
+
+// run serves until ctx is done or the lease is lost. Shutdown order: stop
+// acting (responder, leader work), then evaluating, then notifying (the
+// queue drains what it can), then the HTTP server.
+func (d *daemon) run(ctx context.Context) error {
+	cfg := d.config()
+	ln, err := net.Listen("tcp", cfg.Global.ListenAddress)
+	if err != nil {
+		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
+	}
+	srv := &http.Server{
+		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store}, d.log.Named("api")),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      2 * time.Minute,
+	}
+	d.log.Info("rollguard started", zap.String("version", version.Get().Version), zap.String("listen", ln.Addr().String()),
+		zap.Int("targets", len(cfg.Targets)), zap.Bool("dryRun", cfg.Global.DryRun), zap.Bool("leaderElection", d.elect != nil))
+
+	d.rebuildWindows(ctx)
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	goFn := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
+
+	queueCtx, stopQueue := context.WithCancel(context.Background())
+	queueDone := make(chan struct{})
+	go func() { defer close(queueDone); d.queue.Run(queueCtx) }()
+
+	serveErr := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			serveErr <- err
+		}
+	}()
+	goFn(func() { _ = d.eval.Run(runCtx) })
+	goFn(func() { d.resp.Run(runCtx) })
+	goFn(func() { d.watchReload(runCtx) })
+
+	leaderErr := make(chan error, 1)
+	if d.elect != nil {
+		goFn(func() {
+			leaderErr <- d.elect.Run(runCtx, func(lctx context.Context) { d.resp.Resume(lctx) })
+		})
+	} else {
+		d.resp.Resume(runCtx)
+	}
+
+	var result error
+	select {
+	case <-ctx.Done():
+		d.log.Info("shutting down")
+	case err := <-serveErr:
+		result = fmt.Errorf("http server: %w", err)
+	case err := <-leaderErr:
+		if errors.Is(err, leader.ErrLost) {
+			d.log.Error("leader lease lost: exiting so a fresh process rejoins the election", zap.Error(err))
+			result = err
+		}
+	}
+	cancel()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(d.opts.ShutdownTimeout):
+		d.log.Error("shutdown timed out; some work did not stop", zap.Duration("timeout", d.opts.ShutdownTimeout))
+	}
+	stopQueue()
+	<-queueDone
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	_ = srv.Shutdown(sctx)
+	return result
+}
+
+// rebuildWindows refills Prometheus triggers' windows from query_range
+// over their last window, so a restart or failover does not add a whole
+// window to detection time. PostgreSQL has no history: those triggers
+// start empty (logged).
+func (d *daemon) rebuildWindows(ctx context.Context) {
+	cfg := d.config()
+	if d.src.prom == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	interval := time.Duration(cfg.Global.Interval)
+	now := time.Now()
+	cache := map[string][]rangeResult{}
+	seeded, empty := 0, 0
+	for _, s := range specs(cfg) {
+		if s.Backend != backendPrometheus {
+			empty++
+			continue
+		}
+		start := now.Add(-s.Rule.For - interval)
+		get := func(q string) rangeResult {
+			for _, r := range cache[q] {
+				if r.start.Equal(start) {
+					return r
+				}
+			}
+			rs, err := d.src.prom.QueryRange(ctx, q, start, now, interval)
+			r := rangeResult{start: start, ranges: rs, err: err}
+			cache[q] = append(cache[q], r)
+			return r
+		}
+		main := get(s.Query)
+		if main.err != nil {
+			d.log.Warn("window rebuild failed; the trigger starts empty", zap.String("trigger", s.ID), zap.Error(main.err))
+			continue
+		}
+		pts, err := evaluator.SelectRange(main.ranges, s.Match)
+		if err != nil {
+			continue
+		}
+		if s.VolumeQuery != "" {
+			vol := get(s.VolumeQuery)
+			vpts, verr := evaluator.SelectRange(vol.ranges, s.Match)
+			if vol.err != nil || verr != nil {
+				continue
+			}
+			err = d.eval.SeedWithVolume(s.ID, pts, vpts)
+		} else {
+			err = d.eval.Seed(s.ID, pts)
+		}
+		if err == nil {
+			seeded++
+		}
+	}
+	d.log.Info("windows rebuilt from Prometheus history", zap.Int("seeded", seeded), zap.Int("postgresStartEmpty", empty))
+}
+
+type rangeResult struct {
+	start  time.Time
+	ranges []source.Range
+	err    error
+}
+
+// reload loads the config file again; an invalid one is rejected with its
+// errors logged and the old one keeps running.
+func (d *daemon) reload(_ context.Context) error {
+	cfg, err := loadConfig(d.opts.ConfigFile)
+	if err == nil {
+		err = d.checkRestartOnly(cfg)
+	}
+	if err == nil {
+		err = d.apply(cfg)
+	}
+	if err != nil {
+		d.reloadOK.Set(0)
+		d.log.Error("config reload rejected; keeping the running config", zap.String("file", d.opts.ConfigFile), zap.Error(err))
+		return err
+	}
+	d.log.Info("config reloaded", zap.String("file", d.opts.ConfigFile), zap.String("hash", d.cfgHash))
+	return nil
+}
+
+// checkRestartOnly refuses a reload that changes what is built once at
+// start (connections, listeners, the lease): those need a restart, and a
+// half-applied config would be worse than the old one.
+func (d *daemon) checkRestartOnly(next *config.Config) error {
+	cur := d.config().Global
+	n := next.Global
+	var changed []string
+	if cur.Prometheus != n.Prometheus {
+		changed = append(changed, "global.prometheus")
+	}
+	if fmt.Sprint(cur.Databases) != fmt.Sprint(n.Databases) {
+		changed = append(changed, "global.databases")
+	}
+	if cur.ListenAddress != n.ListenAddress {
+		changed = append(changed, "global.listenAddress")
+	}
+	if cur.LeaderElection != n.LeaderElection {
+		changed = append(changed, "global.leaderElection")
+	}
+	if cur.Kubernetes != n.Kubernetes {
+		changed = append(changed, "global.kubernetes")
+	}
+	if fmt.Sprint(cur.Notify) != fmt.Sprint(n.Notify) {
+		changed = append(changed, "global.notify")
+	}
+	if cur.Interval != n.Interval {
+		changed = append(changed, "global.interval")
+	}
+	if len(changed) > 0 {
+		return fmt.Errorf("%v changed: these settings take effect only on restart", changed)
+	}
+	return nil
+}
+
+// watchReload reloads on SIGHUP and when the file's content changes.
+func (d *daemon) watchReload(ctx context.Context) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	last, _ := fileHash(d.opts.ConfigFile)
+	t := time.NewTicker(d.opts.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			d.log.Info("SIGHUP: reloading config")
+			_ = d.reload(ctx)
+			last, _ = fileHash(d.opts.ConfigFile)
+		case <-t.C:
+			h, err := fileHash(d.opts.ConfigFile)
+			if err != nil || h == last {
+				continue
+			}
+			last = h
+			d.log.Info("config file changed: reloading")
+			_ = d.reload(ctx)
+		}
+	}
+}
+
+func fileHash(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}

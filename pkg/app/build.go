@@ -1,0 +1,250 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/database"
+	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/response"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/source/postgres"
+	"github.com/rollguard/rollguard/pkg/source/prometheus"
+	"github.com/rollguard/rollguard/pkg/trigger"
+)
+
+// Backend names the evaluator knows queriers by.
+const backendPrometheus = "prometheus"
+
+func backendPostgres(db string) string { return "postgres:" + db }
+
+// ErrUsage marks bad input from the command line (an unknown target, an
+// unknown action): the CLI exits 2.
+var ErrUsage = errors.New("usage")
+
+// loadConfig reads, validates and resolves a config file: the daemon never
+// starts on a config whose secrets cannot be read.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.LoadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.ResolveSecrets(); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// kubeClient builds the clientset: the config's kubeconfig, else in-cluster,
+// else $KUBECONFIG (for running out of cluster, as the demo does).
+func kubeClient(cfg *config.Config) (kubernetes.Interface, *rest.Config, error) {
+	var (
+		rc  *rest.Config
+		err error
+	)
+	switch path := cfg.Global.Kubernetes.Kubeconfig; {
+	case path != "":
+		rc, err = clientcmd.BuildConfigFromFlags("", path)
+	default:
+		rc, err = rest.InClusterConfig()
+		if errors.Is(err, rest.ErrNotInCluster) && os.Getenv("KUBECONFIG") != "" {
+			rc, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+		}
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
+	}
+	rc.UserAgent = "rollguard"
+	rc.QPS, rc.Burst = 20, 40
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cs, rc, nil
+}
+
+// sources are the metric backends, by evaluator backend name.
+type sources struct {
+	prom *prometheus.Source
+	pg   map[string]*postgres.Source
+}
+
+func (s *sources) queriers() map[string]evaluator.Querier {
+	q := map[string]evaluator.Querier{}
+	if s.prom != nil {
+		q[backendPrometheus] = s.prom
+	}
+	for name, src := range s.pg {
+		q[backendPostgres(name)] = src
+	}
+	return q
+}
+
+func (s *sources) close() {
+	for _, p := range s.pg {
+		p.Close()
+	}
+}
+
+func buildSources(cfg *config.Config, logger *zap.Logger) (*sources, error) {
+	s := &sources{pg: map[string]*postgres.Source{}}
+	if cfg.Global.Prometheus.URL != "" {
+		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout)}, logger.Named("prometheus"))
+		if err != nil {
+			return nil, fmt.Errorf("prometheus source: %w", err)
+		}
+		s.prom = p
+	}
+	for _, db := range cfg.Global.Databases {
+		p, err := postgres.New(postgres.Options{
+			Name: db.Name, DSN: string(db.DSN), MaxConns: int32(db.MaxConns),
+			ConnectTimeout: time.Duration(db.ConnectTimeout), StatementTimeout: time.Duration(db.StatementTimeout),
+		}, logger.Named("postgres").With(zap.String("database", db.Name)))
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("postgres source %q: %w", db.Name, err)
+		}
+		s.pg[db.Name] = p
+	}
+	return s, nil
+}
+
+// specs turns every configured trigger into an evaluator spec.
+func specs(cfg *config.Config) []evaluator.Spec {
+	var out []evaluator.Spec
+	for _, t := range cfg.Targets {
+		for _, tr := range t.Triggers {
+			out = append(out, spec(cfg, &t, &tr))
+		}
+	}
+	return out
+}
+
+func triggerID(target, trig string) string { return target + "/" + trig }
+
+func spec(cfg *config.Config, t *config.Target, tr *config.Trigger) evaluator.Spec {
+	rule := trigger.Rule{
+		Target: t.Name, Name: tr.Name, For: time.Duration(tr.For), MaxGap: time.Duration(tr.MaxGap),
+		BlindAfter: time.Duration(tr.BlindAfter), OnError: trigger.OnError(tr.OnError), MinRate: tr.MinRate,
+		Action: tr.Action, Severity: tr.Severity, Security: tr.Security, Query: tr.Query,
+	}
+	if tr.Above != nil {
+		rule.Op, rule.Threshold = trigger.Above, *tr.Above
+	} else if tr.Below != nil {
+		rule.Op, rule.Threshold = trigger.Below, *tr.Below
+	}
+	backend := backendPrometheus
+	if !config.IsPrometheusKind(tr.Kind) {
+		backend = backendPostgres(tr.Database)
+	}
+	match := tr.Match
+	if tr.Kind == config.KindConnections && tr.Application != "" {
+		match = map[string]string{"application_name": tr.Application}
+	}
+	return evaluator.Spec{
+		ID: triggerID(t.Name, tr.Name), Backend: backend, Query: tr.Query, VolumeQuery: tr.VolumeQuery,
+		Match: match, Rule: rule,
+		// Name, action, severity are not in the config fingerprint; the
+		// window must survive a change of those, but the rule must not be
+		// stale, so they join the key here.
+		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + tr.Severity + fmt.Sprint(tr.Security),
+	}
+}
+
+// databases opens the rollback's database handles (lazily connecting).
+func openDatabases(ctx context.Context, cfg *config.Config, logger *zap.Logger) (map[string]*database.DB, error) {
+	dbs := map[string]*database.DB{}
+	for _, d := range cfg.Global.Databases {
+		db, err := database.Open(ctx, database.Options{
+			Name: d.Name, DSN: string(d.DSN), BinDir: d.BinDir, MaxConns: int32(d.MaxConns),
+			Timeout: time.Duration(d.StatementTimeout),
+		}, logger.Named("database").With(zap.String("database", d.Name)))
+		if err != nil {
+			for _, o := range dbs {
+				o.Close()
+			}
+			return nil, fmt.Errorf("database %q: %w", d.Name, err)
+		}
+		dbs[d.Name] = db
+	}
+	return dbs, nil
+}
+
+// rollbackTarget maps a configured target to the executor's settings.
+func rollbackTarget(t *config.Target, dbs map[string]*database.DB, v rollback.Verifier) rollback.Target {
+	rb := t.Rollback
+	out := rollback.Target{
+		Namespace: t.Namespace, Deployment: t.Deployment, Containers: t.Containers, HealthURL: t.HealthURL,
+		Strategy: rollback.Action(rb.Strategy), StableImage: rb.StableImage,
+		RampPause: time.Duration(rb.RampPause), RolloutTimeout: time.Duration(rb.RolloutTimeout),
+		VerifyWindow: time.Duration(rb.VerifyWindow), Verifier: v,
+	}
+	if rb.Strategy == config.StrategyFull {
+		out.Strategy = rollback.ActionFull
+	}
+	if rb.RampSteps != nil {
+		out.RampSteps = make([]int32, 0, len(rb.RampSteps))
+		for _, n := range rb.RampSteps {
+			out.RampSteps = append(out.RampSteps, int32(n))
+		}
+	}
+	if d := rb.Database; d != nil {
+		if db := dbs[d.Name]; db != nil {
+			out.Database = &rollback.DatabaseSettings{DB: db, Migration: d.Migration, PreDeployDump: d.DumpPath,
+				ForensicDir: d.ForensicDir, Tables: d.VerifyTables}
+		}
+	}
+	pr := rb.PoolRecovery
+	out.PoolRecovery = rollback.PoolRecoverySettings{Role: pr.Role, ApplicationName: pr.ApplicationName, OlderThan: time.Duration(pr.IdleInTransactionAge)}
+	if out.Database == nil && pr.Database != "" && dbs[pr.Database] != nil {
+		// Pool recovery needs only a connection, not the dump settings.
+		out.Database = &rollback.DatabaseSettings{DB: dbs[pr.Database]}
+	}
+	if mr := rb.MultiRegion; mr != nil {
+		m := &rollback.MultiRegionSettings{MaxLag: time.Duration(mr.MaxLag), LagTimeout: time.Duration(mr.Timeout)}
+		for _, name := range mr.Secondaries {
+			if db := dbs[name]; db != nil {
+				m.Secondaries = append(m.Secondaries, rollback.Secondary{Name: name, DB: db, Subscription: mr.Subscription})
+			}
+		}
+		out.MultiRegion = m
+	}
+	return out
+}
+
+// responderTargets maps the config's targets for the responder.
+func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollback.Verifier) []response.Target {
+	out := make([]response.Target, 0, len(cfg.Targets))
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		dry := cfg.Global.DryRun
+		if t.DryRun != nil {
+			dry = dry || *t.DryRun
+		}
+		out = append(out, response.Target{
+			Name: t.Name, Rollback: rollbackTarget(t, dbs, v), DryRun: dry, Frozen: t.Freeze,
+			Severity:      notify.Severity(t.Notify.Severity),
+			RestartMemory: time.Duration(cfg.Global.Interlocks.Cooldown),
+		})
+	}
+	return out
+}
+
+func findTarget(ts []config.Target, name string) (*config.Target, bool) {
+	for i := range ts {
+		if ts[i].Name == name {
+			return &ts[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,134 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/response"
+	"github.com/rollguard/rollguard/pkg/rollback"
+)
+
+// Plan prints the plan a rollback of target would run now, for the live
+// cluster state, without writing anything.
+func Plan(ctx context.Context, opts Options, target, action string) (string, error) {
+	opts.defaults()
+	cfg, err := loadConfig(opts.ConfigFile)
+	if err != nil {
+		return "", err
+	}
+	t, ok := findTarget(cfg.Targets, target)
+	if !ok {
+		return "", fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
+	}
+	plan := rollback.Action(action)
+	switch action {
+	case "", string(rollback.ActionQuick), string(rollback.ActionRevert), string(rollback.ActionFull),
+		string(rollback.ActionPoolRecovery), string(rollback.ActionMultiRegion):
+	default:
+		return "", fmt.Errorf("%w: --action %q: want quick, revert, full, pool-recovery or multi-region", ErrUsage, action)
+	}
+	logger, err := NewLogger("warn", opts.LogOutput)
+	if err != nil {
+		return "", err
+	}
+	client, _, err := kubeClient(cfg)
+	if err != nil {
+		return "", err
+	}
+	dbs, err := openDatabases(ctx, cfg, logger)
+	if err != nil {
+		return "", err
+	}
+	defer func() {
+		for _, db := range dbs {
+			db.Close()
+		}
+	}()
+	exec := rollback.NewExecutor(kube.New(client, kube.Options{}, logger), client.CoreV1(), rollback.Options{}, logger)
+	pv, err := exec.Plan(ctx, rollbackTarget(t, dbs, nil), plan)
+	if err != nil {
+		return "", err
+	}
+	return renderPlan(pv), nil
+}
+
+func renderPlan(pv *rollback.PlanView) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "plan %s for deployment %s/%s\n", pv.Action, pv.Namespace, pv.Deployment)
+	if pv.Resume {
+		fmt.Fprintf(&b, "  resumes run %s\n", pv.RunID)
+	}
+	fmt.Fprintf(&b, "  bad revision:  %d (%s) %s\n", pv.Bad.Revision, pv.Bad.Hash, images(pv.Bad.Images))
+	if pv.Pinned != nil {
+		fmt.Fprintf(&b, "  pinned target: %s revision %d (%s) %s\n", pv.Pinned.Source, pv.Pinned.Revision, pv.Pinned.Hash, images(pv.Pinned.Images))
+	}
+	fmt.Fprintf(&b, "  replicas to restore: %d\n", pv.Replicas)
+	if pv.MigrationApplied {
+		b.WriteString("  database migration applied: the database steps will run\n")
+	}
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tSTEP\tSTATE\tIDEMPOTENT\tWHAT IT DOES")
+	for i, s := range pv.Steps {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%v\t%s\n", i+1, s.Name, s.State, s.Idempotent, s.Description)
+	}
+	tw.Flush()
+	return b.String()
+}
+
+func images(m map[string]string) string {
+	var parts []string
+	for c, img := range m {
+		parts = append(parts, c+"="+img)
+	}
+	return strings.Join(parts, ",")
+}
+
+// RollbackLocal runs a rollback in this process (no daemon needed), through
+// the same interlocks, plan, journal and notifications as the daemon.
+func RollbackLocal(ctx context.Context, opts Options, target, action, reason string) (string, error) {
+	opts.defaults()
+	cfg, err := loadConfig(opts.ConfigFile)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := findTarget(cfg.Targets, target); !ok {
+		return "", fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
+	}
+	// A human at a terminal is the leader of this one action; the journal
+	// still fences it against a running daemon.
+	cfg.Global.LeaderElection.Enabled = false
+	logger, err := NewLogger(cfg.Global.LogLevel, opts.LogOutput)
+	if err != nil {
+		return "", err
+	}
+	d, err := newDaemon(ctx, cfg, opts, logger)
+	if err != nil {
+		return "", err
+	}
+	defer d.close()
+	qctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); d.queue.Run(qctx) }()
+	defer func() { stop(); <-done }()
+	out, err := d.resp.Execute(ctx, target, normalizeAction(action), reason)
+	if errors.Is(err, response.ErrUnknownAction) {
+		err = fmt.Errorf("%w: %v", ErrUsage, err)
+	}
+	logger.Info("manual rollback finished", zap.String("target", target), zap.String("result", out))
+	if err == nil && !succeeded(out) {
+		err = errors.New(out)
+		out = ""
+	}
+	return out + "\n", err
+}
+
+func succeeded(result string) bool {
+	return strings.Contains(result, "succeeded") || strings.HasPrefix(result, "dry-run") || strings.HasPrefix(result, "already rolled back") || result == "paged"
+}

@@ -1,0 +1,435 @@
+package rollback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	corev1 "k8s.io/api/core/v1"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/rollguard/rollguard/pkg/kube"
+)
+
+// Cluster is what plans need from Kubernetes; *kube.Deployments implements
+// it.
+type Cluster interface {
+	Get(ctx context.Context, ns, name string) (*appsv1.Deployment, error)
+	ReplicaSets(ctx context.Context, dep *appsv1.Deployment) ([]appsv1.ReplicaSet, error)
+	GetScale(ctx context.Context, ns, name string) (*autoscalingv1.Scale, error)
+	Scale(ctx context.Context, ns, name string, replicas int32, exp kube.Expect) (*appsv1.Deployment, error)
+	SetTemplate(ctx context.Context, ns, name string, tmpl corev1.PodTemplateSpec, exp kube.Expect) (*appsv1.Deployment, error)
+	WaitRollout(ctx context.Context, ns, name string, o kube.WaitOptions) (*appsv1.Deployment, kube.RolloutStatus, error)
+	RecordEvent(ctx context.Context, dep *appsv1.Deployment, eventType, reason, message string) error
+}
+
+// Options tune the Executor. Zero values take the defaults.
+type Options struct {
+	Observer Observer
+	// HTTPClient checks HealthURL (default: a client with a 5s timeout).
+	HTTPClient *http.Client
+	// Now and Sleep are the clock; tests inject both so no test sleeps.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+	// JournalTimeout bounds each journal read or write (default 10s).
+	JournalTimeout time.Duration
+	// DumpTimeout bounds a dump or a restore (default 15m).
+	DumpTimeout time.Duration
+	// QueryTimeout bounds other database calls and health checks (30s).
+	QueryTimeout time.Duration
+	// PollInterval paces verify and the lag wait (default 2s).
+	PollInterval time.Duration
+}
+
+// Executor runs plans. It is safe for concurrent use on different
+// Deployments; the journal's resourceVersion fences two runs of the same one.
+type Executor struct {
+	cluster  Cluster
+	journals *journalStore
+	opts     Options
+	logger   *zap.Logger
+}
+
+// NewExecutor returns an Executor. configMaps is where journals live
+// (clientset.CoreV1()).
+func NewExecutor(cluster Cluster, configMaps corev1client.ConfigMapsGetter, opts Options, logger *zap.Logger) *Executor {
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
+	if opts.HTTPClient == nil {
+		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Sleep == nil {
+		opts.Sleep = sleep
+	}
+	if opts.JournalTimeout <= 0 {
+		opts.JournalTimeout = 10 * time.Second
+	}
+	if opts.DumpTimeout <= 0 {
+		opts.DumpTimeout = 15 * time.Minute
+	}
+	if opts.QueryTimeout <= 0 {
+		opts.QueryTimeout = 30 * time.Second
+	}
+	if opts.PollInterval <= 0 {
+		opts.PollInterval = 2 * time.Second
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return &Executor{
+		cluster:  cluster,
+		journals: &journalStore{cms: configMaps, timeout: opts.JournalTimeout},
+		opts:     opts,
+		logger:   logger,
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Request asks for one plan run.
+type Request struct {
+	Target Target
+	// Action is the plan; empty means Target.Strategy (default quick).
+	Action Action
+	// Reason is why (the trigger, or a human's words); journaled.
+	Reason string
+	// DryRun runs the same plan making no write to the cluster or the
+	// database: each step reports what it would do.
+	DryRun bool
+}
+
+// Result is the outcome of Run.
+type Result struct {
+	RunID    string
+	Action   Action
+	DryRun   bool
+	Resumed  bool
+	State    RunState
+	Bad      Revision
+	Pinned   *Pinned
+	Replicas int32
+	Steps    []StepRecord
+}
+
+// StepView describes one step for `rollguard plan`.
+type StepView struct {
+	Name        string
+	Description string
+	// Idempotent steps may be re-run after an interruption.
+	Idempotent bool
+	// State is pending for a new plan, or the journaled state on resume.
+	State StepState
+}
+
+// PlanView is the plan for the live cluster state.
+type PlanView struct {
+	Namespace        string
+	Deployment       string
+	Action           Action
+	Resume           bool
+	RunID            string
+	Bad              Revision
+	Pinned           *Pinned
+	Replicas         int32
+	MigrationApplied bool
+	Steps            []StepView
+}
+
+// Plan describes what Run would do now, without writing anything.
+func (e *Executor) Plan(ctx context.Context, target Target, action Action) (*PlanView, error) {
+	r, err := e.prepare(ctx, Request{Target: target, Action: action, DryRun: true})
+	if err != nil {
+		return nil, err
+	}
+	v := &PlanView{
+		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action,
+		Resume: r.resumed, RunID: r.j.RunID, Bad: r.j.Bad, Pinned: r.j.Pinned,
+		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied,
+	}
+	for _, rec := range r.j.Steps {
+		def, _ := lookupStep(rec.Name)
+		v.Steps = append(v.Steps, StepView{Name: rec.Name, Description: def.describe(r), Idempotent: def.idempotent, State: rec.State})
+	}
+	return v, nil
+}
+
+// Run runs (or resumes) the plan. A refusal is a *RefusedError and writes
+// nothing; a stop on a concurrent change wraps ErrConcurrentChange; a
+// destructive step found interrupted is an *UnsafeResumeError.
+func (e *Executor) Run(ctx context.Context, req Request) (*Result, error) {
+	r, err := e.prepare(ctx, req)
+	base := Facts{Namespace: req.Target.Namespace, Deployment: req.Target.Deployment, Action: req.Action, Reason: req.Reason, DryRun: req.DryRun}
+	if base.Action == "" {
+		base.Action = req.Target.withDefaults().Strategy
+	}
+	if err != nil {
+		var ref *RefusedError
+		if errors.As(err, &ref) {
+			e.logger.Info("rollback refused", zap.String("namespace", base.Namespace), zap.String("deployment", base.Deployment), zap.Error(err))
+		} else {
+			e.logger.Error("rollback preflight failed", zap.String("namespace", base.Namespace), zap.String("deployment", base.Deployment), zap.Error(err))
+		}
+		now := e.opts.Now()
+		base.Started, base.Finished, base.Err = now, now, err
+		e.opts.Observer.PlanStarted(base)
+		e.opts.Observer.PlanFinished(base)
+		return nil, err
+	}
+	err = r.execute(ctx)
+	return r.result(), err
+}
+
+// run is the state of one plan run.
+type run struct {
+	e       *Executor
+	t       Target
+	j       *Journal
+	cm      *corev1.ConfigMap // journal as last written; nil before create
+	dep     *appsv1.Deployment
+	exp     kube.Expect
+	dryRun  bool
+	resumed bool
+	// prevJournal is the ConfigMap of a finished older run that a new run
+	// replaces (its resourceVersion fences the replacement).
+	prevJournal *corev1.ConfigMap
+}
+
+func (r *run) facts() Facts {
+	return Facts{
+		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action, RunID: r.j.RunID,
+		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed,
+		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas,
+	}
+}
+
+func (r *run) result() *Result {
+	return &Result{
+		RunID: r.j.RunID, Action: r.j.Action, DryRun: r.dryRun, Resumed: r.resumed, State: r.j.State,
+		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Steps: append([]StepRecord(nil), r.j.Steps...),
+	}
+}
+
+func (r *run) log() *zap.Logger {
+	return r.e.logger.With(zap.String("namespace", r.t.Namespace), zap.String("deployment", r.t.Deployment),
+		zap.String("action", string(r.j.Action)), zap.String("run", r.j.RunID), zap.Bool("dryRun", r.dryRun))
+}
+
+// execute runs the journal's steps from the first not done.
+func (r *run) execute(ctx context.Context) error {
+	e := r.e
+	f := r.facts()
+	f.Started = e.opts.Now()
+	e.opts.Observer.PlanStarted(f)
+	if !r.dryRun {
+		if r.cm == nil {
+			// The first write of a new run: the journal, pinned target and
+			// recorded replicas are durable before the Deployment is touched.
+			if err := r.save(ctx); err != nil {
+				r.log().Error("rollback journal not written", zap.Error(err))
+				f.Finished, f.Err = e.opts.Now(), err
+				e.opts.Observer.PlanFinished(f)
+				return err
+			}
+		}
+		r.event(ctx, corev1.EventTypeNormal, kube.ReasonPlanStarted, fmt.Sprintf("%s rollback (run %s, resumed %v): %s", r.j.Action, r.j.RunID, r.resumed, r.j.Reason))
+	}
+	r.log().Info("rollback plan started", zap.Bool("resumed", r.resumed), zap.Int32("replicas", r.j.Replicas))
+
+	err := r.steps(ctx)
+
+	f.Finished = e.opts.Now()
+	f.Err = err
+	switch {
+	case r.dryRun:
+	case err == nil:
+		r.j.State = RunSucceeded
+		r.j.Finished = ptrTime(f.Finished)
+		r.j.Error = ""
+		if serr := r.save(ctx); serr != nil {
+			err = serr
+			f.Err = err
+		}
+	default:
+		r.j.State = RunFailed
+		// A concurrent change or an unsafe resume is a human's business from
+		// now on: never resumed by the next firing.
+		if errors.Is(err, ErrConcurrentChange) || errors.Is(err, ErrUnsafeResume) {
+			r.j.State = RunAborted
+		}
+		r.j.Error = err.Error()
+		r.j.Finished = ptrTime(f.Finished)
+		if !errors.Is(err, ErrJournalConflict) {
+			// Record the stop even when ctx was cancelled (shutdown,
+			// lost leadership): the next run must know where this one ended.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.JournalTimeout)
+			if serr := r.save(sctx); serr != nil {
+				r.log().Error("journal write after failure failed", zap.Error(serr))
+			}
+			cancel()
+		}
+	}
+	if !r.dryRun {
+		if err == nil {
+			r.event(ctx, corev1.EventTypeNormal, kube.ReasonPlanSucceeded, fmt.Sprintf("%s rollback done (run %s)", r.j.Action, r.j.RunID))
+		} else {
+			r.event(context.WithoutCancel(ctx), corev1.EventTypeWarning, kube.ReasonPlanFailed, fmt.Sprintf("%s rollback stopped (run %s): %v", r.j.Action, r.j.RunID, err))
+		}
+	}
+	if err != nil {
+		r.log().Error("rollback plan stopped", zap.Error(err))
+	} else {
+		r.log().Info("rollback plan finished")
+	}
+	e.opts.Observer.PlanFinished(f)
+	return err
+}
+
+func (r *run) steps(ctx context.Context) error {
+	e := r.e
+	n := len(r.j.Steps)
+	for i := range r.j.Steps {
+		rec := &r.j.Steps[i]
+		def, ok := lookupStep(rec.Name)
+		if !ok {
+			return fmt.Errorf("deployment %s/%s: journal names unknown step %q", r.t.Namespace, r.t.Deployment, rec.Name)
+		}
+		f := r.facts()
+		f.Step, f.StepIndex, f.Steps = rec.Name, i+1, n
+		f.Description = def.describe(r)
+
+		if rec.State == StepDone || rec.State == StepSkipped {
+			// Done by an earlier run (or, for preflight, by this one).
+			f.Skipped = true
+			f.Detail = rec.Detail
+			if rec.Started != nil {
+				f.Started = *rec.Started
+			}
+			if rec.Finished != nil {
+				f.Finished = *rec.Finished
+			}
+			if r.resumed {
+				e.opts.Observer.StepStarted(f)
+			}
+			e.opts.Observer.StepFinished(f)
+			continue
+		}
+		if (rec.State == StepRunning || rec.State == StepFailed) && !def.idempotent {
+			started := time.Time{}
+			if rec.Started != nil {
+				started = *rec.Started
+			}
+			return &UnsafeResumeError{Namespace: r.t.Namespace, Deployment: r.t.Deployment, Step: rec.Name, Started: started, Detail: def.unsafeDetail(r, rec)}
+		}
+		if r.dryRun {
+			f.Started = e.opts.Now()
+			e.opts.Observer.StepStarted(f)
+			f.Finished = f.Started
+			f.Detail = "dry-run: would " + f.Description
+			e.opts.Observer.StepFinished(f)
+			rec.State = StepWouldRun
+			rec.Detail = f.Detail
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("deployment %s/%s: before step %s: %w", r.t.Namespace, r.t.Deployment, rec.Name, err)
+		}
+
+		// Journal the start (and the step's intent) before acting.
+		if def.prepare != nil {
+			def.prepare(r, rec)
+		}
+		rec.State = StepRunning
+		rec.Started = ptrTime(e.opts.Now())
+		rec.Finished = nil
+		rec.Error = ""
+		rec.Attempts++
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+		f.Started = *rec.Started
+		r.log().Info("rollback step started", zap.String("step", rec.Name), zap.Int("index", i+1))
+		r.event(ctx, corev1.EventTypeNormal, kube.ReasonStepStarted, fmt.Sprintf("%s %d/%d %s: %s", r.j.Action, i+1, n, rec.Name, f.Description))
+		e.opts.Observer.StepStarted(f)
+
+		detail, err := r.runStep(ctx, def, rec)
+
+		rec.Finished = ptrTime(e.opts.Now())
+		rec.Detail = detail
+		f.Finished, f.Detail, f.Err = *rec.Finished, detail, err
+		if err != nil {
+			rec.State = StepFailed
+			rec.Error = err.Error()
+			r.log().Error("rollback step failed", zap.String("step", rec.Name), zap.Error(err))
+			r.event(context.WithoutCancel(ctx), corev1.EventTypeWarning, kube.ReasonStepFailed, fmt.Sprintf("%s %d/%d %s failed: %v", r.j.Action, i+1, n, rec.Name, err))
+			e.opts.Observer.StepFinished(f)
+			return err
+		}
+		rec.State = StepDone
+		if err := r.save(ctx); err != nil {
+			return err
+		}
+		r.log().Info("rollback step done", zap.String("step", rec.Name), zap.String("detail", detail))
+		r.event(ctx, corev1.EventTypeNormal, kube.ReasonStepSucceeded, fmt.Sprintf("%s %d/%d %s: %s", r.j.Action, i+1, n, rec.Name, detail))
+		e.opts.Observer.StepFinished(f)
+	}
+	return nil
+}
+
+// runStep runs one step, turning a panic into an error so the journal
+// records the step as failed rather than leaving it for a blind re-run.
+func (r *run) runStep(ctx context.Context, def stepDef, rec *StepRecord) (detail string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("deployment %s/%s: step %s panicked: %v: %w", r.t.Namespace, r.t.Deployment, rec.Name, p, ErrStepFailed)
+		}
+	}()
+	return def.run(ctx, r, rec)
+}
+
+func (r *run) save(ctx context.Context) error {
+	if r.dryRun {
+		return nil
+	}
+	prev := r.cm
+	if prev == nil {
+		prev = r.prevJournal
+	}
+	cm, err := r.e.journals.save(ctx, r.j, prev)
+	if err != nil {
+		return err
+	}
+	r.cm = cm
+	r.prevJournal = nil
+	return nil
+}
+
+// event records a Kubernetes Event; a failure is logged only: Events are
+// for humans, the journal is the record.
+func (r *run) event(ctx context.Context, typ, reason, msg string) {
+	if r.dryRun || r.dep == nil {
+		return
+	}
+	if err := r.e.cluster.RecordEvent(ctx, r.dep, typ, reason, msg); err != nil {
+		r.log().Warn("event not recorded", zap.String("reason", reason), zap.Error(err))
+	}
+}
+
+func ptrTime(t time.Time) *time.Time { return &t }

@@ -1,0 +1,672 @@
+package rollback_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/kube/kubetest"
+	"github.com/rollguard/rollguard/pkg/rollback"
+)
+
+func scaleReplicas(a k8stesting.Action) int32 {
+	return a.(k8stesting.UpdateAction).GetObject().(*autoscalingv1.Scale).Spec.Replicas
+}
+
+func journal(t *testing.T, c *kubetest.Cluster) *rollback.Journal {
+	t.Helper()
+	uid := c.Deployment(ns, name).UID
+	cm, err := c.CoreV1().ConfigMaps(ns).Get(context.Background(), rollback.JournalName(uid), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("journal: %v", err)
+	}
+	var j rollback.Journal
+	if err := json.Unmarshal([]byte(cm.Data["journal.json"]), &j); err != nil {
+		t.Fatal(err)
+	}
+	if cm.Labels[rollback.LabelJournal] != "true" || cm.Labels[rollback.LabelDeployment] != name {
+		t.Errorf("journal labels = %v", cm.Labels)
+	}
+	return &j
+}
+
+func stepNames(j *rollback.Journal) []string {
+	var out []string
+	for _, s := range j.Steps {
+		out = append(out, s.Name+"="+string(s.State))
+	}
+	return out
+}
+
+func TestQuickRollback(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	health := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { health++ }))
+	defer srv.Close()
+	obs := &recorder{}
+	tg := target()
+	tg.HealthURL = srv.URL
+	res, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg, Reason: "error rate 20% > 5% for 60s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if image(c) != good || replicas(c) != 4 {
+		t.Fatalf("image %s replicas %d, want %s x4", image(c), replicas(c), good)
+	}
+	if got, want := scales(c), []int32{0, 2, 4}; !reflect.DeepEqual(got, want) {
+		t.Errorf("scale writes = %v, want %v", got, want)
+	}
+	if res.Pinned == nil || res.Pinned.Source != "previous-revision" || res.Pinned.Revision != 1 || res.Pinned.Images["api"] != good || res.Pinned.Hash == "" {
+		t.Errorf("pinned = %+v", res.Pinned)
+	}
+	if res.Replicas != 4 || res.Bad.Images["api"] != bad || res.Bad.Revision != 2 {
+		t.Errorf("result = %+v", res)
+	}
+	j := journal(t, c)
+	want := []string{"preflight=done", "stop=done", "application=done", "wait-rollout=done", "ramp=done", "verify=done"}
+	if j.State != rollback.RunSucceeded || !reflect.DeepEqual(stepNames(j), want) {
+		t.Errorf("journal %s %v, want succeeded %v", j.State, stepNames(j), want)
+	}
+	if health != 2 { // once between ramp steps, once in verify
+		t.Errorf("health checks = %d, want 2", health)
+	}
+	// Events on the Deployment, one per milestone, from rollguard.
+	evs, _ := c.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+	reasons := map[string]int{}
+	for _, e := range evs.Items {
+		if e.Source.Component != "rollguard" || e.InvolvedObject.Name != name {
+			t.Errorf("event %+v", e)
+		}
+		reasons[e.Reason]++
+	}
+	if reasons[kube.ReasonStepStarted] != 5 || reasons[kube.ReasonStepSucceeded] != 5 || reasons[kube.ReasonPlanSucceeded] != 1 {
+		t.Errorf("event reasons = %v", reasons)
+	}
+	wantObs := []string{"plan-started", "step-finished preflight (skipped)", "step-started stop", "step-finished stop", "step-started application", "step-finished application",
+		"step-started wait-rollout", "step-finished wait-rollout", "step-started ramp", "step-finished ramp", "step-started verify", "step-finished verify", "plan-finished"}
+	if !reflect.DeepEqual(obs.events, wantObs) {
+		t.Errorf("observer = %v\nwant %v", obs.events, wantObs)
+	}
+
+	// A second firing for the same bad revision changes nothing.
+	c.ClearActions()
+	_, err = newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg})
+	if !errors.Is(err, rollback.ErrAlreadyRolledBack) {
+		t.Fatalf("second run: %v, want ErrAlreadyRolledBack", err)
+	}
+	if w := c.Writes(); len(w) != 0 {
+		t.Errorf("second run wrote %v", w)
+	}
+}
+
+func TestRefusals(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name   string
+		setup  func(c *kubetest.Cluster, tg *rollback.Target)
+		want   error
+		detail string
+	}{
+		{name: "paused", setup: func(c *kubetest.Cluster, _ *rollback.Target) {
+			c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Paused = true })
+		}, want: rollback.ErrPaused},
+		{name: "frozen", setup: func(c *kubetest.Cluster, _ *rollback.Target) {
+			c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Annotations[kube.FreezeAnnotation] = "true" })
+		}, want: rollback.ErrFrozen},
+		{name: "stable image already running", setup: func(_ *kubetest.Cluster, tg *rollback.Target) {
+			tg.StableImage = map[string]string{"api": bad}
+		}, want: rollback.ErrAlreadyAtTarget},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCluster(t)
+			tg := target()
+			tt.setup(c, &tg)
+			c.ClearActions()
+			obs := &recorder{}
+			_, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg})
+			var ref *rollback.RefusedError
+			if !errors.Is(err, tt.want) || !errors.As(err, &ref) || ref.Namespace != ns || ref.Deployment != name {
+				t.Fatalf("err = %v, want refusal %v", err, tt.want)
+			}
+			if w := c.Writes(); len(w) != 0 {
+				t.Errorf("refusal wrote %v", w)
+			}
+			if len(obs.facts) != 2 || obs.facts[1].Err == nil {
+				t.Errorf("observer = %v", obs.events)
+			}
+		})
+	}
+	t.Run("no previous revision", func(t *testing.T) {
+		c := kubetest.New(kubetest.NewDeployment(ns, name, 4, map[string]string{"api": bad}))
+		c.ClearActions()
+		_, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: target()})
+		if !errors.Is(err, rollback.ErrNoPreviousRevision) {
+			t.Fatalf("err = %v", err)
+		}
+		if got := err.Error(); got != "rollback of deployment production/pggit-api refused: no older revision to roll back to: 1 replicasets, current revision 1" {
+			t.Errorf("error = %q", got)
+		}
+		if len(c.Writes()) != 0 {
+			t.Errorf("wrote %v", c.Writes())
+		}
+	})
+}
+
+func TestPinsStableImageAndPreviousRevision(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	// A third revision: previous is the bad one's predecessor, not revision 1.
+	c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.1.1-slow" })
+	v, err := newExecutor(c, nil).Plan(ctx, target(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Pinned.Images["api"] != bad || v.Pinned.Revision != 2 || v.Bad.Revision != 3 || v.Replicas != 4 {
+		t.Errorf("plan = %+v", v)
+	}
+	if len(v.Steps) != 6 || v.Steps[1].Name != "stop" || !strings.Contains(v.Steps[1].Description, "scale production/pggit-api to 0") {
+		t.Errorf("steps = %+v", v.Steps)
+	}
+	tg := target()
+	tg.StableImage = map[string]string{"api": good}
+	v, err = newExecutor(c, nil).Plan(ctx, tg, rollback.ActionRevert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Pinned.Source != "stable-image" || v.Pinned.Images["api"] != good || v.Pinned.Revision != 1 {
+		t.Errorf("pinned = %+v", v.Pinned)
+	}
+	var names []string
+	for _, s := range v.Steps {
+		names = append(names, s.Name)
+	}
+	if want := []string{"preflight", "application", "wait-rollout", "verify"}; !reflect.DeepEqual(names, want) {
+		t.Errorf("revert steps = %v", names)
+	}
+	if len(c.Writes()) != 0 {
+		t.Errorf("Plan wrote %v", c.Writes())
+	}
+}
+
+func TestDryRunWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, action := range []rollback.Action{rollback.ActionQuick, rollback.ActionRevert, rollback.ActionFull, rollback.ActionPoolRecovery, rollback.ActionMultiRegion} {
+		t.Run(string(action), func(t *testing.T) {
+			c := newCluster(t)
+			db := newFakeDB()
+			tg := dbTarget(db)
+			tg.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: "pggit-api"}
+			sec := newFakeDB()
+			tg.MultiRegion = &rollback.MultiRegionSettings{Secondaries: []rollback.Secondary{{Name: "eu", DB: sec, Subscription: "pggit_sub"}}}
+			obs := &recorder{}
+			res, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg, Action: action, DryRun: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if w := c.Writes(); len(w) != 0 {
+				t.Fatalf("dry-run wrote %v", w)
+			}
+			for _, call := range append(db.Calls(), sec.Calls()...) {
+				if call != "MigrationApplied" {
+					t.Errorf("dry-run database call %s", call)
+				}
+			}
+			if image(c) != bad || replicas(c) != 4 {
+				t.Errorf("dry-run changed the deployment")
+			}
+			for _, s := range res.Steps[1:] {
+				if s.State != rollback.StepWouldRun || !strings.HasPrefix(s.Detail, "dry-run: would ") {
+					t.Errorf("step %s = %s %q", s.Name, s.State, s.Detail)
+				}
+			}
+			if !obs.facts[0].DryRun {
+				t.Error("facts not marked dry-run")
+			}
+		})
+	}
+}
+
+func TestConcurrentChangeStopsThePlan(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name      string
+		at        string // step whose start triggers the other writer
+		mutate    func(*appsv1.Deployment)
+		field     string
+		wantImage string
+	}{
+		{name: "set image before application", at: "application", mutate: func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.2.0"
+		}, field: "spec.template", wantImage: "pggit-api:v1.2.0"},
+		{name: "scale before stop", at: "stop", mutate: func(d *appsv1.Deployment) { d.Spec.Replicas = ptr(int32(6)) }, field: "spec.replicas", wantImage: bad},
+		{name: "set image during ramp", at: "ramp", mutate: func(d *appsv1.Deployment) {
+			d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.2.0"
+		}, field: "spec.template", wantImage: "pggit-api:v1.2.0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCluster(t)
+			obs := &recorder{hook: func(kind string, f rollback.Facts) {
+				if kind == "step-started" && f.Step == tt.at {
+					c.Mutate(ns, name, tt.mutate)
+				}
+			}}
+			_, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: target()})
+			var cc *kube.ConcurrentChangeError
+			if !errors.Is(err, rollback.ErrConcurrentChange) || !errors.As(err, &cc) || cc.Field != tt.field {
+				t.Fatalf("err = %v, want concurrent change of %s", err, tt.field)
+			}
+			if image(c) != tt.wantImage {
+				t.Errorf("image = %s, want %s (the other writer's)", image(c), tt.wantImage)
+			}
+			j := journal(t, c)
+			if j.State != rollback.RunAborted || !strings.Contains(j.Error, tt.field) {
+				t.Errorf("journal %s %q", j.State, j.Error)
+			}
+			// While the Deployment still runs a template the run knows, the
+			// next firing refuses instead of fighting the human.
+			if tt.field == "spec.replicas" {
+				_, err = newExecutor(c, nil).Run(ctx, rollback.Request{Target: target()})
+				if !errors.Is(err, rollback.ErrNeedsHuman) {
+					t.Errorf("next run: %v, want ErrNeedsHuman", err)
+				}
+			}
+		})
+	}
+}
+
+// crash makes the process "die" right after step's start was journaled.
+type crash struct{ step string }
+
+func runUntilCrash(ctx context.Context, c *kubetest.Cluster, tg rollback.Target, action rollback.Action, step string) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			if _, ok := p.(crash); !ok {
+				panic(p)
+			}
+			err = errors.New("crashed")
+		}
+	}()
+	obs := &recorder{hook: func(kind string, f rollback.Facts) {
+		if kind == "step-started" && f.Step == step {
+			panic(crash{step})
+		}
+	}}
+	_, err = newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg, Action: action})
+	return err
+}
+
+func TestResumeAfterCrashAtEachStep(t *testing.T) {
+	ctx := context.Background()
+	steps := []string{"stop", "db-dump", "db-restore", "db-verify", "application", "wait-rollout", "ramp", "verify"}
+	for _, step := range steps {
+		t.Run(step, func(t *testing.T) {
+			c := newCluster(t)
+			db := newFakeDB()
+			tg := dbTarget(db)
+			if err := runUntilCrash(ctx, c, tg, rollback.ActionQuick, step); err == nil || err.Error() != "crashed" {
+				t.Fatalf("first run: %v", err)
+			}
+			j := journal(t, c)
+			if s := j.Steps[indexOf(j, step)]; s.State != rollback.StepRunning {
+				t.Fatalf("journal step %s = %s, want running", step, s.State)
+			}
+			obs := &recorder{}
+			res, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionQuick})
+			if step == "db-restore" {
+				// Started, end never recorded: never a second restore blindly.
+				var ue *rollback.UnsafeResumeError
+				if !errors.As(err, &ue) || ue.Step != "db-restore" || !strings.Contains(ue.Detail, "recorded replicas 4") {
+					t.Fatalf("resume: %v, want UnsafeResumeError", err)
+				}
+				if db.restores != 0 {
+					t.Errorf("restores = %d", db.restores)
+				}
+				if j := journal(t, c); j.State != rollback.RunAborted {
+					t.Errorf("journal state %s, want aborted", j.State)
+				}
+				_, err = newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg})
+				if !errors.Is(err, rollback.ErrNeedsHuman) {
+					t.Errorf("third run: %v, want ErrNeedsHuman", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("resume: %v", err)
+			}
+			if !res.Resumed || res.State != rollback.RunSucceeded {
+				t.Errorf("result = %+v", res)
+			}
+			if image(c) != good || replicas(c) != 4 {
+				t.Errorf("final image %s replicas %d, want %s x4 (replica count from the journal)", image(c), replicas(c), good)
+			}
+			if db.restores != 1 {
+				t.Errorf("restores = %d, want exactly 1", db.restores)
+			}
+			// Steps done before the crash were skipped.
+			for _, f := range obs.facts {
+				if f.Step != "" && indexOf(journal(t, c), f.Step) < indexOf(journal(t, c), step) && !f.Skipped {
+					t.Errorf("step %s re-run after resume", f.Step)
+				}
+			}
+			// The forensic dump, if re-run, went to the same path.
+			var dumps []string
+			for _, call := range db.Calls() {
+				if strings.HasPrefix(call, "Dump ") {
+					dumps = append(dumps, call)
+				}
+			}
+			if len(dumps) == 0 || dumps[0] != dumps[len(dumps)-1] {
+				t.Errorf("dumps = %v", dumps)
+			}
+		})
+	}
+}
+
+func indexOf(j *rollback.Journal, step string) int {
+	for i, s := range j.Steps {
+		if s.Name == step {
+			return i
+		}
+	}
+	return -1
+}
+
+func TestFailedStepIsResumed(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	db := newFakeDB()
+	tg := dbTarget(db)
+	// The verify of the database fails once (a panic: recovered, journaled).
+	db.panics["CountRows"] = true
+	_, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg})
+	if !errors.Is(err, rollback.ErrStepFailed) {
+		t.Fatalf("err = %v, want ErrStepFailed", err)
+	}
+	j := journal(t, c)
+	if j.State != rollback.RunFailed || j.Steps[indexOf(j, "db-verify")].State != rollback.StepFailed {
+		t.Fatalf("journal %s %v", j.State, stepNames(j))
+	}
+	if replicas(c) != 0 {
+		t.Fatalf("replicas = %d, want 0 while stopped", replicas(c))
+	}
+	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg}); err != nil {
+		t.Fatal(err)
+	}
+	if image(c) != good || replicas(c) != 4 || db.restores != 1 {
+		t.Errorf("image %s replicas %d restores %d", image(c), replicas(c), db.restores)
+	}
+	// A failed restore (reported error) is not retried either.
+	c2 := newCluster(t)
+	db2 := newFakeDB()
+	db2.errs["Restore"] = errors.New("pg_restore: exit status 1")
+	if _, err := newExecutor(c2, nil).Run(ctx, rollback.Request{Target: dbTarget(db2)}); err == nil {
+		t.Fatal("restore error not reported")
+	}
+	_, err = newExecutor(c2, nil).Run(ctx, rollback.Request{Target: dbTarget(db2)})
+	if !errors.Is(err, rollback.ErrUnsafeResume) {
+		t.Fatalf("err = %v, want ErrUnsafeResume", err)
+	}
+}
+
+func TestCancelMidPlanThenRerun(t *testing.T) {
+	tests := []struct{ kind, step string }{
+		{"step-finished", "stop"}, {"step-finished", "application"}, {"step-finished", "wait-rollout"}, {"step-finished", "ramp"},
+		// Cancelled inside the step: its kube calls see a cancelled ctx.
+		{"step-started", "application"}, {"step-started", "ramp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind+"-"+tt.step, func(t *testing.T) {
+			c := newCluster(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			obs := &recorder{hook: func(kind string, f rollback.Facts) {
+				if kind == tt.kind && f.Step == tt.step {
+					cancel()
+				}
+			}}
+			_, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: target()})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("err = %v, want canceled", err)
+			}
+			if j := journal(t, c); j.State != rollback.RunFailed {
+				t.Fatalf("journal state %s, want failed (resumable)", j.State)
+			}
+			if _, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: target()}); err != nil {
+				t.Fatal(err)
+			}
+			if image(c) != good || replicas(c) != 4 {
+				t.Errorf("image %s replicas %d", image(c), replicas(c))
+			}
+		})
+	}
+}
+
+func TestRevertNeverScales(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	tg := target()
+	tg.Strategy = rollback.ActionRevert
+	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg}); err != nil {
+		t.Fatal(err)
+	}
+	if s := scales(c); len(s) != 0 {
+		t.Errorf("revert scaled: %v", s)
+	}
+	if image(c) != good || replicas(c) != 4 {
+		t.Errorf("image %s replicas %d", image(c), replicas(c))
+	}
+}
+
+func TestFullRollback(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	db := newFakeDB()
+	var envSeen bool
+	c.PrependReactor("update", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		if d, ok := a.(k8stesting.UpdateAction).GetObject().(*appsv1.Deployment); ok {
+			for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+				if e.Name == "DB_READONLY" && e.Value == "true" {
+					envSeen = true
+				}
+			}
+		}
+		return false, nil, nil
+	})
+	res, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: dbTarget(db), Action: rollback.ActionFull})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !envSeen {
+		t.Error("DB_READONLY=true never written")
+	}
+	d := c.Deployment(ns, name)
+	if image(c) != good || replicas(c) != 4 || len(d.Spec.Template.Spec.Containers[0].Env) != 0 {
+		t.Errorf("final %s x%d env %v", image(c), replicas(c), d.Spec.Template.Spec.Containers[0].Env)
+	}
+	want := []string{"Dump /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump", "Restore", "Ping", "CountRows", "MigrationApplied", "Ping"}
+	if got := db.Calls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("db calls = %v\nwant %v", got, want)
+	}
+	if got := scales(c); !reflect.DeepEqual(got, []int32{0, 2, 4}) {
+		t.Errorf("scales = %v", got)
+	}
+	if res.Steps[2].Detail != "forensic dump /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump (1234 bytes)" {
+		t.Errorf("dump detail %q", res.Steps[2].Detail)
+	}
+}
+
+func TestQuickSkipsDatabaseWhenMigrationNotApplied(t *testing.T) {
+	c := newCluster(t)
+	db := newFakeDB()
+	db.applied = false
+	res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: dbTarget(db)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range res.Steps {
+		if strings.HasPrefix(s.Name, "db-") {
+			t.Errorf("database step %s in plan", s.Name)
+		}
+	}
+	if want := []string{"MigrationApplied", "Ping"}; !reflect.DeepEqual(db.Calls(), want) {
+		t.Errorf("db calls = %v", db.Calls())
+	}
+}
+
+func TestPoolRecovery(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	db := newFakeDB()
+	tg := dbTarget(db)
+	tg.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: "pggit-api"}
+	if err := runUntilCrash(ctx, c, tg, rollback.ActionPoolRecovery, "wait-rollout"); err == nil {
+		t.Fatal("no crash")
+	}
+	first := c.Deployment(ns, name).Spec.Template.Annotations[kube.RestartedAtAnnotation]
+	if first != "2026-11-25T14:36:00Z" || image(c) != bad {
+		t.Fatalf("restartedAt %q image %s", first, image(c))
+	}
+	c.ClearActions()
+	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionPoolRecovery}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range c.Writes() {
+		if a.GetResource().Resource == "deployments" {
+			t.Errorf("resume restarted again: %v", a)
+		}
+	}
+	if got := db.Calls(); !reflect.DeepEqual(got, []string{"Terminate pggit_app pggit-api 5m0s"}) {
+		t.Errorf("db calls %v", got)
+	}
+	// A rollback after the restart (restart-then-rollback) is a new run.
+	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: target()}); err != nil {
+		t.Fatal(err)
+	}
+	if image(c) != good {
+		t.Errorf("image %s", image(c))
+	}
+}
+
+func TestMultiRegion(t *testing.T) {
+	for _, applied := range []bool{false, true} {
+		c := newCluster(t)
+		db := newFakeDB()
+		db.applied = applied
+		db.lags = []time.Duration{3 * time.Second, 5 * time.Second, 200 * time.Millisecond}
+		sec := newFakeDB()
+		tg := dbTarget(db)
+		tg.MultiRegion = &rollback.MultiRegionSettings{Secondaries: []rollback.Secondary{{Name: "eu-west", DB: sec, Subscription: "pggit_sub"}}}
+		res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, Action: rollback.ActionMultiRegion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{"Disable pggit_sub", "Enable pggit_sub"}
+		if applied {
+			// The primary was restored in place: the subscription is rebuilt.
+			want = []string{"Disable pggit_sub", "Resync pggit_sub"}
+		}
+		if !reflect.DeepEqual(sec.Calls(), want) {
+			t.Errorf("applied=%v secondary calls = %v, want %v", applied, sec.Calls(), want)
+		}
+		last := res.Steps[len(res.Steps)-1]
+		if last.Name != "wait-lag" || last.Detail != "replication lag 200ms < 1s" {
+			t.Errorf("last step %+v", last)
+		}
+		if image(c) != good || replicas(c) != 4 {
+			t.Errorf("image %s replicas %d", image(c), replicas(c))
+		}
+	}
+}
+
+func TestJournalConflictStops(t *testing.T) {
+	c := newCluster(t)
+	obs := &recorder{hook: func(kind string, f rollback.Facts) {
+		if kind == "step-finished" && f.Step == "stop" {
+			// Another rollguard instance writes the journal.
+			uid := c.Deployment(ns, name).UID
+			cm, err := c.CoreV1().ConfigMaps(ns).Get(context.Background(), rollback.JournalName(uid), metav1.GetOptions{})
+			if err != nil {
+				panic(err)
+			}
+			cm.Data["other"] = "x"
+			if _, err := c.CoreV1().ConfigMaps(ns).Update(context.Background(), cm, metav1.UpdateOptions{}); err != nil {
+				panic(err)
+			}
+		}
+	}}
+	_, err := newExecutor(c, obs).Run(context.Background(), rollback.Request{Target: target()})
+	if !errors.Is(err, rollback.ErrJournalConflict) {
+		t.Fatalf("err = %v, want ErrJournalConflict", err)
+	}
+	if image(c) != bad {
+		t.Errorf("plan went on after losing the journal: image %s", image(c))
+	}
+}
+
+func TestVerifyFailsAfterWindow(t *testing.T) {
+	c := newCluster(t)
+	tg := target()
+	tg.Verifier = verifierFunc(func(context.Context, string, string) error { return errors.New("error rate 0.2 > 0.05") })
+	_, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg})
+	if !errors.Is(err, rollback.ErrUnhealthy) || !strings.Contains(err.Error(), "error rate 0.2 > 0.05") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+type verifierFunc func(ctx context.Context, ns, name string) error
+
+func (f verifierFunc) Verify(ctx context.Context, ns, name string) error { return f(ctx, ns, name) }
+
+func TestNotConfigured(t *testing.T) {
+	c := newCluster(t)
+	for _, a := range []rollback.Action{rollback.ActionFull, rollback.ActionPoolRecovery, rollback.ActionMultiRegion, "sideways"} {
+		_, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: target(), Action: a})
+		if !errors.Is(err, rollback.ErrNotConfigured) {
+			t.Errorf("%s: err = %v", a, err)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestResumeWithChangedConfigAndDryRunOfUnsafeJournal(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	db := newFakeDB()
+	if err := runUntilCrash(ctx, c, dbTarget(db), rollback.ActionQuick, "db-restore"); err == nil {
+		t.Fatal("no crash")
+	}
+	// The config lost its database settings since: refuse, never panic.
+	_, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: target()})
+	if !errors.Is(err, rollback.ErrNotConfigured) {
+		t.Fatalf("err = %v, want ErrNotConfigured", err)
+	}
+	// A dry-run of the interrupted journal reports the unsafe step and
+	// writes nothing.
+	c.ClearActions()
+	_, err = newExecutor(c, nil).Run(ctx, rollback.Request{Target: dbTarget(db), DryRun: true})
+	if !errors.Is(err, rollback.ErrUnsafeResume) {
+		t.Fatalf("dry-run err = %v, want ErrUnsafeResume", err)
+	}
+	if w := c.Writes(); len(w) != 0 {
+		t.Errorf("dry-run wrote %v", w)
+	}
+	if j := journal(t, c); j.State != rollback.RunRunning {
+		t.Errorf("journal state %s, want running (untouched)", j.State)
+	}
+}

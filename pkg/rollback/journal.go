@@ -1,0 +1,198 @@
+package rollback
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+)
+
+// Journal ConfigMap layout.
+const (
+	journalPrefix = "rollguard-journal-"
+	journalKey    = "journal.json"
+	// LabelJournal marks journal ConfigMaps for discovery
+	// (kubectl get cm -l rollguard.io/journal=true).
+	LabelJournal    = "rollguard.io/journal"
+	LabelDeployment = "rollguard.io/deployment"
+	labelManagedBy  = "app.kubernetes.io/managed-by"
+	journalVersion  = 1
+)
+
+// JournalName is the journal ConfigMap of the Deployment with uid: keyed by
+// UID so a Deployment deleted and recreated under the same name starts
+// clean.
+func JournalName(uid types.UID) string { return journalPrefix + string(uid) }
+
+// RunState is a journal's overall state.
+type RunState string
+
+// Run states.
+const (
+	// RunRunning: in flight (or the process died in it): resumed on the
+	// next Run.
+	RunRunning RunState = "running"
+	// RunFailed: a step returned an error; resumed on the next Run (the
+	// failed step re-runs only when idempotent).
+	RunFailed RunState = "failed"
+	// RunAborted: stopped on purpose (concurrent change, unsafe resume);
+	// never resumed automatically: a human deletes the journal.
+	RunAborted RunState = "aborted"
+	// RunSucceeded: done; a second firing for the same revision is a no-op.
+	RunSucceeded RunState = "succeeded"
+)
+
+// StepState is one step's state.
+type StepState string
+
+// Step states.
+const (
+	StepPending  StepState = "pending"
+	StepRunning  StepState = "running"
+	StepDone     StepState = "done"
+	StepFailed   StepState = "failed"
+	StepSkipped  StepState = "skipped"
+	StepWouldRun StepState = "would-run" // dry-run only, never journaled
+)
+
+// Revision identifies the version that was running when the plan started
+// (the bad one for a rollback).
+type Revision struct {
+	ReplicaSet string                 `json:"replicaSet,omitempty"`
+	Hash       string                 `json:"podTemplateHash,omitempty"`
+	Revision   int64                  `json:"revision,omitempty"`
+	Images     map[string]string      `json:"images,omitempty"`
+	Template   corev1.PodTemplateSpec `json:"template"`
+}
+
+// Pinned is the target a rollback puts back, fixed before any write.
+type Pinned struct {
+	// Source is "stable-image" or "previous-revision".
+	Source     string                 `json:"source"`
+	ReplicaSet string                 `json:"replicaSet,omitempty"`
+	Hash       string                 `json:"podTemplateHash,omitempty"`
+	Revision   int64                  `json:"revision,omitempty"`
+	Images     map[string]string      `json:"images,omitempty"`
+	Template   corev1.PodTemplateSpec `json:"template"`
+}
+
+// StepRecord is one step in the journal.
+type StepRecord struct {
+	Name       string     `json:"name"`
+	State      StepState  `json:"state"`
+	Idempotent bool       `json:"idempotent"`
+	Started    *time.Time `json:"started,omitempty"`
+	Finished   *time.Time `json:"finished,omitempty"`
+	Attempts   int        `json:"attempts,omitempty"`
+	Detail     string     `json:"detail,omitempty"`
+	Error      string     `json:"error,omitempty"`
+	// Intent is the pod template a template-writing step is about to
+	// write, journaled before the write so a resume recognises it as ours
+	// and re-runs the step as a no-op.
+	Intent *corev1.PodTemplateSpec `json:"intent,omitempty"`
+	// Path is the file a dump step writes, fixed before it runs so a
+	// re-run overwrites the same file.
+	Path string `json:"path,omitempty"`
+}
+
+// Journal is the record of one plan run on one Deployment.
+type Journal struct {
+	Version          int          `json:"version"`
+	RunID            string       `json:"runID"`
+	Namespace        string       `json:"namespace"`
+	Deployment       string       `json:"deployment"`
+	UID              types.UID    `json:"uid"`
+	Action           Action       `json:"action"`
+	Reason           string       `json:"reason,omitempty"`
+	State            RunState     `json:"state"`
+	Error            string       `json:"error,omitempty"`
+	Started          time.Time    `json:"started"`
+	Finished         *time.Time   `json:"finished,omitempty"`
+	Bad              Revision     `json:"bad"`
+	Pinned           *Pinned      `json:"pinned,omitempty"`
+	Replicas         int32        `json:"replicas"`
+	MigrationApplied bool         `json:"migrationApplied,omitempty"`
+	Steps            []StepRecord `json:"steps"`
+}
+
+func (j *Journal) step(name string) *StepRecord {
+	for i := range j.Steps {
+		if j.Steps[i].Name == name {
+			return &j.Steps[i]
+		}
+	}
+	return nil
+}
+
+// journalStore reads and writes journals; every write carries the
+// resourceVersion last seen, so two writers cannot both believe they own
+// the run.
+type journalStore struct {
+	cms     corev1client.ConfigMapsGetter
+	timeout time.Duration
+}
+
+// load returns the journal and its ConfigMap, or nil, nil when there is none.
+func (s *journalStore) load(ctx context.Context, ns string, uid types.UID) (*Journal, *corev1.ConfigMap, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	name := JournalName(uid)
+	cm, err := s.cms.ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("get journal configmap %s/%s: %w", ns, name, err)
+	}
+	var j Journal
+	if err := json.Unmarshal([]byte(cm.Data[journalKey]), &j); err != nil {
+		return nil, cm, fmt.Errorf("decode journal configmap %s/%s: %w", ns, name, err)
+	}
+	return &j, cm, nil
+}
+
+// save creates the journal (prev nil) or updates prev with its
+// resourceVersion as precondition; it returns the new ConfigMap.
+func (s *journalStore) save(ctx context.Context, j *Journal, prev *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	data, err := json.Marshal(j)
+	if err != nil {
+		return nil, fmt.Errorf("encode journal of deployment %s/%s: %w", j.Namespace, j.Deployment, err)
+	}
+	name := JournalName(j.UID)
+	var cm *corev1.ConfigMap
+	if prev == nil {
+		cm = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Name:      name,
+			Namespace: j.Namespace,
+			Labels: map[string]string{
+				LabelJournal:    "true",
+				LabelDeployment: j.Deployment,
+				labelManagedBy:  "rollguard",
+			},
+		}}
+	} else {
+		cm = prev.DeepCopy()
+	}
+	cm.Data = map[string]string{journalKey: string(data)}
+	var out *corev1.ConfigMap
+	if prev == nil {
+		out, err = s.cms.ConfigMaps(j.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+	} else {
+		out, err = s.cms.ConfigMaps(j.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+	}
+	switch {
+	case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+		return nil, fmt.Errorf("write journal configmap %s/%s: %w", j.Namespace, name, ErrJournalConflict)
+	case err != nil:
+		return nil, fmt.Errorf("write journal configmap %s/%s: %w", j.Namespace, name, err)
+	}
+	return out, nil
+}

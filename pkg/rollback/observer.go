@@ -1,0 +1,51 @@
+package rollback
+
+import "time"
+
+// Facts is what an Observer learns at each milestone. Plain data: the
+// notify and incident code render it.
+type Facts struct {
+	Namespace  string
+	Deployment string
+	Action     Action
+	RunID      string
+	Reason     string
+	DryRun     bool
+	// Resumed: this run continues a journal left by an earlier one.
+	Resumed bool
+
+	// Step facts (empty in PlanStarted / PlanFinished).
+	Step        string
+	StepIndex   int // 1-based
+	Steps       int
+	Description string
+	// Skipped: the step was already done by an earlier run.
+	Skipped bool
+	Detail  string
+
+	Started  time.Time
+	Finished time.Time
+	Err      error
+
+	// Versions.
+	Bad      Revision
+	Pinned   *Pinned
+	Replicas int32
+}
+
+// Observer is told about a plan's progress, synchronously and in order.
+// Implementations must not block (queue and return): the rollback does not
+// wait for Slack.
+type Observer interface {
+	PlanStarted(Facts)
+	StepStarted(Facts)
+	StepFinished(Facts)
+	PlanFinished(Facts)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) PlanStarted(Facts)  {}
+func (nopObserver) StepStarted(Facts)  {}
+func (nopObserver) StepFinished(Facts) {}
+func (nopObserver) PlanFinished(Facts) {}

@@ -1,0 +1,321 @@
+package rollback_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+const deployName = "pggit-api"
+
+type sandbox struct {
+	client kubernetes.Interface
+	kube   *kube.Deployments
+	ns     string
+	simURL string
+	logger *zap.Logger
+}
+
+// newSandbox creates a namespace of the test's own with pggit-api rolled
+// from v1.0.3 to v1.1.0, 4 replicas, simulated.
+func newSandbox(t *testing.T) *sandbox {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	env := sandboxenv.Load(t)
+	cfg, err := clientcmd.BuildConfigFromFlags("", env.Get(t, "KUBECONFIG"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	s := &sandbox{client: client, ns: "rg-rollback-" + rand.String(6), simURL: env["SIM_URL"], logger: logger,
+		kube: kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, logger)}
+	ctx := context.Background()
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Namespace deletion takes ~10 s: do not wait for it.
+		_ = client.CoreV1().Namespaces().Delete(context.Background(), s.ns, metav1.DeleteOptions{})
+	})
+	replicas := int32(4)
+	labels := map[string]string{"app": deployName}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: deployName, Namespace: s.ns, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true"}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: "pggit-api:v1.0.3"}}},
+			},
+		},
+	}
+	if _, err := client.AppsV1().Deployments(s.ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitComplete(t)
+	s.setImage(t, "pggit-api:v1.1.0")
+	s.waitComplete(t)
+	return s
+}
+
+func (s *sandbox) waitComplete(t *testing.T) {
+	t.Helper()
+	if _, st, err := s.kube.WaitRollout(context.Background(), s.ns, deployName, kube.WaitOptions{Timeout: 60 * time.Second}); err != nil {
+		t.Fatalf("rollout: %v (%+v)", err, st)
+	}
+}
+
+func (s *sandbox) setImage(t *testing.T, image string) {
+	t.Helper()
+	ctx := context.Background()
+	for {
+		d, err := s.client.AppsV1().Deployments(s.ns).Get(ctx, deployName, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Spec.Template.Spec.Containers[0].Image = image
+		_, err = s.client.AppsV1().Deployments(s.ns).Update(ctx, d, metav1.UpdateOptions{})
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+}
+
+func (s *sandbox) get(t *testing.T) *appsv1.Deployment {
+	t.Helper()
+	d, err := s.client.AppsV1().Deployments(s.ns).Get(context.Background(), deployName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func (s *sandbox) target() rollback.Target {
+	tg := rollback.Target{
+		Namespace: s.ns, Deployment: deployName, Containers: []string{"api"},
+		RampSteps: []int32{2}, RampPause: time.Second, RolloutTimeout: 60 * time.Second, VerifyWindow: 10 * time.Second,
+	}
+	if s.simURL != "" {
+		tg.HealthURL = fmt.Sprintf("%s/health/%s/%s", s.simURL, s.ns, deployName)
+	}
+	return tg
+}
+
+func (s *sandbox) executor(obs rollback.Observer) *rollback.Executor {
+	return rollback.NewExecutor(s.kube, s.client.CoreV1(), rollback.Options{Observer: obs, PollInterval: 500 * time.Millisecond}, s.logger)
+}
+
+// assertRolledBack checks v1.0.3 runs with 4 Ready replicas and the
+// rollout is complete.
+func (s *sandbox) assertRolledBack(t *testing.T) {
+	t.Helper()
+	s.waitComplete(t)
+	d := s.get(t)
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != "pggit-api:v1.0.3" || *d.Spec.Replicas != 4 || d.Status.ReadyReplicas != 4 {
+		t.Fatalf("deployment runs %s, spec %d, ready %d; want pggit-api:v1.0.3 with 4 ready", img, *d.Spec.Replicas, d.Status.ReadyReplicas)
+	}
+}
+
+func TestIntegrationQuick(t *testing.T) {
+	s := newSandbox(t)
+	ctx := context.Background()
+	obs := &recorder{}
+	res, err := s.executor(obs).Run(ctx, rollback.Request{Target: s.target(), Reason: "integration"})
+	if err != nil {
+		t.Fatalf("quick: %v\nobserver: %v", err, obs.events)
+	}
+	s.assertRolledBack(t)
+	if res.Pinned.Revision != 1 || res.Bad.Revision != 2 || res.Pinned.Hash == "" || res.Bad.Hash == "" {
+		t.Errorf("pinned %+v bad rev %d", res.Pinned, res.Bad.Revision)
+	}
+	evs, err := s.client.CoreV1().Events(s.ns).List(ctx, metav1.ListOptions{FieldSelector: "reason=" + kube.ReasonStepSucceeded})
+	if err != nil || len(evs.Items) != 5 {
+		t.Errorf("step events: %d %v", len(evs.Items), err)
+	}
+
+	// A second firing for the same bad revision changes nothing.
+	before := s.get(t).ResourceVersion
+	_, err = s.executor(nil).Run(ctx, rollback.Request{Target: s.target()})
+	if !errors.Is(err, rollback.ErrAlreadyRolledBack) {
+		t.Fatalf("second run: %v", err)
+	}
+	if after := s.get(t).ResourceVersion; after != before {
+		t.Errorf("second run changed the deployment: rv %s -> %s", before, after)
+	}
+}
+
+func TestIntegrationRevertKeepsServing(t *testing.T) {
+	s := newSandbox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	d := s.get(t)
+	w, err := s.client.AppsV1().Deployments(s.ns).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", deployName).String(), ResourceVersion: d.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu      sync.Mutex
+		minimum = d.Status.ReadyReplicas
+		seen    int
+	)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if dep, ok := ev.Object.(*appsv1.Deployment); ok && ev.Type == watch.Modified {
+				mu.Lock()
+				seen++
+				if dep.Status.ReadyReplicas < minimum {
+					minimum = dep.Status.ReadyReplicas
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	tg := s.target()
+	tg.Strategy = rollback.ActionRevert
+	if _, err := s.executor(nil).Run(ctx, rollback.Request{Target: tg}); err != nil {
+		t.Fatal(err)
+	}
+	s.assertRolledBack(t)
+	w.Stop()
+	<-done
+	// Default strategy: maxUnavailable 25% of 4 = 1.
+	mu.Lock()
+	defer mu.Unlock()
+	if seen == 0 {
+		t.Fatal("watch saw no updates")
+	}
+	if minimum < 3 {
+		t.Errorf("ready replicas dropped to %d, below spec - maxUnavailable = 3", minimum)
+	}
+}
+
+func TestIntegrationKillMidPlanAndRerun(t *testing.T) {
+	tests := []struct{ kind, step string }{
+		// Killed between steps: after step k finished.
+		{"step-finished", "stop"}, {"step-finished", "application"}, {"step-finished", "wait-rollout"}, {"step-finished", "ramp"},
+		// Killed inside a step, 300 ms after it started.
+		{"step-started", "wait-rollout"}, {"step-started", "ramp"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.kind+"-"+tt.step, func(t *testing.T) {
+			s := newSandbox(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			obs := &recorder{hook: func(kind string, f rollback.Facts) {
+				if kind == tt.kind && f.Step == tt.step {
+					if kind == "step-started" {
+						time.AfterFunc(300*time.Millisecond, cancel)
+						return
+					}
+					cancel()
+				}
+			}}
+			_, err := s.executor(obs).Run(ctx, rollback.Request{Target: s.target()})
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("first run: %v, want canceled", err)
+			}
+			res, err := s.executor(nil).Run(context.Background(), rollback.Request{Target: s.target()})
+			if err != nil {
+				t.Fatalf("rerun: %v", err)
+			}
+			if !res.Resumed || res.State != rollback.RunSucceeded || res.Replicas != 4 {
+				t.Errorf("rerun result %+v", res)
+			}
+			s.assertRolledBack(t)
+		})
+	}
+}
+
+func TestIntegrationConcurrentSetImage(t *testing.T) {
+	s := newSandbox(t)
+	obs := &recorder{hook: func(kind string, f rollback.Facts) {
+		if kind == "step-started" && f.Step == "application" {
+			s.setImage(t, "pggit-api:v1.2.0")
+		}
+	}}
+	_, err := s.executor(obs).Run(context.Background(), rollback.Request{Target: s.target()})
+	var cc *kube.ConcurrentChangeError
+	if !errors.As(err, &cc) || cc.Field != "spec.template" || !errors.Is(err, rollback.ErrConcurrentChange) {
+		t.Fatalf("err = %v, want concurrent change of spec.template", err)
+	}
+	if img := s.get(t).Spec.Template.Spec.Containers[0].Image; img != "pggit-api:v1.2.0" {
+		t.Errorf("image %s: the other writer's change was overwritten", img)
+	}
+}
+
+func TestIntegrationDryRunWritesNothing(t *testing.T) {
+	s := newSandbox(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// Let the controller settle so its own status writes do not count.
+	time.Sleep(time.Second)
+	d := s.get(t)
+	w, err := s.client.AppsV1().Deployments(s.ns).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", deployName).String(), ResourceVersion: d.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	evsBefore, _ := s.client.CoreV1().Events(s.ns).List(ctx, metav1.ListOptions{})
+	for _, action := range []rollback.Action{rollback.ActionQuick, rollback.ActionRevert} {
+		obs := &recorder{}
+		res, err := s.executor(obs).Run(ctx, rollback.Request{Target: s.target(), Action: action, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Steps) < 4 || !strings.HasPrefix(res.Steps[1].Detail, "dry-run: would ") {
+			t.Errorf("%s steps %+v", action, res.Steps)
+		}
+	}
+	select {
+	case ev := <-w.ResultChan():
+		t.Fatalf("dry-run changed the deployment: %s", ev.Type)
+	case <-time.After(2 * time.Second):
+	}
+	if after := s.get(t).ResourceVersion; after != d.ResourceVersion {
+		t.Errorf("resourceVersion %s -> %s", d.ResourceVersion, after)
+	}
+	cms, _ := s.client.CoreV1().ConfigMaps(s.ns).List(ctx, metav1.ListOptions{LabelSelector: rollback.LabelJournal + "=true"})
+	if len(cms.Items) != 0 {
+		t.Errorf("dry-run wrote a journal")
+	}
+	evsAfter, _ := s.client.CoreV1().Events(s.ns).List(ctx, metav1.ListOptions{})
+	if len(evsAfter.Items) != len(evsBefore.Items) {
+		t.Errorf("dry-run recorded events: %d -> %d", len(evsBefore.Items), len(evsAfter.Items))
+	}
+}

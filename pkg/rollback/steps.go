@@ -1,0 +1,632 @@
+package rollback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	appsv1 "k8s.io/api/apps/v1"
+
+	"github.com/rollguard/rollguard/pkg/kube"
+)
+
+// Step names, journaled: never rename one.
+const (
+	StepPreflight     = "preflight"
+	StepStop          = "stop"
+	StepDBReadOnly    = "db-readonly"
+	StepDBDump        = "db-dump"
+	StepDBRestore     = "db-restore"
+	StepDBVerify      = "db-verify"
+	StepApplication   = "application"
+	StepWaitRollout   = "wait-rollout"
+	StepRamp          = "ramp"
+	StepVerify        = "verify"
+	StepTerminateIdle = "terminate-sessions"
+	StepRestart       = "restart"
+	StepLagCheck      = "lag-check"
+	StepDisableSubs   = "disable-subscriptions"
+	StepEnableSubs    = "enable-subscriptions"
+	StepWaitLag       = "wait-lag"
+)
+
+// ReadOnlyEnv is the variable the full plan sets to stop the app writing.
+const ReadOnlyEnv = "DB_READONLY"
+
+// ErrUnhealthy: a health check, SELECT 1 or the Verifier did not pass.
+var ErrUnhealthy = errors.New("unhealthy")
+
+// stepDef is one kind of step.
+//
+// Idempotency, which decides what a resume may re-run:
+//   - Kubernetes writes are absolute (replicas = n, template = T) and
+//     checked against what the run expects, so re-running them is a no-op
+//     or finishes the job. Template writes journal their intent first, so a
+//     resume recognises a half-done write as its own.
+//   - The forensic dump writes a path fixed in the journal, atomically: a
+//     re-run replaces the same file.
+//   - The restore is NOT idempotent once started: pg_restore runs in one
+//     transaction, but a crash after its commit and before the journal write
+//     is indistinguishable from a crash before it, and restoring again would
+//     throw away whatever was written since. A resume stops there with an
+//     UnsafeResumeError for a human.
+//   - Terminating idle-in-transaction sessions, enabling/disabling
+//     subscriptions, waits and checks are safe to repeat.
+type stepDef struct {
+	idempotent bool
+	describe   func(r *run) string
+	// prepare, if set, fixes the step's intent in rec before the start is
+	// journaled.
+	prepare func(r *run, rec *StepRecord)
+	run     func(ctx context.Context, r *run, rec *StepRecord) (string, error)
+	// unsafeDetail tells a human how to finish a non-idempotent step.
+	unsafeDetail func(r *run, rec *StepRecord) string
+}
+
+// planSteps lists a plan's steps; the list is journaled at preflight and a
+// resume follows the journal, not the (possibly reloaded) config.
+func planSteps(action Action, t Target, j *Journal) []string {
+	db := []string{}
+	if t.Database != nil && t.Database.DB != nil && j.MigrationApplied {
+		db = []string{StepDBDump, StepDBRestore, StepDBVerify}
+	}
+	quick := append(append([]string{StepStop}, db...), StepApplication, StepWaitRollout, StepRamp, StepVerify)
+	switch action {
+	case ActionRevert:
+		return []string{StepPreflight, StepApplication, StepWaitRollout, StepVerify}
+	case ActionFull:
+		return []string{StepPreflight, StepDBReadOnly, StepDBDump, StepStop, StepDBRestore, StepDBVerify, StepApplication, StepWaitRollout, StepRamp, StepVerify}
+	case ActionPoolRecovery:
+		return []string{StepPreflight, StepTerminateIdle, StepRestart, StepWaitRollout}
+	case ActionMultiRegion:
+		out := []string{StepPreflight, StepLagCheck, StepDisableSubs}
+		out = append(out, quick...)
+		return append(out, StepEnableSubs, StepWaitLag)
+	default:
+		return append([]string{StepPreflight}, quick...)
+	}
+}
+
+// lookupStep returns the definition of a journaled step name.
+func lookupStep(name string) (stepDef, bool) {
+	switch name {
+	case StepPreflight:
+		return stepDef{idempotent: true, describe: describePreflight,
+			run: func(_ context.Context, r *run, _ *StepRecord) (string, error) { return preflightDetail(r.j), nil }}, true
+	case StepStop:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("scale %s to 0 through the scale subresource (recorded %d replicas)", r.name(), r.j.Replicas)
+		}, run: runStop}, true
+	case StepDBReadOnly:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("set %s=true on the pod template of %s and wait for the rollout", ReadOnlyEnv, r.name())
+		}, prepare: func(r *run, rec *StepRecord) {
+			if rec.Intent == nil {
+				tmpl := kube.WithEnv(*r.exp.Template, r.t.Containers, ReadOnlyEnv, "true")
+				rec.Intent = &tmpl
+			}
+		}, run: runReadOnly}, true
+	case StepDBDump:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return "forensic pg_dump -Fc to " + r.dumpPath()
+		}, prepare: func(r *run, rec *StepRecord) {
+			if rec.Path == "" {
+				rec.Path = r.dumpPath()
+			}
+		}, run: runDump}, true
+	case StepDBRestore:
+		return stepDef{idempotent: false, describe: func(r *run) string {
+			return "pg_restore --clean --if-exists --single-transaction " + r.t.Database.PreDeployDump
+		}, run: runRestore, unsafeDetail: func(r *run, rec *StepRecord) string {
+			return fmt.Sprintf("pg_restore of %s may or may not have committed; check the schema (migration %q) and row counts, finish the plan by hand "+
+				"(pinned %s, recorded replicas %d), then delete configmap %s/%s",
+				r.t.Database.PreDeployDump, r.t.Database.Migration, pinnedString(r.j.Pinned), r.j.Replicas, r.t.Namespace, JournalName(r.j.UID))
+		}}, true
+	case StepDBVerify:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return "SELECT 1, count rows of " + strings.Join(r.t.Database.Tables, ", ") + ", migration no longer applied"
+		}, run: runDBVerify}, true
+	case StepApplication:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("set the pod template of %s to the pinned %s", r.name(), pinnedString(r.j.Pinned))
+		}, run: runApplication}, true
+	case StepWaitRollout:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("wait up to %s for the rollout (kubectl rollout status criteria)", r.t.RolloutTimeout)
+		}, run: runWaitRollout}, true
+	case StepRamp:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("scale up %s, pausing %s and health-checking between steps", rampString(rampTargets(r.t.RampSteps, r.j.Replicas)), r.t.RampPause)
+		}, run: runRamp}, true
+	case StepVerify:
+		return stepDef{idempotent: true, describe: describeVerify, run: runVerify}, true
+	case StepTerminateIdle:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			p := r.t.PoolRecovery
+			return fmt.Sprintf("terminate sessions of role %s, application %s idle in transaction for more than %s", p.Role, p.ApplicationName, p.OlderThan)
+		}, run: runTerminateIdle}, true
+	case StepRestart:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("rolling restart of %s (%s)", r.name(), kube.RestartedAtAnnotation)
+		}, prepare: func(r *run, rec *StepRecord) {
+			if rec.Intent == nil {
+				tmpl := kube.WithRestartedAt(*r.exp.Template, r.e.opts.Now())
+				rec.Intent = &tmpl
+			}
+		}, run: runRestart}, true
+	case StepLagCheck:
+		return stepDef{idempotent: true, describe: func(*run) string { return "read the primary's replication lag" }, run: runLagCheck}, true
+	case StepDisableSubs:
+		return stepDef{idempotent: true, describe: func(r *run) string { return "ALTER SUBSCRIPTION ... DISABLE on " + r.secondaries() }, run: runDisableSubs}, true
+	case StepEnableSubs:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			if r.restoredPrimary() {
+				return "resync (drop, recreate with copy_data) subscriptions on " + r.secondaries() + ": the primary was restored in place"
+			}
+			return "ALTER SUBSCRIPTION ... ENABLE on " + r.secondaries()
+		}, run: runEnableSubs}, true
+	case StepWaitLag:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("wait up to %s for replication lag under %s", r.t.MultiRegion.LagTimeout, r.t.MultiRegion.MaxLag)
+		}, run: runWaitLag}, true
+	}
+	return stepDef{}, false
+}
+
+func (r *run) name() string { return r.t.Namespace + "/" + r.t.Deployment }
+
+func (r *run) dumpPath() string {
+	return filepath.Join(r.t.Database.ForensicDir, fmt.Sprintf("%s-%s-%s-forensic.dump", r.t.Namespace, r.t.Deployment, r.j.RunID))
+}
+
+func (r *run) secondaries() string {
+	var names []string
+	for _, s := range r.t.MultiRegion.Secondaries {
+		names = append(names, s.Name+"/"+s.Subscription)
+	}
+	return strings.Join(names, ", ")
+}
+
+// restoredPrimary: a restore of this run happened (or may have).
+func (r *run) restoredPrimary() bool {
+	s := r.j.step(StepDBRestore)
+	return s != nil && s.State != StepPending && s.State != StepWouldRun
+}
+
+func (r *run) dbCtx(ctx context.Context, long bool) (context.Context, context.CancelFunc) {
+	if long {
+		return context.WithTimeout(ctx, r.e.opts.DumpTimeout)
+	}
+	return context.WithTimeout(ctx, r.e.opts.QueryTimeout)
+}
+
+// templateExpect is what a write may assume: the Deployment is still the
+// one the run started on and carries the template the run last saw or
+// wrote.
+func (r *run) templateExpect() kube.Expect {
+	return kube.Expect{UID: r.exp.UID, Template: r.exp.Template}
+}
+
+func (r *run) wait(ctx context.Context) (*appsv1.Deployment, kube.RolloutStatus, error) {
+	exp := r.templateExpect()
+	log := r.log()
+	return r.e.cluster.WaitRollout(ctx, r.t.Namespace, r.t.Deployment, kube.WaitOptions{
+		Timeout: r.t.RolloutTimeout,
+		Check:   func(d *appsv1.Deployment) error { return kube.Check(d, exp) },
+		Progress: func(s kube.RolloutStatus) {
+			log.Info("rollout progress", zap.String("status", s.Message), zap.Int32("updated", s.Updated),
+				zap.Int32("available", s.Available), zap.Int32("spec", s.Spec))
+		},
+	})
+}
+
+func describePreflight(r *run) string {
+	if r.j.Pinned == nil {
+		return fmt.Sprintf("record %d replicas of %s", r.j.Replicas, imagesString(r.j.Bad.Images))
+	}
+	return fmt.Sprintf("pin %s (%s), record %d replicas", pinnedString(r.j.Pinned), r.j.Pinned.Source, r.j.Replicas)
+}
+
+func runStop(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	exp := r.templateExpect()
+	exp.Replicas = r.exp.Replicas
+	dep, err := r.e.cluster.Scale(ctx, r.t.Namespace, r.t.Deployment, 0, exp)
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", err
+	}
+	zero := int32(0)
+	r.exp.Replicas = &zero
+	// Scaling to 0 also turns an HPA off until replicas are > 0 again; the
+	// ramp's last step brings the recorded count (and the HPA) back.
+	return fmt.Sprintf("scaled to 0 (recorded %d)", r.j.Replicas), nil
+}
+
+func runReadOnly(ctx context.Context, r *run, rec *StepRecord) (string, error) {
+	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, *rec.Intent, r.templateExpect())
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", err
+	}
+	r.exp.Template = rec.Intent.DeepCopy()
+	dep, s, err := r.wait(ctx)
+	if dep != nil {
+		r.dep = dep
+	}
+	switch {
+	case err == nil:
+		return fmt.Sprintf("%s=true rolled out (%d available)", ReadOnlyEnv, s.Available), nil
+	case errors.Is(err, kube.ErrRolloutTimeout) || errors.Is(err, kube.ErrProgressDeadline):
+		// The dump that follows is forensic and the stop right after it ends
+		// every write anyway: a slow rollout of the flag is not worth
+		// stalling the rollback for.
+		r.log().Warn("read-only flag not rolled out, continuing", zap.Error(err))
+		return fmt.Sprintf("%s=true set, rollout incomplete (%s)", ReadOnlyEnv, s.Message), nil
+	default:
+		return "", err
+	}
+}
+
+func runDump(ctx context.Context, r *run, rec *StepRecord) (string, error) {
+	dctx, cancel := r.dbCtx(ctx, true)
+	defer cancel()
+	n, err := r.t.Database.DB.Dump(dctx, rec.Path)
+	if err != nil {
+		return "", fmt.Errorf("deployment %s: forensic dump to %s: %w", r.name(), rec.Path, err)
+	}
+	return fmt.Sprintf("forensic dump %s (%d bytes)", rec.Path, n), nil
+}
+
+func runRestore(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	dctx, cancel := r.dbCtx(ctx, true)
+	defer cancel()
+	if err := r.t.Database.DB.Restore(dctx, r.t.Database.PreDeployDump); err != nil {
+		return "", fmt.Errorf("deployment %s: restore %s: %w", r.name(), r.t.Database.PreDeployDump, err)
+	}
+	return "restored " + r.t.Database.PreDeployDump, nil
+}
+
+func runDBVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	db := r.t.Database
+	qctx, cancel := r.dbCtx(ctx, false)
+	defer cancel()
+	if err := db.DB.Ping(qctx); err != nil {
+		return "", fmt.Errorf("deployment %s: database ping after restore: %w", r.name(), err)
+	}
+	detail := "SELECT 1 ok"
+	if len(db.Tables) > 0 {
+		counts, err := db.DB.CountRows(qctx, db.Tables)
+		if err != nil {
+			return "", fmt.Errorf("deployment %s: count rows after restore: %w", r.name(), err)
+		}
+		var parts []string
+		for _, t := range db.Tables {
+			parts = append(parts, fmt.Sprintf("%s=%d", t, counts[t]))
+		}
+		detail += "; rows " + strings.Join(parts, " ")
+	}
+	if db.Migration != "" {
+		applied, err := db.DB.MigrationApplied(qctx, db.Migration)
+		if err != nil {
+			return detail, fmt.Errorf("deployment %s: check migration %q after restore: %w", r.name(), db.Migration, err)
+		}
+		if applied {
+			return detail, fmt.Errorf("deployment %s: migration %q still applied after restore: %w", r.name(), db.Migration, ErrUnhealthy)
+		}
+		detail += fmt.Sprintf("; migration %s not applied", db.Migration)
+	}
+	return detail, nil
+}
+
+func runApplication(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	tmpl := r.j.Pinned.Template
+	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, tmpl, r.templateExpect())
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", err
+	}
+	r.exp.Template = tmpl.DeepCopy()
+	return fmt.Sprintf("template set to %s (generation %d)", imagesString(r.j.Pinned.Images), dep.Generation), nil
+}
+
+func runWaitRollout(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	dep, s, err := r.wait(ctx)
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return s.Message, err
+	}
+	return fmt.Sprintf("rolled out: %d/%d updated, %d available", s.Updated, s.Spec, s.Available), nil
+}
+
+// rampTargets is the ascending intermediate steps below recorded, then
+// recorded itself; nothing when the recorded count is 0.
+func rampTargets(steps []int32, recorded int32) []int32 {
+	if recorded <= 0 {
+		return nil
+	}
+	var out []int32
+	seen := map[int32]bool{}
+	for _, n := range steps {
+		if n > 0 && n < recorded && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return append(out, recorded)
+}
+
+func rampString(ns []int32) string {
+	if len(ns) == 0 {
+		return "nothing (recorded 0 replicas)"
+	}
+	parts := make([]string, len(ns))
+	for i, n := range ns {
+		parts[i] = fmt.Sprint(n)
+	}
+	return "to " + strings.Join(parts, " then ")
+}
+
+func runRamp(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	targets := rampTargets(r.t.RampSteps, r.j.Replicas)
+	if len(targets) == 0 {
+		return "recorded 0 replicas: left at 0", nil
+	}
+	var done []string
+	for i, n := range targets {
+		// Replicas are not checked here: once above 0 an HPA is back in
+		// charge and may resize; the template still fences the ramp.
+		dep, err := r.e.cluster.Scale(ctx, r.t.Namespace, r.t.Deployment, n, r.templateExpect())
+		if dep != nil {
+			r.dep = dep
+		}
+		if err != nil {
+			return strings.Join(done, ", "), err
+		}
+		dep, s, err := r.wait(ctx)
+		if dep != nil {
+			r.dep = dep
+		}
+		if err != nil {
+			return strings.Join(done, ", "), err
+		}
+		done = append(done, fmt.Sprintf("%d available", s.Available))
+		if i == len(targets)-1 {
+			break
+		}
+		if err := r.e.opts.Sleep(ctx, r.t.RampPause); err != nil {
+			return strings.Join(done, ", "), fmt.Errorf("deployment %s: ramp pause: %w", r.name(), err)
+		}
+		if r.t.HealthURL != "" {
+			if err := r.health(ctx); err != nil {
+				return strings.Join(done, ", "), err
+			}
+			done = append(done, "healthy")
+		}
+	}
+	return strings.Join(done, ", "), nil
+}
+
+func describeVerify(r *run) string {
+	var parts []string
+	if r.t.HealthURL != "" {
+		parts = append(parts, "GET "+r.t.HealthURL+" = 200")
+	}
+	if r.t.Database != nil && r.t.Database.DB != nil {
+		parts = append(parts, "SELECT 1")
+	}
+	if r.t.Verifier != nil {
+		parts = append(parts, "triggers back under threshold")
+	}
+	if len(parts) == 0 {
+		return "nothing to verify (no health URL, database or verifier)"
+	}
+	return strings.Join(parts, ", ") + fmt.Sprintf(" within %s", r.t.VerifyWindow)
+}
+
+// runVerify retries the checks until they all pass or the window is over;
+// attempts are counted (window / poll interval) so an injected clock
+// works.
+func runVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	attempts := int(r.t.VerifyWindow/r.e.opts.PollInterval) + 1
+	var last error
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			if err := r.e.opts.Sleep(ctx, r.e.opts.PollInterval); err != nil {
+				return "", fmt.Errorf("deployment %s: verify: %w (last: %v)", r.name(), err, last)
+			}
+		}
+		detail, err := r.verifyOnce(ctx)
+		if err == nil {
+			return detail, nil
+		}
+		last = err
+		r.log().Debug("verify not yet passing", zap.Int("attempt", i+1), zap.Error(err))
+	}
+	return "", fmt.Errorf("deployment %s: verify failed for %s: %w", r.name(), r.t.VerifyWindow, last)
+}
+
+func (r *run) verifyOnce(ctx context.Context) (string, error) {
+	var parts []string
+	if r.t.HealthURL != "" {
+		if err := r.health(ctx); err != nil {
+			return "", err
+		}
+		parts = append(parts, "health 200")
+	}
+	if r.t.Database != nil && r.t.Database.DB != nil {
+		qctx, cancel := r.dbCtx(ctx, false)
+		err := r.t.Database.DB.Ping(qctx)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("deployment %s: SELECT 1: %w: %w", r.name(), ErrUnhealthy, err)
+		}
+		parts = append(parts, "SELECT 1 ok")
+	}
+	if r.t.Verifier != nil {
+		qctx, cancel := r.dbCtx(ctx, false)
+		err := r.t.Verifier.Verify(qctx, r.t.Namespace, r.t.Deployment)
+		cancel()
+		if err != nil {
+			return "", fmt.Errorf("deployment %s: triggers: %w: %w", r.name(), ErrUnhealthy, err)
+		}
+		parts = append(parts, "triggers under threshold")
+	}
+	if len(parts) == 0 {
+		return "nothing to verify", nil
+	}
+	return strings.Join(parts, "; "), nil
+}
+
+func (r *run) health(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.e.opts.QueryTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.t.HealthURL, nil)
+	if err != nil {
+		return fmt.Errorf("deployment %s: health request: %w", r.name(), err)
+	}
+	resp, err := r.e.opts.HTTPClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("deployment %s: health check: %w: %w", r.name(), ErrUnhealthy, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("deployment %s: health check status %d: %w", r.name(), resp.StatusCode, ErrUnhealthy)
+	}
+	return nil
+}
+
+func runTerminateIdle(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	p := r.t.PoolRecovery
+	qctx, cancel := r.dbCtx(ctx, false)
+	defer cancel()
+	n, err := r.t.Database.DB.TerminateIdleInTransaction(qctx, p.Role, p.ApplicationName, p.OlderThan)
+	if err != nil {
+		return "", fmt.Errorf("deployment %s: terminate idle sessions: %w", r.name(), err)
+	}
+	return fmt.Sprintf("terminated %d sessions idle in transaction for more than %s", n, p.OlderThan), nil
+}
+
+func runRestart(ctx context.Context, r *run, rec *StepRecord) (string, error) {
+	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, *rec.Intent, r.templateExpect())
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", err
+	}
+	r.exp.Template = rec.Intent.DeepCopy()
+	return "restartedAt " + rec.Intent.Annotations[kube.RestartedAtAnnotation], nil
+}
+
+func runLagCheck(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	qctx, cancel := r.dbCtx(ctx, false)
+	defer cancel()
+	lag, err := r.t.Database.DB.ReplicationLag(qctx)
+	if err != nil {
+		// Informational (the runbook's "check replication status"): the
+		// rollback must not wait on a status read.
+		r.log().Warn("replication lag unreadable", zap.Error(err))
+		return fmt.Sprintf("lag unreadable: %v", err), nil
+	}
+	return fmt.Sprintf("primary replication lag %s", lag), nil
+}
+
+func runDisableSubs(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	var done []string
+	for _, s := range r.t.MultiRegion.Secondaries {
+		qctx, cancel := r.dbCtx(ctx, false)
+		err := s.DB.DisableSubscription(qctx, s.Subscription)
+		cancel()
+		if err != nil {
+			return strings.Join(done, ", "), fmt.Errorf("deployment %s: disable subscription %s on %s: %w", r.name(), s.Subscription, s.Name, err)
+		}
+		done = append(done, s.Name+" disabled")
+	}
+	return strings.Join(done, ", "), nil
+}
+
+func runEnableSubs(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	resync := r.restoredPrimary()
+	var done []string
+	for _, s := range r.t.MultiRegion.Secondaries {
+		qctx, cancel := r.dbCtx(ctx, true)
+		var err error
+		verb := "enabled"
+		if resync {
+			// An in-place restore of the publisher drops and recreates the
+			// publication: ENABLE alone loops on "publication does not
+			// exist"; the subscription must be rebuilt with copy_data.
+			err, verb = s.DB.ResyncSubscription(qctx, s.Subscription), "resynced"
+		} else {
+			err = s.DB.EnableSubscription(qctx, s.Subscription)
+		}
+		cancel()
+		if err != nil {
+			return strings.Join(done, ", "), fmt.Errorf("deployment %s: %s subscription %s on %s: %w", r.name(), strings.TrimSuffix(verb, "d"), s.Subscription, s.Name, err)
+		}
+		done = append(done, s.Name+" "+verb)
+	}
+	return strings.Join(done, ", "), nil
+}
+
+func runWaitLag(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	mr := r.t.MultiRegion
+	attempts := int(mr.LagTimeout/r.e.opts.PollInterval) + 1
+	var last error
+	var lag time.Duration
+	for i := 0; i < attempts; i++ {
+		if i > 0 {
+			if err := r.e.opts.Sleep(ctx, r.e.opts.PollInterval); err != nil {
+				return "", fmt.Errorf("deployment %s: wait for lag: %w", r.name(), err)
+			}
+		}
+		qctx, cancel := r.dbCtx(ctx, false)
+		l, err := r.t.Database.DB.ReplicationLag(qctx)
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		lag = l
+		if lag < mr.MaxLag {
+			return fmt.Sprintf("replication lag %s < %s", lag, mr.MaxLag), nil
+		}
+		last = fmt.Errorf("lag %s", lag)
+	}
+	return "", fmt.Errorf("deployment %s: replication lag not under %s within %s (last: %v): %w", r.name(), mr.MaxLag, mr.LagTimeout, last, ErrUnhealthy)
+}
+
+func pinnedString(p *Pinned) string {
+	if p == nil {
+		return "nothing"
+	}
+	s := imagesString(p.Images)
+	if p.ReplicaSet != "" {
+		s += fmt.Sprintf(" (replicaset %s, revision %d)", p.ReplicaSet, p.Revision)
+	}
+	return s
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "unknown"
+	}
+	return t.UTC().Format(time.RFC3339)
+}

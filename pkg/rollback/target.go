@@ -1,0 +1,232 @@
+// Package rollback turns the on-call runbook's procedures into plans of
+// named steps and runs them with a journal, so a crash or a leader change
+// resumes (or stops with a precise report) instead of repeating a
+// destructive step or losing the recorded replica count.
+//
+// The plans (Action):
+//
+//   - quick (default): preflight, stop (scale to 0), database (only when
+//     configured and the migration is applied: forensic dump, restore,
+//     verify), application (pod template back to the pinned target), wait,
+//     ramp, verify. It stops a version that may be corrupting data, at the
+//     cost of downtime.
+//   - revert: preflight, application, wait, verify. The rolling update keeps
+//     serving (no downtime), but the bad version keeps serving too until it
+//     is replaced.
+//   - full: preflight, DB_READONLY=true on the template, forensic dump, stop,
+//     restore, deploy stable (the pinned template, which never had the
+//     flag), wait, ramp, verify.
+//   - pool-recovery: terminate the app's idle-in-transaction sessions, then
+//     a rolling restart.
+//   - multi-region: check lag, disable subscriptions on the secondaries, the
+//     quick plan on the primary, enable them again (or resync them when the
+//     primary's database was restored in place, which breaks logical
+//     replication), wait for lag under maxLag.
+package rollback
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Action names a plan.
+type Action string
+
+// The plans.
+const (
+	ActionQuick        Action = "quick"
+	ActionRevert       Action = "revert"
+	ActionFull         Action = "full"
+	ActionPoolRecovery Action = "pool-recovery"
+	ActionMultiRegion  Action = "multi-region"
+)
+
+// rolls reports whether a plan puts another version in place (a pool
+// recovery only restarts the running one).
+func (a Action) rolls() bool { return a != ActionPoolRecovery }
+
+// Runbook defaults.
+const (
+	DefaultRampPause      = 30 * time.Second
+	DefaultRolloutTimeout = 30 * time.Second
+	DefaultVerifyWindow   = 60 * time.Second
+	DefaultIdleOlderThan  = 5 * time.Minute
+	DefaultMaxLag         = time.Second
+	DefaultLagTimeout     = 5 * time.Minute
+)
+
+// DefaultRampSteps is the runbook's "scale to 2, pause, then the rest".
+func DefaultRampSteps() []int32 { return []int32{2} }
+
+// Database is what plans need from PostgreSQL; *database.DB implements it.
+type Database interface {
+	MigrationApplied(ctx context.Context, migration string) (bool, error)
+	// Dump writes pg_dump -Fc to path atomically and returns its size.
+	Dump(ctx context.Context, path string) (int64, error)
+	// Restore runs pg_restore --clean --if-exists --single-transaction.
+	Restore(ctx context.Context, path string) error
+	// Ping runs SELECT 1.
+	Ping(ctx context.Context) error
+	CountRows(ctx context.Context, tables []string) (map[string]int64, error)
+	TerminateIdleInTransaction(ctx context.Context, role, applicationName string, olderThan time.Duration) (int, error)
+	// DisableSubscription, EnableSubscription and ResyncSubscription are
+	// called on a secondary.
+	DisableSubscription(ctx context.Context, name string) error
+	EnableSubscription(ctx context.Context, name string) error
+	ResyncSubscription(ctx context.Context, name string) error
+	// ReplicationLag is called on the primary: max lag over its subscribers.
+	ReplicationLag(ctx context.Context) (time.Duration, error)
+}
+
+// Verifier tells whether the target is healthy again; the app implements it
+// with the target's trigger queries (back under threshold).
+type Verifier interface {
+	Verify(ctx context.Context, namespace, deployment string) error
+}
+
+// DatabaseSettings configure the database steps.
+type DatabaseSettings struct {
+	DB Database
+	// Migration is the schema_versions name whose presence means the deploy
+	// changed the database; quick restores only when it is applied.
+	Migration string
+	// PreDeployDump is the pg_dump -Fc taken before the deploy.
+	PreDeployDump string
+	// ForensicDir receives the forensic dump taken before a restore.
+	ForensicDir string
+	// Tables are counted after a restore (reported, for the incident).
+	Tables []string
+}
+
+// PoolRecoverySettings configure pool-recovery.
+type PoolRecoverySettings struct {
+	// Role and ApplicationName select the app's own sessions; never
+	// superuser, walsender or rollguard's own.
+	Role            string
+	ApplicationName string
+	// OlderThan is the minimum idle-in-transaction age (default 5m).
+	OlderThan time.Duration
+}
+
+// Secondary is a subscriber region.
+type Secondary struct {
+	Name         string
+	DB           Database
+	Subscription string
+}
+
+// MultiRegionSettings configure multi-region.
+type MultiRegionSettings struct {
+	Secondaries []Secondary
+	// MaxLag is the lag to wait for after re-enabling (default 1s).
+	MaxLag time.Duration
+	// LagTimeout bounds that wait (default 5m).
+	LagTimeout time.Duration
+}
+
+// Target is one Deployment and how to roll it back.
+type Target struct {
+	Namespace  string
+	Deployment string
+	// Containers the plans touch (DB_READONLY); empty means all.
+	Containers []string
+	// HealthURL must answer 200 between ramp steps and in verify.
+	HealthURL string
+	// Strategy is the plan of a plain "rollback": quick (default) or revert.
+	Strategy Action
+	// StableImage pins container -> image; empty pins the previous
+	// ReplicaSet by revision.
+	StableImage map[string]string
+	// RampSteps are the intermediate replica counts (default [2]).
+	RampSteps []int32
+	// RampPause is the pause after each intermediate step (default 30s).
+	RampPause time.Duration
+	// RolloutTimeout bounds each wait for a rollout (default 30s).
+	RolloutTimeout time.Duration
+	// VerifyWindow is how long verify keeps trying (default 60s).
+	VerifyWindow time.Duration
+	Database     *DatabaseSettings
+	PoolRecovery PoolRecoverySettings
+	MultiRegion  *MultiRegionSettings
+	Verifier     Verifier
+}
+
+// withDefaults fills the runbook's defaults.
+func (t Target) withDefaults() Target {
+	if t.Strategy == "" {
+		t.Strategy = ActionQuick
+	}
+	if t.RampSteps == nil {
+		t.RampSteps = DefaultRampSteps()
+	}
+	if t.RampPause == 0 {
+		t.RampPause = DefaultRampPause
+	}
+	if t.RolloutTimeout == 0 {
+		t.RolloutTimeout = DefaultRolloutTimeout
+	}
+	if t.VerifyWindow == 0 {
+		t.VerifyWindow = DefaultVerifyWindow
+	}
+	if t.PoolRecovery.OlderThan == 0 {
+		t.PoolRecovery.OlderThan = DefaultIdleOlderThan
+	}
+	if t.MultiRegion != nil {
+		mr := *t.MultiRegion
+		if mr.MaxLag == 0 {
+			mr.MaxLag = DefaultMaxLag
+		}
+		if mr.LagTimeout == 0 {
+			mr.LagTimeout = DefaultLagTimeout
+		}
+		t.MultiRegion = &mr
+	}
+	return t
+}
+
+// ErrNotConfigured: the plan needs settings the target does not have.
+var ErrNotConfigured = errors.New("not configured")
+
+// check validates what action needs.
+func (t Target) check(action Action) error {
+	name := t.Namespace + "/" + t.Deployment
+	if t.Namespace == "" || t.Deployment == "" {
+		return fmt.Errorf("target %q: namespace and deployment are required: %w", name, ErrNotConfigured)
+	}
+	hasDB := t.Database != nil && t.Database.DB != nil
+	switch action {
+	case ActionQuick, ActionRevert:
+	case ActionFull:
+		if !hasDB || t.Database.PreDeployDump == "" || t.Database.ForensicDir == "" {
+			return fmt.Errorf("target %s: plan full needs database.db, preDeployDump and forensicDir: %w", name, ErrNotConfigured)
+		}
+	case ActionPoolRecovery:
+		if !hasDB || t.PoolRecovery.Role == "" || t.PoolRecovery.ApplicationName == "" {
+			return fmt.Errorf("target %s: plan pool-recovery needs database.db, poolRecovery.role and applicationName: %w", name, ErrNotConfigured)
+		}
+	case ActionMultiRegion:
+		if !hasDB || t.MultiRegion == nil || len(t.MultiRegion.Secondaries) == 0 {
+			return fmt.Errorf("target %s: plan multi-region needs database.db and multiRegion.secondaries: %w", name, ErrNotConfigured)
+		}
+		for i, s := range t.MultiRegion.Secondaries {
+			if s.DB == nil || s.Subscription == "" {
+				return fmt.Errorf("target %s: multiRegion.secondaries[%d]: db and subscription are required: %w", name, i, ErrNotConfigured)
+			}
+		}
+	default:
+		return fmt.Errorf("target %s: unknown plan %q: %w", name, action, ErrNotConfigured)
+	}
+	if t.Database != nil && t.Database.DB != nil && t.Database.Migration != "" && (action == ActionQuick || action == ActionMultiRegion) {
+		if t.Database.PreDeployDump == "" || t.Database.ForensicDir == "" {
+			return fmt.Errorf("target %s: database.migration needs preDeployDump and forensicDir: %w", name, ErrNotConfigured)
+		}
+	}
+	for _, n := range t.RampSteps {
+		if n <= 0 {
+			return fmt.Errorf("target %s: rampSteps must be > 0: %w", name, ErrNotConfigured)
+		}
+	}
+	return nil
+}
