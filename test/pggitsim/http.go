@@ -1,0 +1,164 @@
+package pggitsim
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+)
+
+// The Deployment that plain /health answers for, as the runbook's curl does.
+const (
+	healthNamespace  = "production"
+	healthDeployment = "pggit-api"
+	maxBody          = 1 << 20
+)
+
+// Handler serves /metrics, /health and the /control endpoints.
+func (s *Simulator) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		s.serveHealth(w, healthNamespace, healthDeployment)
+	})
+	mux.HandleFunc("GET /health/{ns}/{deploy}", func(w http.ResponseWriter, r *http.Request) {
+		s.serveHealth(w, r.PathValue("ns"), r.PathValue("deploy"))
+	})
+	mux.HandleFunc("GET /control/versions", s.serveVersions)
+	mux.HandleFunc("GET /control/profiles", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.Profiles())
+	})
+	mux.HandleFunc("PUT /control/profiles/{tag}", s.putProfile)
+	mux.HandleFunc("DELETE /control/profiles/{tag}", func(w http.ResponseWriter, r *http.Request) {
+		s.ResetProfile(r.PathValue("tag"))
+		writeJSON(w, http.StatusOK, s.profiles.get(r.PathValue("tag")))
+	})
+	mux.HandleFunc("POST /control/pg/hold", s.pgHold)
+	mux.HandleFunc("POST /control/pg/release", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]int{"released": s.pg.release()})
+	})
+	mux.HandleFunc("POST /control/pg/write", s.pgWrite)
+	return mux
+}
+
+func (s *Simulator) serveHealth(w http.ResponseWriter, ns, name string) {
+	h, err := s.Health(ns, name)
+	if err != nil {
+		s.logger.Debug("health check failed", zap.String("namespace", ns), zap.String("deployment", name), zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, h)
+		return
+	}
+	writeJSON(w, http.StatusOK, h)
+}
+
+func (s *Simulator) serveVersions(w http.ResponseWriter, _ *http.Request) {
+	vs, err := s.Versions()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, vs)
+}
+
+func (s *Simulator) putProfile(w http.ResponseWriter, r *http.Request) {
+	var p Profile
+	if err := decodeJSON(w, r, &p); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if err := s.SetProfile(r.PathValue("tag"), p); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, p)
+}
+
+// HoldRequest is the body of POST /control/pg/hold.
+type HoldRequest struct {
+	N int `json:"n"`
+}
+
+// pgHold answers 200 with the counts even when the server refused part of
+// the hold: a refusal (53300) is the expected outcome of an exhaustion
+// test, and the body says how far it got.
+func (s *Simulator) pgHold(w http.ResponseWriter, r *http.Request) {
+	var req HoldRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.N <= 0 {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("n must be > 0, got %d", req.N))
+		return
+	}
+	res, err := s.pg.hold(r.Context(), req.N)
+	if errors.Is(err, ErrPGNotConfigured) {
+		writeError(w, http.StatusServiceUnavailable, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// WriteRequest is the body of POST /control/pg/write.
+type WriteRequest struct {
+	Rows   int    `json:"rows"`
+	Status string `json:"status"` // delivery_status, "pending" when empty
+}
+
+// WriteResult is the answer of POST /control/pg/write.
+type WriteResult struct {
+	Inserted int64  `json:"inserted"`
+	Error    string `json:"error,omitempty"`
+	SQLState string `json:"sqlstate,omitempty"`
+}
+
+func (s *Simulator) pgWrite(w http.ResponseWriter, r *http.Request) {
+	var req WriteRequest
+	if err := decodeJSON(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	if req.Rows <= 0 {
+		writeError(w, http.StatusBadRequest, fmt.Errorf("rows must be > 0, got %d", req.Rows))
+		return
+	}
+	if req.Status == "" {
+		req.Status = "pending"
+	}
+	n, err := s.pg.write(r.Context(), req.Rows, req.Status)
+	switch {
+	case errors.Is(err, ErrPGNotConfigured):
+		writeError(w, http.StatusServiceUnavailable, err)
+	case err != nil:
+		s.logger.Warn("writing alert delivery queue rows failed", zap.Error(err))
+		writeJSON(w, http.StatusServiceUnavailable, WriteResult{Inserted: n, Error: err.Error(), SQLState: sqlState(err)})
+	default:
+		writeJSON(w, http.StatusOK, WriteResult{Inserted: n})
+	}
+}
+
+func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return errors.New("decode request body: empty body")
+		}
+		return fmt.Errorf("decode request body: %w", err)
+	}
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
+}
+
+func writeError(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, map[string]string{"error": err.Error()})
+}
