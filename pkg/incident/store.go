@@ -1,0 +1,232 @@
+package incident
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Sentinel errors.
+var (
+	ErrNotFound  = errors.New("incident not found")
+	ErrInvalidID = errors.New("invalid incident id")
+)
+
+// IDs are notify.IncidentID's alphabet; anything else could escape dir.
+var validID = regexp.MustCompile(`^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$`)
+
+// Store keeps each record as <dir>/<id>.json and <dir>/<id>.md, written
+// atomically so a reader (or a crash) never sees half a record.
+type Store struct {
+	dir  string
+	tmpl Template
+	mu   sync.Mutex
+}
+
+// NewStore returns a store in dir, creating it.
+func NewStore(dir string, tmpl Template) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("incident store %s: %w", dir, err)
+	}
+	return &Store{dir: dir, tmpl: tmpl}, nil
+}
+
+// Template returns the store's rendering template.
+func (s *Store) Template() Template { return s.tmpl }
+
+func checkID(id string) error {
+	if !validID.MatchString(id) {
+		return fmt.Errorf("%w: %q", ErrInvalidID, id)
+	}
+	return nil
+}
+
+// Put renders r's email escalation and Markdown and writes both files.
+func (s *Store) Put(r *Record) error {
+	if err := checkID(r.ID); err != nil {
+		return err
+	}
+	r.EmailEscalation = EmailText(r, s.tmpl)
+	js, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("incident %s: encode: %w", r.ID, err)
+	}
+	md := Markdown(r, s.tmpl)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Markdown first: the JSON is what List sees, so a record is listed
+	// only once both exist.
+	if err := writeAtomic(filepath.Join(s.dir, r.ID+".md"), []byte(md)); err != nil {
+		return fmt.Errorf("incident %s: %w", r.ID, err)
+	}
+	if err := writeAtomic(filepath.Join(s.dir, r.ID+".json"), append(js, '\n')); err != nil {
+		return fmt.Errorf("incident %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Chmod(tmp, 0o640); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}
+
+// Get reads the record id.
+func (s *Store) Get(id string) (*Record, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, id+".json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("incident %s: %w", id, err)
+	}
+	var r Record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("incident %s: decode: %w", id, err)
+	}
+	return &r, nil
+}
+
+// Markdown reads the rendered report of id.
+func (s *Store) Markdown(id string) ([]byte, error) {
+	if err := checkID(id); err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(s.dir, id+".md"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("incident %s: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("incident %s: %w", id, err)
+	}
+	return b, nil
+}
+
+// Summary is a record's line in the list.
+type Summary struct {
+	ID        string    `json:"id"`
+	Target    string    `json:"target"`
+	Trigger   string    `json:"trigger,omitempty"`
+	Severity  string    `json:"severity"`
+	Status    Status    `json:"status"`
+	Summary   string    `json:"summary,omitempty"`
+	OpenedAt  time.Time `json:"openedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+}
+
+// List returns every record's summary, newest first. Unreadable files are
+// skipped: one corrupt record must not hide the others.
+func (s *Store) List() ([]Summary, error) {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return nil, fmt.Errorf("incident store %s: %w", s.dir, err)
+	}
+	out := []Summary{}
+	for _, e := range ents {
+		name := e.Name()
+		if e.IsDir() || strings.HasPrefix(name, ".") || !strings.HasSuffix(name, ".json") {
+			continue
+		}
+		r, err := s.Get(strings.TrimSuffix(name, ".json"))
+		if err != nil {
+			continue
+		}
+		out = append(out, Summary{
+			ID: r.ID, Target: r.Target, Trigger: r.Trigger, Severity: string(r.Severity),
+			Status: r.Status, Summary: r.Summary, OpenedAt: r.OpenedAt, UpdatedAt: r.UpdatedAt,
+		})
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if !out[i].OpenedAt.Equal(out[j].OpenedAt) {
+			return out[i].OpenedAt.After(out[j].OpenedAt)
+		}
+		return out[i].ID < out[j].ID
+	})
+	return out, nil
+}
+
+// Handler serves GET /api/v1/incidents (summaries, newest first) and
+// GET /api/v1/incidents/{id} (the record as JSON, or the Markdown report
+// with ?format=markdown or Accept: text/markdown). It is read-only.
+func (s *Store) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, _ *http.Request) {
+		list, err := s.List()
+		if err != nil {
+			http.Error(w, "incident store unavailable", http.StatusInternalServerError)
+			return
+		}
+		writeJSON(w, list)
+	})
+	mux.HandleFunc("GET /api/v1/incidents/{id}", func(w http.ResponseWriter, req *http.Request) {
+		id := req.PathValue("id")
+		if req.URL.Query().Get("format") == "markdown" || strings.Contains(req.Header.Get("Accept"), "text/markdown") {
+			md, err := s.Markdown(id)
+			if err != nil {
+				httpError(w, err)
+				return
+			}
+			w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
+			_, _ = w.Write(md)
+			return
+		}
+		r, err := s.Get(id)
+		if err != nil {
+			httpError(w, err)
+			return
+		}
+		writeJSON(w, r)
+	})
+	return mux
+}
+
+func httpError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		http.Error(w, "incident not found", http.StatusNotFound)
+	case errors.Is(err, ErrInvalidID):
+		http.Error(w, "invalid incident id", http.StatusBadRequest)
+	default:
+		http.Error(w, "incident store unavailable", http.StatusInternalServerError)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

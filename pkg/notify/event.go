@@ -1,0 +1,257 @@
+// Package notify tells humans what rollguard saw and did. It defines the
+// Event that every milestone of an incident produces, the Notifier a
+// delivery backend implements (PagerDuty, Slack, the incident record), and
+// a delivery Queue that never blocks its producer and retries only what is
+// worth retrying.
+//
+// The rollback must never wait on a pager: producers call Queue.Enqueue,
+// which returns at once, and one goroutine per notifier delivers in order.
+package notify
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Kind is the milestone an Event reports.
+type Kind string
+
+// The milestones of an incident, in the order a successful rollback
+// produces them, then the ones outside that path.
+const (
+	KindDetected          Kind = "detected"
+	KindRollbackStarted   Kind = "rollback_started"
+	KindStepStarted       Kind = "step_started"
+	KindStepFinished      Kind = "step_finished"
+	KindRollbackSucceeded Kind = "rollback_succeeded"
+	KindRollbackFailed    Kind = "rollback_failed"
+	// KindCannotRollback: a trigger fired but an interlock (freeze, budget,
+	// no distinct older revision, paused Deployment...) blocked the action,
+	// so a human must decide.
+	KindCannotRollback Kind = "cannot_rollback"
+	// KindWouldRollback: dry-run; the plan in Details is what would run.
+	KindWouldRollback Kind = "would_rollback"
+	// KindBlind: a trigger has had no data for blindAfter.
+	KindBlind Kind = "blind"
+	// KindTest: an operator asked for a test notification.
+	KindTest Kind = "test"
+)
+
+// Severity follows PagerDuty's four levels, which Slack and the incident
+// record reuse.
+type Severity string
+
+// Severities.
+const (
+	SeverityCritical Severity = "critical"
+	SeverityError    Severity = "error"
+	SeverityWarning  Severity = "warning"
+	SeverityInfo     Severity = "info"
+)
+
+// Valid reports whether s is one of the four severities.
+func (s Severity) Valid() bool {
+	switch s {
+	case SeverityCritical, SeverityError, SeverityWarning, SeverityInfo:
+		return true
+	}
+	return false
+}
+
+// Target names the Deployment an event is about.
+type Target struct {
+	// Cluster is optional; set when one PagerDuty service receives events
+	// from several rollguard instances.
+	Cluster    string `json:"cluster,omitempty"`
+	Namespace  string `json:"namespace"`
+	Deployment string `json:"deployment"`
+}
+
+// String is "namespace/deployment".
+func (t Target) String() string { return t.Namespace + "/" + t.Deployment }
+
+// Link points a human at more detail.
+type Link struct {
+	Href string `json:"href"`
+	Text string `json:"text,omitempty"`
+}
+
+// Event is one milestone of one incident. Producers fill what they know;
+// consumers tolerate missing fields.
+type Event struct {
+	Kind    Kind      `json:"kind"`
+	Time    time.Time `json:"time"`
+	Target  Target    `json:"target"`
+	Trigger string    `json:"trigger,omitempty"`
+	// IncidentID groups every event of one incident; build it with
+	// IncidentID(target, badRevision) so a second detection of the same bad
+	// revision lands on the same PagerDuty alert and incident record. It is
+	// safe as a file name and a URL path segment.
+	IncidentID string   `json:"incidentID,omitempty"`
+	Severity   Severity `json:"severity,omitempty"`
+	// Security events also go to the security routing key.
+	Security bool   `json:"security,omitempty"`
+	Summary  string `json:"summary,omitempty"`
+	// Details holds the evidence under the Detail* keys (typed values
+	// documented there) plus anything else a producer wants shown. Every
+	// notifier reads the same map concurrently: never modify it after
+	// Enqueue.
+	Details map[string]any `json:"details,omitempty"`
+	Links   []Link         `json:"links,omitempty"`
+}
+
+// Keys of Event.Details that notifiers and the incident record understand.
+// The value type each expects is in the comment; other types are shown but
+// not interpreted.
+const (
+	DetailQuery           = "query"            // string
+	DetailThreshold       = "threshold"        // float64
+	DetailOp              = "op"               // string: "above" or "below"
+	DetailWindow          = "window"           // time.Duration or string
+	DetailSamples         = "samples"          // []Sample, the window's samples
+	DetailBadVersion      = "bad_version"      // string, e.g. image tag or revision
+	DetailRestoredVersion = "restored_version" // string
+	DetailDeployedAt      = "deployed_at"      // time.Time the bad ReplicaSet was created
+	DetailBreachStartedAt = "breach_started_at"
+	DetailPlan            = "plan"        // []string, step names in order
+	DetailStrategy        = "strategy"    // string: quick, revert, full...
+	DetailStep            = "step"        // string, on step events
+	DetailStepError       = "step_error"  // string, on a failed StepFinished
+	DetailStepOutcome     = "step_result" // string: ok, failed, skipped
+	DetailSteps           = "steps"       // []StepResult, on the final events
+	DetailMilestone       = "milestone"   // string: MilestoneRestored or MilestoneStable
+	DetailReason          = "reason"      // string, why it cannot / did not roll back
+	DetailVerification    = "verification"
+	DetailDataIntegrity   = "data_integrity" // DataIntegrity
+	DetailError           = "error"          // string
+)
+
+// Milestones a StepFinished event may mark, for the runbook's timeline
+// ("previous version restored", "system stable").
+const (
+	MilestoneRestored = "restored"
+	MilestoneStable   = "stable"
+)
+
+// Step outcomes.
+const (
+	OutcomeOK      = "ok"
+	OutcomeFailed  = "failed"
+	OutcomeSkipped = "skipped"
+)
+
+// Sample is one observation of a trigger's window.
+type Sample struct {
+	Time  time.Time `json:"time"`
+	Value float64   `json:"value"`
+}
+
+// StepResult is how one step of a plan went.
+type StepResult struct {
+	Name     string    `json:"name"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished,omitzero"`
+	Outcome  string    `json:"outcome,omitempty"`
+	Error    string    `json:"error,omitempty"`
+}
+
+// DataIntegrity is the runbook's post-rollback data check.
+type DataIntegrity struct {
+	AlertDeliveryQueue   int64    `json:"alertDeliveryQueue"`
+	UnresolvedConflicts  int64    `json:"unresolvedConflicts"`
+	LatestSchemaVersions []string `json:"latestSchemaVersions,omitempty"`
+}
+
+// Notifier delivers events to one destination. Notify must honour ctx and
+// return an error wrapping ErrRetryable (or a *RetryableError) only when a
+// retry may succeed; any other error is final. Errors must not contain
+// secrets: they are logged and served by the status API.
+type Notifier interface {
+	Name() string
+	Notify(ctx context.Context, e Event) error
+}
+
+var unsafeID = regexp.MustCompile(`[^a-z0-9.-]+`)
+
+// IncidentID is the identity of an incident: the target and the revision
+// that went bad. It contains only [a-z0-9._-] so it is a file name, a URL
+// segment and a PagerDuty dedup_key as is.
+func IncidentID(t Target, badRevision string) string {
+	parts := []string{t.Namespace, t.Deployment, badRevision}
+	if t.Cluster != "" {
+		parts = append([]string{t.Cluster}, parts...)
+	}
+	for i, p := range parts {
+		p = strings.Trim(unsafeID.ReplaceAllString(strings.ToLower(p), "-"), "-.")
+		if p == "" {
+			p = "unknown"
+		}
+		parts[i] = p
+	}
+	// "_" cannot appear in Kubernetes names, so the parts stay unambiguous.
+	return strings.Join(parts, "_")
+}
+
+// DefaultSummary is a one-line description for events whose producer left
+// Summary empty.
+func DefaultSummary(e Event) string {
+	t := e.Target.String()
+	switch e.Kind {
+	case KindDetected:
+		return fmt.Sprintf("%s: trigger %s fired", t, e.Trigger)
+	case KindRollbackStarted:
+		return fmt.Sprintf("ROLLBACK INITIATED: %s (trigger %s)", t, e.Trigger)
+	case KindStepStarted:
+		return fmt.Sprintf("%s: rollback step %v started", t, e.Details[DetailStep])
+	case KindStepFinished:
+		return fmt.Sprintf("%s: rollback step %v finished", t, e.Details[DetailStep])
+	case KindRollbackSucceeded:
+		return fmt.Sprintf("%s rolled back (trigger %s)", t, e.Trigger)
+	case KindRollbackFailed:
+		return fmt.Sprintf("ROLLBACK FAILED: %s (trigger %s)", t, e.Trigger)
+	case KindCannotRollback:
+		return fmt.Sprintf("%s: trigger %s fired but rollguard cannot roll back", t, e.Trigger)
+	case KindWouldRollback:
+		return fmt.Sprintf("dry-run: would roll back %s (trigger %s)", t, e.Trigger)
+	case KindBlind:
+		return fmt.Sprintf("%s: trigger %s has no data (rollguard is blind)", t, e.Trigger)
+	case KindTest:
+		return "rollguard test notification"
+	}
+	return fmt.Sprintf("%s: %s", t, e.Kind)
+}
+
+// Truncate cuts s to at most n bytes without splitting a UTF-8 rune,
+// marking the cut with an ellipsis.
+func Truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const ell = "…"
+	cut := n - len(ell)
+	if cut < 0 {
+		cut = 0
+	}
+	for cut > 0 && !isRuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + ell
+}
+
+func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// Scrub replaces every occurrence of each non-empty secret in s.
+func Scrub(s string, secrets ...string) string {
+	for _, sec := range secrets {
+		if len(sec) < 4 {
+			// Replacing a very short string would mangle innocent text and
+			// such a value is no secret anyway.
+			continue
+		}
+		s = strings.ReplaceAll(s, sec, "[REDACTED]")
+	}
+	return s
+}

@@ -1,0 +1,337 @@
+package notify
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+)
+
+// Delivery results, the values of the result label.
+const (
+	ResultDelivered = "delivered"
+	ResultRetried   = "retried"
+	ResultFailed    = "failed"
+	ResultDropped   = "dropped"
+)
+
+// Options tunes a Queue. Zero values take the defaults in brackets.
+type Options struct {
+	// Size is the buffer per notifier [256]. A full buffer drops: the
+	// producer is a rollback in progress and must never wait on a pager.
+	Size int
+	// MaxAttempts per event and notifier, the first included [8].
+	MaxAttempts int
+	// BaseBackoff doubles after each retryable failure up to MaxBackoff
+	// [1s, 1m]; the wait is jittered in [d/2, d). A peer's Retry-After
+	// replaces it.
+	BaseBackoff time.Duration
+	MaxBackoff  time.Duration
+	// Timeout bounds one attempt [10s].
+	Timeout time.Duration
+	// DrainTimeout bounds the delivery of what is still queued once Run's
+	// context is cancelled [5s].
+	DrainTimeout time.Duration
+	// Now and Sleep are injectable for tests; Sleep returns ctx.Err() when
+	// ctx ends first.
+	Now   func() time.Time
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Jitter maps a backoff to the actual wait [uniform in [d/2, d)].
+	Jitter func(d time.Duration) time.Duration
+}
+
+func (o *Options) defaults() {
+	if o.Size <= 0 {
+		o.Size = 256
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 8
+	}
+	if o.BaseBackoff <= 0 {
+		o.BaseBackoff = time.Second
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = time.Minute
+	}
+	if o.MaxBackoff < o.BaseBackoff {
+		o.MaxBackoff = o.BaseBackoff
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Second
+	}
+	if o.DrainTimeout <= 0 {
+		o.DrainTimeout = 5 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Sleep == nil {
+		o.Sleep = sleepCtx
+	}
+	if o.Jitter == nil {
+		o.Jitter = func(d time.Duration) time.Duration {
+			half := d / 2
+			if half <= 0 {
+				return d
+			}
+			return half + rand.N(half)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Queue delivers events to several notifiers, each from its own bounded
+// buffer and goroutine, so a slow or failing peer never holds back another
+// nor the producer. Delivery is at least once per notifier and in order:
+// an event is retried before the next one is tried, which keeps a
+// PagerDuty trigger ahead of its resolve.
+type Queue struct {
+	opts    Options
+	logger  *zap.Logger
+	workers []*worker
+
+	total  *prometheus.CounterVec
+	length *prometheus.GaugeVec
+}
+
+type worker struct {
+	n  Notifier
+	ch chan Event
+
+	mu     sync.Mutex
+	status NotifierStatus
+}
+
+// NotifierStatus is a notifier's delivery state for the status API. It
+// holds no secret: LastError comes from the notifier, which scrubs it.
+type NotifierStatus struct {
+	Name          string    `json:"name"`
+	QueueLength   int       `json:"queueLength"`
+	Delivered     int64     `json:"delivered"`
+	Failed        int64     `json:"failed"`
+	Dropped       int64     `json:"dropped"`
+	LastDelivery  time.Time `json:"lastDelivery,omitzero"`
+	LastError     string    `json:"lastError,omitempty"`
+	LastErrorTime time.Time `json:"lastErrorTime,omitzero"`
+}
+
+// NewQueue returns a queue for notifiers; call Run to start delivering.
+// reg may be nil (no metrics registered).
+func NewQueue(opts Options, notifiers []Notifier, logger *zap.Logger, reg prometheus.Registerer) *Queue {
+	opts.defaults()
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	q := &Queue{
+		opts:   opts,
+		logger: logger,
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "rollguard_notifications_total",
+			Help: "Notification delivery outcomes by notifier: delivered, retried (one per failed attempt that will be retried), failed (gave up), dropped (queue full or shut down).",
+		}, []string{"notifier", "result"}),
+		length: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "rollguard_notification_queue_length",
+			Help: "Events waiting for delivery per notifier.",
+		}, []string{"notifier"}),
+	}
+	if reg != nil {
+		reg.MustRegister(q.total, q.length)
+	}
+	for _, n := range notifiers {
+		name := n.Name()
+		for _, r := range []string{ResultDelivered, ResultRetried, ResultFailed, ResultDropped} {
+			q.total.WithLabelValues(name, r)
+		}
+		q.length.WithLabelValues(name).Set(0)
+		q.workers = append(q.workers, &worker{
+			n:      n,
+			ch:     make(chan Event, opts.Size),
+			status: NotifierStatus{Name: name},
+		})
+	}
+	return q
+}
+
+// Enqueue hands e to every notifier without ever blocking. When a
+// notifier's buffer is full the event is dropped for it, counted and
+// logged.
+func (q *Queue) Enqueue(e Event) {
+	if e.Time.IsZero() {
+		e.Time = q.opts.Now()
+	}
+	for _, w := range q.workers {
+		select {
+		case w.ch <- e:
+			q.length.WithLabelValues(w.n.Name()).Set(float64(len(w.ch)))
+		default:
+			q.drop(w, e, "queue full")
+		}
+	}
+}
+
+func (q *Queue) drop(w *worker, e Event, why string) {
+	name := w.n.Name()
+	q.total.WithLabelValues(name, ResultDropped).Inc()
+	w.mu.Lock()
+	w.status.Dropped++
+	w.mu.Unlock()
+	q.logger.Error("notification dropped",
+		zap.String("notifier", name),
+		zap.String("reason", why),
+		zap.String("kind", string(e.Kind)),
+		zap.String("incident", e.IncidentID),
+		zap.String("target", e.Target.String()))
+}
+
+// Status returns each notifier's delivery state.
+func (q *Queue) Status() []NotifierStatus {
+	out := make([]NotifierStatus, 0, len(q.workers))
+	for _, w := range q.workers {
+		w.mu.Lock()
+		s := w.status
+		w.mu.Unlock()
+		s.QueueLength = len(w.ch)
+		out = append(out, s)
+	}
+	return out
+}
+
+// Run delivers until ctx is cancelled, then spends at most DrainTimeout
+// delivering what is still queued, drops the rest and returns.
+func (q *Queue) Run(ctx context.Context) {
+	// Deliveries run under dctx, which outlives ctx by DrainTimeout so an
+	// in-flight event and the backlog get their chance at shutdown.
+	dctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-dctx.Done():
+			return
+		}
+		t := time.NewTimer(q.opts.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancel()
+		case <-dctx.Done():
+		}
+	}()
+
+	var wg sync.WaitGroup
+	for _, w := range q.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			q.work(ctx, dctx, w)
+		}()
+	}
+	wg.Wait()
+}
+
+func (q *Queue) work(ctx, dctx context.Context, w *worker) {
+	for {
+		select {
+		case e := <-w.ch:
+			q.length.WithLabelValues(w.n.Name()).Set(float64(len(w.ch)))
+			q.deliver(dctx, w, e)
+		case <-ctx.Done():
+			for {
+				select {
+				case e := <-w.ch:
+					q.length.WithLabelValues(w.n.Name()).Set(float64(len(w.ch)))
+					q.deliver(dctx, w, e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+// deliver tries e until it is delivered, fails permanently, runs out of
+// attempts or dctx ends.
+func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
+	if dctx.Err() != nil {
+		// The drain bound has passed: no attempt can finish.
+		q.drop(w, e, "shutting down")
+		return
+	}
+	name := w.n.Name()
+	backoff := q.opts.BaseBackoff
+	for attempt := 1; ; attempt++ {
+		actx, cancel := context.WithTimeout(dctx, q.opts.Timeout)
+		err := w.n.Notify(actx, e)
+		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
+		cancel()
+		if err == nil {
+			q.total.WithLabelValues(name, ResultDelivered).Inc()
+			w.mu.Lock()
+			w.status.Delivered++
+			w.status.LastDelivery = q.opts.Now()
+			w.mu.Unlock()
+			q.logger.Debug("notification delivered",
+				zap.String("notifier", name), zap.String("kind", string(e.Kind)),
+				zap.String("incident", e.IncidentID), zap.Int("attempt", attempt))
+			return
+		}
+		// An attempt that hit its own deadline is a timeout whatever the
+		// notifier made of it; a cancelled dctx is shutdown, not the peer.
+		retryable := IsRetryable(err) || (timedOut && dctx.Err() == nil)
+		giveUp := ""
+		switch {
+		case dctx.Err() != nil:
+			giveUp = "shutting down"
+		case !retryable:
+			giveUp = "permanent error"
+		case attempt >= q.opts.MaxAttempts:
+			giveUp = "attempts exhausted"
+		}
+		if giveUp != "" {
+			q.fail(w, e, err, attempt, giveUp)
+			return
+		}
+		wait := q.opts.Jitter(backoff)
+		if after, ok := RetryAfter(err); ok {
+			wait = after
+		}
+		backoff = min(backoff*2, q.opts.MaxBackoff)
+		q.total.WithLabelValues(name, ResultRetried).Inc()
+		q.logger.Warn("notification failed, retrying",
+			zap.String("notifier", name), zap.String("kind", string(e.Kind)),
+			zap.String("incident", e.IncidentID), zap.Int("attempt", attempt),
+			zap.Duration("wait", wait), zap.Error(err))
+		if serr := q.opts.Sleep(dctx, wait); serr != nil {
+			q.fail(w, e, err, attempt, "shutting down")
+			return
+		}
+	}
+}
+
+func (q *Queue) fail(w *worker, e Event, err error, attempts int, why string) {
+	name := w.n.Name()
+	q.total.WithLabelValues(name, ResultFailed).Inc()
+	w.mu.Lock()
+	w.status.Failed++
+	w.status.LastError = err.Error()
+	w.status.LastErrorTime = q.opts.Now()
+	w.mu.Unlock()
+	q.logger.Error("notification gave up",
+		zap.String("notifier", name), zap.String("kind", string(e.Kind)),
+		zap.String("incident", e.IncidentID), zap.String("target", e.Target.String()),
+		zap.Int("attempts", attempts), zap.String("reason", why), zap.Error(err))
+}
