@@ -3,11 +3,13 @@
 //
 // Classification of one observation:
 //   - NaN, ±Inf, source.ErrNoData, and any other error → nodata;
-//   - except with OnError breach, where an error that is a property of the
-//     watched system (unreachable, timeout, too many connections) is a
-//     breach. ErrNoData, ErrBadQuery and ErrAmbiguous stay nodata even then:
-//     they describe our query, not the system, and a typo in a query must
-//     never roll production back;
+//   - except with OnError breach, where too many connections (SQLSTATE
+//     53300) and a timeout are breaches: they are the saturation being
+//     watched. Everything else stays nodata even then: an unreachable
+//     source, an admin restart or an unclassified error says nothing about
+//     the Deployment, and ErrNoData, ErrBadQuery and ErrAmbiguous describe
+//     our query; a typo or a database restart must never roll production
+//     back;
 //   - with MinRate > 0, a volume below MinRate, or an unknown (NaN) volume,
 //     → nodata (2 requests, 1 failed, is not a 50 % error rate);
 //   - otherwise strictly above / strictly below the threshold is a breach.
@@ -123,6 +125,24 @@ func (s Status) MarshalJSON() ([]byte, error) {
 	}{plain(s), finite(s.Value)})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes (null value → NaN).
+func (s *Status) UnmarshalJSON(b []byte) error {
+	type plain Status
+	var v struct {
+		plain
+		Value *float64 `json:"value"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*s = Status(v.plain)
+	s.Value = math.NaN()
+	if v.Value != nil {
+		s.Value = *v.Value
+	}
+	return nil
+}
+
 // Decision is emitted once, on the edge into firing.
 type Decision struct {
 	Target    string  `json:"target"`
@@ -206,10 +226,7 @@ func (t *Trigger) Window() *window.Window { return t.win }
 // Classify maps an observation to a window sample kind.
 func (t *Trigger) Classify(o Observation) window.Kind {
 	if o.Err != nil {
-		if t.rule.OnError == OnErrorBreach &&
-			!errors.Is(o.Err, source.ErrNoData) &&
-			!errors.Is(o.Err, source.ErrBadQuery) &&
-			!errors.Is(o.Err, source.ErrAmbiguous) {
+		if t.rule.OnError == OnErrorBreach && errorIsSignal(o.Err) {
 			return window.Breach
 		}
 		return window.NoData
@@ -231,6 +248,16 @@ func (t *Trigger) Classify(o Observation) window.Kind {
 		}
 	}
 	return window.OK
+}
+
+// errorIsSignal lists the errors that, with OnError breach, are evidence of
+// the failure being watched: the server refusing connections for lack of
+// slots (SQLSTATE 53300) or too saturated to answer in time. Anything
+// else (the source down, an admin restart, an unclassified error, our own
+// query's fault) says nothing about the Deployment and stays nodata: a
+// database restart must never roll the application back.
+func errorIsSignal(err error) bool {
+	return errors.Is(err, source.ErrTooManyConnections) || errors.Is(err, source.ErrTimeout)
 }
 
 // Observe feeds the observation made at now. It returns the new status, a

@@ -57,8 +57,9 @@ func TestClassify(t *testing.T) {
 		{"too many connections is nodata by default", above, Observation{Err: wrapped(source.ErrTooManyConnections)}, window.NoData},
 		{"explicit onError nodata", withErr(above, OnErrorNoData), Observation{Err: wrapped(source.ErrTimeout)}, window.NoData},
 		{"onError breach: too many connections is breach", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrTooManyConnections)}, window.Breach},
-		{"onError breach: unreachable is breach", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrUnreachable)}, window.Breach},
-		{"onError breach: untyped error is breach", withErr(above, OnErrorBreach), Observation{Err: errors.New("eof")}, window.Breach},
+		{"onError breach: timeout is breach", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrTimeout)}, window.Breach},
+		{"onError breach: unreachable stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrUnreachable)}, window.NoData},
+		{"onError breach: untyped error stays nodata", withErr(above, OnErrorBreach), Observation{Err: errors.New("FATAL: terminating connection due to administrator command (SQLSTATE 57P01)")}, window.NoData},
 		{"onError breach: ErrNoData stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrNoData)}, window.NoData},
 		{"onError breach: bad query stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrBadQuery)}, window.NoData},
 		{"onError breach: ambiguous stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrAmbiguous)}, window.NoData},
@@ -296,5 +297,30 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate() = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestStatusJSONRoundTrip(t *testing.T) {
+	for _, in := range []Status{
+		{Target: "a", Trigger: "b", State: window.StateFiring, Op: Above, Threshold: 0.05, Value: 0.2, BreachStart: at(5)},
+		{Target: "a", Trigger: "c", State: window.StateNoData, Op: Below, Threshold: 1, Value: math.NaN(), LastError: "no data"},
+	} {
+		b, err := json.Marshal(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out Status
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatalf("unmarshal %s: %v", b, err)
+		}
+		same := out.Value == in.Value || (math.IsNaN(out.Value) && math.IsNaN(in.Value))
+		out.Value, in.Value = 0, 0
+		if !same || out != in {
+			t.Fatalf("round trip of %s gave %+v", b, out)
+		}
+	}
+	var s window.State
+	if err := s.UnmarshalText([]byte("sleeping")); err == nil || err.Error() != `unknown window state "sleeping"` {
+		t.Fatalf("err = %v", err)
 	}
 }

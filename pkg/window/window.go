@@ -13,6 +13,7 @@ package window
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"time"
 )
@@ -72,6 +73,17 @@ func (s State) String() string {
 
 // MarshalText renders the state by name in JSON and YAML.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state name (the status API's clients).
+func (s *State) UnmarshalText(b []byte) error {
+	for i, n := range stateNames {
+		if n == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown window state %q", b)
+}
 
 // Sample is one observation as kept for evidence.
 type Sample struct {
