@@ -16,6 +16,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/app"
+	"github.com/rollguard/rollguard/pkg/backtest"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/version"
 )
@@ -137,9 +138,9 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 }
 
 func cmdFreeze(frozen bool) func(context.Context, []string, io.Writer, io.Writer) int {
-	name := "freeze"
+	name, done := "freeze", "frozen"
 	if !frozen {
-		name = "unfreeze"
+		name, done = "unfreeze", "unfrozen"
 	}
 	return func(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs := newFlags(name, stderr)
@@ -160,7 +161,7 @@ func cmdFreeze(frozen bool) func(context.Context, []string, io.Writer, io.Writer
 		if err := c.Freeze(ctx, *target, frozen, *reason); err != nil {
 			return exitCode(err, stderr)
 		}
-		fmt.Fprintf(stdout, "%s: %sd\n", *target, name)
+		fmt.Fprintf(stdout, "%s: %s\n", *target, done)
 		return exitOK
 	}
 }
@@ -219,6 +220,29 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func cmdBacktest(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("backtest", stderr)
+	var bf backtest.Flags
+	bf.Register(fs)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	cfg, err := config.LoadFile(bf.ConfigFile)
+	if err != nil {
+		printConfigError(stderr, err)
+		return exitUsage
+	}
+	o, err := bf.Options(cfg, time.Now(), stdout)
+	if err == nil {
+		err = backtest.Run(ctx, o)
+	}
+	if errors.Is(err, backtest.ErrUsage) {
+		fmt.Fprintln(stderr, "rollguard backtest:", err)
+		return exitUsage
+	}
+	return exitCode(err, stderr)
 }
 
 func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {

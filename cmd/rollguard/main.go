@@ -43,6 +43,7 @@ func commands() []command {
 		{"freeze", "freeze a target: automatic actions page only", cmdFreeze(true)},
 		{"unfreeze", "lift a target's freeze", cmdFreeze(false)},
 		{"status", "print the running daemon's trigger states", cmdStatus},
+		{"backtest", "replay the config's triggers over Prometheus history", cmdBacktest},
 		{"version", "print the version", cmdVersion},
 	}
 }
