@@ -17,7 +17,9 @@ import (
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/backtest"
+	"github.com/rollguard/rollguard/pkg/backup"
 	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/preflight"
 	"github.com/rollguard/rollguard/pkg/version"
 )
 
@@ -243,6 +245,80 @@ func cmdBacktest(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		return exitUsage
 	}
 	return exitCode(err, stderr)
+}
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
+
+func cmdPreflight(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("preflight", stderr)
+	var o preflight.Options
+	var next, migrations stringList
+	fs.StringVar(&o.ConfigFile, "config", "rollguard.yaml", "config file")
+	fs.StringVar(&o.Target, "target", "", "target name")
+	output := fs.String("output", "table", "table or json")
+	fs.Var(&next, "next-image", "image about to be deployed (image, or container=image); repeatable")
+	fs.Var(&migrations, "require-migration", "migration that must be in pggit.schema_versions; repeatable")
+	fs.BoolVar(&o.RestoreTest, "restore-test", false, "restore the dump into a scratch database, then drop it")
+	fs.BoolVar(&o.TestPage, "test-page", false, "send an info-severity test event to PagerDuty")
+	fs.StringVar(&o.DaemonURL, "daemon-url", "", "rollguard's API (default http://<global.listenAddress>)")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *output != "table" && *output != "json" {
+		fmt.Fprintf(stderr, "rollguard preflight: --output %q: want table or json\n", *output)
+		return exitUsage
+	}
+	o.NextImage, o.RequireMigrations = next, migrations
+	rep, err := preflight.Run(ctx, o)
+	if err != nil {
+		if errors.Is(err, preflight.ErrUsage) {
+			fmt.Fprintln(stderr, "rollguard preflight:", err)
+			return exitUsage
+		}
+		return exitCode(err, stderr)
+	}
+	if *output == "json" {
+		err = rep.WriteJSON(stdout)
+	} else {
+		err = rep.WriteTable(stdout)
+	}
+	if err != nil {
+		return exitCode(err, stderr)
+	}
+	if rep.Blocking() {
+		return exitFail
+	}
+	return exitOK
+}
+
+func cmdBackup(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("backup", stderr)
+	var o backup.Options
+	fs.StringVar(&o.ConfigFile, "config", "rollguard.yaml", "config file")
+	fs.StringVar(&o.Target, "target", "", "target name")
+	fs.BoolVar(&o.DiscardPrevious, "discard-previous", false, "do not keep the previous dump as <dumpPath>.prev")
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	logger, err := app.NewLogger("info", stderr)
+	if err != nil {
+		return exitCode(err, stderr)
+	}
+	o.Logger = logger
+	res, err := backup.Run(ctx, o)
+	if err != nil {
+		if errors.Is(err, backup.ErrUsage) {
+			fmt.Fprintln(stderr, "rollguard backup:", err)
+			return exitUsage
+		}
+		return exitCode(err, stderr)
+	}
+	fmt.Fprintln(stdout, res.Summary())
+	return exitOK
 }
 
 func cmdVersion(_ context.Context, args []string, stdout, stderr io.Writer) int {

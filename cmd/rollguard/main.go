@@ -44,6 +44,8 @@ func commands() []command {
 		{"unfreeze", "lift a target's freeze", cmdFreeze(false)},
 		{"status", "print the running daemon's trigger states", cmdStatus},
 		{"backtest", "replay the config's triggers over Prometheus history", cmdBacktest},
+		{"preflight", "check the runbook's pre-deployment checklist for a target (a CD gate)", cmdPreflight},
+		{"backup", "take the pre-deploy database dump the full rollback restores", cmdBackup},
 		{"version", "print the version", cmdVersion},
 	}
 }

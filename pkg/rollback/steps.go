@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -281,6 +282,11 @@ func runReadOnly(ctx context.Context, r *run, rec *StepRecord) (string, error) {
 func runDump(ctx context.Context, r *run, rec *StepRecord) (string, error) {
 	dctx, cancel := r.dbCtx(ctx, true)
 	defer cancel()
+	// A missing forensic directory must not stop a rollback at 3 a.m.:
+	// create it (private: the dump holds the application's data).
+	if err := os.MkdirAll(filepath.Dir(rec.Path), 0o700); err != nil {
+		return "", fmt.Errorf("deployment %s: forensic dump directory: %w", r.name(), err)
+	}
 	n, err := r.t.Database.DB.Dump(dctx, rec.Path)
 	if err != nil {
 		return "", fmt.Errorf("deployment %s: forensic dump to %s: %w", r.name(), rec.Path, err)

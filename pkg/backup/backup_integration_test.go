@@ -1,0 +1,366 @@
+package backup_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rollguard/rollguard/pkg/backup"
+	"github.com/rollguard/rollguard/pkg/database"
+	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+// writeConfig writes a config with one target whose rollback database has
+// the given DSN, and returns its path.
+func writeConfig(t *testing.T, dir, dsn, dumpPath string, verifyTables []string) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, "primary-dsn"), []byte(dsn+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vt := ""
+	if len(verifyTables) > 0 {
+		vt = "        verifyTables: [" + strings.Join(verifyTables, ", ") + "]\n"
+	}
+	yml := fmt.Sprintf(`
+global:
+  databases:
+    - name: primary
+      dsnFile: primary-dsn
+      binDir: /usr/lib/postgresql/15/bin
+targets:
+  - name: pggit-api
+    namespace: production
+    deployment: pggit-api
+    triggers:
+      - name: pool
+        kind: connections
+        database: primary
+        above: 0.95
+    rollback:
+      database:
+        name: primary
+        migration: phase8_analytics_dashboard
+        dumpPath: %s
+        forensicDir: %s
+%s`, dumpPath, filepath.Join(dir, "forensics"), vt)
+	p := filepath.Join(dir, "rollguard.yaml")
+	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func entries(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+func TestIntegrationBackupOfSandboxPrimary(t *testing.T) {
+	env := sandboxenv.Load(t)
+	dir := t.TempDir()
+	dumps := filepath.Join(dir, "backups")
+	if err := os.Mkdir(dumps, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dump := filepath.Join(dumps, "pggit_pre-phase8.dump")
+	tables := []string{"pggit.alert_delivery_queue", "pggit.webhook_health_metrics"}
+	cfg := writeConfig(t, dir, env.Get(t, "PG_PRIMARY_DSN"), dump, tables)
+	logger := zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel))
+	ctx := context.Background()
+
+	res, err := backup.Run(ctx, backup.Options{ConfigFile: cfg, Target: "pggit-api", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dump)
+	if err != nil || fi.Size() != res.SizeBytes || fi.Size() == 0 {
+		t.Fatalf("dump %v size %d, result %d", err, fi.Size(), res.SizeBytes)
+	}
+	for _, tb := range tables {
+		if !slices.Contains(res.Tables, tb) {
+			t.Errorf("tables %v lack %s", res.Tables, tb)
+		}
+		if _, ok := res.RowCounts[tb]; !ok {
+			t.Errorf("row counts %v lack %s", res.RowCounts, tb)
+		}
+	}
+	rec, err := backup.ReadRecord(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, _ := backup.FileSHA256(dump)
+	if rec.SHA256 != sum || rec.DatabaseName != "pggit" || rec.Database != "primary" || rec.DurationSeconds <= 0 {
+		t.Errorf("record %+v (dump sha %s)", rec, sum)
+	}
+	// The published dump is what pg_restore reads in full.
+	db, err := database.Open(ctx, database.Options{Name: "check", DSN: env.Get(t, "PG_PRIMARY_DSN")}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if listed, err := db.ListDump(ctx, dump); err != nil || !slices.Equal(listed, res.Tables) {
+		t.Errorf("ListDump = %v, %v; record says %v", listed, err, res.Tables)
+	}
+
+	// A second backup replaces it and keeps the first as .prev.
+	res2, err := backup.Run(ctx, backup.Options{ConfigFile: cfg, Target: "pggit-api", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if prevSum, _ := backup.FileSHA256(dump + ".prev"); prevSum != sum || res2.Previous != dump+".prev" {
+		t.Errorf(".prev sha %s, want %s; previous %q", prevSum, sum, res2.Previous)
+	}
+	got := entries(t, dumps)
+	slices.Sort(got)
+	want := []string{"pggit_pre-phase8.dump", "pggit_pre-phase8.dump.json", "pggit_pre-phase8.dump.prev", "pggit_pre-phase8.dump.prev.json"}
+	if !slices.Equal(got, want) {
+		t.Errorf("files %v, want %v (no staging left)", got, want)
+	}
+}
+
+func TestIntegrationBackupBadInput(t *testing.T) {
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	good := env.Get(t, "PG_PRIMARY_DSN")
+	refused := "postgres://postgres@127.0.0.1:1/pggit?sslmode=disable&connect_timeout=2"
+	for _, tc := range []struct {
+		name   string
+		dsn    string
+		dump   func(dir string) string
+		target string
+		want   string
+	}{
+		{"dump path is a directory", good, func(dir string) string { return dir }, "pggit-api", "is a directory, not a regular file"},
+		{"directory missing", good, func(dir string) string { return filepath.Join(dir, "nope", "x.dump") }, "pggit-api", "nope"},
+		{"database refuses", refused, func(dir string) string { return filepath.Join(dir, "x.dump") }, "pggit-api", "database primary"},
+		{"unknown target", good, func(dir string) string { return filepath.Join(dir, "x.dump") }, "pggit-web", `target "pggit-web" is not in the config`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			dumps := t.TempDir()
+			path := tc.dump(dumps)
+			_, err := backup.Run(ctx, backup.Options{ConfigFile: writeConfig(t, dir, tc.dsn, path, nil), Target: tc.target, Timeout: time.Minute})
+			if !errors.Is(err, backup.ErrUsage) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want ErrUsage containing %q", err, tc.want)
+			}
+			t.Logf("error: %v", err)
+			if got := entries(t, dumps); len(got) != 0 {
+				t.Errorf("left in the dump directory: %v", got)
+			}
+		})
+	}
+}
+
+// TestIntegrationFullRollbackRestoresBackup: backup, then the "deploy"
+// applies its migration and changes data, then the executor's full
+// rollback restores the database from the backup's dumpPath. It runs on a
+// scratch database of its own: an in-place restore of the published pggit
+// database would break the sandbox's logical replication.
+func TestIntegrationFullRollbackRestoresBackup(t *testing.T) {
+	env := sandboxenv.Load(t)
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	ctx := context.Background()
+	logger := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	adminDSN := env.Get(t, "PG_PRIMARY_DSN")
+
+	// Scratch database with the two tables the runbook looks at.
+	scratch := "rg_backup_" + rand.String(6)
+	admin := connect(t, adminDSN, "")
+	mustExec(t, admin, "CREATE DATABASE "+scratch)
+	t.Cleanup(func() { mustExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
+	sc := connect(t, adminDSN, scratch)
+	mustExec(t, sc, `CREATE SCHEMA pggit;
+CREATE TABLE pggit.schema_versions (name text PRIMARY KEY, version text, applied_at timestamptz DEFAULT now());
+CREATE TABLE pggit.alert_delivery_queue (id serial PRIMARY KEY, payload text);
+INSERT INTO pggit.schema_versions (name, version) VALUES ('phase7_webhook_health', '7.4.2');
+INSERT INTO pggit.alert_delivery_queue (payload) SELECT 'p' || g FROM generate_series(1, 100) g;`)
+	scratchDSN := withDatabase(t, adminDSN, scratch)
+
+	dir := t.TempDir()
+	dump := filepath.Join(dir, "pre.dump")
+	tables := []string{"pggit.alert_delivery_queue"}
+	cfg := writeConfig(t, dir, scratchDSN, dump, tables)
+	res, err := backup.Run(ctx, backup.Options{ConfigFile: cfg, Target: "pggit-api", Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RowCounts["pggit.alert_delivery_queue"] != 100 {
+		t.Fatalf("backup counted %v", res.RowCounts)
+	}
+
+	// The bad deploy: a migration and corrupted data.
+	mustExec(t, sc, `INSERT INTO pggit.schema_versions (name, version) VALUES ('phase8_analytics_dashboard', '8.0.0');
+DELETE FROM pggit.alert_delivery_queue WHERE id > 40;`)
+	sc.Close(ctx)
+
+	// A Deployment of its own, rolled from v1.0.3 to v1.1.0.
+	client, deps := kubeClient(t, env, logger)
+	ns := "rg-backup-" + rand.String(6)
+	newDeployment(t, client, deps, ns, "pggit-api:v1.0.3", "pggit-api:v1.1.0")
+
+	// The executor's forensic dump does not create its directory.
+	if err := os.Mkdir(filepath.Join(dir, "forensics"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	db, err := database.Open(ctx, database.Options{Name: "primary", DSN: scratchDSN, BinDir: "/usr/lib/postgresql/15/bin"}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exec := rollback.NewExecutor(deps, client.CoreV1(), rollback.Options{
+		PollInterval: 200 * time.Millisecond,
+		Sleep:        func(ctx context.Context, _ time.Duration) error { return ctx.Err() },
+	}, logger)
+	out, err := exec.Run(ctx, rollback.Request{Action: rollback.ActionFull, Reason: "backup integration test", Target: rollback.Target{
+		Namespace: ns, Deployment: "pggit-api", Containers: []string{"api"},
+		RampSteps: []int32{1}, RolloutTimeout: time.Minute, VerifyWindow: 5 * time.Second,
+		Database: &rollback.DatabaseSettings{
+			DB: db, Migration: "phase8_analytics_dashboard",
+			PreDeployDump: dump, ForensicDir: filepath.Join(dir, "forensics"), Tables: tables,
+		},
+	}})
+	if err != nil {
+		t.Fatalf("full rollback: %v", err)
+	}
+	if out.State != rollback.RunSucceeded {
+		t.Fatalf("state %s: %+v", out.State, out.Steps)
+	}
+	counts, err := db.CountRows(ctx, tables)
+	if err != nil || counts["pggit.alert_delivery_queue"] != 100 {
+		t.Fatalf("after restore rows %v, %v; want the backup's 100", counts, err)
+	}
+	if applied, err := db.MigrationApplied(ctx, "phase8_analytics_dashboard"); err != nil || applied {
+		t.Fatalf("migration applied after restore: %v %v", applied, err)
+	}
+	if got := entries(t, filepath.Join(dir, "forensics")); len(got) != 1 {
+		t.Errorf("forensic dumps: %v", got)
+	}
+	// The backup itself is untouched by the rollback.
+	if sum, _ := backup.FileSHA256(dump); sum != res.SHA256 {
+		t.Errorf("dump changed: sha %s, recorded %s", sum, res.SHA256)
+	}
+}
+
+func connect(t *testing.T, dsn, dbname string) *pgx.Conn {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dbname != "" {
+		cfg.Database = dbname
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func mustExec(t *testing.T, c *pgx.Conn, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, sql); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// withDatabase swaps the database of a URL DSN.
+func withDatabase(t *testing.T, dsn, db string) string {
+	t.Helper()
+	i := strings.Index(dsn, "/pggit")
+	if i < 0 {
+		t.Fatalf("DSN does not name database pggit")
+	}
+	return dsn[:i] + "/" + db + dsn[i+len("/pggit"):]
+}
+
+func kubeClient(t *testing.T, env sandboxenv.Env, logger *zap.Logger) (kubernetes.Interface, *kube.Deployments) {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", env.Get(t, "KUBECONFIG"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.QPS, cfg.Burst = 100, 200
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return client, kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, logger)
+}
+
+// newDeployment creates namespace ns with Deployment pggit-api rolled
+// through images in order, each rollout complete.
+func newDeployment(t *testing.T, client kubernetes.Interface, deps *kube.Deployments, ns string, images ...string) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
+	replicas := int32(1)
+	labels := map[string]string{"app": "pggit-api"}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "pggit-api", Namespace: ns},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: images[0]}}},
+			},
+		},
+	}
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wait := func() {
+		if _, st, err := deps.WaitRollout(ctx, ns, "pggit-api", kube.WaitOptions{Timeout: 60 * time.Second}); err != nil {
+			t.Fatalf("rollout: %v (%+v)", err, st)
+		}
+	}
+	wait()
+	for _, img := range images[1:] {
+		d, err := client.AppsV1().Deployments(ns).Get(ctx, "pggit-api", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d.Spec.Template.Spec.Containers[0].Image = img
+		if _, err := client.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		wait()
+	}
+}
