@@ -283,9 +283,13 @@ func (d *daemon) run(ctx context.Context) error {
 	leaderErr := make(chan error, 1)
 	if d.elect != nil {
 		goFn(func() {
-			leaderErr <- d.elect.Run(runCtx, func(lctx context.Context) { d.resp.Resume(lctx) })
+			leaderErr <- d.elect.Run(runCtx, func(lctx context.Context) {
+				d.resp.SeedHistory(lctx, d.exec.LastRun)
+				d.resp.Resume(lctx)
+			})
 		})
 	} else {
+		d.resp.SeedHistory(runCtx, d.exec.LastRun)
 		d.resp.Resume(runCtx)
 	}
 

@@ -126,6 +126,10 @@ func RollbackLocal(ctx context.Context, opts Options, target, action, reason str
 		err = errors.New(out)
 		out = ""
 	}
+	if out == "" {
+		// Nothing to print: a failure goes to stderr only.
+		return "", err
+	}
 	return out + "\n", err
 }
 

@@ -46,6 +46,8 @@ type Request struct {
 	DeployedAt time.Time
 	Frozen     bool   // the Deployment carries rollguard.io/freeze
 	FreezeNote string // the annotation's value, for the page
+	// FrozenInConfig is the target's own freeze in the config file.
+	FrozenInConfig bool
 	DryRun     bool   // global or per-target dry-run
 	Leader     bool
 	// Manual requests come from a human (CLI, API): the revision-age check
@@ -110,6 +112,8 @@ func (g *Guard) Check(req Request, now time.Time) Verdict {
 		return Verdict{DryRun, "dry-run is on; would run " + req.Action}
 	case o.Freeze:
 		return Verdict{Frozen, "frozen in config (global.interlocks.freeze)"}
+	case req.FrozenInConfig:
+		return Verdict{Frozen, "target frozen in config (targets[].freeze)"}
 	case req.Frozen:
 		d := "Deployment annotated rollguard.io/freeze"
 		if req.FreezeNote != "" && req.FreezeNote != "true" {

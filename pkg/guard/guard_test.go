@@ -30,6 +30,8 @@ func TestCheck(t *testing.T) {
 			detail: "dry-run is on; would run rollback"},
 		{name: "config freeze", opts: Options{Freeze: true}, req: fresh, want: Frozen,
 			detail: "frozen in config (global.interlocks.freeze)"},
+		{name: "target frozen in config", opts: opts, req: with(func(r *Request) { r.FrozenInConfig = true }), want: Frozen,
+			detail: "target frozen in config (targets[].freeze)"},
 		{name: "annotation freeze with note", opts: opts, req: with(func(r *Request) { r.Frozen = true; r.FreezeNote = "db migration in progress" }), want: Frozen,
 			detail: "Deployment annotated rollguard.io/freeze: db migration in progress"},
 		{name: "one rollback per revision", opts: opts, history: []rec{{"pggit-api", "7", t0.Add(-25 * time.Hour / 24)}},

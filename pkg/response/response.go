@@ -211,7 +211,9 @@ func (r *Responder) Fire(d trigger.Decision) {
 // Blind pages that a trigger has been without data for blindAfter.
 func (r *Responder) Blind(b trigger.Blind) {
 	t, ok := r.target(b.Target)
-	if !ok {
+	if !ok || !r.opts.IsLeader() {
+		// Followers evaluate to keep their windows warm; only the leader
+		// speaks, or every replica would page.
 		return
 	}
 	r.queue.Enqueue(notify.Event{
@@ -253,6 +255,38 @@ func (r *Responder) Request(ctx context.Context, target, action, reason string, 
 		return "accepted: " + r.planFor(j, t) + " plan queued", nil
 	default:
 		return "", errors.New("responder queue full")
+	}
+}
+
+// SeedHistory feeds the interlocks the last journaled run of every target,
+// so a restart or a leader change keeps the cooldown, the budget and
+// one-rollback-per-revision. (Each journal holds the Deployment's latest
+// run only: the hourly budget is seeded approximately.)
+func (r *Responder) SeedHistory(ctx context.Context, last func(ctx context.Context, ns, name string) (*rollback.Journal, error)) {
+	r.mu.Lock()
+	targets := make([]Target, 0, len(r.targets))
+	for _, st := range r.targets {
+		targets = append(targets, st.cfg)
+	}
+	r.mu.Unlock()
+	for _, t := range targets {
+		ctx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout)
+		j, err := last(ctx, t.Rollback.Namespace, t.Rollback.Deployment)
+		cancel()
+		if err != nil {
+			r.log.Warn("cannot read the journal to seed the interlocks", zap.String("target", t.Name), zap.Error(err))
+			continue
+		}
+		if j == nil || j.Started.IsZero() {
+			continue
+		}
+		rev := j.Bad.Hash
+		if rev == "" && j.Bad.Revision != 0 {
+			rev = fmt.Sprintf("rev%d", j.Bad.Revision)
+		}
+		r.guard.Record(t.Name, rev, j.Started)
+		r.log.Info("interlocks seeded from the journal", zap.String("target", t.Name), zap.String("revision", rev),
+			zap.Time("started", j.Started), zap.String("state", string(j.State)))
 	}
 }
 
@@ -432,11 +466,11 @@ func (r *Responder) check(j job, t Target, info revisionInfo) guard.Verdict {
 		// leadership, dry-run and freeze still apply (a human who froze
 		// the Deployment mid-plan wins).
 		return guard.New(guard.Options{}).Check(guard.Request{Target: t.Name, Action: j.action,
-			Frozen: info.frozen || t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: r.opts.IsLeader(), Manual: true}, r.opts.Now())
+			Frozen: info.frozen, FrozenInConfig: t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: r.opts.IsLeader(), Manual: true}, r.opts.Now())
 	}
 	return r.guard.Check(guard.Request{
 		Target: t.Name, Revision: info.revision, Action: j.action, DeployedAt: info.deployedAt,
-		Frozen: info.frozen || t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: r.opts.IsLeader(), Manual: j.manual,
+		Frozen: info.frozen, FrozenInConfig: t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: r.opts.IsLeader(), Manual: j.manual,
 	}, r.opts.Now())
 }
 
@@ -465,6 +499,9 @@ func (r *Responder) planFor(j job, t Target) string {
 
 // handle runs one job to its end and returns a one-line result.
 func (r *Responder) handle(ctx context.Context, j job, t Target) string {
+	if !r.opts.IsLeader() {
+		return "not leader" // followers keep their windows warm; only the leader pages and acts
+	}
 	if j.action == ActionPage {
 		r.page(j, t)
 		return "paged"
@@ -478,20 +515,21 @@ func (r *Responder) handle(ctx context.Context, j job, t Target) string {
 	plan := r.planFor(j, t)
 	id := notify.IncidentID(r.notifyTarget(t), info.revision)
 	base := r.event(j, t, info, id)
+	v := r.check(j, t, info)
+	switch v.Reason {
+	case guard.DryRun:
+		// Dry-run (staging) says "would roll back" at info severity and
+		// nothing else: a critical "detected" page would wake on-call for
+		// a rehearsal.
+		return r.dryRun(ctx, j, t, info, id, plan)
+	case guard.NotLeader:
+		return "not leader" // leadership lost since the check above
+	}
 	detected := base
 	detected.Kind = notify.KindDetected
 	detected.Summary = fmt.Sprintf("%s: %s (revision %s, %s)", t.Name, j.reason, info.revision, info.image)
 	r.queue.Enqueue(detected)
-
-	v := r.check(j, t, info)
 	if !v.Allowed() {
-		if v.Reason == guard.DryRun {
-			return r.dryRun(ctx, j, t, info, id, plan)
-		}
-		if v.Reason == guard.NotLeader {
-			// Followers evaluate to keep windows warm; the leader pages.
-			return "not leader"
-		}
 		r.cannot(j, t, info, string(v.Reason), v.Detail)
 		r.m.rollbacks.WithLabelValues(t.Name, plan, "blocked").Inc()
 		return v.String()

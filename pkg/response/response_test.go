@@ -100,6 +100,12 @@ func newFixture(t *testing.T, target Target, g guard.Options) *fixture {
 
 func (f *fixture) fire(t *testing.T) {
 	t.Helper()
+	// Forget the last result so waitIdle sees this job's.
+	f.r.mu.Lock()
+	for _, st := range f.r.targets {
+		st.lastResult = ""
+	}
+	f.r.mu.Unlock()
 	f.r.Fire(trigger.Decision{Target: "pggit-api", Trigger: "error-rate", Action: ActionRollback, Severity: "critical",
 		Query: "q", Op: trigger.Above, Threshold: 0.05, Value: 0.2, FirstBreach: f.now.Add(-time.Minute), FiredAt: f.now})
 	f.waitIdle(t)
@@ -187,7 +193,7 @@ func TestBlockedActionsWriteNothing(t *testing.T) {
 		wantText string
 	}{
 		{"dry-run", Target{DryRun: true}, guard.Options{}, notify.KindWouldRollback, "dry-run: pggit-api: would roll back"},
-		{"config freeze", Target{Frozen: true}, guard.Options{}, notify.KindCannotRollback, "cannot roll back pggit-api: frozen"},
+		{"config freeze", Target{Frozen: true}, guard.Options{}, notify.KindCannotRollback, "cannot roll back pggit-api: frozen: target frozen in config (targets[].freeze)"},
 		{"global freeze", Target{}, guard.Options{Freeze: true}, notify.KindCannotRollback, "frozen in config"},
 		{"old revision", Target{}, guard.Options{MaxRevisionAge: time.Nanosecond}, notify.KindCannotRollback, "revision-too-old"},
 	}
@@ -215,7 +221,36 @@ func TestBlockedActionsWriteNothing(t *testing.T) {
 			if found != 1 {
 				t.Fatalf("%d %s events, want 1: %v", found, tt.wantKind, f.q.kinds())
 			}
+			if tt.wantKind == notify.KindWouldRollback && len(f.q.events) != 1 {
+				// A rehearsal must not page on-call at critical severity.
+				t.Fatalf("dry-run sent more than the info event: %v", f.q.kinds())
+			}
 		})
+	}
+}
+
+// A new leader (or a restarted process) starts with an empty guard; seeded
+// from the journal, it still honours the cooldown of the last rollback.
+func TestSeedHistoryKeepsCooldown(t *testing.T) {
+	f := newFixture(t, Target{}, guard.Options{Cooldown: time.Hour})
+	f.fire(t)
+	if image(f.c) != "pggit-api:v1.0.3" {
+		t.Fatal("first rollback did not happen")
+	}
+	// Failover: a fresh guard, seeded from the journal.
+	f.r.guard = guard.New(guard.Options{Cooldown: time.Hour})
+	exec := f.r.exec.(*rollback.Executor)
+	f.r.SeedHistory(context.Background(), exec.LastRun)
+	// A second, different bad version ten minutes later.
+	f.now = f.now.Add(10 * time.Minute)
+	f.c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.2.0" })
+	before := len(f.c.Writes())
+	f.fire(t)
+	if w := f.c.Writes()[before:]; len(w) != 0 {
+		t.Fatalf("rolled back inside the cooldown after a failover: %v", w)
+	}
+	if got := f.r.Status()[0].LastResult; !strings.Contains(got, "cooldown") {
+		t.Fatalf("last result %q, want a cooldown refusal", got)
 	}
 }
 

@@ -1,0 +1,913 @@
+package ha
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+// Images of the simulator's fault profiles: v1.0.3 is healthy, v1.1.0
+// fails 20 % of requests.
+const (
+	goodImage = "pggit-api:v1.0.3"
+	badImage  = "pggit-api:v1.1.0"
+	replicas  = 4
+	apiToken  = "ha-test-token"
+	// Interval of every daemon under test: the tolerances below are
+	// expressed in it.
+	interval = time.Second
+)
+
+// Queries of the example config, with 5 s rate windows so a 1 s scrape
+// moves them within a few seconds.
+const (
+	errorRateQuery  = `(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[5s])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[5s]))) / sum by (namespace, deployment) (rate(http_requests_total[5s]))`
+	volumeQuery     = `sum by (namespace, deployment) (rate(http_requests_total[5s]))`
+	latencyP99Query = `histogram_quantile(0.99, sum by (namespace, deployment, le) (rate(http_request_duration_seconds_bucket[5s])))`
+)
+
+var (
+	binDir    string
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	// The tests mostly wait on rollouts, scrapes and windows; with the
+	// default -parallel (GOMAXPROCS, 2 here) the package would take four
+	// times as long. An explicit -parallel wins.
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "16")
+	}
+	var err error
+	binDir, err = os.MkdirTemp("", "rollguard-ha-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+// rollguardBinary builds cmd/rollguard once per package run. It is built
+// lazily so that a run without the sandbox (every test skips) costs
+// nothing.
+func rollguardBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		binPath = filepath.Join(binDir, "rollguard")
+		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/rollguard")
+		cmd.Dir = root
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/rollguard: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// harness is one test's view of the sandbox.
+type harness struct {
+	t           *testing.T
+	env         sandboxenv.Env
+	client      kubernetes.Interface
+	kubeconfig  string
+	promURL     string
+	receiverURL string
+	bin         string
+	// prefix is the test's receiver path prefix: its PagerDuty endpoint is
+	// $RECEIVER_URL + prefix.
+	prefix string
+	ns     string
+}
+
+// newHarness loads the sandbox, builds the binary and creates the test's
+// namespace (deleted without waiting at the end).
+func newHarness(t *testing.T, name string) *harness {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: skipped with -short")
+	}
+	env := sandboxenv.Load(t)
+	h := &harness{
+		t: t, env: env,
+		kubeconfig:  env.Get(t, "KUBECONFIG"),
+		promURL:     env.Get(t, "PROMETHEUS_URL"),
+		receiverURL: strings.TrimSuffix(env.Get(t, "RECEIVER_URL"), "/"),
+	}
+	h.bin = rollguardBinary(t)
+	rc, err := clientcmd.BuildConfigFromFlags("", h.kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	if h.client, err = kubernetes.NewForConfig(rc); err != nil {
+		t.Fatal(err)
+	}
+	suffix := rand.String(5)
+	h.ns = "rg-ha-" + name + "-" + suffix
+	h.prefix = "/t/" + h.ns
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := h.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", h.ns, err)
+	}
+	t.Cleanup(func() {
+		// Namespace deletion takes ~10 s: nothing waits for it.
+		_ = h.client.CoreV1().Namespaces().Delete(context.Background(), h.ns, metav1.DeleteOptions{})
+	})
+	start := time.Now()
+	t.Cleanup(func() { t.Logf("wall time %s", time.Since(start).Round(100*time.Millisecond)) })
+	return h
+}
+
+func (h *harness) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 10*time.Second)
+}
+
+// ---- Deployments ----
+
+// createDeployment creates a simulated Deployment at image with 4
+// replicas and waits for its rollout.
+func (h *harness) createDeployment(name, image string) *appsv1.Deployment {
+	h.t.Helper()
+	n := int32(replicas)
+	labels := map[string]string{"app": name}
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true"}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &n,
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}},
+			},
+		},
+	}
+	ctx, cancel := h.ctx()
+	defer cancel()
+	if _, err := h.client.AppsV1().Deployments(h.ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		h.t.Fatalf("create deployment %s/%s: %v", h.ns, name, err)
+	}
+	return h.waitRollout(name, 60*time.Second)
+}
+
+// deploy sets the api container's image (and, when note is not empty, a
+// pod template annotation that makes a distinct revision of the same
+// image), as a human's `kubectl set image` would. It returns the
+// Deployment as written, whose resourceVersion starts a write watch.
+func (h *harness) deploy(name, image, note string) *appsv1.Deployment {
+	h.t.Helper()
+	for {
+		ctx, cancel := h.ctx()
+		d, err := h.client.AppsV1().Deployments(h.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			cancel()
+			h.t.Fatal(err)
+		}
+		d.Spec.Template.Spec.Containers[0].Image = image
+		if note != "" {
+			if d.Spec.Template.Annotations == nil {
+				d.Spec.Template.Annotations = map[string]string{}
+			}
+			d.Spec.Template.Annotations["ha.rollguard.io/note"] = note
+		}
+		out, err := h.client.AppsV1().Deployments(h.ns).Update(ctx, d, metav1.UpdateOptions{})
+		cancel()
+		if apierrors.IsConflict(err) {
+			continue
+		}
+		if err != nil {
+			h.t.Fatalf("set image of %s/%s: %v", h.ns, name, err)
+		}
+		return out
+	}
+}
+
+// annotate sets (or, with an empty value, removes) a Deployment
+// annotation.
+func (h *harness) annotate(name, key, value string) {
+	h.t.Helper()
+	var v any = value
+	if value == "" {
+		v = nil
+	}
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{key: v}}})
+	ctx, cancel := h.ctx()
+	defer cancel()
+	if _, err := h.client.AppsV1().Deployments(h.ns).Patch(ctx, name, "application/merge-patch+json", patch, metav1.PatchOptions{}); err != nil {
+		h.t.Fatalf("annotate %s/%s: %v", h.ns, name, err)
+	}
+}
+
+func (h *harness) get(name string) *appsv1.Deployment {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	d, err := h.client.AppsV1().Deployments(h.ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return d
+}
+
+// rolledOut is kubectl rollout status's test.
+func rolledOut(d *appsv1.Deployment) bool {
+	if d.Generation > d.Status.ObservedGeneration {
+		return false
+	}
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+			return false
+		}
+	}
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	return d.Status.UpdatedReplicas == want && d.Status.Replicas == want && d.Status.AvailableReplicas == want
+}
+
+func (h *harness) waitRollout(name string, timeout time.Duration) *appsv1.Deployment {
+	h.t.Helper()
+	var d *appsv1.Deployment
+	eventually(h.t, "rollout of "+h.ns+"/"+name, timeout, func() (bool, string) {
+		d = h.get(name)
+		return rolledOut(d), fmt.Sprintf("generation %d/%d updated %d available %d", d.Status.ObservedGeneration, d.Generation,
+			d.Status.UpdatedReplicas, d.Status.AvailableReplicas)
+	})
+	return d
+}
+
+func image(d *appsv1.Deployment) string { return d.Spec.Template.Spec.Containers[0].Image }
+
+// replicaSets returns the Deployment's ReplicaSets by image.
+func (h *harness) replicaSets(name string) []appsv1.ReplicaSet {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	l, err := h.client.AppsV1().ReplicaSets(h.ns).List(ctx, metav1.ListOptions{LabelSelector: "app=" + name})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return l.Items
+}
+
+// checkOneRollback asserts the ReplicaSet history of one rollback from
+// the bad version to the good one: the good ReplicaSet was reused with the
+// newest revision (its old number in revision-history), the bad one keeps
+// its own, and nothing else was created.
+func (h *harness) checkOneRollback(name string) {
+	h.t.Helper()
+	rss := h.replicaSets(name)
+	var summary []string
+	byImage := map[string]appsv1.ReplicaSet{}
+	for _, rs := range rss {
+		img := rs.Spec.Template.Spec.Containers[0].Image
+		summary = append(summary, fmt.Sprintf("%s %s rev %s history %q", rs.Name, img,
+			rs.Annotations["deployment.kubernetes.io/revision"], rs.Annotations["deployment.kubernetes.io/revision-history"]))
+		byImage[img] = rs
+	}
+	good, bad := byImage[goodImage], byImage[badImage]
+	if len(rss) != 2 || good.Annotations["deployment.kubernetes.io/revision"] != "3" ||
+		good.Annotations["deployment.kubernetes.io/revision-history"] != "1" ||
+		bad.Annotations["deployment.kubernetes.io/revision"] != "2" || bad.Annotations["deployment.kubernetes.io/revision-history"] != "" {
+		h.t.Errorf("replicaset history is not exactly one rollback (want %s rev 3 history 1, %s rev 2): %v", goodImage, badImage, summary)
+	}
+}
+
+// ---- journal ----
+
+// journal returns the Deployment's journal, or nil.
+func (h *harness) journal(name string) (*rollback.Journal, *corev1.ConfigMap) {
+	h.t.Helper()
+	d := h.get(name)
+	ctx, cancel := h.ctx()
+	defer cancel()
+	cm, err := h.client.CoreV1().ConfigMaps(h.ns).Get(ctx, rollback.JournalName(d.UID), metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var j rollback.Journal
+	if err := json.Unmarshal([]byte(cm.Data["journal.json"]), &j); err != nil {
+		h.t.Fatalf("decode journal %s: %v", cm.Name, err)
+	}
+	return &j, cm
+}
+
+func (h *harness) waitJournal(name string, timeout time.Duration, state rollback.RunState) *rollback.Journal {
+	h.t.Helper()
+	var j *rollback.Journal
+	eventually(h.t, fmt.Sprintf("journal of %s/%s %s", h.ns, name, state), timeout, func() (bool, string) {
+		j, _ = h.journal(name)
+		if j == nil {
+			return false, "no journal"
+		}
+		return j.State == state, fmt.Sprintf("run %s state %s error %q steps %s", j.RunID, j.State, j.Error, stepStates(j))
+	})
+	return j
+}
+
+func stepStates(j *rollback.Journal) string {
+	var s []string
+	for _, st := range j.Steps {
+		s = append(s, st.Name+"="+string(st.State))
+	}
+	return strings.Join(s, ",")
+}
+
+// kubeEvents counts the namespace's Events of reason on name.
+func (h *harness) kubeEvents(name, reason string) int {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	l, err := h.client.CoreV1().Events(h.ns).List(ctx, metav1.ListOptions{FieldSelector: fields.Set{"reason": reason, "involvedObject.name": name}.String()})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	n := 0
+	for _, e := range l.Items {
+		n += max(int(e.Count), 1)
+	}
+	return n
+}
+
+// ---- write watch ----
+
+// writeWatch records every write rollguard could make to a Deployment or
+// its journal while it is open: a Deployment MODIFIED event that changes
+// generation, replicas or template, a deletion, and any journal ConfigMap
+// event.
+type writeWatch struct {
+	h      *harness
+	name   string
+	cancel context.CancelFunc
+	done   chan struct{}
+	base   *appsv1.Deployment
+	jrv    string // the journal's resourceVersion at the start ("" when none)
+
+	mu         sync.Mutex
+	violations []string
+}
+
+// watchWrites starts watching from the Deployment as it was written by the
+// test (after its last own write).
+func (h *harness) watchWrites(from *appsv1.Deployment) *writeWatch {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &writeWatch{h: h, name: from.Name, cancel: cancel, done: make(chan struct{}), base: from.DeepCopy()}
+	if _, cm := h.journal(from.Name); cm != nil {
+		w.jrv = cm.ResourceVersion
+	}
+	journal := rollback.JournalName(from.UID)
+	depW, err := h.client.AppsV1().Deployments(h.ns).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", from.Name).String(), ResourceVersion: from.ResourceVersion})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	cmW, err := h.client.CoreV1().ConfigMaps(h.ns).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", journal).String(), ResourceVersion: from.ResourceVersion})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	go func() {
+		defer close(w.done)
+		defer depW.Stop()
+		defer cmW.Stop()
+		prev := from.DeepCopy()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-depW.ResultChan():
+				if !ok {
+					w.add("deployment watch closed early")
+					return
+				}
+				d, isDep := ev.Object.(*appsv1.Deployment)
+				switch {
+				case !isDep:
+					w.add(fmt.Sprintf("deployment watch: %s %T", ev.Type, ev.Object))
+				case ev.Type == watch.Deleted:
+					w.add("deployment deleted")
+				case ev.Type == watch.Modified:
+					if diff := specChange(prev, d); diff != "" {
+						w.add(fmt.Sprintf("deployment written at resourceVersion %s: %s", d.ResourceVersion, diff))
+					}
+					prev = d
+				}
+			case ev, ok := <-cmW.ResultChan():
+				if !ok {
+					w.add("journal watch closed early")
+					return
+				}
+				w.add(fmt.Sprintf("journal configmap %s: %s", journal, ev.Type))
+			}
+		}
+	}()
+	return w
+}
+
+func specChange(a, b *appsv1.Deployment) string {
+	var d []string
+	if a.Generation != b.Generation {
+		d = append(d, fmt.Sprintf("generation %d -> %d", a.Generation, b.Generation))
+	}
+	if ra, rb := ptrVal(a.Spec.Replicas), ptrVal(b.Spec.Replicas); ra != rb {
+		d = append(d, fmt.Sprintf("replicas %d -> %d", ra, rb))
+	}
+	if !apiequality.Semantic.DeepEqual(a.Spec.Template, b.Spec.Template) {
+		d = append(d, fmt.Sprintf("template changed (image %s -> %s)", image(a), image(b)))
+	}
+	if a.Spec.Paused != b.Spec.Paused {
+		d = append(d, "paused changed")
+	}
+	return strings.Join(d, ", ")
+}
+
+func ptrVal(p *int32) int32 {
+	if p == nil {
+		return -1
+	}
+	return *p
+}
+
+func (w *writeWatch) add(v string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.violations = append(w.violations, v)
+}
+
+// assertNone stops the watch and fails the test on any write it saw, and
+// on any difference between the Deployment and journal now and at the
+// start (which a missed event could hide).
+func (w *writeWatch) assertNone() {
+	t := w.h.t
+	t.Helper()
+	w.cancel()
+	<-w.done
+	now := w.h.get(w.name)
+	if diff := specChange(w.base, now); diff != "" {
+		w.add("deployment differs from the start: " + diff)
+	}
+	jrv := ""
+	if _, cm := w.h.journal(w.name); cm != nil {
+		jrv = cm.ResourceVersion
+	}
+	if jrv != w.jrv {
+		w.add(fmt.Sprintf("journal resourceVersion %q at the start, %q now", w.jrv, jrv))
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, v := range w.violations {
+		t.Errorf("write while rollguard must not write: %s", v)
+	}
+}
+
+// ---- config ----
+
+// target is one configured target of a test config.
+type target struct {
+	name, deployment string
+	freeze           bool
+	dryRun           *bool
+	// errorRate trigger: threshold (default 0.05), window (default 5s) and
+	// action (default rollback).
+	above  float64
+	window string
+	action string
+	// extra triggers, as YAML maps.
+	extra     []map[string]any
+	rampPause string // default 1s
+}
+
+// daemonConfig is what a test varies in the config.
+type daemonConfig struct {
+	leaderElection bool
+	dryRun         bool
+	interlocks     map[string]any // over cooldown 10m, budget 10/h, maxRevisionAge 1h
+	targets        []target
+}
+
+// writeConfig writes the config (and its token and routing key files)
+// into dir and returns its path. It follows the shape of the example that
+// caught a real bad deploy (/tmp/rg/shared/example-rollguard.yaml).
+func (h *harness) writeConfig(dir string, c daemonConfig) string {
+	h.t.Helper()
+	for name, content := range map[string]string{"token": apiToken, "routing-key": "ha-" + h.ns} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content+"\n"), 0o600); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+	path := filepath.Join(dir, "rollguard.yaml")
+	if err := os.WriteFile(path, h.configYAML(dir, c), 0o600); err != nil {
+		h.t.Fatal(err)
+	}
+	return path
+}
+
+func (h *harness) configYAML(dir string, c daemonConfig) []byte {
+	h.t.Helper()
+	il := map[string]any{"cooldown": "10m", "maxRollbacksPerHour": 10, "maxRevisionAge": "1h"}
+	for k, v := range c.interlocks {
+		il[k] = v
+	}
+	global := map[string]any{
+		"interval":      interval.String(),
+		"for":           "5s",
+		"listenAddress": "127.0.0.1:0",
+		"logLevel":      "info",
+		"dryRun":        c.dryRun,
+		"prometheus":    map[string]any{"url": h.promURL, "timeout": "1s"},
+		"kubernetes":    map[string]any{"kubeconfig": h.kubeconfig},
+		"interlocks":    il,
+		"api":           map[string]any{"tokenFile": "token"},
+		"notify": map[string]any{
+			"incidentDir": filepath.Join(dir, "incidents"),
+			"pagerduty":   map[string]any{"routingKeyFile": "routing-key", "endpoint": h.receiverURL + h.prefix, "timeout": "2s"},
+		},
+		"templates": map[string]any{
+			"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
+			"latencyP99": map[string]any{"query": latencyP99Query},
+		},
+	}
+	if c.leaderElection {
+		global["leaderElection"] = map[string]any{"enabled": true, "namespace": h.ns, "leaseName": "rollguard",
+			"leaseDuration": "2s", "renewDeadline": "1500ms", "retryPeriod": "200ms"}
+	}
+	var targets []any
+	for _, t := range c.targets {
+		tr := map[string]any{"name": "error-rate", "kind": "errorRate", "above": or(t.above, 0.05), "minRate": 1,
+			"for": orS(t.window, "5s"), "action": orS(t.action, "rollback")}
+		triggers := []any{tr}
+		for _, x := range t.extra {
+			triggers = append(triggers, x)
+		}
+		m := map[string]any{
+			"name": t.name, "namespace": h.ns, "deployment": t.deployment, "containers": []string{"api"},
+			"freeze": t.freeze, "triggers": triggers,
+			"rollback": map[string]any{"strategy": "quick", "rampSteps": []int{2}, "rampPause": orS(t.rampPause, "1s"),
+				"rolloutTimeout": "30s", "verifyWindow": "20s"},
+		}
+		if t.dryRun != nil {
+			m["dryRun"] = *t.dryRun
+		}
+		targets = append(targets, m)
+	}
+	b, err := yaml.Marshal(map[string]any{"global": global, "targets": targets})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return b
+}
+
+func or(v, d float64) float64 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func orS(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+// ---- daemon processes ----
+
+// daemon is one rollguard process.
+type daemon struct {
+	h        *harness
+	identity string
+	cmd      *exec.Cmd
+	logs     *syncBuffer
+	base     string // http://127.0.0.1:port
+	exited   chan struct{}
+	exitErr  error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// logLines returns the decoded JSON log lines whose msg is msg.
+func (d *daemon) logLines(msg string) []map[string]any {
+	var out []map[string]any
+	for _, line := range strings.Split(d.logs.String(), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == msg {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// startDaemon runs `rollguard run --config cfg` as identity and waits for
+// its HTTP server. Its log is printed when the test fails.
+func (h *harness) startDaemon(cfg, identity string) *daemon {
+	h.t.Helper()
+	d := &daemon{h: h, identity: identity, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d.cmd = exec.Command(h.bin, "run", "--config", cfg)
+	d.cmd.Env = append(os.Environ(), "POD_NAME="+identity)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := d.cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	go func() { d.exitErr = d.cmd.Wait(); close(d.exited) }()
+	h.t.Cleanup(func() {
+		d.stop(syscall.SIGTERM, 10*time.Second)
+		if h.t.Failed() {
+			h.t.Logf("log of rollguard %s:\n%s", identity, d.logs.String())
+		}
+	})
+	eventually(h.t, "rollguard "+identity+" listening", 20*time.Second, func() (bool, string) {
+		select {
+		case <-d.exited:
+			h.t.Fatalf("rollguard %s exited at start: %v\n%s", identity, d.exitErr, d.logs.String())
+		default:
+		}
+		for _, l := range d.logLines("rollguard started") {
+			if addr, _ := l["listen"].(string); addr != "" {
+				d.base = "http://" + addr
+				return true, ""
+			}
+		}
+		return false, "no start line yet"
+	})
+	return d
+}
+
+// stop signals the process and waits up to grace for it to exit, then
+// kills it.
+func (d *daemon) stop(sig syscall.Signal, grace time.Duration) {
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(sig)
+	select {
+	case <-d.exited:
+	case <-time.After(grace):
+		d.h.t.Errorf("rollguard %s did not exit %s after %s; killing it", d.identity, grace, sig)
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+var httpClient = &http.Client{Timeout: 10 * time.Second}
+
+// call sends a request to the daemon; token "" sends none.
+func (d *daemon) call(method, path, token string, body any) (int, []byte) {
+	d.h.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(b)
+	case string:
+		r = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, d.base+path, r)
+	if err != nil {
+		d.h.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		d.h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (d *daemon) status() api.Status {
+	d.h.t.Helper()
+	code, b := d.call(http.MethodGet, "/api/v1/status", "", nil)
+	if code != http.StatusOK {
+		d.h.t.Fatalf("status: %d %s", code, b)
+	}
+	var s api.Status
+	if err := json.Unmarshal(b, &s); err != nil {
+		d.h.t.Fatalf("decode status: %v\n%s", err, b)
+	}
+	return s
+}
+
+// tryStatus is status for a process that may be gone.
+func (d *daemon) tryStatus() (api.Status, error) {
+	resp, err := httpClient.Get(d.base + "/api/v1/status")
+	if err != nil {
+		return api.Status{}, err
+	}
+	defer resp.Body.Close()
+	var s api.Status
+	if resp.StatusCode != http.StatusOK {
+		return s, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return s, json.NewDecoder(resp.Body).Decode(&s)
+}
+
+// metric returns the value of an unlabelled metric on /metrics.
+func (d *daemon) metric(name string) string {
+	d.h.t.Helper()
+	code, b := d.call(http.MethodGet, "/metrics", "", nil)
+	if code != http.StatusOK {
+		d.h.t.Fatalf("metrics: %d", code)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// ---- receiver ----
+
+// pdEvent is a PagerDuty Events v2 event as the receiver recorded it.
+type pdEvent struct {
+	Time     time.Time
+	Action   string `json:"event_action"`
+	DedupKey string `json:"dedup_key"`
+	Payload  struct {
+		Summary       string         `json:"summary"`
+		Severity      string         `json:"severity"`
+		Timestamp     time.Time      `json:"timestamp"`
+		CustomDetails map[string]any `json:"custom_details"`
+	} `json:"payload"`
+}
+
+func (e pdEvent) kind() string { k, _ := e.Payload.CustomDetails["kind"].(string); return k }
+
+type received struct {
+	Time   time.Time `json:"time"`
+	Body   string    `json:"body"`
+	Status int       `json:"status"`
+}
+
+func (h *harness) received(path string) []received {
+	h.t.Helper()
+	resp, err := httpClient.Get(h.receiverURL + "/_/received?path=" + url.QueryEscape(h.prefix+path))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rs []received
+	if err := json.NewDecoder(resp.Body).Decode(&rs); err != nil {
+		h.t.Fatal(err)
+	}
+	return rs
+}
+
+// events returns the PagerDuty events accepted on the test's endpoint, of
+// kind when kind is not empty.
+func (h *harness) events(kind string) []pdEvent {
+	h.t.Helper()
+	var out []pdEvent
+	for _, r := range h.received("/v2/enqueue") {
+		if r.Status != http.StatusAccepted {
+			h.t.Errorf("pagerduty event rejected with %d: %s", r.Status, r.Body)
+			continue
+		}
+		var e pdEvent
+		if err := json.Unmarshal([]byte(r.Body), &e); err != nil {
+			h.t.Fatalf("decode event: %v", err)
+		}
+		e.Time = r.Time
+		if kind == "" || e.kind() == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// changeEvents returns the summaries of the PagerDuty change events.
+func (h *harness) changeEvents() []string {
+	h.t.Helper()
+	var out []string
+	for _, r := range h.received("/v2/change/enqueue") {
+		var e struct {
+			Payload struct {
+				Summary string `json:"summary"`
+			} `json:"payload"`
+		}
+		if err := json.Unmarshal([]byte(r.Body), &e); err != nil {
+			h.t.Fatalf("decode change event: %v", err)
+		}
+		out = append(out, e.Payload.Summary)
+	}
+	return out
+}
+
+func summaries(es []pdEvent) []string {
+	out := make([]string, 0, len(es))
+	for _, e := range es {
+		out = append(out, e.kind()+": "+e.Payload.Summary)
+	}
+	return out
+}
+
+// ---- polling ----
+
+// eventually polls f every 200 ms until it reports done, failing the test
+// with f's last detail after timeout.
+func eventually(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, detail := f()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// triggerStatus returns one trigger's status from the daemon.
+func triggerStatus(s api.Status, target, trig string) (statusTrigger, error) {
+	for _, tr := range s.Triggers {
+		if tr.Target == target && tr.Trigger == trig {
+			return statusTrigger{State: tr.State.String(), BreachStart: tr.BreachStart, LastSample: tr.LastSample}, nil
+		}
+	}
+	return statusTrigger{}, errors.New("trigger " + target + "/" + trig + " not in status")
+}
+
+type statusTrigger struct {
+	State       string
+	BreachStart time.Time
+	LastSample  time.Time
+}
