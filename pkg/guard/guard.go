@@ -48,8 +48,8 @@ type Request struct {
 	FreezeNote string // the annotation's value, for the page
 	// FrozenInConfig is the target's own freeze in the config file.
 	FrozenInConfig bool
-	DryRun     bool   // global or per-target dry-run
-	Leader     bool
+	DryRun         bool // global or per-target dry-run
+	Leader         bool
 	// Manual requests come from a human (CLI, API): the revision-age check
 	// does not apply, since the human has judged the revision bad.
 	Manual bool
