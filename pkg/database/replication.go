@@ -84,14 +84,22 @@ type subscription struct {
 // (read from pg_subscription, which needs a superuser on the subscriber), so
 // that conninfo must work from where rollguard runs too. Other subscription
 // options (binary, streaming, two_phase ...) are not carried over; they take
-// their defaults. The copy is asynchronous: poll the primary's
-// ReplicationLag (or pg_subscription_rel) before trusting the secondary.
+// their defaults.
+//
+//  7. wait until every table has finished its initial copy and caught up
+//     (pg_subscription_rel state 'r'); this wait is bounded by ctx only.
+//     The primary's ReplicationLag cannot see the copy: it reads near zero
+//     while the secondary's tables are still empty.
 func (d *DB) ResyncSubscription(ctx context.Context, name string) error {
 	id, err := parseName(name)
 	if err != nil {
 		return fmt.Errorf("database %s: resync subscription: %w", d.name, err)
 	}
 	start := time.Now()
+	// The initial copy grows with the database: like a restore it is
+	// bounded only by the caller's ctx; the catalog work before it gets a
+	// fixed budget.
+	copyCtx := ctx
 	ctx, cancel := context.WithTimeout(ctx, 3*d.timeout)
 	defer cancel()
 
@@ -154,7 +162,44 @@ func (d *DB) ResyncSubscription(ctx context.Context, name string) error {
 	d.logger.Info("subscription recreated",
 		zap.String("subscription", name), zap.Strings("publications", sub.publications),
 		zap.Int("tables", len(tables)), zap.Duration("duration", time.Since(start)))
+	if err := d.waitCopied(copyCtx, name); err != nil {
+		return err
+	}
+	d.logger.Info("subscription resynced", zap.String("subscription", name), zap.Duration("duration", time.Since(start)))
 	return nil
+}
+
+// waitCopied waits until every table of the subscription has finished its
+// initial copy and caught up (pg_subscription_rel state 'r'). The
+// publisher's lag cannot tell: right after CREATE SUBSCRIPTION its slot is
+// streaming with no lag while the secondary's tables are still empty.
+func (d *DB) waitCopied(ctx context.Context, name string) error {
+	const q = `
+SELECT count(*) FILTER (WHERE sr.srsubstate <> 'r'), count(*)
+FROM pg_subscription s
+JOIN pg_subscription_rel sr ON sr.srsubid = s.oid
+WHERE s.subname = $1 AND s.subdbid = (SELECT oid FROM pg_database WHERE datname = current_database())`
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		qctx, cancel := context.WithTimeout(ctx, d.timeout)
+		var pending, total int64
+		err := d.pool.QueryRow(qctx, q, name).Scan(&pending, &total)
+		cancel()
+		if err != nil {
+			return d.wrap("resync subscription "+name+" (recreated): wait for the initial copy", err)
+		}
+		if pending == 0 {
+			return nil
+		}
+		d.logger.Debug("initial copy in progress", zap.String("subscription", name), zap.Int64("pending", pending), zap.Int64("tables", total))
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("database %s: resync subscription %s (recreated): initial copy of %d of %d tables not finished: %w",
+				d.name, name, pending, total, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 func (d *DB) readSubscription(ctx context.Context, name string) (*subscription, error) {

@@ -31,7 +31,7 @@ var (
 	// ErrJournalConflict: another writer changed the journal (a second
 	// rollguard instance); the lease is not a fence, the journal is.
 	ErrJournalConflict = errors.New("journal changed by another writer")
-	// ErrStepFailed wraps a step's own error.
+	// ErrStepFailed wraps a step's own error, with the step's name.
 	ErrStepFailed = errors.New("step failed")
 )
 
@@ -59,10 +59,17 @@ type UnsafeResumeError struct {
 	Namespace, Deployment string
 	Step                  string
 	Started               time.Time
-	Detail                string
+	// StepError is the error the step returned when it failed (its end was
+	// recorded); empty when it never finished.
+	StepError string
+	Detail    string
 }
 
 func (e *UnsafeResumeError) Error() string {
+	if e.StepError != "" {
+		return fmt.Sprintf("deployment %s/%s: step %s started at %s and failed (%s); it is not safe to re-run automatically: %v: %s",
+			e.Namespace, e.Deployment, e.Step, e.Started.UTC().Format(time.RFC3339), e.StepError, ErrUnsafeResume, e.Detail)
+	}
 	return fmt.Sprintf("deployment %s/%s: step %s started at %s and its end was never recorded: %v: %s",
 		e.Namespace, e.Deployment, e.Step, e.Started.UTC().Format(time.RFC3339), ErrUnsafeResume, e.Detail)
 }

@@ -336,7 +336,8 @@ func (r *run) steps(ctx context.Context) error {
 			if rec.Started != nil {
 				started = *rec.Started
 			}
-			return &UnsafeResumeError{Namespace: r.t.Namespace, Deployment: r.t.Deployment, Step: rec.Name, Started: started, Detail: def.unsafeDetail(r, rec)}
+			return &UnsafeResumeError{Namespace: r.t.Namespace, Deployment: r.t.Deployment, Step: rec.Name, Started: started,
+				StepError: rec.Error, Detail: def.unsafeDetail(r, rec)}
 		}
 		if r.dryRun {
 			f.Started = e.opts.Now()
@@ -380,7 +381,10 @@ func (r *run) steps(ctx context.Context) error {
 			r.log().Error("rollback step failed", zap.String("step", rec.Name), zap.Error(err))
 			r.event(context.WithoutCancel(ctx), corev1.EventTypeWarning, kube.ReasonStepFailed, fmt.Sprintf("%s %d/%d %s failed: %v", r.j.Action, i+1, n, rec.Name, err))
 			e.opts.Observer.StepFinished(f)
-			return err
+			// The step's name goes into the returned (and journaled run)
+			// error: a page saying "invalid dump" must also say where the
+			// plan stopped.
+			return fmt.Errorf("%w: %s: %w", ErrStepFailed, rec.Name, err)
 		}
 		rec.State = StepDone
 		if err := r.save(ctx); err != nil {
@@ -398,7 +402,8 @@ func (r *run) steps(ctx context.Context) error {
 func (r *run) runStep(ctx context.Context, def stepDef, rec *StepRecord) (detail string, err error) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("deployment %s/%s: step %s panicked: %v: %w", r.t.Namespace, r.t.Deployment, rec.Name, p, ErrStepFailed)
+			// steps wraps it in ErrStepFailed.
+			err = fmt.Errorf("deployment %s/%s: step %s panicked: %v", r.t.Namespace, r.t.Deployment, rec.Name, p)
 		}
 	}()
 	return def.run(ctx, r, rec)

@@ -22,6 +22,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -185,17 +186,26 @@ func (s *Source) Query(ctx context.Context, query string, _ time.Time) ([]source
 		err   error
 		began = time.Now()
 	)
+	// Acquire apart from the query: a server that cannot give us a
+	// connection (down, restarting, accepting TCP and never answering) is
+	// unreachable, which is never a breach; only a query that got a
+	// connection and then ran out of time is a timeout.
+	if strings.HasPrefix(query, "builtin:") && query != BuiltinConnections && query != BuiltinReplicationLag {
+		return nil, fmt.Errorf("postgres %q query %q: %w: unknown built-in (want %s or %s)",
+			s.name, query, source.ErrBadQuery, BuiltinConnections, BuiltinReplicationLag)
+	}
+	conn, err := s.pool.Acquire(ctx)
+	if err != nil {
+		return nil, s.classifyConnect(query, err)
+	}
+	defer conn.Release()
 	switch query {
 	case BuiltinConnections:
-		out, err = s.connections(ctx)
+		out, err = s.connections(ctx, conn)
 	case BuiltinReplicationLag:
-		out, err = s.replicationLag(ctx)
+		out, err = s.replicationLag(ctx, conn)
 	default:
-		if strings.HasPrefix(query, "builtin:") {
-			return nil, fmt.Errorf("postgres %q query %q: %w: unknown built-in (want %s or %s)",
-				s.name, query, source.ErrBadQuery, BuiltinConnections, BuiltinReplicationLag)
-		}
-		out, err = s.custom(ctx, query)
+		out, err = s.custom(ctx, conn, query)
 	}
 	if err != nil {
 		return nil, s.classify(ctx, query, err)
@@ -215,8 +225,8 @@ FROM pg_stat_activity
 WHERE backend_type = 'client backend'
 GROUP BY 2, 3`
 
-func (s *Source) connections(ctx context.Context) ([]source.Series, error) {
-	rows, err := s.pool.Query(ctx, connectionsSQL)
+func (s *Source) connections(ctx context.Context, conn queryer) ([]source.Series, error) {
+	rows, err := conn.Query(ctx, connectionsSQL)
 	if err != nil {
 		return nil, err
 	}
@@ -283,8 +293,8 @@ type slotReading struct {
 	serverLag *float64
 }
 
-func (s *Source) replicationLag(ctx context.Context) ([]source.Series, error) {
-	rows, err := s.pool.Query(ctx, replicationSQL)
+func (s *Source) replicationLag(ctx context.Context, conn queryer) ([]source.Series, error) {
+	rows, err := conn.Query(ctx, replicationSQL)
 	if err != nil {
 		return nil, err
 	}
@@ -385,8 +395,8 @@ func parseLSN(s string) (uint64, error) {
 	return h<<32 | l, nil
 }
 
-func (s *Source) custom(ctx context.Context, query string) ([]source.Series, error) {
-	rows, err := s.pool.Query(ctx, query)
+func (s *Source) custom(ctx context.Context, conn queryer, query string) ([]source.Series, error) {
+	rows, err := conn.Query(ctx, query)
 	if err != nil {
 		return nil, err
 	}
@@ -487,6 +497,22 @@ func toFloat(v any) (float64, bool) {
 		return 0, false
 	}
 	return f, finite(f)
+}
+
+// queryer is a connection the built-ins and custom SQL run on.
+type queryer interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// classifyConnect wraps a failure to get a connection: too many
+// connections (SQLSTATE 53300) is the one that says something about the
+// watched system; anything else, a deadline included, is unreachable.
+func (s *Source) classifyConnect(query string, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "53300" {
+		return s.wrap(query, source.ErrTooManyConnections, err)
+	}
+	return s.wrap(query, source.ErrUnreachable, err)
 }
 
 // classify wraps err with the source sentinel that fits it.

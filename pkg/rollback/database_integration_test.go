@@ -1,0 +1,951 @@
+package rollback_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/rollguard/rollguard/pkg/database"
+	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+// The database plans against the real PostgreSQL pair and API server. The
+// pggit database is shared with other tests: every restore here runs on a
+// scratch database of the test's own (pggit schema from test/fixtures), and
+// the one test that touches the sandbox pair (pause and resume pggit_sub)
+// leaves it enabled, replicating and in sync.
+
+const phase8 = "phase8_analytics_dashboard"
+
+var pggitTables = []string{"pggit.schema_versions", "pggit.alert_delivery_queue", "pggit.webhook_health_metrics", "pggit.replication_conflict_log"}
+
+func pgConnect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	// Other tests hold the app's connections at times (pool exhaustion):
+	// wait for a free slot rather than fail on theirs.
+	var c *pgx.Conn
+	err := eventuallyErr(30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		c, err = pgx.Connect(ctx, dsn)
+		var pgErr *pgconn.PgError
+		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "53300") {
+			return permanent{err}
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func pgExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func pgInt(t *testing.T, c *pgx.Conn, sql string, args ...any) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var n int64
+	if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func pgCounts(t *testing.T, c *pgx.Conn) map[string]int64 {
+	t.Helper()
+	out := map[string]int64{}
+	for _, tb := range pggitTables {
+		out[tb] = pgInt(t, c, "SELECT count(*) FROM "+tb)
+	}
+	return out
+}
+
+func dsnFor(t *testing.T, dsn, db string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + db
+	return u.String()
+}
+
+// scratchDatabase creates an empty database on the server of superDSN and
+// drops it at the end.
+func scratchDatabase(t *testing.T, superDSN, prefix string) (name, dsn string) {
+	t.Helper()
+	name = prefix + rand.String(8)
+	admin := pgConnect(t, superDSN)
+	pgExec(t, admin, "CREATE DATABASE "+name)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, superDSN)
+		if err != nil {
+			t.Errorf("cleanup: drop database %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("cleanup: drop database %s: %v", name, err)
+		}
+	})
+	return name, dsnFor(t, superDSN, name)
+}
+
+// applyFixture runs a test/fixtures SQL file (psql meta-commands dropped).
+func applyFixture(t *testing.T, c *pgx.Conn, file string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "test", "fixtures", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), `\`) {
+			lines = append(lines, l)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := c.PgConn().Exec(ctx, strings.Join(lines, "\n")).ReadAll(); err != nil {
+		t.Fatalf("fixture %s: %v", file, err)
+	}
+}
+
+// pggitScratch is a scratch copy of the pggit database on the primary in
+// its pre-deploy state: schema and seed rows, migration phase8 NOT applied.
+type pggitScratch struct {
+	name, dsn string
+	conn      *pgx.Conn
+	db        *database.DB
+}
+
+func newPggitScratch(t *testing.T, env sandboxenv.Env, prefix string) *pggitScratch {
+	t.Helper()
+	name, dsn := scratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), prefix)
+	c := pgConnect(t, dsn)
+	applyFixture(t, c, "pggit-schema.sql")
+	applyFixture(t, c, "pggit-seed.sql")
+	pgExec(t, c, "DELETE FROM pggit.schema_versions WHERE name = $1", phase8)
+	return &pggitScratch{name: name, dsn: dsn, conn: c, db: openPG(t, env, "scratch-"+name, dsn)}
+}
+
+// deploy plays the bad deploy: the migration lands and the new version
+// writes rows the rollback must take back.
+func (p *pggitScratch) deploy(t *testing.T, rows int) {
+	t.Helper()
+	pgExec(t, p.conn, "INSERT INTO pggit.schema_versions (name, version) VALUES ($1, '8.0.0')", phase8)
+	pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status, payload) SELECT 'after-dump', jsonb_build_object('n', g) FROM generate_series(1, $1::int) g", rows)
+}
+
+func (p *pggitScratch) afterDumpRows(t *testing.T) int64 {
+	t.Helper()
+	return pgInt(t, p.conn, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'")
+}
+
+func (p *pggitScratch) migrationApplied(t *testing.T) bool {
+	t.Helper()
+	return pgInt(t, p.conn, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8) == 1
+}
+
+func openPG(t *testing.T, env sandboxenv.Env, name, dsn string) *database.DB {
+	t.Helper()
+	db, err := database.Open(context.Background(), database.Options{Name: name, DSN: dsn, BinDir: env.Get(t, "PG_BIN_DIR"), Timeout: 20 * time.Second},
+		zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	return db
+}
+
+// liveJournal reads the Deployment's journal ConfigMap from the cluster.
+func (s *sandbox) liveJournal(t *testing.T) (*rollback.Journal, string) {
+	t.Helper()
+	cm, err := s.client.CoreV1().ConfigMaps(s.ns).Get(context.Background(), rollback.JournalName(s.get(t).UID), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("journal: %v", err)
+	}
+	var j rollback.Journal
+	if err := json.Unmarshal([]byte(cm.Data["journal.json"]), &j); err != nil {
+		t.Fatal(err)
+	}
+	return &j, cm.ResourceVersion
+}
+
+func journalStep(t *testing.T, j *rollback.Journal, name string) rollback.StepRecord {
+	t.Helper()
+	for _, s := range j.Steps {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("journal has no step %s: %v", name, stepNames(j))
+	return rollback.StepRecord{}
+}
+
+func (r *recorder) count(kind, step string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, e := range r.events {
+		if e == kind+" "+step {
+			n++
+		}
+	}
+	return n
+}
+
+func hasEnv(c []string, name string) bool { return slices.Contains(c, name) }
+
+func envNames(s *sandbox, t *testing.T) []string {
+	var out []string
+	for _, c := range s.get(t).Spec.Template.Spec.Containers {
+		for _, e := range c.Env {
+			out = append(out, e.Name+"="+e.Value)
+		}
+	}
+	return out
+}
+
+func forensicDumps(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*-forensic.dump"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func timed(t *testing.T) {
+	start := time.Now()
+	t.Cleanup(func() { t.Logf("wall time %s", time.Since(start).Round(10*time.Millisecond)) })
+}
+
+// TestDatabaseIntegrationFull: the full plan on a scratch database takes
+// back what the bad version wrote, keeps it in the forensic dump, and ends
+// on v1.0.3 without the read-only flag; a second firing restores nothing.
+func TestDatabaseIntegrationFull(t *testing.T) {
+	timed(t)
+	s := newSandbox(t)
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	p := newPggitScratch(t, env, "rg_full_")
+	pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
+	if _, err := p.db.Dump(ctx, pre); err != nil {
+		t.Fatal(err)
+	}
+	before := pgCounts(t, p.conn)
+	p.deploy(t, 25)
+
+	forensicDir := t.TempDir()
+	tg := s.target()
+	tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
+	var readOnlyDuringDump []string
+	obs := &recorder{hook: func(kind string, f rollback.Facts) {
+		if kind == "step-started" && f.Step == rollback.StepDBDump {
+			readOnlyDuringDump = envNames(s, t)
+		}
+	}}
+	req := rollback.Request{Target: tg, Action: rollback.ActionFull, Reason: "integration: data integrity"}
+	res, err := s.executor(obs).Run(ctx, req)
+	if err != nil {
+		t.Fatalf("full: %v\nobserver: %v", err, obs.events)
+	}
+	s.assertRolledBack(t)
+	if !hasEnv(readOnlyDuringDump, rollback.ReadOnlyEnv+"=true") {
+		t.Errorf("template env during the forensic dump = %v, want %s=true", readOnlyDuringDump, rollback.ReadOnlyEnv)
+	}
+	if env := envNames(s, t); len(env) != 0 {
+		t.Errorf("final template env = %v, want no %s", env, rollback.ReadOnlyEnv)
+	}
+	if n := p.afterDumpRows(t); n != 0 {
+		t.Errorf("%d rows written after the pre-deploy dump survived the restore", n)
+	}
+	if p.migrationApplied(t) {
+		t.Error("migration still applied after the full rollback")
+	}
+	if after := pgCounts(t, p.conn); !equalCounts(after, before) {
+		t.Errorf("row counts after restore %v, want the pre-deploy %v", after, before)
+	}
+
+	// The forensic dump holds what the restore removed.
+	dumps := forensicDumps(t, forensicDir)
+	if len(dumps) != 1 {
+		t.Fatalf("forensic dumps %v, want 1", dumps)
+	}
+	copyName, copyDSN := scratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), "rg_forensic_")
+	if err := p.db.RestoreInto(ctx, dumps[0], copyName); err != nil {
+		t.Fatal(err)
+	}
+	cc := pgConnect(t, copyDSN)
+	if n := pgInt(t, cc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 25 {
+		t.Errorf("forensic dump has %d post-dump rows, want 25", n)
+	}
+	if n := pgInt(t, cc, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8); n != 1 {
+		t.Errorf("forensic dump has %d migration rows, want 1", n)
+	}
+
+	// Journal: every step done, the dump and the restore exactly once.
+	j, rv := s.liveJournal(t)
+	wantSteps := []string{"preflight=done", "db-readonly=done", "db-dump=done", "stop=done", "db-restore=done", "db-verify=done",
+		"application=done", "wait-rollout=done", "ramp=done", "verify=done"}
+	if got := stepNames(j); !slices.Equal(got, wantSteps) || j.State != rollback.RunSucceeded {
+		t.Errorf("journal %s %v, want succeeded %v", j.State, got, wantSteps)
+	}
+	for _, step := range []string{rollback.StepDBDump, rollback.StepDBRestore} {
+		if rec := journalStep(t, j, step); rec.Attempts != 1 || obs.count("step-started", step) != 1 {
+			t.Errorf("%s: %d attempts, started %d times; want once", step, rec.Attempts, obs.count("step-started", step))
+		}
+	}
+	if d := journalStep(t, j, rollback.StepDBVerify).Detail; !strings.Contains(d, "pggit.alert_delivery_queue=6") || !strings.Contains(d, "migration "+phase8+" not applied") {
+		t.Errorf("db-verify detail %q", d)
+	}
+	if res.Replicas != 4 {
+		t.Errorf("recorded replicas %d, want 4", res.Replicas)
+	}
+
+	// A second firing is refused and restores nothing: a row written now
+	// survives, no second forensic dump, the journal is untouched.
+	pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) VALUES ('after-rollback')")
+	obs2 := &recorder{}
+	_, err = s.executor(obs2).Run(ctx, req)
+	if !errors.Is(err, rollback.ErrAlreadyRolledBack) {
+		t.Fatalf("second run: %v, want ErrAlreadyRolledBack", err)
+	}
+	if n := pgInt(t, p.conn, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-rollback'"); n != 1 {
+		t.Errorf("second run restored again: row written after the rollback is gone")
+	}
+	if d := forensicDumps(t, forensicDir); len(d) != 1 {
+		t.Errorf("second run wrote another forensic dump: %v", d)
+	}
+	if _, rv2 := s.liveJournal(t); rv2 != rv {
+		t.Errorf("second run rewrote the journal (rv %s -> %s)", rv, rv2)
+	}
+	if obs2.count("step-started", rollback.StepDBRestore) != 0 {
+		t.Errorf("second run started db-restore: %v", obs2.events)
+	}
+}
+
+func equalCounts(a, b map[string]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// TestDatabaseIntegrationQuick: quick restores only when the migration is
+// applied.
+func TestDatabaseIntegrationQuick(t *testing.T) {
+	t.Run("migration-applied", func(t *testing.T) {
+		timed(t)
+		s := newSandbox(t)
+		env := sandboxenv.Load(t)
+		ctx := context.Background()
+		p := newPggitScratch(t, env, "rg_quick_")
+		pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
+		if _, err := p.db.Dump(ctx, pre); err != nil {
+			t.Fatal(err)
+		}
+		p.deploy(t, 10)
+		forensicDir := t.TempDir()
+		tg := s.target()
+		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
+		obs := &recorder{}
+		res, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
+		if err != nil {
+			t.Fatalf("quick: %v\nobserver: %v", err, obs.events)
+		}
+		s.assertRolledBack(t)
+		want := []string{"preflight=done", "stop=done", "db-dump=done", "db-restore=done", "db-verify=done", "application=done", "wait-rollout=done", "ramp=done", "verify=done"}
+		j, _ := s.liveJournal(t)
+		if got := stepNames(j); !slices.Equal(got, want) || !j.MigrationApplied || res.State != rollback.RunSucceeded {
+			t.Errorf("journal %v (migration applied %v, state %s), want %v", got, j.MigrationApplied, res.State, want)
+		}
+		if n := p.afterDumpRows(t); n != 0 || p.migrationApplied(t) {
+			t.Errorf("after restore: %d post-dump rows, migration applied %v; want 0, false", n, p.migrationApplied(t))
+		}
+		if d := forensicDumps(t, forensicDir); len(d) != 1 {
+			t.Errorf("forensic dumps %v, want 1", d)
+		}
+	})
+
+	t.Run("migration-not-applied", func(t *testing.T) {
+		timed(t)
+		s := newSandbox(t)
+		env := sandboxenv.Load(t)
+		ctx := context.Background()
+		p := newPggitScratch(t, env, "rg_quick_")
+		pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
+		if _, err := p.db.Dump(ctx, pre); err != nil {
+			t.Fatal(err)
+		}
+		// A deploy without the migration: its rows must stay.
+		pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) SELECT 'after-dump' FROM generate_series(1, 7)")
+		before := pgCounts(t, p.conn)
+		forensicDir := t.TempDir()
+		tg := s.target()
+		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
+		obs := &recorder{}
+		if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"}); err != nil {
+			t.Fatalf("quick: %v\nobserver: %v", err, obs.events)
+		}
+		s.assertRolledBack(t)
+		want := []string{"preflight=done", "stop=done", "application=done", "wait-rollout=done", "ramp=done", "verify=done"}
+		j, _ := s.liveJournal(t)
+		if got := stepNames(j); !slices.Equal(got, want) || j.MigrationApplied {
+			t.Errorf("journal %v (migration applied %v), want %v", got, j.MigrationApplied, want)
+		}
+		if after := pgCounts(t, p.conn); !equalCounts(after, before) {
+			t.Errorf("row counts %v, want untouched %v", after, before)
+		}
+		if d := forensicDumps(t, forensicDir); len(d) != 0 {
+			t.Errorf("forensic dumps %v, want none", d)
+		}
+	})
+}
+
+// TestDatabaseIntegrationFailedRestore: a truncated pre-deploy dump stops
+// the plan at db-restore with the database untouched and the Deployment
+// still at 0 replicas.
+func TestDatabaseIntegrationFailedRestore(t *testing.T) {
+	timed(t)
+	s := newSandbox(t)
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	p := newPggitScratch(t, env, "rg_failed_")
+	dir := t.TempDir()
+	good := filepath.Join(dir, "pre-deploy.dump")
+	if _, err := p.db.Dump(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truncated := filepath.Join(dir, "pre-deploy-truncated.dump")
+	if err := os.WriteFile(truncated, b[:len(b)*2/3], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.deploy(t, 10)
+	before := pgCounts(t, p.conn)
+
+	forensicDir := t.TempDir()
+	tg := s.target()
+	tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: truncated, ForensicDir: forensicDir, Tables: pggitTables}
+	obs := &recorder{}
+	_, err = s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
+	if err == nil {
+		t.Fatal("quick with a truncated pre-deploy dump succeeded")
+	}
+	t.Logf("returned error: %v", err)
+	if !errors.Is(err, database.ErrDumpInvalid) || !errors.Is(err, rollback.ErrStepFailed) {
+		t.Errorf("err = %v, want database.ErrDumpInvalid", err)
+	}
+	if !strings.Contains(err.Error(), rollback.StepDBRestore) {
+		t.Errorf("err = %q does not name the step %s", err, rollback.StepDBRestore)
+	}
+	if after := pgCounts(t, p.conn); !equalCounts(after, before) || !p.migrationApplied(t) {
+		t.Errorf("row counts %v (migration applied %v), want untouched %v", after, p.migrationApplied(t), before)
+	}
+	d := s.get(t)
+	if *d.Spec.Replicas != 0 || d.Spec.Template.Spec.Containers[0].Image != bad {
+		t.Errorf("deployment %s with %d replicas, want %s stopped at 0", d.Spec.Template.Spec.Containers[0].Image, *d.Spec.Replicas, bad)
+	}
+	j, _ := s.liveJournal(t)
+	want := []string{"preflight=done", "stop=done", "db-dump=done", "db-restore=failed", "db-verify=pending", "application=pending", "wait-rollout=pending", "ramp=pending", "verify=pending"}
+	if got := stepNames(j); !slices.Equal(got, want) || j.State != rollback.RunFailed {
+		t.Errorf("journal %s %v, want failed %v", j.State, got, want)
+	}
+	if rec := journalStep(t, j, rollback.StepDBRestore); !strings.Contains(rec.Error, "invalid dump") || !strings.Contains(j.Error, rollback.StepDBRestore) {
+		t.Errorf("journal errors: step %q, run %q", rec.Error, j.Error)
+	}
+	for _, step := range []string{rollback.StepApplication, rollback.StepRamp} {
+		if n := obs.count("step-started", step); n != 0 {
+			t.Errorf("%s started after the failed restore", step)
+		}
+	}
+
+	// The next firing does not run the restore again on its own.
+	_, err = s.executor(nil).Run(ctx, rollback.Request{Target: tg})
+	t.Logf("next run: %v", err)
+	var unsafe *rollback.UnsafeResumeError
+	if !errors.As(err, &unsafe) || unsafe.Step != rollback.StepDBRestore || !strings.Contains(unsafe.StepError, "invalid dump") {
+		t.Errorf("next run: %v, want an UnsafeResumeError at db-restore carrying the step's error", err)
+	}
+	if *s.get(t).Spec.Replicas != 0 {
+		t.Error("next run scaled up")
+	}
+}
+
+// TestDatabaseIntegrationPoolRecovery: only the app's own old
+// idle-in-transaction sessions end, then a rolling restart of the same
+// version.
+func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
+	timed(t)
+	s := newSandbox(t)
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	// An application_name of the test's own: other tests (and the
+	// simulator's /control/pg/hold) keep pggit-api sessions idle too.
+	app := "pggit-api-" + rand.String(6)
+	withApp := func(dsn, name string) string {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("application_name", name)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	appDSN := withApp(env.Get(t, "PG_PRIMARY_APP_DSN"), app)
+	idleInTx := func(dsn string) (*pgx.Conn, uint32) {
+		c := pgConnect(t, dsn)
+		pgExec(t, c, "BEGIN")
+		pgExec(t, c, "SELECT 1")
+		return c, c.PgConn().PID()
+	}
+	type session struct {
+		name string
+		pid  uint32
+		end  bool
+	}
+	_, pid1 := idleInTx(appDSN)
+	_, pid2 := idleInTx(appDSN)
+	active, pidActive := idleInTx(appDSN)
+	_, pidOtherApp := idleInTx(withApp(env.Get(t, "PG_PRIMARY_APP_DSN"), app+"-other"))
+	_, pidSuper := idleInTx(withApp(env.Get(t, "PG_PRIMARY_DSN"), app))
+	_, pidMonitor := idleInTx(withApp(env.Get(t, "PG_PRIMARY_MONITOR_DSN"), app))
+	time.Sleep(2 * time.Second)
+
+	// The active one: idle in transaction for 2 s, now running a query.
+	var wg sync.WaitGroup
+	var activeErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, activeErr = active.Exec(ctx, "SELECT pg_sleep(5)")
+	}()
+	admin := pgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	deadline := time.Now().Add(5 * time.Second)
+	for pgInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", int32(pidActive)) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("pg_sleep session never became active")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	var pidFresh uint32
+	obs := &recorder{hook: func(kind string, f rollback.Facts) {
+		if kind == "step-started" && f.Step == rollback.StepTerminateIdle {
+			// Idle in transaction for a few milliseconds when the step runs.
+			_, pidFresh = idleInTx(appDSN)
+		}
+	}}
+	monitor := openPG(t, env, "primary-monitor", env.Get(t, "PG_PRIMARY_MONITOR_DSN"))
+	tg := s.target()
+	tg.Database = &rollback.DatabaseSettings{DB: monitor}
+	tg.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: app, OlderThan: time.Second}
+	if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionPoolRecovery, Reason: "integration: pool exhausted"}); err != nil {
+		t.Fatalf("pool-recovery: %v\nobserver: %v", err, obs.events)
+	}
+	wg.Wait()
+	if activeErr != nil {
+		t.Errorf("active session: %v", activeErr)
+	}
+	sessions := []session{
+		{"old idle 1", pid1, true}, {"old idle 2", pid2, true}, {"active", pidActive, false}, {"fresh", pidFresh, false},
+		{"other application", pidOtherApp, false}, {"superuser", pidSuper, false}, {"rollguard", pidMonitor, false},
+	}
+	for _, se := range sessions {
+		alive := pgInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(se.pid)) == 1
+		if alive == se.end {
+			t.Errorf("session %s (pid %d): alive %v, want terminated %v", se.name, se.pid, alive, se.end)
+		}
+	}
+	j, _ := s.liveJournal(t)
+	if d := journalStep(t, j, rollback.StepTerminateIdle).Detail; !strings.HasPrefix(d, "terminated 2 sessions") {
+		t.Errorf("terminate-sessions detail %q, want 2 terminated", d)
+	}
+	if got, want := stepNames(j), []string{"preflight=done", "terminate-sessions=done", "restart=done", "wait-rollout=done"}; !slices.Equal(got, want) {
+		t.Errorf("journal %v, want %v", got, want)
+	}
+
+	// A restart, not a rollback: still v1.1.0, restartedAt set, rolled out.
+	s.waitComplete(t)
+	d := s.get(t)
+	if img := d.Spec.Template.Spec.Containers[0].Image; img != bad || d.Spec.Template.Annotations[kube.RestartedAtAnnotation] == "" ||
+		*d.Spec.Replicas != 4 || d.Status.ReadyReplicas != 4 || d.Status.UpdatedReplicas != 4 {
+		t.Errorf("deployment %s, annotations %v, spec %d, ready %d, updated %d; want %s restarted with 4 ready",
+			img, d.Spec.Template.Annotations, *d.Spec.Replicas, d.Status.ReadyReplicas, d.Status.UpdatedReplicas, bad)
+	}
+}
+
+// keepSandboxPairReplicating leaves pggit_pub / pggit_sub enabled,
+// replicating and in sync at the end, resyncing the subscription when
+// ENABLE is not enough.
+func keepSandboxPairReplicating(t *testing.T, env sandboxenv.Env, subscriber *database.DB, subName, marker string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		pub, err := pgx.Connect(ctx, env.Get(t, "PG_PRIMARY_DSN"))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer pub.Close(ctx)
+		sub, err := pgx.Connect(ctx, env.Get(t, "PG_SUBSCRIBER_DSN"))
+		if err != nil {
+			t.Errorf("cleanup: %v", err)
+			return
+		}
+		defer sub.Close(ctx)
+		defer func() {
+			if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name LIKE $1", marker+"%"); err != nil {
+				t.Errorf("cleanup: delete markers: %v", err)
+			}
+		}()
+		if err := subscriber.EnableSubscription(ctx, subName); err != nil {
+			t.Errorf("cleanup: enable %s: %v", subName, err)
+		}
+		if err := pairReplicates(ctx, pub, sub, marker+"-cleanup", 10*time.Second); err == nil {
+			return
+		}
+		t.Logf("cleanup: %s is not replicating; resyncing it", subName)
+		if err := subscriber.ResyncSubscription(ctx, subName); err != nil {
+			t.Errorf("cleanup: resync %s: %v", subName, err)
+			return
+		}
+		if err := pairReplicates(ctx, pub, sub, marker+"-cleanup-resync", 30*time.Second); err != nil {
+			t.Errorf("cleanup: %s not replicating after resync: %v", subName, err)
+		}
+	})
+}
+
+// pairReplicates writes a marker row on the primary and waits for it on
+// the subscriber.
+func pairReplicates(ctx context.Context, pub, sub *pgx.Conn, marker string, within time.Duration) error {
+	if _, err := pub.Exec(ctx, "INSERT INTO pggit.replication_conflict_log (table_name, conflict_type, resolved) VALUES ($1, 'rg-test', true)", marker); err != nil {
+		return err
+	}
+	return eventuallyErr(within, func() error {
+		var n int64
+		if err := sub.QueryRow(ctx, "SELECT count(*) FROM pggit.replication_conflict_log WHERE table_name = $1", marker).Scan(&n); err != nil {
+			return err
+		}
+		if n != 1 {
+			return fmt.Errorf("marker %s not on the subscriber", marker)
+		}
+		return nil
+	})
+}
+
+// permanent stops eventuallyErr at once.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+func eventuallyErr(within time.Duration, cond func() error) error {
+	deadline := time.Now().Add(within)
+	for {
+		err := cond()
+		var perm permanent
+		if errors.As(err, &perm) {
+			return perm.error
+		}
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func subEnabled(t *testing.T, c *pgx.Conn, name string) bool {
+	t.Helper()
+	var on bool
+	if err := c.QueryRow(context.Background(), "SELECT subenabled FROM pg_subscription WHERE subname = $1", name).Scan(&on); err != nil {
+		t.Errorf("read pg_subscription %s: %v", name, err)
+	}
+	return on
+}
+
+// countsEqual compares the pggit tables on both sides.
+func countsEqual(ctx context.Context, a, b *pgx.Conn) error {
+	for _, tb := range pggitTables {
+		var x, y int64
+		if err := a.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&x); err != nil {
+			return err
+		}
+		if err := b.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&y); err != nil {
+			return err
+		}
+		if x != y {
+			return fmt.Errorf("%s: primary %d rows, secondary %d", tb, x, y)
+		}
+	}
+	return nil
+}
+
+// TestDatabaseIntegrationMultiRegion: subscriptions paused around the
+// rollback and resumed (or, after an in-place restore of the publisher,
+// rebuilt) with the lag back under 1 s.
+func TestDatabaseIntegrationMultiRegion(t *testing.T) {
+	t.Run("sandbox-pair", func(t *testing.T) {
+		timed(t)
+		s := newSandbox(t)
+		env := sandboxenv.Load(t)
+		ctx := context.Background()
+		subName := env.Get(t, "PG_SUBSCRIPTION")
+		primary := openPG(t, env, "primary", env.Get(t, "PG_PRIMARY_DSN"))
+		secondary := openPG(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
+		marker := "rg-rollback-" + rand.String(6)
+		keepSandboxPairReplicating(t, env, secondary, subName, marker)
+		pub := pgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
+		sub := pgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
+		if err := pairReplicates(ctx, pub, sub, marker+"-before", 10*time.Second); err != nil {
+			t.Fatalf("sandbox pair not replicating before the test: %v", err)
+		}
+
+		var enabledMidPlan *bool
+		obs := &recorder{hook: func(kind string, f rollback.Facts) {
+			if kind == "step-started" && f.Step == rollback.StepApplication {
+				on := subEnabled(t, sub, subName)
+				enabledMidPlan = &on
+				// Written while the secondary is paused: must arrive after.
+				if _, err := pub.Exec(ctx, "INSERT INTO pggit.replication_conflict_log (table_name, conflict_type, resolved) VALUES ($1, 'rg-test', true)", marker+"-during"); err != nil {
+					t.Errorf("write during the plan: %v", err)
+				}
+			}
+		}}
+		tg := s.target()
+		tg.Database = &rollback.DatabaseSettings{DB: primary}
+		tg.MultiRegion = &rollback.MultiRegionSettings{
+			Secondaries: []rollback.Secondary{{Name: "subscriber", DB: secondary, Subscription: subName}},
+			MaxLag:      time.Second, LagTimeout: 60 * time.Second,
+		}
+		start := time.Now()
+		if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionMultiRegion, Reason: "integration: multi-region"}); err != nil {
+			t.Fatalf("multi-region: %v\nobserver: %v", err, obs.events)
+		}
+		t.Logf("plan took %s", time.Since(start).Round(10*time.Millisecond))
+		s.assertRolledBack(t)
+		if enabledMidPlan == nil || *enabledMidPlan {
+			t.Errorf("subscription enabled mid-plan = %v, want disabled", enabledMidPlan)
+		}
+		if !subEnabled(t, sub, subName) {
+			t.Error("subscription disabled after the plan")
+		}
+		j, _ := s.liveJournal(t)
+		want := []string{"preflight=done", "lag-check=done", "disable-subscriptions=done", "stop=done", "application=done", "wait-rollout=done",
+			"ramp=done", "verify=done", "enable-subscriptions=done", "wait-lag=done"}
+		if got := stepNames(j); !slices.Equal(got, want) {
+			t.Errorf("journal %v, want %v", got, want)
+		}
+		if d := journalStep(t, j, rollback.StepEnableSubs).Detail; d != "subscriber enabled" {
+			t.Errorf("enable-subscriptions detail %q", d)
+		}
+		t.Logf("wait-lag: %s", journalStep(t, j, rollback.StepWaitLag).Detail)
+		if lag, err := primary.ReplicationLag(ctx); err != nil || lag >= time.Second {
+			t.Errorf("lag after the plan %s, %v; want < 1s", lag, err)
+		}
+		if err := eventuallyErr(10*time.Second, func() error {
+			var n int64
+			if err := sub.QueryRow(ctx, "SELECT count(*) FROM pggit.replication_conflict_log WHERE table_name = $1", marker+"-during").Scan(&n); err != nil || n != 1 {
+				return fmt.Errorf("row written while paused: %d on the subscriber, %v", n, err)
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	})
+
+	// The trap on a scratch publisher/subscriber pair of the test's own:
+	// the database step restores the publisher in place, which breaks
+	// logical replication for good; the plan must rebuild the subscription.
+	t.Run("restore-in-place", func(t *testing.T) {
+		timed(t)
+		s := newSandbox(t)
+		env := sandboxenv.Load(t)
+		ctx := context.Background()
+		p := newPggitScratch(t, env, "rg_mrpub_")
+		pubName := "rg_pub_" + rand.String(6)
+		subName := "rg_sub_" + rand.String(6)
+		pgExec(t, p.conn, "CREATE PUBLICATION "+pubName+" FOR TABLE "+strings.Join(pggitTables, ", "))
+
+		_, subDSN := scratchDatabase(t, env.Get(t, "PG_SUBSCRIBER_DSN"), "rg_mrsub_")
+		sc := pgConnect(t, subDSN)
+		applyFixture(t, sc, "pggit-schema.sql")
+		cfg, err := pgx.ParseConfig(env.Get(t, "PG_PRIMARY_DSN"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conninfo := fmt.Sprintf("host=%s port=%d user=%s dbname=%s", cfg.Host, cfg.Port, cfg.User, p.name)
+		if cfg.Password != "" {
+			conninfo += " password=" + cfg.Password
+		}
+		pgExec(t, sc, "CREATE SUBSCRIPTION "+subName+" CONNECTION '"+strings.ReplaceAll(conninfo, "'", "''")+"' PUBLICATION "+pubName)
+		t.Cleanup(func() { dropScratchSubscription(t, env, subDSN, p.dsn, subName) })
+		if err := eventuallyErr(30*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
+			t.Fatalf("initial copy: %v", err)
+		}
+
+		pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
+		if _, err := p.db.Dump(ctx, pre); err != nil {
+			t.Fatal(err)
+		}
+		p.deploy(t, 20)
+		if err := eventuallyErr(10*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
+			t.Fatalf("deploy rows did not replicate: %v", err)
+		}
+
+		secondary := openPG(t, env, "scratch-secondary", subDSN)
+		var enabledMidPlan *bool
+		var syncedAtWaitLag error
+		obs := &recorder{hook: func(kind string, f rollback.Facts) {
+			if kind == "step-started" && f.Step == rollback.StepDBRestore {
+				on := subEnabled(t, sc, subName)
+				enabledMidPlan = &on
+			}
+			if kind == "step-finished" && f.Step == rollback.StepWaitLag && f.Err == nil {
+				// The plan says the secondary has caught up: it must already
+				// hold the primary's rows, not be halfway through its copy.
+				var notReady int64
+				if err := sc.QueryRow(ctx, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").Scan(&notReady); err != nil {
+					t.Error(err)
+				}
+				syncedAtWaitLag = countsEqual(ctx, p.conn, sc)
+				if syncedAtWaitLag == nil && notReady > 0 {
+					syncedAtWaitLag = fmt.Errorf("%d tables not ready", notReady)
+				}
+			}
+		}}
+		tg := s.target()
+		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: t.TempDir(), Tables: pggitTables}
+		tg.MultiRegion = &rollback.MultiRegionSettings{
+			Secondaries: []rollback.Secondary{{Name: "scratch-secondary", DB: secondary, Subscription: subName}},
+			MaxLag:      time.Second, LagTimeout: 60 * time.Second,
+		}
+		start := time.Now()
+		_, err = s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionMultiRegion, Reason: "integration: multi-region restore"})
+		t.Logf("plan took %s", time.Since(start).Round(10*time.Millisecond))
+		j, _ := s.liveJournal(t)
+		for _, st := range j.Steps {
+			t.Logf("step %s %s: %s %s", st.Name, st.State, st.Detail, st.Error)
+		}
+		if err != nil {
+			t.Fatalf("multi-region with restore: %v", err)
+		}
+		s.assertRolledBack(t)
+		if enabledMidPlan == nil || *enabledMidPlan {
+			t.Errorf("subscription enabled during the restore = %v, want disabled", enabledMidPlan)
+		}
+		if d := journalStep(t, j, rollback.StepEnableSubs).Detail; d != "scratch-secondary resynced" {
+			t.Errorf("enable-subscriptions detail %q, want a resync", d)
+		}
+		if !subEnabled(t, sc, subName) {
+			t.Error("subscription not enabled after the plan")
+		}
+		if syncedAtWaitLag != nil {
+			t.Errorf("wait-lag passed while the secondary was not in sync: %v", syncedAtWaitLag)
+		}
+		if err := eventuallyErr(30*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
+			t.Errorf("pair not in sync after the plan: %v", err)
+		}
+		if n := pgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 0 {
+			t.Errorf("secondary still has %d rows the restore removed", n)
+		}
+		if n := pgInt(t, sc, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8); n != 0 {
+			t.Error("secondary still has the migration row")
+		}
+		pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) VALUES ('after-plan')")
+		if err := eventuallyErr(10*time.Second, func() error {
+			if n := pgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-plan'"); n != 1 {
+				return errors.New("row written after the plan did not replicate")
+			}
+			return nil
+		}); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+var slotName = regexp.MustCompile(`^[a-z0-9_]+$`)
+
+// dropScratchSubscription removes the scratch subscription and its slot
+// (whatever state the test left them in) so both databases can be dropped.
+func dropScratchSubscription(t *testing.T, env sandboxenv.Env, subDSN, pubDSN, name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sc, err := pgx.Connect(ctx, subDSN)
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer sc.Close(ctx)
+	for _, q := range []string{"ALTER SUBSCRIPTION " + name + " DISABLE", "ALTER SUBSCRIPTION " + name + " SET (slot_name = NONE)", "DROP SUBSCRIPTION IF EXISTS " + name} {
+		if _, err := sc.Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "does not exist") {
+			t.Errorf("cleanup: %s: %v", q, err)
+		}
+	}
+	if !slotName.MatchString(name) {
+		return
+	}
+	pc, err := pgx.Connect(ctx, env.Get(t, "PG_PRIMARY_DSN"))
+	if err != nil {
+		t.Errorf("cleanup: %v", err)
+		return
+	}
+	defer pc.Close(ctx)
+	if err := eventuallyErr(10*time.Second, func() error {
+		_, err := pc.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 OR slot_name LIKE 'pg\\_%\\_sync\\_%' AND database = $2",
+			name, strings.TrimPrefix(mustPath(pubDSN), "/"))
+		return err
+	}); err != nil {
+		t.Errorf("cleanup: drop slot %s: %v", name, err)
+	}
+}
+
+func mustPath(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return ""
+	}
+	return u.Path
+}
