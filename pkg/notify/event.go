@@ -10,7 +10,9 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
 	"regexp"
 	"strings"
 	"time"
@@ -143,10 +145,40 @@ const (
 	OutcomeSkipped = "skipped"
 )
 
-// Sample is one observation of a trigger's window.
+// Sample is one observation of a trigger's window. Value is NaN when the
+// observation had no number (an error fired the trigger, e.g. SQLSTATE
+// 53300); JSON writes it as null, which encoding/json would otherwise
+// refuse, losing the evidence and the incident record with it.
 type Sample struct {
 	Time  time.Time `json:"time"`
 	Value float64   `json:"value"`
+}
+
+type sampleJSON struct {
+	Time  time.Time `json:"time"`
+	Value *float64  `json:"value"`
+}
+
+// MarshalJSON writes a non-finite Value as null.
+func (s Sample) MarshalJSON() ([]byte, error) {
+	out := sampleJSON{Time: s.Time}
+	if !math.IsNaN(s.Value) && !math.IsInf(s.Value, 0) {
+		out.Value = &s.Value
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads null as NaN.
+func (s *Sample) UnmarshalJSON(b []byte) error {
+	var in sampleJSON
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	s.Time, s.Value = in.Time, math.NaN()
+	if in.Value != nil {
+		s.Value = *in.Value
+	}
+	return nil
 }
 
 // StepResult is how one step of a plan went.

@@ -2,6 +2,8 @@ package notify
 
 import (
 	"context"
+	"encoding/json"
+	"math"
 	"errors"
 	"fmt"
 	"strings"
@@ -389,5 +391,25 @@ func TestFilter(t *testing.T) {
 	}
 	if n.attempts() != 1 || n.got[0].Target.Namespace != "production" {
 		t.Errorf("passed %+v, want only production", n.got)
+	}
+}
+
+func TestSampleJSONWritesNaNAsNull(t *testing.T) {
+	at := time.Date(2026, 11, 25, 14, 35, 0, 0, time.UTC)
+	in := []Sample{{Time: at, Value: 0.2}, {Time: at.Add(time.Second), Value: math.NaN()}}
+	b, err := json.Marshal(map[string]any{DetailSamples: in})
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	want := `{"samples":[{"time":"2026-11-25T14:35:00Z","value":0.2},{"time":"2026-11-25T14:35:01Z","value":null}]}`
+	if string(b) != want {
+		t.Fatalf("got %s\nwant %s", b, want)
+	}
+	var out struct{ Samples []Sample }
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Samples) != 2 || out.Samples[0].Value != 0.2 || !math.IsNaN(out.Samples[1].Value) {
+		t.Fatalf("round trip: %+v", out.Samples)
 	}
 }

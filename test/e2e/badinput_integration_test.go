@@ -67,7 +67,7 @@ func TestStartsBlindWithSourcesUnreachable(t *testing.T) {
 		why string
 	}{
 		{name: "connection refused", addr: func(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }, why: "connection refused"},
-		{name: "accepts and never answers", addr: blackhole, why: "timed out"},
+		{name: "accepts and never answers", addr: blackhole, why: "deadline exceeded"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
