@@ -175,6 +175,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.guard = guard.New(guardOptions(cfg))
 	d.resp = response.New(nil, d.kube, d.queue, d.guard, response.Options{
 		IsLeader: d.isLeader, WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
+		Integrity: d.integrity,
 	}, logger.Named("response"), d.reg)
 	d.exec = rollback.NewExecutor(d.kube, d.client.CoreV1(), rollback.Options{Observer: d.resp.Observer()}, logger.Named("rollback"))
 	d.resp.SetExecutor(d.exec)
@@ -228,6 +229,30 @@ func (d *daemon) config() *config.Config {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.cfg
+}
+
+// integrity runs the runbook's data integrity check on the database of the
+// target's rollback; a target without one is not checked.
+func (d *daemon) integrity(ctx context.Context, ns, name string) (*notify.DataIntegrity, error) {
+	for _, t := range d.config().Targets {
+		if t.Namespace != ns || t.Deployment != name || t.Rollback.Database == nil {
+			continue
+		}
+		db := d.dbs[t.Rollback.Database.Name]
+		if db == nil {
+			return nil, nil
+		}
+		in, err := db.Integrity(ctx)
+		if errors.Is(err, database.ErrNoIntegrityTables) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return &notify.DataIntegrity{AlertDeliveryQueue: in.AlertDeliveryQueue, UnresolvedConflicts: in.UnresolvedConflicts,
+			LatestSchemaVersions: in.LatestSchemaVersions}, nil
+	}
+	return nil, nil
 }
 
 func (d *daemon) isLeader() bool { return d.elect == nil || d.elect.IsLeader() }

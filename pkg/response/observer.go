@@ -1,8 +1,12 @@
 package response
 
 import (
+	"context"
+	"time"
+
 	"errors"
 	"fmt"
+	"go.uber.org/zap"
 	"maps"
 	"sort"
 	"strings"
@@ -157,6 +161,17 @@ func (o *observer) PlanFinished(f rollback.Facts) {
 		return // the responder pages "cannot roll back" once per episode
 	}
 	if f.Err == nil {
+		// The plan is over: a bounded read here delays only this page.
+		if o.opts.Integrity != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			di, err := o.opts.Integrity(ctx, f.Namespace, f.Deployment)
+			cancel()
+			if err != nil {
+				o.log.Warn("data integrity check failed", zap.String("namespace", f.Namespace), zap.String("deployment", f.Deployment), zap.Error(err))
+			} else if di != nil {
+				e.Details[notify.DetailDataIntegrity] = *di
+			}
+		}
 		e.Kind = notify.KindRollbackSucceeded
 		e.Summary = fmt.Sprintf("ROLLBACK COMPLETE: %s/%s restored to %s with plan %s", f.Namespace, f.Deployment, e.Details[notify.DetailRestoredVersion], f.Action)
 	} else {

@@ -106,6 +106,9 @@ type Options struct {
 	WouldRollback bool
 	// StatusURL links pages to the incident API.
 	StatusURL string
+	// Integrity runs the runbook's data integrity check after a successful
+	// rollback (nil: not checked; the incident record says so).
+	Integrity func(ctx context.Context, namespace, deployment string) (*notify.DataIntegrity, error)
 }
 
 // Responder turns decisions into actions.

@@ -271,3 +271,19 @@ func TestRequestValidatesTargetAndAction(t *testing.T) {
 		t.Fatalf("detail %q err %v", detail, err)
 	}
 }
+
+func TestSucceededEventCarriesDataIntegrity(t *testing.T) {
+	f := newFixture(t, Target{}, guard.Options{})
+	f.r.opts.Integrity = func(_ context.Context, gotNS, gotName string) (*notify.DataIntegrity, error) {
+		if gotNS != ns || gotName != name {
+			t.Errorf("integrity asked for %s/%s", gotNS, gotName)
+		}
+		return &notify.DataIntegrity{AlertDeliveryQueue: 42, UnresolvedConflicts: 1, LatestSchemaVersions: []string{"v8"}}, nil
+	}
+	f.fire(t)
+	last := f.q.events[len(f.q.events)-1]
+	di, ok := last.Details[notify.DetailDataIntegrity].(notify.DataIntegrity)
+	if last.Kind != notify.KindRollbackSucceeded || !ok || di.AlertDeliveryQueue != 42 || di.UnresolvedConflicts != 1 {
+		t.Fatalf("last event %s details %v", last.Kind, last.Details[notify.DetailDataIntegrity])
+	}
+}
