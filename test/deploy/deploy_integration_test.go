@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
@@ -358,9 +359,14 @@ func actAsServiceAccount(t *testing.T, admin, sa *kubernetes.Clientset) {
 			return err
 		}, false},
 		{"update scale to 2", func(ctx context.Context) error {
-			s := scale.DeepCopy()
+			// Read again: a retry after a 409 must not resend a stale object.
+			fresh, err := deps.GetScale(ctx, dep.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			s := fresh.DeepCopy()
 			s.Spec.Replicas = 2
-			_, err := deps.UpdateScale(ctx, dep.Name, s, metav1.UpdateOptions{})
+			_, err = deps.UpdateScale(ctx, dep.Name, s, metav1.UpdateOptions{})
 			return err
 		}, false},
 		{"patch freeze annotation", func(ctx context.Context) error {
@@ -409,7 +415,9 @@ func actAsServiceAccount(t *testing.T, admin, sa *kubernetes.Clientset) {
 	// steps read.
 	for _, s := range steps {
 		ok := t.Run(s.name, func(t *testing.T) {
-			err := s.do(ctxTimeout(t, 10*time.Second))
+			// The controllers may touch the probe between a read and a
+			// write (409): retry those as rollguard does; a 403 is final.
+			err := retry.RetryOnConflict(retry.DefaultRetry, func() error { return s.do(ctxTimeout(t, 10*time.Second)) })
 			var status apierrors.APIStatus
 			switch {
 			case !s.forbidden && err != nil:

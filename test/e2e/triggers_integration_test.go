@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -271,6 +272,13 @@ scrape_configs:
 	waitFor(t, "own prometheus ready on "+addr, 15*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		code, body, err := httpGet(u + "/-/ready")
 		return err == nil && code == http.StatusOK, fmt.Sprintf("%d %s", code, strings.TrimSpace(body)), nil
+	})
+	// Prometheus 2.42 scrapes for the first time about 5.5 s after start
+	// (service discovery): wait for it, or a daemon started now is blind
+	// from its first tick and pages it, which is right but not this test.
+	waitFor(t, "own prometheus scraped the simulator", 20*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+		code, body, err := httpGet(u + "/api/v1/query?query=" + url.QueryEscape(`up == 1`))
+		return err == nil && code == http.StatusOK && strings.Contains(body, `"value"`), strings.TrimSpace(body), nil
 	})
 	return u, stop
 }
