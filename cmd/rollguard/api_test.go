@@ -173,7 +173,7 @@ func TestRollbackAndFreezeThroughAPI(t *testing.T) {
 			wantStdout: "pggit-api: frozen\n", wantFreeze: &freezeCall{"pggit-api", true, "release freeze"}},
 		{name: "unfreeze", args: []string{"unfreeze", "--target", "pggit-api", "--reason", "release done"}, token: good,
 			wantStdout: "pggit-api: unfrozen\n", wantFreeze: &freezeCall{"pggit-api", false, "release done"}},
-		{name: "freeze an unknown target", args: []string{"freeze", "--target", "nope", "--reason", "x"}, token: good, wantCode: exitFail,
+		{name: "freeze an unknown target", args: []string{"freeze", "--target", "nope", "--reason", "x"}, token: good, wantCode: exitUsage, // an unknown target is bad input
 			wantStderr: "rollguard: api POST /api/v1/targets/nope/freeze: 404 Not Found: unknown target: \"nope\"\n",
 			wantFreeze: &freezeCall{"nope", true, "x"}},
 		{name: "freeze with a wrong token", args: []string{"freeze", "--target", "pggit-api", "--reason", "x"}, token: wrong, wantCode: exitFail,

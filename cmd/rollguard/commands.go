@@ -367,8 +367,12 @@ func exitCode(err error, stderr io.Writer) int {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return exitOK
 	}
-	if errors.Is(err, config.ErrInvalid) || errors.Is(err, app.ErrUsage) {
+	if errors.Is(err, config.ErrInvalid) {
 		printConfigError(stderr, err)
+		return exitUsage
+	}
+	if errors.Is(err, app.ErrUsage) || errors.Is(err, api.ErrUnknownTarget) {
+		fmt.Fprintf(stderr, "rollguard: %v\n", err)
 		return exitUsage
 	}
 	fmt.Fprintf(stderr, "rollguard: %v\n", err)

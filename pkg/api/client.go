@@ -76,11 +76,21 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("api %s %s: read body: %w", method, path, err)
 	}
 	if resp.StatusCode/100 != 2 {
+		msg := resp.Status
 		var e struct{ Error string }
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
-			return fmt.Errorf("api %s %s: %s: %s", method, path, resp.Status, e.Error)
+			msg += ": " + e.Error
 		}
-		return fmt.Errorf("api %s %s: %s", method, path, resp.Status)
+		// Keep the server's verdict branchable: the CLI exits 2 on an
+		// unknown target, 1 on a refusal.
+		e2 := &StatusError{Msg: fmt.Sprintf("api %s %s: %s", method, path, msg)}
+		switch resp.StatusCode {
+		case http.StatusNotFound:
+			e2.Err = ErrUnknownTarget
+		case http.StatusConflict:
+			e2.Err = ErrRefused
+		}
+		return e2
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -89,3 +99,13 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	return nil
 }
+
+// StatusError is a non-2xx answer; errors.Is matches ErrUnknownTarget for a
+// 404 and ErrRefused for a 409. Its text is the server's message.
+type StatusError struct {
+	Msg string
+	Err error
+}
+
+func (e *StatusError) Error() string { return e.Msg }
+func (e *StatusError) Unwrap() error { return e.Err }
