@@ -3,9 +3,9 @@ package notify
 import (
 	"context"
 	"encoding/json"
-	"math"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"sync"
 	"testing"
