@@ -120,7 +120,10 @@ func (o *observer) StepFinished(f rollback.Facts) {
 	switch {
 	case f.Err != nil:
 		outcome = notify.OutcomeFailed
-	case f.Skipped:
+	case f.Skipped && !(f.Step == rollback.StepPreflight && !f.Resumed):
+		// The executor pins the target (preflight) before its first
+		// write and reports the step as already done; only on a resume
+		// was it really done by an earlier run.
 		outcome = notify.OutcomeSkipped
 	}
 	if !f.Skipped && !f.Finished.IsZero() && !f.Started.IsZero() {

@@ -14,13 +14,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -89,7 +92,11 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 	}
 
 	prefix := fmt.Sprintf("/t/demo-%d", time.Now().UnixNano())
-	cfgPath, token, err := writeConfig(dir, env, prefix, window)
+	port, err := demoPort()
+	if err != nil {
+		return err
+	}
+	cfgPath, token, err := writeConfig(dir, env, prefix, window, port)
 	if err != nil {
 		return err
 	}
@@ -106,11 +113,28 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", bin, err)
 	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
+	// rollguard must outlive the demo: if it dies early, say so at once.
+	var stopping atomic.Bool
+	waited := make(chan struct{})
+	go func() {
+		err := cmd.Wait()
+		close(waited)
+		if !stopping.Load() {
+			fmt.Fprintf(os.Stderr, "\ndemo FAILED: rollguard exited early (%v); log: %s\n", err, logPath)
+			os.Exit(1)
+		}
 	}()
-	apiURL := "http://127.0.0.1:" + demoPort(env)
+	defer func() {
+		stopping.Store(true)
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-waited:
+		case <-time.After(25 * time.Second):
+			_ = cmd.Process.Kill()
+			<-waited
+		}
+	}()
+	apiURL := "http://127.0.0.1:" + port
 	client := &api.Client{BaseURL: apiURL, Token: token, HTTP: &http.Client{Timeout: 5 * time.Second}}
 	if err := waitReady(ctx, apiURL, 30*time.Second); err != nil {
 		return fmt.Errorf("%w (log: %s)", err, logPath)
@@ -198,14 +222,18 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 	return nil
 }
 
-func demoPort(env sandboxenv.Env) string {
-	if p := env["ROLLGUARD_DEMO_PORT"]; p != "" {
-		return p
+// demoPort is a free port on 127.0.0.1, so a busy port (another rollguard,
+// anything) can never make the demo talk to the wrong daemon.
+func demoPort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
 	}
-	return "19847"
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
 }
 
-func writeConfig(dir string, env sandboxenv.Env, prefix string, window time.Duration) (string, string, error) {
+func writeConfig(dir string, env sandboxenv.Env, prefix string, window time.Duration, port string) (string, string, error) {
 	token := fmt.Sprintf("demo-%d", time.Now().UnixNano())
 	files := map[string]string{
 		"pagerduty-routing-key": "demo0routing0key0000000000000000",
@@ -254,8 +282,8 @@ targets:
       rampPause: 3s
       rolloutTimeout: 30s
       verifyWindow: 30s
-`, window, demoPort(env), env["PROMETHEUS_URL"], env["KUBECONFIG"], env["RECEIVER_URL"]+prefix,
-		filepath.Join(dir, "incidents"), demoPort(env), namespace, deployment, env["SIM_URL"], namespace, deployment)
+`, window, port, env["PROMETHEUS_URL"], env["KUBECONFIG"], env["RECEIVER_URL"]+prefix,
+		filepath.Join(dir, "incidents"), port, namespace, deployment, env["SIM_URL"], namespace, deployment)
 	path := filepath.Join(dir, "rollguard.yaml")
 	return path, token, os.WriteFile(path, []byte(cfg), 0o644)
 }
