@@ -18,8 +18,25 @@ import (
 
 // maxNodes bounds the nodes visited while decoding, so a document that
 // expands aliases exponentially ("billion laughs") is refused instead of
-// eating the daemon's memory.
-const maxNodes = 200_000
+// eating the daemon's memory. A large literal document (10,000 targets is
+// about 500,000 nodes) is not an attack: the bound grows with the nodes
+// written out, and only expansion beyond aliasFactor times that is refused.
+const (
+	maxNodes    = 200_000
+	aliasFactor = 4
+)
+
+// literalNodes counts the nodes of a document without following aliases.
+func literalNodes(n *yaml.Node) int {
+	if n == nil {
+		return 0
+	}
+	c := 1
+	for _, k := range n.Content {
+		c += literalNodes(k)
+	}
+	return c
+}
 
 // Load parses a configuration, applies defaults and validates it. It does
 // not read secret files: call ResolveSecrets for that. Every problem is
@@ -63,7 +80,7 @@ func load(data []byte) (*Config, errList) {
 		return nil, errList{e}
 	}
 
-	d := &decoder{given: map[string]bool{}}
+	d := &decoder{given: map[string]bool{}, limit: max(maxNodes, aliasFactor*literalNodes(root))}
 	if root != nil {
 		d.decode(root, reflect.ValueOf(cfg).Elem(), "")
 	}
@@ -133,6 +150,7 @@ type decoder struct {
 	errs     errList
 	given    map[string]bool
 	nodes    int
+	limit    int
 	tooLarge bool
 }
 
@@ -155,9 +173,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if d.tooLarge {
 		return
 	}
-	if d.nodes++; d.nodes > maxNodes {
+	if d.nodes++; d.nodes > d.limit {
 		d.tooLarge = true
-		d.errs = errList{{Path: path, Line: n.Line, Msg: fmt.Sprintf("document too large (more than %d nodes after expanding aliases)", maxNodes)}}
+		d.errs = errList{{Path: path, Line: n.Line, Msg: fmt.Sprintf("document too large (more than %d nodes after expanding aliases)", d.limit)}}
 		return
 	}
 	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null" {
