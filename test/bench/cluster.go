@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+const (
+	benchNamespace = "rollguard-bench"
+	goodImage      = "pggit-api:v1.0.3"
+	container      = "api"
+	replicas       = 4
+)
+
+type cluster struct {
+	kc kubernetes.Interface
+}
+
+func newCluster(env sandboxenv.Env) (*cluster, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", env["KUBECONFIG"])
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", env["KUBECONFIG"], err)
+	}
+	rc.QPS, rc.Burst = 50, 100
+	kc, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return &cluster{kc: kc}, nil
+}
+
+func (c *cluster) ensureNamespace(ctx context.Context) error {
+	_, err := c.kc.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNamespace}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", benchNamespace, err)
+	}
+	// Pods are refused until the namespace's default ServiceAccount exists.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); sleep(ctx, 200*time.Millisecond) {
+		if _, err := c.kc.CoreV1().ServiceAccounts(benchNamespace).Get(ctx, "default", metav1.GetOptions{}); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("namespace %s: no default service account after 30s", benchNamespace)
+}
+
+// prepare creates a simulated Deployment at goodImage with 4 ready
+// replicas, then rolls it to badImage and waits for that rollout too: the
+// rollback then has a previous revision to pin, as after a real deploy.
+func (c *cluster) prepare(ctx context.Context, name, badImage string) error {
+	n := int32(replicas)
+	d := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: benchNamespace, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true", "rollguard.io/bench": "true"}},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &n,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: container, Image: goodImage}}},
+			},
+		},
+	}
+	if _, err := c.kc.AppsV1().Deployments(benchNamespace).Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("create deployment %s: %w", name, err)
+	}
+	if _, err := c.waitImageReady(ctx, name, goodImage, replicas, 90*time.Second); err != nil {
+		return err
+	}
+	if err := c.setImage(ctx, name, badImage); err != nil {
+		return err
+	}
+	_, err := c.waitImageReady(ctx, name, badImage, replicas, 90*time.Second)
+	return err
+}
+
+func (c *cluster) setImage(ctx context.Context, name, image string) error {
+	d, err := c.kc.AppsV1().Deployments(benchNamespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get deployment %s: %w", name, err)
+	}
+	d.Spec.Template.Spec.Containers[0].Image = image
+	if _, err := c.kc.AppsV1().Deployments(benchNamespace).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("set image of deployment %s: %w", name, err)
+	}
+	return nil
+}
+
+// waitImageReady polls every 100 ms until the Deployment runs n available
+// replicas of image (kubectl rollout status's test) and returns when it
+// first saw that.
+func (c *cluster) waitImageReady(ctx context.Context, name, image string, n int32, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		d, err := c.kc.AppsV1().Deployments(benchNamespace).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && d.Spec.Template.Spec.Containers[0].Image == image && d.Status.ObservedGeneration >= d.Generation &&
+			d.Spec.Replicas != nil && *d.Spec.Replicas == n &&
+			d.Status.UpdatedReplicas == n && d.Status.AvailableReplicas == n && d.Status.Replicas == n {
+			return time.Now(), nil
+		}
+		sleep(ctx, 100*time.Millisecond)
+	}
+	return time.Time{}, fmt.Errorf("deployment %s/%s: no %d ready replicas of %s within %s", benchNamespace, name, n, image, timeout)
+}
+
+// remove deletes a bench Deployment and its journal without waiting.
+func (c *cluster) remove(ctx context.Context, name string) {
+	bg := metav1.DeletePropagationBackground
+	_ = c.kc.AppsV1().Deployments(benchNamespace).Delete(ctx, name, metav1.DeleteOptions{PropagationPolicy: &bg})
+}
+
+func (c *cluster) cleanJournals(ctx context.Context) {
+	_ = c.kc.CoreV1().ConfigMaps(benchNamespace).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "rollguard.io/journal=true"})
+}
+
+// rollguardProc is a running `rollguard run`.
+type rollguardProc struct {
+	cmd  *exec.Cmd
+	log  string
+	base string
+}
+
+func startRollguard(ctx context.Context, bin, cfg, logPath, base string) (*rollguardProc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, "run", "--config", cfg)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), "POD_NAME=rollguard-bench")
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	f.Close()
+	p := &rollguardProc{cmd: cmd, log: logPath, base: base}
+	if err := waitHTTP200(ctx, base+"/readyz", 30*time.Second); err != nil {
+		p.stop()
+		return nil, fmt.Errorf("rollguard not ready (log %s): %w", logPath, err)
+	}
+	return p, nil
+}
+
+func (p *rollguardProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func waitHTTP200(ctx context.Context, u string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	cl := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		resp, err := cl.Get(u)
+		if err == nil {
+			b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b)))
+		} else {
+			last = err.Error()
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+	return fmt.Errorf("GET %s: not 200 within %s: %s", u, timeout, last)
+}
+
+// logLine is the part of rollguard's JSON log lines the bench reads.
+type logLine struct {
+	TS          string `json:"ts"`
+	Msg         string `json:"msg"`
+	Trigger     string `json:"trigger"`
+	FirstBreach string `json:"firstBreach"`
+	Step        string `json:"step"`
+	Index       int    `json:"index"`
+	Error       string `json:"error"`
+}
+
+// time parses zap's ISO8601 encoder output (millisecond precision).
+func (l logLine) time() time.Time {
+	t, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// logTail reads the complete JSON lines appended since the last call.
+type logTail struct {
+	path string
+	off  int64
+}
+
+func (t *logTail) next() []logLine {
+	f, err := os.Open(t.path)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
+		return nil
+	}
+	var out []logLine
+	r := bufio.NewReader(f)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			break // a partial line is read again next time
+		}
+		t.off += int64(len(line))
+		var l logLine
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// readLog parses a whole log written by rollguard (stderr of a CLI run).
+func readLog(path string) []logLine {
+	t := &logTail{path: path}
+	return t.next()
+}
+
+// freePort asks the kernel for an unused loopback port.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// promSample is one raw sample of a range-vector selector.
+type promSample struct {
+	t time.Time
+	v float64
+}
+
+// promMatrix runs an instant query whose result is a matrix (a range
+// vector selector) and returns each series' raw samples.
+func promMatrix(ctx context.Context, base, q string, at time.Time) ([][]promSample, error) {
+	u := base + "/api/v1/query?query=" + url.QueryEscape(q) + "&time=" + strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			ResultType string `json:"resultType"`
+			Result     []struct {
+				Values [][2]any `json:"values"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
+	}
+	if body.Status != "success" {
+		return nil, fmt.Errorf("prometheus query %q: %s", q, body.Error)
+	}
+	var out [][]promSample
+	for _, r := range body.Data.Result {
+		var ss []promSample
+		for _, v := range r.Values {
+			ts, _ := v[0].(float64)
+			s, _ := v[1].(string)
+			f, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				continue
+			}
+			sec := int64(ts)
+			ss = append(ss, promSample{t: time.Unix(sec, int64((ts-float64(sec))*1e9)), v: f})
+		}
+		out = append(out, ss)
+	}
+	return out, nil
+}
+
+func httpDo(ctx context.Context, method, u, body string) error {
+	req, err := http.NewRequestWithContext(ctx, method, u, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, u, err)
+	}
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("%s %s: %d %s", method, u, resp.StatusCode, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

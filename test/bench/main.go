@@ -1,0 +1,171 @@
+// Command bench is `make bench` (test/bench/run builds and runs it): three
+// benchmarks on the running sandbox, printed as tables and written between
+// markers in docs/benchmarks.md with the machine, date and commit.
+//
+//   - latency: a fault injected at t0 (the simulator's profile for the
+//     running tag turns to 20 % errors) to the start of the rollback's
+//     first step, for the runbook's 60 s window and a short one;
+//   - rollback: `rollguard rollback --local` quick and revert against the
+//     runbook's Quick Rollback kubectl commands (quick-rollback.sh),
+//     alternating on the same cluster;
+//   - scale: one evaluator tick of N targets × 4 triggers against a real
+//     Prometheus scraping a synthetic exporter (test/cmd/seriesgen) and the
+//     sandbox's PostgreSQL, with a CPU and heap profile at the largest N.
+//
+// Benchmarks report; nothing here asserts a timing.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+type options struct {
+	rollguard   string
+	seriesgen   string
+	doc         string
+	outDir      string
+	only        map[string]bool
+	runs        int
+	rounds      int
+	scaleN      []int
+	scaleTicks  int
+	longFor     time.Duration
+	longIval    time.Duration
+	shortFor    time.Duration
+	shortIval   time.Duration
+	rampPause   time.Duration
+	sandboxNote string
+}
+
+func main() { os.Exit(run()) }
+
+func run() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var o options
+	only := flag.String("only", "latency,rollback,scale", "benchmarks to run, comma-separated")
+	scale := flag.String("scale", "100,1000,10000", "target counts for the scale benchmark")
+	flag.StringVar(&o.rollguard, "rollguard", "bin/rollguard", "rollguard binary")
+	flag.StringVar(&o.seriesgen, "seriesgen", "bin/seriesgen", "seriesgen binary")
+	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "markdown file whose marked section is rewritten (empty: print only)")
+	flag.StringVar(&o.outDir, "out", "", "directory for logs and profiles (default: $SANDBOX_STATE_DIR/bench)")
+	flag.IntVar(&o.runs, "runs", 5, "detection-latency runs per configuration")
+	flag.IntVar(&o.rounds, "rounds", 3, "rollback rounds (each: script, quick, revert in rotating order)")
+	flag.IntVar(&o.scaleTicks, "ticks", 6, "measured ticks per scale size")
+	flag.DurationVar(&o.longFor, "long-for", 60*time.Second, "the runbook's window")
+	flag.DurationVar(&o.longIval, "long-interval", 5*time.Second, "evaluation interval with the runbook's window (rollguard's default)")
+	flag.DurationVar(&o.shortFor, "short-for", 10*time.Second, "the short window")
+	flag.DurationVar(&o.shortIval, "short-interval", time.Second, "evaluation interval with the short window")
+	flag.DurationVar(&o.rampPause, "ramp-pause", 5*time.Second, "pause between ramp steps, for rollguard and the script alike (the runbook's is 30s); excluded from the durations")
+	flag.StringVar(&o.sandboxNote, "sandbox-note", "", "how the sandbox was obtained, for the report")
+	child := flag.Int("scale-child", 0, "internal: measure this many targets in this process against --prom and print JSON")
+	promURL := flag.String("prom", "", "internal: the scale child's Prometheus")
+	profile := flag.Bool("profile", false, "internal: the scale child writes CPU and heap profiles")
+	flag.Parse()
+	if *child > 0 {
+		if err := scaleChild(ctx, *child, *promURL, o.outDir, o.scaleTicks, *profile); err != nil {
+			fmt.Fprintf(os.Stderr, "bench scale child: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	o.only = map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			o.only[s] = true
+		}
+	}
+	for _, s := range strings.Split(*scale, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			fmt.Fprintf(os.Stderr, "bench: --scale %q: want positive integers\n", *scale)
+			return 2
+		}
+		o.scaleN = append(o.scaleN, n)
+	}
+	if err := bench(ctx, o); err != nil {
+		fmt.Fprintf(os.Stderr, "\nbench FAILED: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func say(format string, args ...any) {
+	fmt.Printf("[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
+}
+
+func bench(ctx context.Context, o options) error {
+	env, err := sandboxenv.Read(sandboxenv.Path())
+	if err != nil {
+		return fmt.Errorf("sandbox env (is the sandbox up? make sandbox-up): %w", err)
+	}
+	if o.outDir == "" {
+		o.outDir = filepath.Join(env["SANDBOX_STATE_DIR"], "bench")
+	}
+	if err := os.MkdirAll(o.outDir, 0o755); err != nil {
+		return err
+	}
+	for _, p := range []*string{&o.rollguard, &o.seriesgen} {
+		if abs, err := filepath.Abs(*p); err == nil {
+			*p = abs
+		}
+	}
+	rep := &report{started: time.Now(), sandboxNote: o.sandboxNote, outDir: o.outDir}
+	rep.machine = machineInfo()
+	say("machine: %s; logs and profiles in %s", rep.machine, o.outDir)
+
+	if o.only["latency"] || o.only["rollback"] {
+		c, err := newCluster(env)
+		if err != nil {
+			return err
+		}
+		if o.only["latency"] {
+			for _, lc := range []latencyConfig{
+				{name: "runbook", window: o.longFor, interval: o.longIval},
+				{name: "short", window: o.shortFor, interval: o.shortIval},
+			} {
+				res, err := runLatency(ctx, c, env, o, lc)
+				if err != nil {
+					return fmt.Errorf("latency %s: %w", lc.name, err)
+				}
+				rep.latency = append(rep.latency, res)
+			}
+		}
+		if o.only["rollback"] {
+			res, err := runRollback(ctx, c, env, o)
+			if err != nil {
+				return fmt.Errorf("rollback: %w", err)
+			}
+			rep.rollback = res
+		}
+	}
+	if o.only["scale"] {
+		res, err := runScale(ctx, env, o)
+		if err != nil {
+			return fmt.Errorf("scale: %w", err)
+		}
+		rep.scale = res
+	}
+	rep.finished = time.Now()
+	md := rep.markdown()
+	fmt.Println()
+	fmt.Println(md)
+	if o.doc != "" {
+		if err := updateDoc(o.doc, md); err != nil {
+			return err
+		}
+		say("results written to %s", o.doc)
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Markers of the generated section in docs/benchmarks.md; everything
+// outside them is kept as written.
+const (
+	beginMarker = "<!-- make bench: generated, do not edit between these markers -->"
+	endMarker   = "<!-- make bench: end -->"
+)
+
+type report struct {
+	started, finished time.Time
+	machine           string
+	sandboxNote       string
+	outDir            string
+	latency           []*latencyResult
+	rollback          *rollbackResult
+	scale             *scaleRun
+}
+
+// machineInfo: CPUs, model, memory, load, Go, OS.
+func machineInfo() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := "?"
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int64
+		fmt.Sscanf(strings.TrimSpace(strings.TrimPrefix(strings.Split(string(b), "\n")[0], "MemTotal:")), "%d", &kb)
+		mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+	}
+	load := "?"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			load = strings.Join(f[:3], " ")
+		}
+	}
+	return fmt.Sprintf("%d CPUs (nproc) %q, %s RAM, load average %s at start, %s %s/%s",
+		runtime.NumCPU(), model, mem, load, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func gitHead() string {
+	b, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	head := strings.TrimSpace(string(b))
+	if out, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+		head += " (with uncommitted changes)"
+	}
+	return head
+}
+
+type stats struct{ min, med, max time.Duration }
+
+func statsOf(ds []time.Duration) stats {
+	if len(ds) == 0 {
+		return stats{}
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return stats{min: s[0], med: median(s), max: s[len(s)-1]}
+}
+
+func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+func (s stats) String() string {
+	return fmt.Sprintf("%.2f / %.2f / %.2f s", s.min.Seconds(), s.med.Seconds(), s.max.Seconds())
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Results of `make bench` (generated)\n\n")
+	fmt.Fprintf(&b, "- Date: %s (took %s)\n", r.started.UTC().Format("2006-01-02 15:04 MST"), r.finished.Sub(r.started).Round(time.Second))
+	fmt.Fprintf(&b, "- Commit: `%s`\n", gitHead())
+	fmt.Fprintf(&b, "- Machine: %s\n", r.machine)
+	if r.sandboxNote != "" {
+		fmt.Fprintf(&b, "- Sandbox: %s\n", r.sandboxNote)
+	}
+	fmt.Fprintf(&b, "- Logs, configs and profiles: `%s`\n\n", r.outDir)
+
+	if len(r.latency) > 0 {
+		b.WriteString("### Detection latency (fault injected at t0 → the rollback's first step starts)\n\n")
+		b.WriteString("The simulator's profile of the running tag turns to 20 % errors at t0; the error-rate trigger is `> 5 %` " +
+			"over `rate(...[5s])` (the sandbox scrapes every 1 s). \"Scrape\" is the first Prometheus sample after t0 in which a 5xx counter " +
+			"of the Deployment had grown. Floor = window + scrape interval + poll interval + the rate window's lag " +
+			"(5 % / 20 % of 5 s = 1.25 s); goal = window + poll interval + 2 s after the first faulty scrape.\n\n")
+		b.WriteString("| configuration | runs | t0 → first step, min / median / max | floor | first faulty scrape → first step, min / median / max | goal | runs within goal |\n")
+		b.WriteString("|---|---|---|---|---|---|---|\n")
+		for _, l := range r.latency {
+			var ff, fs []time.Duration
+			within := 0
+			for _, run := range l.runs {
+				ff = append(ff, run.fromFault())
+				fs = append(fs, run.fromScrape())
+				if run.fromScrape() <= l.goal {
+					within++
+				}
+			}
+			fmt.Fprintf(&b, "| %s: `for: %s`, interval %s | %d | %s | %s | %s | %s | %d / %d |\n",
+				l.cfg.name, l.cfg.window, l.cfg.interval, len(l.runs), statsOf(ff), secs(l.floor), statsOf(fs), secs(l.goal), within, len(l.runs))
+		}
+		b.WriteString("\nPer run (seconds after t0): first faulty scrape, trigger fired, first step started.\n\n")
+		b.WriteString("| configuration | run | scrape | fired | first step | plan finished |\n|---|---|---|---|---|---|\n")
+		for _, l := range r.latency {
+			for i, run := range l.runs {
+				fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %v |\n", l.cfg.name, i+1, run.firstScrape.Sub(run.t0).Seconds(),
+					run.fired.Sub(run.t0).Seconds(), run.fromFault().Seconds(), run.finished)
+			}
+		}
+		b.WriteString("\n")
+	}
+
+	if rb := r.rollback; rb != nil {
+		fmt.Fprintf(&b, "### Rollback duration (4 replicas, %s ramp pause excluded)\n\n", rb.pause)
+		b.WriteString("`script` is `test/bench/quick-rollback.sh`, the runbook's Quick Rollback kubectl commands (scale 0, set image, " +
+			"rollout status, scale 2, pause, scale 4); `quick` and `revert` are `rollguard rollback --local --action …` " +
+			"(preflight pin and journal, the steps, health checks between ramp steps, verify). Same cluster, one run, rotating order. " +
+			"\"wall\" is the command from exec to exit; \"plan\" is rollguard's plan started → finished; \"4 ready\" is exec → 4 available " +
+			"replicas of the good image, polled every 100 ms (the script exits before its last scale-up is ready).\n\n")
+		b.WriteString("| method | runs | wall, min / median / max | plan, median | exec → 4 ready, min / median / max | ratio to script (median wall) | ratio to script (median 4 ready) |\n")
+		b.WriteString("|---|---|---|---|---|---|---|\n")
+		by := map[string][]rollbackRun{}
+		for _, run := range rb.runs {
+			by[run.method] = append(by[run.method], run)
+		}
+		scriptWall := statsOf(field(by[methodScript], func(r rollbackRun) time.Duration { return r.wall })).med
+		scriptReady := statsOf(field(by[methodScript], func(r rollbackRun) time.Duration { return r.ready })).med
+		for _, m := range methods {
+			runs := by[m]
+			w := statsOf(field(runs, func(r rollbackRun) time.Duration { return r.wall }))
+			p := statsOf(field(runs, func(r rollbackRun) time.Duration { return r.plan }))
+			rd := statsOf(field(runs, func(r rollbackRun) time.Duration { return r.ready }))
+			plan := "-"
+			if m != methodScript {
+				plan = secs(p.med)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %.2f | %.2f |\n", m, len(runs), w, plan, rd,
+				ratio(w.med, scriptWall), ratio(rd.med, scriptReady))
+		}
+		b.WriteString("\n")
+	}
+
+	if sc := r.scale; sc != nil && len(sc.results) > 0 {
+		b.WriteString("### Scale (one evaluator tick of N targets × 4 triggers)\n\n")
+		fmt.Fprintf(&b, "Real sources: `pkg/source/prometheus` against a Prometheus of the bench's own (%s, scrape %s) scraping "+
+			"`test/cmd/seriesgen` (N deployments; `http_requests_total{namespace,deployment,version,status}` and "+
+			"`http_request_duration_seconds_bucket{…,le}` with test/pggitsim's 12 buckets; one deployment in 50 unhealthy), and "+
+			"`pkg/source/postgres` against the sandbox's primary. Triggers per target: error rate and P99 on rollguard's default "+
+			"templates (`[1m]` rates, matched by `{namespace, deployment}`), pool (`builtin:connections`), lag "+
+			"(`builtin:replication_lag`). `pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
+			"interval %s; %d ticks measured after %d warm-up ticks. CPU is the process's user+system time per interval, "+
+			"whatever ran in it (tick, GC, HTTP); \"evaluator\" is the tick minus its slowest query.\n\n",
+			sc.promVersion, scaleInterval, scaleInterval, sc.results[0].Ticks, warmupTicks)
+		b.WriteString("| targets | triggers | queries per tick (Prometheus + PostgreSQL) | Prometheus-counted API queries per tick | tick, median / max | slowest query, median | evaluator, median | CPU per tick (share of a core) | RSS after / peak (start) | Go heap live | states after the last tick |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+		for _, s := range sc.results {
+			var st []string
+			for _, k := range []string{"ok", "pending", "firing", "nodata", "fired", "blind"} {
+				if v := s.States[k]; v > 0 {
+					st = append(st, fmt.Sprintf("%s %d", k, v))
+				}
+			}
+			fmt.Fprintf(&b, "| %d | %d | %d + %d (plan: %d distinct) | %.1f | %s / %s | %s | %s | %s (%.1f %%) | %.0f / %.0f MiB (%.0f) | %.0f MiB | %s |\n",
+				s.Targets, s.Triggers, s.QueriesPerTick["prometheus"], s.QueriesPerTick["postgres"], s.PlanQueries, s.PromRequestsPerTick,
+				ms(s.TickMedian), ms(s.TickMax), ms(s.QueryMedian), ms(s.EvalMedian), ms(s.CPUPerTick),
+				100*s.CPUPerTick.Seconds()/scaleInterval.Seconds(), mib(s.RSS), mib(s.RSSPeak), mib(s.RSSStart), mib(s.HeapLive), strings.Join(st, ", "))
+		}
+		b.WriteString("\n")
+		for _, s := range sc.results {
+			if s.ConfigError != "" {
+				fmt.Fprintf(&b, "At %d targets `pkg/config` refused the generated config (%s); the harness then loaded a one-target config "+
+					"through `pkg/config` and cloned its specs %d times (same templates and defaults, one Match per target).\n\n",
+					s.Targets, "`"+s.ConfigError+"`", s.Targets)
+			}
+		}
+		last := sc.results[len(sc.results)-1]
+		if last.TopCPU != "" {
+			fmt.Fprintf(&b, "CPU profile of the %d measured ticks at %d targets (`go tool pprof -top %s/cpu.pprof`):\n\n```\n%s```\n\n",
+				last.Ticks, last.Targets, last.Profile, trimPprof(last.TopCPU))
+			fmt.Fprintf(&b, "Allocations during those ticks (`go tool pprof -top -sample_index=alloc_space -diff_base=heap-before.pprof heap-after.pprof`):\n\n```\n%s```\n\n",
+				trimPprof(last.TopHeap))
+		}
+	}
+	return b.String()
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
+
+func ratio(a, b time.Duration) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a.Seconds() / b.Seconds()
+}
+
+func field(runs []rollbackRun, f func(rollbackRun) time.Duration) []time.Duration {
+	out := make([]time.Duration, 0, len(runs))
+	for _, r := range runs {
+		out = append(out, f(r))
+	}
+	return out
+}
+
+// trimPprof drops pprof's file/type header lines that name temp paths.
+func trimPprof(s string) string {
+	var keep []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "File: ") || strings.HasPrefix(l, "Build ID: ") {
+			continue
+		}
+		keep = append(keep, l)
+	}
+	return strings.TrimLeft(strings.Join(keep, "\n"), "\n")
+}
+
+// spliceSection puts section between the markers of doc, or appends the
+// markers and section when doc has none.
+func spliceSection(doc, section string) string {
+	block := beginMarker + "\n" + strings.TrimRight(section, "\n") + "\n" + endMarker
+	i := strings.Index(doc, beginMarker)
+	j := strings.Index(doc, endMarker)
+	if i >= 0 && j > i {
+		return doc[:i] + block + doc[j+len(endMarker):]
+	}
+	return strings.TrimRight(doc, "\n") + "\n\n" + block + "\n"
+}
+
+func updateDoc(path, section string) error {
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	return os.WriteFile(path, []byte(spliceSection(string(b), section)), 0o644)
+}

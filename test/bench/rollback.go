@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+// Methods compared by the rollback benchmark.
+const (
+	methodScript = "script"
+	methodQuick  = "quick"
+	methodRevert = "revert"
+)
+
+var methods = []string{methodScript, methodQuick, methodRevert}
+
+// rollbackRun is one timed rollback; every duration has the configured
+// pauses taken out.
+type rollbackRun struct {
+	method string
+	round  int
+	// wall: the command from exec to exit (kubectl's or rollguard's
+	// process start, config and client setup included).
+	wall time.Duration
+	// plan: rollguard's "rollback plan started" to "finished" (0 for the
+	// script).
+	plan time.Duration
+	// ready: exec to 4 available replicas of the good image, as seen by
+	// polling the API every 100 ms (the script returns before that).
+	ready time.Duration
+}
+
+type rollbackResult struct {
+	pause time.Duration
+	runs  []rollbackRun
+}
+
+func runRollback(ctx context.Context, c *cluster, env sandboxenv.Env, o options) (*rollbackResult, error) {
+	if err := c.ensureNamespace(ctx); err != nil {
+		return nil, err
+	}
+	script, err := filepath.Abs("test/bench/quick-rollback.sh")
+	if err != nil {
+		return nil, err
+	}
+	res := &rollbackResult{pause: o.rampPause}
+	say("== rollback duration: %d rounds of script, quick and revert (rotating order), ramp pause %s excluded", o.rounds, o.rampPause)
+	for round := 1; round <= o.rounds; round++ {
+		for k := range methods {
+			m := methods[(k+round-1)%len(methods)]
+			r, err := rollbackOnce(ctx, c, env, o, script, m, round)
+			if err != nil {
+				return nil, fmt.Errorf("round %d %s: %w", round, m, err)
+			}
+			res.runs = append(res.runs, r)
+			say("   round %d %-6s wall %.2fs, plan %.2fs, 4 ready after %.2fs (pauses excluded)", round, m, r.wall.Seconds(), r.plan.Seconds(), r.ready.Seconds())
+		}
+	}
+	return res, nil
+}
+
+func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options, script, method string, round int) (rollbackRun, error) {
+	r := rollbackRun{method: method, round: round}
+	stamp := time.Now().Format("150405")
+	name := fmt.Sprintf("rb-%s-%d-%s", method, round, stamp)
+	badImage := "pggit-api:bench-bad-" + stamp
+	defer c.remove(context.WithoutCancel(ctx), name)
+	if err := c.prepare(ctx, name, badImage); err != nil {
+		return r, err
+	}
+	dir := filepath.Join(o.outDir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return r, err
+	}
+	pauses := time.Duration(0)
+	var cmd *exec.Cmd
+	logPath := filepath.Join(dir, "rollback.log")
+	switch method {
+	case methodScript:
+		cmd = exec.CommandContext(ctx, script, benchNamespace, name, goodImage, fmt.Sprintf("%g", o.rampPause.Seconds()))
+		cmd.Env = append(os.Environ(), "SANDBOX_BIN_DIR="+env["SANDBOX_BIN_DIR"], "KUBECONFIG="+env["KUBECONFIG"])
+		pauses = o.rampPause
+	default:
+		port, err := freePort()
+		if err != nil {
+			return r, err
+		}
+		cfg, _, err := writeRollbackConfig(dir, env, name, port, o.rampPause)
+		if err != nil {
+			return r, err
+		}
+		cmd = exec.CommandContext(ctx, o.rollguard, "rollback", "--local", "--config", cfg, "--target", name, "--action", method, "--reason", "make bench")
+		if method == methodQuick {
+			pauses = o.rampPause // ramp [2] then 4: one pause
+		}
+	}
+	f, err := os.Create(logPath)
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	cmd.Stdout, cmd.Stderr = f, f
+
+	readyCh := make(chan time.Time, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	go func() {
+		t, _ := c.waitImageReady(wctx, name, goodImage, replicas, 120*time.Second)
+		readyCh <- t
+	}()
+	if err := cmd.Run(); err != nil {
+		return r, fmt.Errorf("%s: %w (log %s)", method, err, logPath)
+	}
+	r.wall = time.Since(start) - pauses
+	readyAt := <-readyCh
+	if readyAt.IsZero() {
+		return r, fmt.Errorf("%s: 4 replicas of %s not ready within 120s (log %s)", method, goodImage, logPath)
+	}
+	r.ready = readyAt.Sub(start) - pauses
+	if method != methodScript {
+		var began, done time.Time
+		for _, l := range readLog(logPath) {
+			switch l.Msg {
+			case "rollback plan started":
+				began = l.time()
+			case "rollback plan finished":
+				done = l.time()
+			}
+		}
+		if began.IsZero() || done.IsZero() {
+			return r, fmt.Errorf("%s: no plan start/finish in %s", method, logPath)
+		}
+		r.plan = done.Sub(began) - pauses
+	}
+	return r, nil
+}
+
+func writeRollbackConfig(dir string, env sandboxenv.Env, name string, port int, pause time.Duration) (string, string, error) {
+	path, token, err := writeDaemonConfig(dir, env, name, port, latencyConfig{window: time.Minute, interval: 5 * time.Second})
+	if err != nil {
+		return "", "", err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", "", err
+	}
+	// The same ramp pause as the script's sleep.
+	b = []byte(strings.Replace(string(b), "rampPause: 1s", fmt.Sprintf("rampPause: %s", pause), 1))
+	return path, token, os.WriteFile(path, b, 0o644)
+}

@@ -1,0 +1,257 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rollguard/rollguard/test/sandboxenv"
+)
+
+// scaleInterval is the evaluation interval of the scale benchmark (the
+// daemon's default) and its Prometheus' scrape interval.
+const scaleInterval = 5 * time.Second
+
+// scaleResult is one N, measured in a child process of its own so its
+// RSS is not the leftovers of a smaller N.
+type scaleResult struct {
+	Targets  int `json:"targets"`
+	Triggers int `json:"triggers"`
+	// Distinct queries in the evaluator's plan, and those counted per tick
+	// by backend.
+	PlanQueries    int            `json:"planQueries"`
+	QueriesPerTick map[string]int `json:"queriesPerTick"`
+	// Prometheus' own count of /api/v1/query requests over the measured
+	// ticks, divided by the ticks: an independent check.
+	PromRequestsPerTick float64 `json:"promRequestsPerTick"`
+	Ticks               int     `json:"ticks"`
+	// Wall time of Tick (median, max) and the slowest query in it.
+	TickMedian  time.Duration `json:"tickMedian"`
+	TickMax     time.Duration `json:"tickMax"`
+	QueryMedian time.Duration `json:"slowestQueryMedian"`
+	// Evaluator time: the tick minus its slowest query (fan-out, windows).
+	EvalMedian time.Duration `json:"evalMedian"`
+	// Process CPU (user+system) per interval, over the measured span.
+	CPUPerTick time.Duration `json:"cpuPerTick"`
+	// RSS after the last tick, its peak (VmHWM), and before the evaluator
+	// was built (runtime, libraries, sources).
+	RSS      int64 `json:"rss"`
+	RSSPeak  int64 `json:"rssPeak"`
+	RSSStart int64 `json:"rssStart"`
+	HeapLive int64 `json:"heapLive"`
+	// Fired triggers and states after the last tick.
+	States map[string]int `json:"states"`
+	// ConfigError: pkg/config refused the N-target config (the specs were
+	// then cloned from a one-target config).
+	ConfigError string `json:"configError,omitempty"`
+	Profile     string `json:"profile,omitempty"`
+	TopCPU      string `json:"topCPU,omitempty"`
+	TopHeap     string `json:"topAlloc,omitempty"`
+}
+
+type scaleRun struct {
+	promVersion string
+	results     []*scaleResult
+}
+
+func runScale(ctx context.Context, env sandboxenv.Env, o options) (*scaleRun, error) {
+	say("== scale: %v targets × 4 triggers against a Prometheus of its own (%s, scrape %s) and the sandbox's PostgreSQL; %d ticks each, interval %s",
+		o.scaleN, env["PROMETHEUS_BIN"], scaleInterval, o.scaleTicks, scaleInterval)
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	out := &scaleRun{promVersion: promVersion(env["PROMETHEUS_BIN"])}
+	for i, n := range o.scaleN {
+		profile := i == len(o.scaleN)-1
+		r, err := scaleOnce(ctx, env, o, self, n, profile)
+		if err != nil {
+			return nil, fmt.Errorf("%d targets: %w", n, err)
+		}
+		out.results = append(out.results, r)
+		say("   %6d targets: %d queries/tick (Prometheus counted %.1f), tick median %s max %s (slowest query %s), CPU/tick %s, RSS %.1f MiB (peak %.1f)",
+			n, sumQueries(r.QueriesPerTick), r.PromRequestsPerTick, r.TickMedian.Round(time.Millisecond), r.TickMax.Round(time.Millisecond),
+			r.QueryMedian.Round(time.Millisecond), r.CPUPerTick.Round(time.Millisecond), mib(r.RSS), mib(r.RSSPeak))
+	}
+	return out, nil
+}
+
+func scaleOnce(ctx context.Context, env sandboxenv.Env, o options, self string, n int, profile bool) (*scaleResult, error) {
+	dir := filepath.Join(o.outDir, fmt.Sprintf("scale-%d", n))
+	_ = os.RemoveAll(dir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	gen, genAddr, err := startSeriesgen(o.seriesgen, n, filepath.Join(dir, "seriesgen.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer stopProc(gen)
+	prom, promURL, err := startPrometheus(ctx, env["PROMETHEUS_BIN"], dir, genAddr)
+	if err != nil {
+		return nil, err
+	}
+	defer stopProc(prom)
+
+	args := []string{"--scale-child", fmt.Sprint(n), "--prom", promURL, "--out", dir, "--ticks", fmt.Sprint(o.scaleTicks)}
+	if profile {
+		args = append(args, "--profile")
+	}
+	cmd := exec.CommandContext(ctx, self, args...)
+	cmd.Stderr = os.Stderr
+	b, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("scale child: %w", err)
+	}
+	var r scaleResult
+	if err := json.Unmarshal(lastLine(b), &r); err != nil {
+		return nil, fmt.Errorf("scale child output %q: %w", lastLine(b), err)
+	}
+	return &r, nil
+}
+
+func startSeriesgen(bin string, n int, logPath string) (*exec.Cmd, string, error) {
+	cmd := exec.Command(bin, "--deployments", fmt.Sprint(n))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, "", err
+	}
+	lf, err := os.Create(logPath)
+	if err != nil {
+		return nil, "", err
+	}
+	cmd.Stderr = lf
+	if err := cmd.Start(); err != nil {
+		lf.Close()
+		return nil, "", fmt.Errorf("start %s: %w", bin, err)
+	}
+	lf.Close()
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		stopProc(cmd)
+		return nil, "", fmt.Errorf("seriesgen: no address: %w", err)
+	}
+	addr := strings.TrimSpace(strings.TrimPrefix(line, "listening on "))
+	return cmd, addr, nil
+}
+
+// startPrometheus runs a Prometheus of the bench's own, scraping only the
+// synthetic exporter: the sandbox's stays as the tests expect it.
+func startPrometheus(ctx context.Context, bin, dir, target string) (*exec.Cmd, string, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, "", err
+	}
+	cfg := fmt.Sprintf(`# Generated by make bench (scale).
+global:
+  scrape_interval: %s
+  scrape_timeout: 4s
+  evaluation_interval: 1m
+scrape_configs:
+  - job_name: seriesgen
+    honor_labels: true
+    static_configs:
+      - targets: [%q]
+`, scaleInterval, target)
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		return nil, "", err
+	}
+	lf, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		return nil, "", err
+	}
+	defer lf.Close()
+	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "tsdb"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--storage.tsdb.retention.time=1h")
+	cmd.Stdout, cmd.Stderr = lf, lf
+	if err := cmd.Start(); err != nil {
+		return nil, "", fmt.Errorf("start %s: %w", bin, err)
+	}
+	u := fmt.Sprintf("http://127.0.0.1:%d", port)
+	if err := waitHTTP200(ctx, u+"/-/ready", 30*time.Second); err != nil {
+		stopProc(cmd)
+		return nil, "", err
+	}
+	return cmd, u, nil
+}
+
+func stopProc(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func promVersion(bin string) string {
+	b, err := exec.Command(bin, "--version").CombinedOutput()
+	if err != nil {
+		return "unknown"
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strings.TrimSpace(first)
+}
+
+func lastLine(b []byte) []byte {
+	s := strings.TrimSpace(string(b))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return []byte(s)
+}
+
+func sumQueries(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// promQueryRequests reads Prometheus' own counter of instant-query API
+// requests from its /metrics (not through the query API, so reading it
+// does not count).
+func promQueryRequests(ctx context.Context, base string) (float64, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	total := 0.0
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "prometheus_http_requests_total{") && strings.Contains(l, `handler="/api/v1/query"`) {
+			var v float64
+			if _, err := fmt.Sscan(l[strings.LastIndexByte(l, ' ')+1:], &v); err == nil {
+				total += v
+			}
+		}
+	}
+	return total, nil
+}
