@@ -124,7 +124,7 @@ func specs(cfg *config.Config) []evaluator.Spec {
 	var out []evaluator.Spec
 	for _, t := range cfg.Targets {
 		for _, tr := range t.Triggers {
-			out = append(out, spec(cfg, &t, &tr))
+			out = append(out, TriggerSpec(t.Name, &tr))
 		}
 	}
 	return out
@@ -132,9 +132,11 @@ func specs(cfg *config.Config) []evaluator.Spec {
 
 func triggerID(target, trig string) string { return target + "/" + trig }
 
-func spec(cfg *config.Config, t *config.Target, tr *config.Trigger) evaluator.Spec {
+// TriggerSpec is how the daemon evaluates a configured trigger of a target
+// (exported so benchmarks and tools evaluate exactly what the daemon does).
+func TriggerSpec(target string, tr *config.Trigger) evaluator.Spec {
 	rule := trigger.Rule{
-		Target: t.Name, Name: tr.Name, For: time.Duration(tr.For), MaxGap: time.Duration(tr.MaxGap),
+		Target: target, Name: tr.Name, For: time.Duration(tr.For), MaxGap: time.Duration(tr.MaxGap),
 		BlindAfter: time.Duration(tr.BlindAfter), OnError: trigger.OnError(tr.OnError), MinRate: tr.MinRate,
 		Action: tr.Action, Severity: tr.Severity, Security: tr.Security, Query: tr.Query,
 	}
@@ -152,7 +154,7 @@ func spec(cfg *config.Config, t *config.Target, tr *config.Trigger) evaluator.Sp
 		match = map[string]string{"application_name": tr.Application}
 	}
 	return evaluator.Spec{
-		ID: triggerID(t.Name, tr.Name), Backend: backend, Query: tr.Query, VolumeQuery: tr.VolumeQuery,
+		ID: triggerID(target, tr.Name), Backend: backend, Query: tr.Query, VolumeQuery: tr.VolumeQuery,
 		Match: match, Rule: rule,
 		// Name, action, severity are not in the config fingerprint; the
 		// window must survive a change of those, but the rule must not be

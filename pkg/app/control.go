@@ -187,7 +187,7 @@ func (v *verifier) Verify(ctx context.Context, ns, name string) error {
 			continue
 		}
 		for j := range t.Triggers {
-			s := spec(cfg, t, &t.Triggers[j])
+			s := TriggerSpec(t.Name, &t.Triggers[j])
 			q, ok := queriers[s.Backend]
 			if !ok {
 				continue

@@ -20,6 +20,7 @@ import (
 	promclient "github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/source"
@@ -321,32 +322,10 @@ func specsOf(cfg *config.Config) []evaluator.Spec {
 	var out []evaluator.Spec
 	for _, t := range cfg.Targets {
 		for _, tr := range t.Triggers {
-			out = append(out, specOf(t.Name, &tr))
+			out = append(out, app.TriggerSpec(t.Name, &tr))
 		}
 	}
 	return out
-}
-
-func specOf(target string, tr *config.Trigger) evaluator.Spec {
-	rule := trigger.Rule{
-		Target: target, Name: tr.Name, For: time.Duration(tr.For), MaxGap: time.Duration(tr.MaxGap),
-		BlindAfter: time.Duration(tr.BlindAfter), OnError: trigger.OnError(tr.OnError), MinRate: tr.MinRate,
-		Action: tr.Action, Severity: tr.Severity, Security: tr.Security, Query: tr.Query,
-	}
-	if tr.Above != nil {
-		rule.Op, rule.Threshold = trigger.Above, *tr.Above
-	} else if tr.Below != nil {
-		rule.Op, rule.Threshold = trigger.Below, *tr.Below
-	}
-	backend := "prometheus"
-	if !config.IsPrometheusKind(tr.Kind) {
-		backend = "postgres:" + tr.Database
-	}
-	return evaluator.Spec{
-		ID: target + "/" + tr.Name, Backend: backend, Query: tr.Query, VolumeQuery: tr.VolumeQuery,
-		Match: tr.Match, Rule: rule,
-		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + tr.Severity + fmt.Sprint(tr.Security),
-	}
 }
 
 // cloneSpecs repeats the first target's triggers for targets 0..n-1, named
@@ -360,7 +339,7 @@ func cloneSpecs(cfg *config.Config, n int) []evaluator.Spec {
 			if tr.Match != nil {
 				tr.Match = map[string]string{"namespace": ns, "deployment": name}
 			}
-			out = append(out, specOf(ns+"-"+name, &tr))
+			out = append(out, app.TriggerSpec(ns+"-"+name, &tr))
 		}
 	}
 	return out
