@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // RolloutStatus is a Deployment's progress as `kubectl rollout status`
@@ -80,10 +81,12 @@ type WaitOptions struct {
 	Check func(*appsv1.Deployment) error
 }
 
-// WaitRollout polls the Deployment until its rollout is complete, the
-// progress deadline is exceeded, Check fails or the timeout passes. A poll
-// rather than a watch: one Get per interval is cheap, survives watch
-// expiry, and needs no resourceVersion bookkeeping across API restarts.
+// WaitRollout reads the Deployment until its rollout is complete, the
+// progress deadline is exceeded, Check fails or the timeout passes. It
+// re-reads on every watch event of the Deployment, so it sees the end of a
+// rollout at once, and also every PollInterval: the poll is the ground
+// truth (it survives watch expiry and API restarts with no resourceVersion
+// bookkeeping), the watch only wakes it early.
 func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOptions) (*appsv1.Deployment, RolloutStatus, error) {
 	if o.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -95,6 +98,18 @@ func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOp
 	first := true
 	tick := time.NewTicker(d.opts.PollInterval)
 	defer tick.Stop()
+	wake := make(chan struct{}, 1)
+	if w, err := d.client.AppsV1().Deployments(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name}); err == nil {
+		defer w.Stop() // closes ResultChan, which ends the goroutine
+		go func() {
+			for range w.ResultChan() {
+				select {
+				case wake <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
 	for {
 		dep, err := d.Get(ctx, ns, name)
 		switch {
@@ -135,6 +150,7 @@ func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOp
 			}
 			return lastDep, last, fmt.Errorf("rollout of deployment %s/%s: %w", ns, name, ctx.Err())
 		case <-tick.C:
+		case <-wake:
 		}
 	}
 }

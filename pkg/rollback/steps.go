@@ -395,6 +395,10 @@ func runRamp(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 	}
 	var done []string
 	for i, n := range targets {
+		// The pause runs from the scale, as in the runbook (scale 2; sleep
+		// 30; scale 4): the wait for the new pods is part of it, not added
+		// to it.
+		scaled := r.e.opts.Now()
 		// Replicas are not checked here: once above 0 an HPA is back in
 		// charge and may resize; the template still fences the ramp.
 		dep, err := r.e.cluster.Scale(ctx, r.t.Namespace, r.t.Deployment, n, r.templateExpect())
@@ -415,7 +419,7 @@ func runRamp(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 		if i == len(targets)-1 {
 			break
 		}
-		if err := r.e.opts.Sleep(ctx, r.t.RampPause); err != nil {
+		if err := r.e.opts.Sleep(ctx, max(0, r.t.RampPause-r.e.opts.Now().Sub(scaled))); err != nil {
 			return strings.Join(done, ", "), fmt.Errorf("deployment %s: ramp pause: %w", r.name(), err)
 		}
 		if r.t.HealthURL != "" {
