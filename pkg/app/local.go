@@ -51,7 +51,9 @@ func Plan(ctx context.Context, opts Options, target, action string) (string, err
 		}
 	}()
 	exec := rollback.NewExecutor(kube.New(client, kube.Options{}, logger), client.CoreV1(), rollback.Options{}, logger)
-	pv, err := exec.Plan(ctx, rollbackTarget(t, dbs, nil), plan)
+	// The real run verifies with the target's triggers; say so in the plan
+	// (Plan never runs a step, so the verifier is only described).
+	pv, err := exec.Plan(ctx, rollbackTarget(t, dbs, describedVerifier{}), plan)
 	if err != nil {
 		return "", err
 	}
@@ -135,4 +137,12 @@ func RollbackLocal(ctx context.Context, opts Options, target, action, reason str
 
 func succeeded(result string) bool {
 	return strings.Contains(result, "succeeded") || strings.HasPrefix(result, "dry-run") || strings.HasPrefix(result, "already rolled back") || result == "paged"
+}
+
+// describedVerifier stands for the daemon's verifier in `rollguard plan`,
+// which describes the steps and runs none of them.
+type describedVerifier struct{}
+
+func (describedVerifier) Verify(context.Context, string, string) error {
+	return errors.New("verify does not run in a plan")
 }
