@@ -13,15 +13,14 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 const (
@@ -48,54 +47,14 @@ func newCLISandbox(t *testing.T) *cliSandbox {
 	}
 	env := sandboxenv.Load(t)
 	kubeconfig := env.Get(t, "KUBECONFIG")
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		t.Fatalf("kubeconfig %s: %v", kubeconfig, err)
-	}
+	rc := sandboxfixture.KubeConfig(t, env)
 	rc.Timeout = 15 * time.Second
-	client, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := sandboxfixture.ClientFor(t, rc)
 	s := &cliSandbox{client: client, ns: "rg-cli-" + rand.String(6), incidents: t.TempDir()}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", s.ns, err)
-	}
-	t.Cleanup(func() {
-		// Namespace deletion takes ~10 s: do not wait for it.
-		_ = client.CoreV1().Namespaces().Delete(context.Background(), s.ns, metav1.DeleteOptions{})
-	})
-
-	replicas := int32(4)
-	labels := map[string]string{"app": cliDeploy}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: cliDeploy, Namespace: s.ns, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: goodImage}}},
-			},
-		},
-	}
-	if _, err := client.AppsV1().Deployments(s.ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s/%s: %v", s.ns, cliDeploy, err)
-	}
+	sandboxfixture.Namespace(t, client, s.ns)
+	sandboxfixture.CreateDeployment(t, client, sandboxfixture.Simulated(sandboxfixture.Deployment(s.ns, cliDeploy, goodImage, 4)))
 	kd := kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
-	wait := func() {
-		if _, st, err := kd.WaitRollout(ctx, s.ns, cliDeploy, kube.WaitOptions{Timeout: 60 * time.Second}); err != nil {
-			t.Fatalf("rollout of %s/%s: %v (%+v)", s.ns, cliDeploy, err, st)
-		}
-	}
-	wait()
-	patch := fmt.Sprintf(`{"spec":{"template":{"spec":{"containers":[{"name":"api","image":%q}]}}}}`, badImage)
-	if _, err := client.AppsV1().Deployments(s.ns).Patch(ctx, cliDeploy, "application/strategic-merge-patch+json", []byte(patch), metav1.PatchOptions{}); err != nil {
-		t.Fatalf("set image of %s/%s: %v", s.ns, cliDeploy, err)
-	}
-	wait()
+	sandboxfixture.RollThrough(t, client, kd, s.ns, cliDeploy, badImage)
 
 	// The shape of a working sandbox config (see the team's example):
 	// a short error-rate window on the sandbox's Prometheus, the

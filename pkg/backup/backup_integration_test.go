@@ -14,18 +14,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/backup"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // writeConfig writes a config with one target whose rollback database has
@@ -309,15 +306,7 @@ func withDatabase(t *testing.T, dsn, db string) string {
 
 func kubeClient(t *testing.T, env sandboxenv.Env, logger *zap.Logger) (kubernetes.Interface, *kube.Deployments) {
 	t.Helper()
-	cfg, err := clientcmd.BuildConfigFromFlags("", env.Get(t, "KUBECONFIG"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.QPS, cfg.Burst = 100, 200
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := sandboxfixture.Kube(t, env)
 	return client, kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, logger)
 }
 
@@ -325,42 +314,7 @@ func kubeClient(t *testing.T, env sandboxenv.Env, logger *zap.Logger) (kubernete
 // through images in order, each rollout complete.
 func newDeployment(t *testing.T, client kubernetes.Interface, deps *kube.Deployments, ns string, images ...string) {
 	t.Helper()
-	ctx := context.Background()
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
-	replicas := int32(1)
-	labels := map[string]string{"app": "pggit-api"}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: "pggit-api", Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: images[0]}}},
-			},
-		},
-	}
-	if _, err := client.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	wait := func() {
-		if _, st, err := deps.WaitRollout(ctx, ns, "pggit-api", kube.WaitOptions{Timeout: 60 * time.Second}); err != nil {
-			t.Fatalf("rollout: %v (%+v)", err, st)
-		}
-	}
-	wait()
-	for _, img := range images[1:] {
-		d, err := client.AppsV1().Deployments(ns).Get(ctx, "pggit-api", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.Spec.Template.Spec.Containers[0].Image = img
-		if _, err := client.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		wait()
-	}
+	sandboxfixture.Namespace(t, client, ns)
+	sandboxfixture.CreateDeployment(t, client, sandboxfixture.Deployment(ns, "pggit-api", images[0], 1))
+	sandboxfixture.RollThrough(t, client, deps, ns, "pggit-api", images[1:]...)
 }

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 func randSuffix(t *testing.T) string {
@@ -67,38 +68,11 @@ func count(t *testing.T, c *pgx.Conn, table string) int64 {
 	return n
 }
 
-func withDatabase(t *testing.T, dsn, db string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + db
-	return u.String()
-}
-
 // scratchDB creates a database of its own on the primary (dropped at the
 // end) so destructive tests do not touch pggit.
 func scratchDB(t *testing.T, env sandboxenv.Env) (name, dsn string) {
 	t.Helper()
-	su := env.Get(t, "PG_PRIMARY_DSN")
-	admin := connect(t, su)
-	name = "rg_test_" + randSuffix(t)
-	mustExec(t, admin, "CREATE DATABASE "+name)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, su)
-		if err != nil {
-			t.Errorf("drop %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop %s: %v", name, err)
-		}
-	})
-	return name, withDatabase(t, su, name)
+	return sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), "rg_test_")
 }
 
 func TestIntegrationPingMigrationCount(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 var pggitTables = []string{"pggit.schema_versions", "pggit.alert_delivery_queue", "pggit.webhook_health_metrics", "pggit.replication_conflict_log"}
@@ -282,7 +283,7 @@ func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
 	admin := connect(t, subSU)
 	subDB := "rg_test_" + randSuffix(t)
 	mustExec(t, admin, "CREATE DATABASE "+subDB)
-	subDSN := withDatabase(t, subSU, subDB)
+	subDSN := sandboxfixture.WithDatabase(t, subSU, subDB)
 	sc := connect(t, subDSN)
 	t.Cleanup(func() {
 		// DROP SUBSCRIPTION drops the slot on the publisher too.
@@ -297,7 +298,7 @@ func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
 		}
 	})
 	mustExec(t, sc, "CREATE TABLE t (id int PRIMARY KEY)")
-	conninfo, err := pgx.ParseConfig(withDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), pubDB))
+	conninfo, err := pgx.ParseConfig(sandboxfixture.WithDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), pubDB))
 	if err != nil {
 		t.Fatal(err)
 	}

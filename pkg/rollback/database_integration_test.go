@@ -26,6 +26,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // The database plans against the real PostgreSQL pair and API server. The
@@ -90,39 +91,6 @@ func pgCounts(t *testing.T, c *pgx.Conn) map[string]int64 {
 	return out
 }
 
-func dsnFor(t *testing.T, dsn, db string) string {
-	t.Helper()
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + db
-	return u.String()
-}
-
-// scratchDatabase creates an empty database on the server of superDSN and
-// drops it at the end.
-func scratchDatabase(t *testing.T, superDSN, prefix string) (name, dsn string) {
-	t.Helper()
-	name = prefix + rand.String(8)
-	admin := pgConnect(t, superDSN)
-	pgExec(t, admin, "CREATE DATABASE "+name)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, superDSN)
-		if err != nil {
-			t.Errorf("cleanup: drop database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("cleanup: drop database %s: %v", name, err)
-		}
-	})
-	return name, dsnFor(t, superDSN, name)
-}
-
 // applyFixture runs a test/fixtures SQL file (psql meta-commands dropped).
 func applyFixture(t *testing.T, c *pgx.Conn, file string) {
 	t.Helper()
@@ -153,7 +121,7 @@ type pggitScratch struct {
 
 func newPggitScratch(t *testing.T, env sandboxenv.Env, prefix string) *pggitScratch {
 	t.Helper()
-	name, dsn := scratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), prefix)
+	name, dsn := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), prefix)
 	c := pgConnect(t, dsn)
 	applyFixture(t, c, "pggit-schema.sql")
 	applyFixture(t, c, "pggit-seed.sql")
@@ -305,7 +273,7 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	if len(dumps) != 1 {
 		t.Fatalf("forensic dumps %v, want 1", dumps)
 	}
-	copyName, copyDSN := scratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), "rg_forensic_")
+	copyName, copyDSN := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), "rg_forensic_")
 	if err := p.db.RestoreInto(ctx, dumps[0], copyName); err != nil {
 		t.Fatal(err)
 	}
@@ -809,7 +777,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		subName := "rg_sub_" + rand.String(6)
 		pgExec(t, p.conn, "CREATE PUBLICATION "+pubName+" FOR TABLE "+strings.Join(pggitTables, ", "))
 
-		_, subDSN := scratchDatabase(t, env.Get(t, "PG_SUBSCRIBER_DSN"), "rg_mrsub_")
+		_, subDSN := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_SUBSCRIBER_DSN"), "rg_mrsub_")
 		sc := pgConnect(t, subDSN)
 		applyFixture(t, sc, "pggit-schema.sql")
 		cfg, err := pgx.ParseConfig(env.Get(t, "PG_PRIMARY_DSN"))

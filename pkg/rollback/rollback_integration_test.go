@@ -12,18 +12,16 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 const deployName = "pggit-api"
@@ -44,73 +42,24 @@ func newSandbox(t *testing.T) *sandbox {
 		t.Skip("integration test: skipped with -short")
 	}
 	env := sandboxenv.Load(t)
-	cfg, err := clientcmd.BuildConfigFromFlags("", env.Get(t, "KUBECONFIG"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.QPS, cfg.Burst = 100, 200
-	client, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := sandboxfixture.Kube(t, env)
 	logger := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	s := &sandbox{client: client, ns: "rg-rollback-" + rand.String(6), simURL: env["SIM_URL"], logger: logger,
 		kube: kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, logger)}
-	ctx := context.Background()
-	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		// Namespace deletion takes ~10 s: do not wait for it.
-		_ = client.CoreV1().Namespaces().Delete(context.Background(), s.ns, metav1.DeleteOptions{})
-	})
-	replicas := int32(4)
-	labels := map[string]string{"app": deployName}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: deployName, Namespace: s.ns, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: "pggit-api:v1.0.3"}}},
-			},
-		},
-	}
-	if _, err := client.AppsV1().Deployments(s.ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	s.waitComplete(t)
-	s.setImage(t, "pggit-api:v1.1.0")
-	s.waitComplete(t)
+	sandboxfixture.Namespace(t, client, s.ns)
+	sandboxfixture.CreateDeployment(t, client, sandboxfixture.Simulated(sandboxfixture.Deployment(s.ns, deployName, "pggit-api:v1.0.3", 4)))
+	sandboxfixture.RollThrough(t, client, s.kube, s.ns, deployName, "pggit-api:v1.1.0")
 	return s
 }
 
 func (s *sandbox) waitComplete(t *testing.T) {
 	t.Helper()
-	if _, st, err := s.kube.WaitRollout(context.Background(), s.ns, deployName, kube.WaitOptions{Timeout: 60 * time.Second}); err != nil {
-		t.Fatalf("rollout: %v (%+v)", err, st)
-	}
+	sandboxfixture.WaitRolledOut(t, s.kube, s.ns, deployName)
 }
 
 func (s *sandbox) setImage(t *testing.T, image string) {
 	t.Helper()
-	ctx := context.Background()
-	for {
-		d, err := s.client.AppsV1().Deployments(s.ns).Get(ctx, deployName, metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d.Spec.Template.Spec.Containers[0].Image = image
-		_, err = s.client.AppsV1().Deployments(s.ns).Update(ctx, d, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
+	sandboxfixture.SetImage(t, s.client, s.ns, deployName, image)
 }
 
 func (s *sandbox) get(t *testing.T) *appsv1.Deployment {

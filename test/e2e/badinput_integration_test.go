@@ -16,6 +16,8 @@ import (
 	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/trigger"
+
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // blackhole accepts TCP connections and never answers: a host that is
@@ -91,7 +93,7 @@ func TestStartsBlindWithSourcesUnreachable(t *testing.T) {
 				t.Errorf("/healthz = %d %q (%v), want 200 ok", code, body, err)
 			}
 			var reason string
-			waitFor(t, "/readyz says why it is not ready", 15*time.Second, 200*time.Millisecond, func(context.Context) (bool, string, error) {
+			sandboxfixture.WaitFor(t, "/readyz says why it is not ready", 15*time.Second, 200*time.Millisecond, func(context.Context) (bool, string, error) {
 				code, body, err := httpGet(d.url + "/readyz")
 				if err != nil {
 					return false, "", err

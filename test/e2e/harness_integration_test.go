@@ -21,12 +21,9 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/app"
@@ -34,6 +31,7 @@ import (
 	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/receiver"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // The templates of the example config that caught a real bad deploy in the
@@ -75,14 +73,7 @@ func newSandbox(t *testing.T) *sandbox {
 		simURL:      env.Get(t, "SIM_URL"),
 		receiverURL: env.Get(t, "RECEIVER_URL"),
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", sb.kubeconfig)
-	if err != nil {
-		t.Fatalf("kubeconfig %s: %v", sb.kubeconfig, err)
-	}
-	rc.QPS, rc.Burst = 50, 100
-	if sb.kube, err = kubernetes.NewForConfig(rc); err != nil {
-		t.Fatalf("kubernetes client: %v", err)
-	}
+	sb.kube = sandboxfixture.Kube(t, env)
 	return sb
 }
 
@@ -106,35 +97,6 @@ func freePort(t testing.TB) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// waitFor polls check every poll until it reports done, logging progress
-// every 5 s, and fails the test at the deadline with the last status.
-func waitFor(t *testing.T, what string, timeout, poll time.Duration, check func(ctx context.Context) (done bool, status string, err error)) {
-	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	lastLog := start
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		done, status, err := check(ctx)
-		cancel()
-		if err != nil {
-			status = fmt.Sprintf("%s (error: %v)", status, err)
-		}
-		if done {
-			t.Logf("%s: ok after %v (%s)", what, time.Since(start).Round(time.Millisecond), status)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v; last: %s", what, timeout, status)
-		}
-		if time.Since(lastLog) >= 5*time.Second {
-			t.Logf("%s: waiting %v: %s", what, time.Since(start).Round(time.Second), status)
-			lastLog = time.Now()
-		}
-		time.Sleep(poll)
-	}
-}
-
 // --- Kubernetes ---------------------------------------------------------
 
 // newNamespace creates a namespace of its own for one test. Deletion takes
@@ -142,18 +104,7 @@ func waitFor(t *testing.T, what string, timeout, poll time.Duration, check func(
 func (sb *sandbox) newNamespace(t *testing.T, prefix string) string {
 	t.Helper()
 	ns := "e2e-" + prefix + "-" + randomHex(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := sb.kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", ns, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := sb.kube.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{}); err != nil {
-			t.Logf("cleanup: delete namespace %s: %v", ns, err)
-		}
-	})
+	sandboxfixture.Namespace(t, sb.kube, ns)
 	return ns
 }
 
@@ -161,24 +112,9 @@ func (sb *sandbox) newNamespace(t *testing.T, prefix string) string {
 // its rollout.
 func (sb *sandbox) createDeployment(t *testing.T, ns, image string, replicas int32) {
 	t.Helper()
-	labels := map[string]string{"app": deploymentName}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: deploymentName, Namespace: ns,
-			Labels: map[string]string{"app": deploymentName, "pggitsim.rollguard.io/simulate": "true"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}},
-			},
-		},
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := sb.kube.AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create deployment %s/%s: %v", ns, deploymentName, err)
-	}
+	dep := sandboxfixture.Simulated(sandboxfixture.Deployment(ns, deploymentName, image, replicas))
+	dep.Labels["app"] = deploymentName
+	sandboxfixture.CreateDeployment(t, sb.kube, dep)
 	sb.waitRollout(t, ns, image, replicas)
 }
 
@@ -220,7 +156,7 @@ func (sb *sandbox) rolloutState(ctx context.Context, ns, image string, replicas 
 
 func (sb *sandbox) waitRollout(t *testing.T, ns, image string, replicas int32) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s/%s rolled out on %s x%d", ns, deploymentName, image, replicas), 60*time.Second, 250*time.Millisecond,
+	sandboxfixture.WaitFor(t, fmt.Sprintf("%s/%s rolled out on %s x%d", ns, deploymentName, image, replicas), 60*time.Second, 250*time.Millisecond,
 		func(ctx context.Context) (bool, string, error) { return sb.rolloutState(ctx, ns, image, replicas) })
 }
 
@@ -656,7 +592,7 @@ func stateIs(want string) func(trigger.Status) bool {
 func (ib inbox) waitEvents(t *testing.T, what string, timeout time.Duration, done func([]pdEvent) bool) []pdEvent {
 	t.Helper()
 	var got []pdEvent
-	waitFor(t, what, timeout, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+	sandboxfixture.WaitFor(t, what, timeout, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		evs, err := ib.pagerDuty(ctx)
 		if err != nil {
 			return false, "", err

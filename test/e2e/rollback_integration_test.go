@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,8 @@ import (
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/receiver"
+
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // TestBadDeployRolledBackEndToEnd is the whole product on one bad deploy:
@@ -94,7 +95,7 @@ func TestBadDeployRolledBackEndToEnd(t *testing.T) {
 	})
 	t.Run("slack: initiated then resolved", func(t *testing.T) {
 		var msgs []slackMessage
-		waitFor(t, "two slack messages", 10*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+		sandboxfixture.WaitFor(t, "two slack messages", 10*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 			m, err := ib.slack(ctx)
 			msgs = m
 			return len(m) >= 2, fmt.Sprintf("%d messages", len(m)), err
@@ -133,8 +134,8 @@ func TestBadDeployRolledBackEndToEnd(t *testing.T) {
 		}
 		sel := fmt.Sprintf(`namespace=%q,deployment=%q`, ns, deploymentName)
 		ratio := fmt.Sprintf(`(sum(rate(http_requests_total{%s,status=~"5.."}[5s])) or vector(0)) / sum(rate(http_requests_total{%s}[5s]))`, sel, sel)
-		waitFor(t, "error ratio back near 0 in the shared prometheus", 30*time.Second, 500*time.Millisecond, func(ctx context.Context) (bool, string, error) {
-			v, ok, err := promValue(ctx, sb.promURL, ratio)
+		sandboxfixture.WaitFor(t, "error ratio back near 0 in the shared prometheus", 30*time.Second, 500*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+			v, ok, err := sandboxfixture.PromValue(ctx, sb.promURL, ratio)
 			if err != nil || !ok {
 				return false, "no result", err
 			}
@@ -294,49 +295,4 @@ func checkIncidentReport(t *testing.T, d *daemon, evs []pdEvent, bs time.Time) {
 	if t.Failed() {
 		t.Logf("markdown:\n%s", md)
 	}
-}
-
-// promValue runs an instant query and returns its single sample; ok is
-// false when the result is empty.
-func promValue(ctx context.Context, base, query string) (float64, bool, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
-	if err != nil {
-		return 0, false, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, false, fmt.Errorf("prometheus query: %w", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]json.RawMessage `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return 0, false, fmt.Errorf("prometheus query: decode (HTTP %d): %w", resp.StatusCode, err)
-	}
-	if body.Status != "success" {
-		return 0, false, fmt.Errorf("prometheus query: %s", body.Error)
-	}
-	switch len(body.Data.Result) {
-	case 0:
-		return 0, false, nil
-	case 1:
-	default:
-		return 0, false, fmt.Errorf("prometheus query: %d series, want 1", len(body.Data.Result))
-	}
-	var s string
-	if err := json.Unmarshal(body.Data.Result[0].Value[1], &s); err != nil {
-		return 0, false, fmt.Errorf("prometheus query: value: %w", err)
-	}
-	v, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("prometheus query: value %q: %w", s, err)
-	}
-	return v, true, nil
 }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/test/pggitsim"
+
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // TestTriggerFiresOnceWindowHeld deploys a bad version under a running
@@ -269,14 +271,14 @@ scrape_configs:
 	}
 	t.Cleanup(stop)
 	u := "http://" + addr
-	waitFor(t, "own prometheus ready on "+addr, 15*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+	sandboxfixture.WaitFor(t, "own prometheus ready on "+addr, 15*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		code, body, err := httpGet(u + "/-/ready")
 		return err == nil && code == http.StatusOK, fmt.Sprintf("%d %s", code, strings.TrimSpace(body)), nil
 	})
 	// Prometheus 2.42 scrapes for the first time about 5.5 s after start
 	// (service discovery): wait for it, or a daemon started now is blind
 	// from its first tick and pages it, which is right but not this test.
-	waitFor(t, "own prometheus scraped the simulator", 20*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
+	sandboxfixture.WaitFor(t, "own prometheus scraped the simulator", 20*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		code, body, err := httpGet(u + "/api/v1/query?query=" + url.QueryEscape(`up == 1`))
 		return err == nil && code == http.StatusOK && strings.Contains(body, `"value"`), strings.TrimSpace(body), nil
 	})

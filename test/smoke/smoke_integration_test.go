@@ -5,10 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
-	"net/http"
-	"net/url"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -19,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // TestSandboxClosedLoop proves the sandbox is a closed loop: an image change
@@ -71,7 +69,7 @@ func testRolloutErrorRatio(t *testing.T, env sandboxenv.Env) {
 		// moving between two versions crosses the band only once.
 		inBand := 0
 		waitFor(t, fmt.Sprintf("%s: error ratio settled in [%.2f, %.2f]", image, lo, hi), 60*time.Second, func(ctx context.Context) (bool, string, error) {
-			v, ok, err := promValue(ctx, promURL, ratio)
+			v, ok, err := sandboxfixture.PromValue(ctx, promURL, ratio)
 			if err != nil || !ok {
 				inBand = 0
 				return false, "no result yet", err
@@ -219,33 +217,10 @@ func testReplicationLag(t *testing.T, env sandboxenv.Env) {
 	t.Logf("caught up %v after ENABLE", time.Since(start).Round(time.Millisecond))
 }
 
-// waitFor polls check once a second until it reports done, logging progress
-// every 5 s, and fails the test at the deadline with the last status.
+// waitFor polls check once a second until it reports done or the timeout.
 func waitFor(t *testing.T, what string, timeout time.Duration, check func(ctx context.Context) (done bool, status string, err error)) {
 	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	lastLog := start
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		done, status, err := check(ctx)
-		cancel()
-		if err != nil {
-			status = fmt.Sprintf("%s (error: %v)", status, err)
-		}
-		if done {
-			t.Logf("%s: ok after %v (%s)", what, time.Since(start).Round(time.Millisecond), status)
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not reached within %v; last: %s", what, timeout, status)
-		}
-		if time.Since(lastLog) >= 5*time.Second {
-			t.Logf("%s: waiting %v: %s", what, time.Since(start).Round(time.Second), status)
-			lastLog = time.Now()
-		}
-		time.Sleep(time.Second)
-	}
+	sandboxfixture.WaitFor(t, what, timeout, time.Second, check)
 }
 
 type kubectl struct{ bin, kubeconfig string }
@@ -294,48 +269,6 @@ spec:
       - name: api
         image: %s
 `, ns, replicas, image)
-}
-
-// promValue runs an instant query and returns the value of its single
-// sample; ok is false when the result is empty.
-func promValue(ctx context.Context, base, query string) (v float64, ok bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
-	if err != nil {
-		return 0, false, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, false, fmt.Errorf("prometheus query: %w", err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return 0, false, fmt.Errorf("prometheus query: decode (HTTP %d): %w", resp.StatusCode, err)
-	}
-	if body.Status != "success" {
-		return 0, false, fmt.Errorf("prometheus query: %s", body.Error)
-	}
-	switch len(body.Data.Result) {
-	case 0:
-		return 0, false, nil
-	case 1:
-	default:
-		return 0, false, fmt.Errorf("prometheus query: %d series, want 1", len(body.Data.Result))
-	}
-	s, _ := body.Data.Result[0].Value[1].(string)
-	v, err = strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 0, false, fmt.Errorf("prometheus query: value %q: %w", s, err)
-	}
-	return v, true, nil
 }
 
 func connect(ctx context.Context, t *testing.T, dsn string) *pgx.Conn {
