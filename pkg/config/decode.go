@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"encoding"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -149,6 +151,7 @@ func under(path string, errs errList) bool {
 type decoder struct {
 	errs     errList
 	given    map[string]bool
+	shared   int // depth below an anchored or aliased node
 	nodes    int
 	limit    int
 	tooLarge bool
@@ -164,11 +167,20 @@ var (
 	unmarshalerType         = reflect.TypeFor[yaml.Unmarshaler]()
 	obsoleteUnmarshalerType = reflect.TypeFor[obsoleteUnmarshaler]()
 	defaulterType           = reflect.TypeFor[defaulter]()
+	textUnmarshalerType     = reflect.TypeFor[encoding.TextUnmarshaler]()
+	durationType            = reflect.TypeFor[time.Duration]()
 )
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	shared := n.Anchor != ""
 	for n.Kind == yaml.AliasNode && n.Alias != nil {
-		n = n.Alias
+		n, shared = n.Alias, true
+	}
+	if shared {
+		// Below an anchor or an alias, nodes may be decoded again: keep
+		// them.
+		d.shared++
+		defer func() { d.shared-- }()
 	}
 	if d.tooLarge {
 		return
@@ -214,8 +226,16 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		s := reflect.MakeSlice(t, len(n.Content), len(n.Content))
+		release := d.shared == 0 && n.Anchor == ""
 		for i, c := range n.Content {
 			d.decode(c, s.Index(i), indexPath(path, i))
+			if release {
+				// Decoded and reachable from nowhere else: let the
+				// collector take this element's nodes now, so the tree of
+				// a 10,000-target file and the config built from it are
+				// not both live at the end.
+				n.Content[i] = nil
+			}
 		}
 		v.Set(s)
 	case reflect.Map:
@@ -223,6 +243,9 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
 		if n.Kind != yaml.ScalarNode {
 			d.errs.add(path, n.Line, "expected %s, got %s", kindName(t.Kind()), describe(n))
+			return
+		}
+		if scalar(n, v) {
 			return
 		}
 		if err := n.Decode(v.Addr().Interface()); err != nil {
@@ -408,4 +431,67 @@ func typeErrorMsg(err error) string {
 		return strings.Join(msgs, "; ")
 	}
 	return err.Error()
+}
+
+// scalar decodes the common plain scalars into a string, bool, int or
+// float64 the way yaml.v3 would, without a yaml.v3 decoder per value
+// (Node.Decode allocates one: 35 MB for a 10,000-target file). It reports
+// false for anything else (other tags, octal or underscored numbers, YAML
+// 1.1 booleans, overflow), which the caller hands to Node.Decode, so the
+// result and the error text stay yaml.v3's. TestScalarMatchesYAML holds
+// the two paths together.
+func scalar(n *yaml.Node, v reflect.Value) bool {
+	if reflect.PointerTo(v.Type()).Implements(textUnmarshalerType) {
+		return false
+	}
+	tag := n.ShortTag()
+	switch v.Kind() {
+	case reflect.String:
+		if tag == "!!binary" {
+			return false
+		}
+		v.SetString(n.Value)
+		return true
+	case reflect.Bool:
+		if tag != "!!bool" {
+			return false
+		}
+		b, err := strconv.ParseBool(n.Value)
+		if err != nil {
+			return false
+		}
+		v.SetBool(b)
+		return true
+	case reflect.Int, reflect.Int64:
+		if tag != "!!int" || v.Type() == durationType {
+			return false
+		}
+		i, err := strconv.ParseInt(n.Value, 0, 64)
+		if err != nil || v.OverflowInt(i) {
+			return false
+		}
+		v.SetInt(i)
+		return true
+	case reflect.Float64:
+		var f float64
+		switch tag {
+		case "!!int":
+			i, err := strconv.ParseInt(n.Value, 0, 64)
+			if err != nil {
+				return false
+			}
+			f = float64(i)
+		case "!!float":
+			x, err := strconv.ParseFloat(n.Value, 64)
+			if err != nil {
+				return false
+			}
+			f = x
+		default:
+			return false
+		}
+		v.SetFloat(f)
+		return true
+	}
+	return false
 }

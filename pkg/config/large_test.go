@@ -13,9 +13,21 @@ func TestLoadTenThousandTargets(t *testing.T) {
 	if testing.Short() {
 		t.Skip("large document")
 	}
+	cfg, err := Load([]byte(largeConfig(10000)))
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if len(cfg.Targets) != 10000 || len(cfg.Targets[9999].Triggers) != 4 {
+		t.Fatalf("loaded %d targets", len(cfg.Targets))
+	}
+}
+
+// largeConfig writes n targets of the 4 runbook triggers each, literally
+// (no anchors), as a generator would.
+func largeConfig(n int) string {
 	var b strings.Builder
 	b.WriteString("global:\n  prometheus: {url: http://prometheus:9090}\n  databases:\n    - {name: primary, dsnEnv: PG_DSN}\ntargets:\n")
-	for i := range 10000 {
+	for i := range n {
 		fmt.Fprintf(&b, `  - name: app-%d
     namespace: ns-%d
     deployment: app-%d
@@ -26,11 +38,5 @@ func TestLoadTenThousandTargets(t *testing.T) {
       - {name: lag, kind: replicationLag, database: primary, above: 30, action: page}
 `, i, i%100, i)
 	}
-	cfg, err := Load([]byte(b.String()))
-	if err != nil {
-		t.Fatalf("load: %v", err)
-	}
-	if len(cfg.Targets) != 10000 || len(cfg.Targets[9999].Triggers) != 4 {
-		t.Fatalf("loaded %d targets", len(cfg.Targets))
-	}
+	return b.String()
 }

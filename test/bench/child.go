@@ -144,7 +144,13 @@ func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, prof
 	}
 	// The specs stay referenced to the end, as the daemon keeps its config.
 	cfg = nil
-	res := &scaleResult{Targets: n, Triggers: len(specs), Ticks: ticks, QueriesPerTick: map[string]int{}, RSSStart: rssStart, ConfigError: configErr}
+	res := &scaleResult{Targets: n, Triggers: len(specs), Ticks: ticks, QueriesPerTick: map[string]int{}, RSSStart: rssStart, ConfigError: configErr,
+		MemLimit: os.Getenv("GOMEMLIMIT")}
+	// The start (config parse, specs, SetTriggers) happens once; the ticks
+	// repeat. Their peaks are reported apart: VmHWM now, then reset (5 to
+	// clear_refs, Linux ≥ 4.0) so the end's VmHWM is the ticks' own.
+	res.RSSPeakStart = procStatus("VmHWM")
+	res.PeakReset = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 	res.PlanQueries = distinctQueries(specs)
 
 	var (

@@ -167,9 +167,11 @@ func (r *report) markdown() string {
 			"templates (`[1m]` rates, matched by `{namespace, deployment}`), pool (`builtin:connections`), lag "+
 			"(`builtin:replication_lag`). `pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
 			"interval %s; %d ticks measured after %d warm-up ticks. CPU is the process's user+system time per interval, "+
-			"whatever ran in it (tick, GC, HTTP); \"evaluator\" is the tick minus its slowest query.\n\n",
-			sc.promVersion, scaleInterval, scaleInterval, sc.results[0].Ticks, warmupTicks)
-		b.WriteString("| targets | triggers | queries per tick (Prometheus + PostgreSQL) | Prometheus-counted API queries per tick | tick, median / max | slowest query, median | evaluator, median | CPU per tick (share of a core) | RSS after / peak (start) | Go heap live | states after the last tick |\n")
+			"whatever ran in it (tick, GC, HTTP); \"evaluator\" is the tick minus its slowest query. The harness runs with the "+
+			"Deployment's `GOMEMLIMIT=%s` (`deploy/base/deployment.yaml`). RSS: after the last tick / peak during the ticks "+
+			"(VmHWM, reset after the start) / peak of the start (config parse, specs, `SetTriggers`) / before the start.\n\n",
+			sc.promVersion, scaleInterval, scaleInterval, sc.results[0].Ticks, warmupTicks, sc.results[0].MemLimit)
+		b.WriteString("| targets | triggers | queries per tick (Prometheus + PostgreSQL) | Prometheus-counted API queries per tick | tick, median / max | slowest query, median | evaluator, median | CPU per tick (share of a core) | RSS after / peak in ticks / peak at start / before | Go heap live | states after the last tick |\n")
 		b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, s := range sc.results {
 			var st []string
@@ -178,10 +180,10 @@ func (r *report) markdown() string {
 					st = append(st, fmt.Sprintf("%s %d", k, v))
 				}
 			}
-			fmt.Fprintf(&b, "| %d | %d | %d + %d (plan: %d distinct) | %.1f | %s / %s | %s | %s | %s (%.1f %%) | %.0f / %.0f MiB (%.0f) | %.0f MiB | %s |\n",
+			fmt.Fprintf(&b, "| %d | %d | %d + %d (plan: %d distinct) | %.1f | %s / %s | %s | %s | %s (%.1f %%) | %.0f / %s / %.0f / %.0f MiB | %.0f MiB | %s |\n",
 				s.Targets, s.Triggers, s.QueriesPerTick["prometheus"], s.QueriesPerTick["postgres"], s.PlanQueries, s.PromRequestsPerTick,
 				ms(s.TickMedian), ms(s.TickMax), ms(s.QueryMedian), ms(s.EvalMedian), ms(s.CPUPerTick),
-				100*s.CPUPerTick.Seconds()/scaleInterval.Seconds(), mib(s.RSS), mib(s.RSSPeak), mib(s.RSSStart), mib(s.HeapLive), strings.Join(st, ", "))
+				100*s.CPUPerTick.Seconds()/scaleInterval.Seconds(), mib(s.RSS), tickPeak(s), mib(s.RSSPeakStart), mib(s.RSSStart), mib(s.HeapLive), strings.Join(st, ", "))
 		}
 		b.WriteString("\n")
 		for _, s := range sc.results {
@@ -249,4 +251,13 @@ func updateDoc(path, section string) error {
 		return err
 	}
 	return os.WriteFile(path, []byte(spliceSection(string(b), section)), 0o644)
+}
+
+// tickPeak is the ticks' own RSS peak, or says it could not be separated
+// from the start's.
+func tickPeak(s *scaleResult) string {
+	if !s.PeakReset {
+		return fmt.Sprintf("%.0f (whole run: VmHWM not reset)", mib(s.RSSPeak))
+	}
+	return fmt.Sprintf("%.0f", mib(s.RSSPeak))
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -42,12 +43,18 @@ type scaleResult struct {
 	EvalMedian time.Duration `json:"evalMedian"`
 	// Process CPU (user+system) per interval, over the measured span.
 	CPUPerTick time.Duration `json:"cpuPerTick"`
-	// RSS after the last tick, its peak (VmHWM), and before the evaluator
-	// was built (runtime, libraries, sources).
-	RSS      int64 `json:"rss"`
-	RSSPeak  int64 `json:"rssPeak"`
-	RSSStart int64 `json:"rssStart"`
-	HeapLive int64 `json:"heapLive"`
+	// RSS after the last tick; its peak (VmHWM) over the ticks (over the
+	// whole process when PeakReset is false); the peak of the start
+	// (config, specs, SetTriggers); and RSS before any of it (runtime,
+	// libraries).
+	RSS          int64 `json:"rss"`
+	RSSPeak      int64 `json:"rssPeak"`
+	RSSPeakStart int64 `json:"rssPeakStart"`
+	PeakReset    bool  `json:"peakReset"`
+	RSSStart     int64 `json:"rssStart"`
+	// MemLimit is the child's GOMEMLIMIT: the Deployment's.
+	MemLimit string `json:"memLimit"`
+	HeapLive int64  `json:"heapLive"`
 	// Fired triggers and states after the last tick.
 	States map[string]int `json:"states"`
 	// ConfigError: pkg/config refused the N-target config (the specs were
@@ -78,9 +85,9 @@ func runScale(ctx context.Context, env sandboxenv.Env, o options) (*scaleRun, er
 			return nil, fmt.Errorf("%d targets: %w", n, err)
 		}
 		out.results = append(out.results, r)
-		say("   %6d targets: %d queries/tick (Prometheus counted %.1f), tick median %s max %s (slowest query %s), CPU/tick %s, RSS %.1f MiB (peak %.1f)",
+		say("   %6d targets: %d queries/tick (Prometheus counted %.1f), tick median %s max %s (slowest query %s), CPU/tick %s, RSS %.1f MiB (peak %.1f in ticks, %.1f at start; GOMEMLIMIT %s)",
 			n, sumQueries(r.QueriesPerTick), r.PromRequestsPerTick, r.TickMedian.Round(time.Millisecond), r.TickMax.Round(time.Millisecond),
-			r.QueryMedian.Round(time.Millisecond), r.CPUPerTick.Round(time.Millisecond), mib(r.RSS), mib(r.RSSPeak))
+			r.QueryMedian.Round(time.Millisecond), r.CPUPerTick.Round(time.Millisecond), mib(r.RSS), mib(r.RSSPeak), mib(r.RSSPeakStart), r.MemLimit)
 	}
 	return out, nil
 }
@@ -106,7 +113,14 @@ func scaleOnce(ctx context.Context, env sandboxenv.Env, o options, self string, 
 	if profile {
 		args = append(args, "--profile")
 	}
+	limit, err := deployedMemLimit()
+	if err != nil {
+		return nil, err
+	}
 	cmd := exec.CommandContext(ctx, self, args...)
+	// The harness runs as the daemon is deployed: with the Deployment's
+	// soft memory limit (Prometheus and seriesgen keep their defaults).
+	cmd.Env = append(os.Environ(), "GOMEMLIMIT="+limit)
 	cmd.Stderr = os.Stderr
 	b, err := cmd.Output()
 	if err != nil {
@@ -254,4 +268,22 @@ func promQueryRequests(ctx context.Context, base string) (float64, error) {
 		}
 	}
 	return total, nil
+}
+
+// deploymentManifest is where the daemon's GOMEMLIMIT is set.
+const deploymentManifest = "deploy/base/deployment.yaml"
+
+var memLimitRE = regexp.MustCompile(`(?m)- name: GOMEMLIMIT\s*\n\s*value: "?([0-9]+[KMGT]?i?B?)"?\s*$`)
+
+// deployedMemLimit reads the GOMEMLIMIT the Deployment gives the daemon.
+func deployedMemLimit() (string, error) {
+	b, err := os.ReadFile(deploymentManifest)
+	if err != nil {
+		return "", fmt.Errorf("the daemon's GOMEMLIMIT: %w", err)
+	}
+	m := memLimitRE.FindSubmatch(b)
+	if m == nil {
+		return "", fmt.Errorf("the daemon's GOMEMLIMIT: no GOMEMLIMIT env in %s", deploymentManifest)
+	}
+	return string(m[1]), nil
 }
