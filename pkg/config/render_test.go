@@ -1,6 +1,8 @@
 package config
 
 import (
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -151,5 +153,46 @@ func TestAliasBombRefused(t *testing.T) {
 	want := "targets[29]: document too large (more than 200000 nodes after expanding aliases)"
 	if len(got) != 1 || !strings.HasSuffix(got[0], "document too large (more than 200000 nodes after expanding aliases)") {
 		t.Errorf("errors = %q, want %q", got, want)
+	}
+}
+
+// Decoded list elements are released as the decoder goes; a list under an
+// anchor is decoded again through its aliases and must be kept whole.
+func TestAnchoredListsDecodedTwice(t *testing.T) {
+	src := `global:
+  prometheus: {url: "http://prometheus:9090"}
+targets:
+  - name: api
+    namespace: prod
+    deployment: api
+    triggers: &standard
+      - {name: errors, kind: errorRate, above: 0.05}
+      - {name: slow, kind: latencyP99, above: 5}
+  - name: web
+    namespace: prod
+    deployment: web
+    triggers: *standard
+  - &worker
+    name: worker
+    namespace: prod
+    deployment: worker
+    triggers: [{name: errors, kind: errorRate, above: 0.1}]
+  - <<: *worker
+    name: worker-eu
+    deployment: worker-eu
+`
+	cfg, err := Load([]byte(src))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	var got []string
+	for _, tg := range cfg.Targets {
+		for _, tr := range tg.Triggers {
+			got = append(got, fmt.Sprintf("%s/%s>%g", tg.Name, tr.Name, *tr.Above))
+		}
+	}
+	want := []string{"api/errors>0.05", "api/slow>5", "web/errors>0.05", "web/slow>5", "worker/errors>0.1", "worker-eu/errors>0.1"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("triggers = %v, want %v", got, want)
 	}
 }
