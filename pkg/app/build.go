@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -193,6 +194,11 @@ func rollbackTarget(t *config.Target, dbs map[string]*database.DB, v rollback.Ve
 	}
 	if rb.Strategy == config.StrategyFull {
 		out.Strategy = rollback.ActionFull
+	}
+	if rb.RevertMaxSurge != "" {
+		// Validated by pkg/config: a count or a percentage.
+		v := intstr.Parse(rb.RevertMaxSurge)
+		out.RevertMaxSurge = &v
 	}
 	if rb.RampSteps != nil {
 		out.RampSteps = make([]int32, 0, len(rb.RampSteps))

@@ -449,6 +449,11 @@ func PlanFor(t config.Target, action string) []string {
 	rollbackPlan := func() []string {
 		switch t.Rollback.Strategy {
 		case config.StrategyRevert:
+			if t.Rollback.RevertMaxSurge != "" {
+				// Unless the Deployment already has that maxSurge (or is
+				// Recreate), which history cannot tell.
+				return []string{"preflight", "surge", "application", "wait-rollout", "restore-surge", "verify"}
+			}
 			return []string{"preflight", "application", "wait-rollout", "verify"}
 		case config.StrategyFull:
 			return full

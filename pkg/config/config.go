@@ -417,6 +417,13 @@ type Rollback struct {
 	// Longest wait for a rollout to complete. Default 30s (the runbook's
 	// kubectl rollout status --timeout).
 	RolloutTimeout model.Duration `yaml:"rolloutTimeout"`
+	// maxSurge that revert gives the Deployment for its rollout, then puts
+	// back: a count or a percentage. 100% starts every pod of the pinned
+	// version at once while the bad ones keep serving (it needs room for
+	// a second copy of the Deployment for a moment; without it the
+	// rollout goes as fast as pods fit). Empty: the Deployment's own
+	// strategy paces revert. Default 100%.
+	RevertMaxSurge string `yaml:"revertMaxSurge"`
 	// How long the trigger queries must stay under threshold after the
 	// rollback to call it verified. Default 30s.
 	VerifyWindow model.Duration `yaml:"verifyWindow"`

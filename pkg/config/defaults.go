@@ -103,6 +103,7 @@ func (r *Rollback) setDefaults() {
 		RampSteps:      []int{2},
 		RampPause:      dur(30 * time.Second),
 		RolloutTimeout: dur(30 * time.Second),
+		RevertMaxSurge: "100%",
 		VerifyWindow:   dur(30 * time.Second),
 	}
 	r.PoolRecovery.setDefaults()

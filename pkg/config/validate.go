@@ -15,6 +15,9 @@ import (
 )
 
 var (
+	// surgeRE is a maxSurge rollguard may write: a count or a percentage,
+	// at least 1 (0 with maxUnavailable 0 would stall the rollout).
+	surgeRE        = regexp.MustCompile(`^[1-9][0-9]{0,5}%?$`)
 	dns1123LabelRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	labelNameRE    = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 	envNameRE      = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -218,6 +221,9 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 		}
 	}
 	positive(errs, rp+".rolloutTimeout", r.RolloutTimeout)
+	if r.RevertMaxSurge != "" && !surgeRE.MatchString(r.RevertMaxSurge) {
+		errs.addf(rp+".revertMaxSurge", "must be a count >= 1 or a percentage such as 100%%, got %q", r.RevertMaxSurge)
+	}
 	positive(errs, rp+".verifyWindow", r.VerifyWindow)
 	if db := r.Database; db != nil {
 		dp := rp + ".database"

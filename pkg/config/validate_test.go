@@ -449,6 +449,7 @@ targets:
       stableImage: {api: "", sidecar: "img:1"}
       rampSteps: [2, 2, 0]
       rolloutTimeout: 0s
+      revertMaxSurge: 0%
       verifyWindow: 0s
       database: {name: replica, dumpPath: backups/x.dump, verifyTables: [" "], maxDumpAge: 0s}
       poolRecovery: {idleInTransactionAge: 0s}
@@ -460,6 +461,7 @@ targets:
 				"targets[0].rollback.rampSteps[1]: must be greater than the previous step (2), got 2",
 				"targets[0].rollback.rampSteps[2]: must be >= 1, got 0",
 				"targets[0].rollback.rolloutTimeout: must be > 0, got 0s",
+				`targets[0].rollback.revertMaxSurge: must be a count >= 1 or a percentage such as 100%, got "0%"`,
 				"targets[0].rollback.verifyWindow: must be > 0, got 0s",
 				`targets[0].rollback.database.name: unknown database "replica" (defined: primary)`,
 				"targets[0].rollback.database.migration: must not be empty",

@@ -26,6 +26,7 @@ import (
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -65,8 +66,9 @@ var (
 // changed. It matches ErrConcurrentChange with errors.Is.
 type ConcurrentChangeError struct {
 	Namespace, Name string
-	// Field is the changed field: spec.template, spec.replicas, spec.paused
-	// or metadata.uid (the Deployment was deleted and recreated).
+	// Field is the changed field: spec.template, spec.replicas, spec.paused,
+	// spec.strategy... or metadata.uid (the Deployment was deleted and
+	// recreated).
 	Field string
 }
 
@@ -333,6 +335,84 @@ func (d *Deployments) updateScale(ctx context.Context, ns, name string, s *autos
 // between gives 409; after a 409 the re-read decides between a retry and
 // ErrConcurrentChange. A no-op when the template already equals tmpl.
 func (d *Deployments) SetTemplate(ctx context.Context, ns, name string, tmpl corev1.PodTemplateSpec, exp Expect) (*appsv1.Deployment, error) {
+	return d.fencedUpdate(ctx, ns, name, exp, "set template of",
+		func(live *appsv1.Deployment) (bool, error) {
+			return EqualTemplates(&live.Spec.Template, &tmpl) && !live.Spec.Paused, nil
+		},
+		func(upd *appsv1.Deployment) { upd.Spec.Template = *tmpl.DeepCopy() },
+		func(out *appsv1.Deployment) {
+			d.logger.Info("deployment template set", zap.String("namespace", ns), zap.String("deployment", name), zap.Int64("generation", out.Generation))
+		})
+}
+
+// SetMaxSurge moves spec.strategy.rollingUpdate.maxSurge from "from" to
+// "to" (nil: unset, which the API server defaults to 25%), fenced like
+// SetTemplate. A no-op when it is already "to"; any other value, or a
+// strategy that is no longer RollingUpdate, is someone else's change
+// (ErrConcurrentChange) and is left alone. The strategy is not part of the
+// pod template: changing it starts no rollout, it paces the next one.
+func (d *Deployments) SetMaxSurge(ctx context.Context, ns, name string, from, to *intstr.IntOrString, exp Expect) (*appsv1.Deployment, error) {
+	return d.fencedUpdate(ctx, ns, name, exp, "set maxSurge of",
+		func(live *appsv1.Deployment) (bool, error) {
+			if live.Spec.Strategy.Type == appsv1.RecreateDeploymentStrategyType {
+				return false, &ConcurrentChangeError{Namespace: ns, Name: name, Field: "spec.strategy.type"}
+			}
+			cur := MaxSurge(live)
+			if sameIntOrString(cur, to) {
+				return true, nil
+			}
+			if !sameIntOrString(cur, from) {
+				return false, &ConcurrentChangeError{Namespace: ns, Name: name, Field: "spec.strategy.rollingUpdate.maxSurge"}
+			}
+			return false, nil
+		},
+		func(upd *appsv1.Deployment) {
+			if upd.Spec.Strategy.RollingUpdate == nil {
+				upd.Spec.Strategy.RollingUpdate = &appsv1.RollingUpdateDeployment{}
+			}
+			var v *intstr.IntOrString
+			if to != nil {
+				c := *to
+				v = &c
+			}
+			upd.Spec.Strategy.RollingUpdate.MaxSurge = v
+		},
+		func(*appsv1.Deployment) {
+			d.logger.Info("deployment maxSurge set", zap.String("namespace", ns), zap.String("deployment", name),
+				zap.String("from", SurgeString(from)), zap.String("to", SurgeString(to)))
+		})
+}
+
+// MaxSurge is the Deployment's maxSurge, nil when unset or not a rolling
+// update.
+func MaxSurge(dep *appsv1.Deployment) *intstr.IntOrString {
+	if ru := dep.Spec.Strategy.RollingUpdate; ru != nil {
+		return ru.MaxSurge
+	}
+	return nil
+}
+
+// SurgeString prints a maxSurge for logs and journals ("unset" for nil).
+func SurgeString(v *intstr.IntOrString) string {
+	if v == nil {
+		return "unset"
+	}
+	return v.String()
+}
+
+func sameIntOrString(a, b *intstr.IntOrString) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+// fencedUpdate is the read-check-write loop of every Deployment Update:
+// done reports the write is already in place (or fails the call); change
+// edits a copy of the live object, which is written with its
+// resourceVersion; a 409 re-reads and decides again.
+func (d *Deployments) fencedUpdate(ctx context.Context, ns, name string, exp Expect, what string,
+	done func(*appsv1.Deployment) (bool, error), change func(*appsv1.Deployment), logDone func(*appsv1.Deployment)) (*appsv1.Deployment, error) {
 	for attempt := 1; ; attempt++ {
 		live, err := d.Get(ctx, ns, name)
 		if err != nil {
@@ -341,28 +421,33 @@ func (d *Deployments) SetTemplate(ctx context.Context, ns, name string, tmpl cor
 		if exp.UID != "" && string(live.UID) != exp.UID {
 			return live, check(live, exp)
 		}
-		if EqualTemplates(&live.Spec.Template, &tmpl) && !live.Spec.Paused {
+		ok, err := done(live)
+		if err != nil {
+			return live, err
+		}
+		if ok {
 			return live, nil
 		}
 		if err := check(live, exp); err != nil {
 			return live, err
 		}
 		upd := live.DeepCopy()
-		upd.Spec.Template = *tmpl.DeepCopy()
+		change(upd)
 		out, err := d.update(ctx, upd)
 		if err == nil {
-			d.logger.Info("deployment template set", zap.String("namespace", ns), zap.String("deployment", name), zap.Int64("generation", out.Generation))
+			logDone(out)
 			return out, nil
 		}
 		if !apierrors.IsConflict(err) {
 			return live, err
 		}
 		if attempt >= d.opts.MaxAttempts {
-			return live, fmt.Errorf("set template of deployment %s/%s: %w", ns, name, ErrTooManyConflicts)
+			return live, fmt.Errorf("%s deployment %s/%s: %w", what, ns, name, ErrTooManyConflicts)
 		}
-		d.logger.Warn("template update conflict, retrying", zap.String("namespace", ns), zap.String("deployment", name), zap.Int("attempt", attempt))
+		d.logger.Warn("deployment update conflict, retrying", zap.String("namespace", ns), zap.String("deployment", name),
+			zap.String("write", what), zap.Int("attempt", attempt))
 		if err := d.backoff(ctx, attempt); err != nil {
-			return live, fmt.Errorf("set template of deployment %s/%s: %w", ns, name, err)
+			return live, fmt.Errorf("%s deployment %s/%s: %w", what, ns, name, err)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package kube_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/rollguard/rollguard/pkg/kube"
@@ -287,3 +289,64 @@ func TestRecordEventAndHelpers(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func TestSetMaxSurge(t *testing.T) {
+	all, quarter, one := intstr.FromString("100%"), intstr.FromString("25%"), intstr.FromInt32(1)
+	tests := []struct {
+		name      string
+		live      *intstr.IntOrString
+		recreate  bool
+		edit      bool // someone changes the template after we read it
+		from, to  *intstr.IntOrString
+		wantErr   string
+		wantWrite bool
+		want      *intstr.IntOrString
+	}{
+		{name: "raise", live: &quarter, from: &quarter, to: &all, wantWrite: true, want: &all},
+		{name: "raise from unset", from: nil, to: &all, wantWrite: true, want: &all},
+		{name: "already there is a no-op", live: &all, from: &quarter, to: &all, want: &all},
+		{name: "restore to unset", live: &all, from: &all, to: nil, wantWrite: true},
+		{name: "someone else's value is left alone", live: &one, from: &quarter, to: &all, want: &one,
+			wantErr: "deployment production/pggit-api: spec.strategy.rollingUpdate.maxSurge changed by someone else: concurrent change"},
+		{name: "recreate", recreate: true, from: &quarter, to: &all,
+			wantErr: "deployment production/pggit-api: spec.strategy.type changed by someone else: concurrent change"},
+		{name: "template fence", live: &quarter, edit: true, from: &quarter, to: &all, want: &quarter,
+			wantErr: "deployment production/pggit-api: spec.template changed by someone else: concurrent change"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c, d := setup(t)
+			c.Mutate(ns, name, func(dep *appsv1.Deployment) {
+				if tt.recreate {
+					dep.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+					return
+				}
+				dep.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+					RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: tt.live}}
+			})
+			dep := c.Deployment(ns, name)
+			exp := kube.Expect{UID: string(dep.UID), Template: dep.Spec.Template.DeepCopy()}
+			if tt.edit {
+				c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.2.0" })
+			}
+			c.ClearActions()
+			_, err := d.SetMaxSurge(ctx, ns, name, tt.from, tt.to, exp)
+			if got := fmt.Sprint(err); (tt.wantErr == "" && err != nil) || (tt.wantErr != "" && got != tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+			if tt.wantErr != "" && !errors.Is(err, kube.ErrConcurrentChange) {
+				t.Errorf("err %v is not ErrConcurrentChange", err)
+			}
+			if wrote := len(c.Writes()) > 0; wrote != tt.wantWrite {
+				t.Errorf("wrote = %v, want %v (%v)", wrote, tt.wantWrite, c.Writes())
+			}
+			if tt.recreate {
+				return
+			}
+			if got := kube.MaxSurge(c.Deployment(ns, name)); kube.SurgeString(got) != kube.SurgeString(tt.want) {
+				t.Errorf("maxSurge = %s, want %s", kube.SurgeString(got), kube.SurgeString(tt.want))
+			}
+		})
+	}
+}

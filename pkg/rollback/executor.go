@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
 	"github.com/rollguard/rollguard/pkg/kube"
@@ -24,6 +25,7 @@ type Cluster interface {
 	GetScale(ctx context.Context, ns, name string) (*autoscalingv1.Scale, error)
 	Scale(ctx context.Context, ns, name string, replicas int32, exp kube.Expect) (*appsv1.Deployment, error)
 	SetTemplate(ctx context.Context, ns, name string, tmpl corev1.PodTemplateSpec, exp kube.Expect) (*appsv1.Deployment, error)
+	SetMaxSurge(ctx context.Context, ns, name string, from, to *intstr.IntOrString, exp kube.Expect) (*appsv1.Deployment, error)
 	WaitRollout(ctx context.Context, ns, name string, o kube.WaitOptions) (*appsv1.Deployment, kube.RolloutStatus, error)
 	RecordEvent(ctx context.Context, dep *appsv1.Deployment, eventType, reason, message string) error
 }

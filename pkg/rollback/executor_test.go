@@ -15,6 +15,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/rollguard/rollguard/pkg/kube"
@@ -669,4 +670,129 @@ func TestResumeWithChangedConfigAndDryRunOfUnsafeJournal(t *testing.T) {
 	if j := journal(t, c); j.State != rollback.RunRunning {
 		t.Errorf("journal state %s, want running (untouched)", j.State)
 	}
+}
+
+// surgeWrites lists, for each Deployment update, its image and maxSurge.
+func surgeWrites(c *kubetest.Cluster) []string {
+	var out []string
+	for _, a := range c.Actions() {
+		if a.GetVerb() != "update" || a.GetSubresource() != "" || a.GetResource().Resource != "deployments" {
+			continue
+		}
+		d := a.(k8stesting.UpdateAction).GetObject().(*appsv1.Deployment)
+		out = append(out, d.Spec.Template.Spec.Containers[0].Image+" surge="+kube.SurgeString(kube.MaxSurge(d)))
+	}
+	return out
+}
+
+func withSurge(c *kubetest.Cluster, v *intstr.IntOrString, recreate bool) {
+	c.Mutate(ns, name, func(d *appsv1.Deployment) {
+		d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType,
+			RollingUpdate: &appsv1.RollingUpdateDeployment{MaxSurge: v}}
+		if recreate {
+			d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
+		}
+	})
+	c.ClearActions()
+}
+
+func TestRevertSurge(t *testing.T) {
+	all, quarter := intstr.FromString("100%"), intstr.FromString("25%")
+	tests := []struct {
+		name      string
+		live      *intstr.IntOrString
+		recreate  bool
+		surge     *intstr.IntOrString
+		wantSteps []string
+		wantDescr string
+		wantWrite []string
+	}{
+		{name: "raised for the rollout and put back", live: &quarter, surge: &all,
+			wantSteps: []string{"preflight=done", "surge=done", "application=done", "wait-rollout=done", "restore-surge=done", "verify=done"},
+			wantDescr: "set maxSurge of production/pggit-api from 25% to 100% for the rollout",
+			wantWrite: []string{bad + " surge=100%", good + " surge=100%", good + " surge=25%"}},
+		{name: "not configured: the Deployment's own pace", live: &quarter,
+			wantSteps: []string{"preflight=done", "application=done", "wait-rollout=done", "verify=done"},
+			wantWrite: []string{good + " surge=25%"}},
+		{name: "already at the value", live: &all, surge: &all,
+			wantSteps: []string{"preflight=done", "application=done", "wait-rollout=done", "verify=done"},
+			wantWrite: []string{good + " surge=100%"}},
+		{name: "recreate is left alone", recreate: true, surge: &all,
+			wantSteps: []string{"preflight=done", "application=done", "wait-rollout=done", "verify=done"},
+			wantWrite: []string{good + " surge=unset"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := newCluster(t)
+			withSurge(c, tt.live, tt.recreate)
+			tg := target()
+			tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, tt.surge
+			v, err := newExecutor(c, nil).Plan(ctx, tg, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.wantDescr != "" && !strings.HasPrefix(v.Steps[1].Description, tt.wantDescr) {
+				t.Errorf("surge step = %q, want %q…", v.Steps[1].Description, tt.wantDescr)
+			}
+			if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg}); err != nil {
+				t.Fatal(err)
+			}
+			if got := stepNames(journal(t, c)); !reflect.DeepEqual(got, tt.wantSteps) {
+				t.Errorf("steps = %v, want %v", got, tt.wantSteps)
+			}
+			if got := surgeWrites(c); !reflect.DeepEqual(got, tt.wantWrite) {
+				t.Errorf("deployment writes = %v, want %v", got, tt.wantWrite)
+			}
+			if s := scales(c); len(s) != 0 {
+				t.Errorf("revert scaled: %v", s)
+			}
+		})
+	}
+}
+
+// A revert that dies with maxSurge raised puts the Deployment's own value
+// back when resumed, even if the config changed in between; a dry run of
+// it writes nothing.
+func TestRevertSurgeResumeAndDryRun(t *testing.T) {
+	all, quarter, two := intstr.FromString("100%"), intstr.FromString("25%"), intstr.FromInt32(2)
+	for _, step := range []string{"application", "wait-rollout", "restore-surge"} {
+		t.Run("crash at "+step, func(t *testing.T) {
+			ctx := context.Background()
+			c := newCluster(t)
+			withSurge(c, &quarter, false)
+			tg := target()
+			tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, &all
+			if err := runUntilCrash(ctx, c, tg, "", step); err == nil || err.Error() != "crashed" {
+				t.Fatalf("first run: %v", err)
+			}
+			if got := kube.SurgeString(kube.MaxSurge(c.Deployment(ns, name))); got != "100%" {
+				t.Fatalf("maxSurge after the crash = %s, want 100%%", got)
+			}
+			tg.RevertMaxSurge = &two // reloaded config: the journal decides
+			res, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg})
+			if err != nil || !res.Resumed {
+				t.Fatalf("resume: %+v, %v", res, err)
+			}
+			if got := kube.SurgeString(kube.MaxSurge(c.Deployment(ns, name))); got != "25%" || image(c) != good {
+				t.Errorf("after resume: maxSurge %s image %s, want 25%% and %s", got, image(c), good)
+			}
+		})
+	}
+	t.Run("dry run", func(t *testing.T) {
+		c := newCluster(t)
+		withSurge(c, &quarter, false)
+		tg := target()
+		tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, &all
+		res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, DryRun: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := c.Writes(); len(w) != 0 {
+			t.Errorf("dry run wrote %v", w)
+		}
+		if res.Steps[1].Name != "surge" || res.Steps[1].State != rollback.StepWouldRun {
+			t.Errorf("dry-run steps = %+v", res.Steps)
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 )
 
@@ -103,22 +104,33 @@ type StepRecord struct {
 
 // Journal is the record of one plan run on one Deployment.
 type Journal struct {
-	Version          int          `json:"version"`
-	RunID            string       `json:"runID"`
-	Namespace        string       `json:"namespace"`
-	Deployment       string       `json:"deployment"`
-	UID              types.UID    `json:"uid"`
-	Action           Action       `json:"action"`
-	Reason           string       `json:"reason,omitempty"`
-	State            RunState     `json:"state"`
-	Error            string       `json:"error,omitempty"`
-	Started          time.Time    `json:"started"`
-	Finished         *time.Time   `json:"finished,omitempty"`
-	Bad              Revision     `json:"bad"`
-	Pinned           *Pinned      `json:"pinned,omitempty"`
-	Replicas         int32        `json:"replicas"`
-	MigrationApplied bool         `json:"migrationApplied,omitempty"`
-	Steps            []StepRecord `json:"steps"`
+	Version          int        `json:"version"`
+	RunID            string     `json:"runID"`
+	Namespace        string     `json:"namespace"`
+	Deployment       string     `json:"deployment"`
+	UID              types.UID  `json:"uid"`
+	Action           Action     `json:"action"`
+	Reason           string     `json:"reason,omitempty"`
+	State            RunState   `json:"state"`
+	Error            string     `json:"error,omitempty"`
+	Started          time.Time  `json:"started"`
+	Finished         *time.Time `json:"finished,omitempty"`
+	Bad              Revision   `json:"bad"`
+	Pinned           *Pinned    `json:"pinned,omitempty"`
+	Replicas         int32      `json:"replicas"`
+	MigrationApplied bool       `json:"migrationApplied,omitempty"`
+	// Surge is set when revert raises maxSurge for its rollout.
+	Surge *Surge       `json:"surge,omitempty"`
+	Steps []StepRecord `json:"steps"`
+}
+
+// Surge is the maxSurge a revert writes for its rollout and the
+// Deployment's own, which it puts back after: both are fixed at preflight,
+// so a resume restores the value the Deployment had, not the config's.
+type Surge struct {
+	// From is the Deployment's maxSurge before the run (nil: unset).
+	From *intstr.IntOrString `json:"from,omitempty"`
+	To   intstr.IntOrString  `json:"to"`
 }
 
 func (j *Journal) step(name string) *StepRecord {

@@ -141,6 +141,15 @@ func (e *Executor) prepare(ctx context.Context, req Request) (*run, error) {
 		}
 		j.MigrationApplied = applied
 	}
+	if action == ActionRevert && t.RevertMaxSurge != nil && dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		if from := kube.MaxSurge(dep); from == nil || *from != *t.RevertMaxSurge {
+			j.Surge = &Surge{To: *t.RevertMaxSurge}
+			if from != nil {
+				f := *from
+				j.Surge.From = &f
+			}
+		}
+	}
 	for _, name := range planSteps(action, t, j) {
 		def, _ := lookupStep(name)
 		j.Steps = append(j.Steps, StepRecord{Name: name, State: StepPending, Idempotent: def.idempotent})
@@ -294,6 +303,9 @@ func preflightDetail(j *Journal) string {
 	}
 	if j.MigrationApplied {
 		s += "; migration applied"
+	}
+	if j.Surge != nil {
+		s += "; maxSurge " + kube.SurgeString(j.Surge.From)
 	}
 	return s
 }

@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
@@ -125,51 +126,81 @@ func TestIntegrationQuick(t *testing.T) {
 	}
 }
 
+// Revert never takes the service down: ready replicas stay at or above
+// spec - maxUnavailable (25 % of 4 = 1) with the Deployment's own pace and
+// with maxSurge raised to 100 %; the raised value really starts the whole
+// good version at once (the real controller runs up to 8 pods, not 5) and
+// is put back after.
 func TestIntegrationRevertKeepsServing(t *testing.T) {
-	s := newSandbox(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	d := s.get(t)
-	w, err := s.client.AppsV1().Deployments(s.ns).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", deployName).String(), ResourceVersion: d.ResourceVersion})
-	if err != nil {
-		t.Fatal(err)
+	all := intstr.FromString("100%")
+	tests := []struct {
+		name             string
+		surge            *intstr.IntOrString
+		minPeak, maxPeak int32
+	}{
+		{name: "deployment's pace", minPeak: 4, maxPeak: 5},
+		{name: "surge 100%", surge: &all, minPeak: 7, maxPeak: 8},
 	}
-	var (
-		mu      sync.Mutex
-		minimum = d.Status.ReadyReplicas
-		seen    int
-	)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for ev := range w.ResultChan() {
-			if dep, ok := ev.Object.(*appsv1.Deployment); ok && ev.Type == watch.Modified {
-				mu.Lock()
-				seen++
-				if dep.Status.ReadyReplicas < minimum {
-					minimum = dep.Status.ReadyReplicas
-				}
-				mu.Unlock()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSandbox(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			d := s.get(t)
+			before := kube.SurgeString(kube.MaxSurge(d))
+			w, err := s.client.AppsV1().Deployments(s.ns).Watch(ctx, metav1.ListOptions{
+				FieldSelector: fields.OneTermEqualSelector("metadata.name", deployName).String(), ResourceVersion: d.ResourceVersion})
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-	}()
-	tg := s.target()
-	tg.Strategy = rollback.ActionRevert
-	if _, err := s.executor(nil).Run(ctx, rollback.Request{Target: tg}); err != nil {
-		t.Fatal(err)
-	}
-	s.assertRolledBack(t)
-	w.Stop()
-	<-done
-	// Default strategy: maxUnavailable 25% of 4 = 1.
-	mu.Lock()
-	defer mu.Unlock()
-	if seen == 0 {
-		t.Fatal("watch saw no updates")
-	}
-	if minimum < 3 {
-		t.Errorf("ready replicas dropped to %d, below spec - maxUnavailable = 3", minimum)
+			var (
+				mu      sync.Mutex
+				minimum = d.Status.ReadyReplicas
+				peak    int32
+				seen    int
+			)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for ev := range w.ResultChan() {
+					if dep, ok := ev.Object.(*appsv1.Deployment); ok && ev.Type == watch.Modified {
+						mu.Lock()
+						seen++
+						minimum = min(minimum, dep.Status.ReadyReplicas)
+						peak = max(peak, dep.Status.Replicas)
+						mu.Unlock()
+					}
+				}
+			}()
+			tg := s.target()
+			tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, tt.surge
+			res, err := s.executor(nil).Run(ctx, rollback.Request{Target: tg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.assertRolledBack(t)
+			w.Stop()
+			<-done
+			mu.Lock()
+			defer mu.Unlock()
+			if seen == 0 {
+				t.Fatal("watch saw no updates")
+			}
+			if minimum < 3 {
+				t.Errorf("ready replicas dropped to %d, below spec - maxUnavailable = 3", minimum)
+			}
+			if peak < tt.minPeak || peak > tt.maxPeak {
+				t.Errorf("pods at the peak of the rollout = %d, want %d..%d", peak, tt.minPeak, tt.maxPeak)
+			}
+			if after := kube.SurgeString(kube.MaxSurge(s.get(t))); after != before || before != "25%" {
+				t.Errorf("maxSurge %s before, %s after; want the API default 25%% both times", before, after)
+			}
+			var names []string
+			for _, st := range res.Steps {
+				names = append(names, st.Name)
+			}
+			t.Logf("steps %v, pods at the peak %d, ready at least %d", names, peak, minimum)
+		})
 	}
 }
 

@@ -36,6 +36,8 @@ const (
 	StepDisableSubs   = "disable-subscriptions"
 	StepEnableSubs    = "enable-subscriptions"
 	StepWaitLag       = "wait-lag"
+	StepSurge         = "surge"
+	StepRestoreSurge  = "restore-surge"
 )
 
 // ReadOnlyEnv is the variable the full plan sets to stop the app writing.
@@ -81,6 +83,9 @@ func planSteps(action Action, t Target, j *Journal) []string {
 	quick := append(append([]string{StepStop}, db...), StepApplication, StepWaitRollout, StepRamp, StepVerify)
 	switch action {
 	case ActionRevert:
+		if j.Surge != nil {
+			return []string{StepPreflight, StepSurge, StepApplication, StepWaitRollout, StepRestoreSurge, StepVerify}
+		}
 		return []string{StepPreflight, StepApplication, StepWaitRollout, StepVerify}
 	case ActionFull:
 		return []string{StepPreflight, StepDBReadOnly, StepDBDump, StepStop, StepDBRestore, StepDBVerify, StepApplication, StepWaitRollout, StepRamp, StepVerify}
@@ -138,6 +143,15 @@ func lookupStep(name string) (stepDef, bool) {
 		return stepDef{idempotent: true, describe: func(r *run) string {
 			return fmt.Sprintf("set the pod template of %s to the pinned %s", r.name(), pinnedString(r.j.Pinned))
 		}, run: runApplication}, true
+	case StepSurge:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("set maxSurge of %s from %s to %s for the rollout: the pinned version starts at once, the running one serves until it is available",
+				r.name(), kube.SurgeString(r.j.Surge.From), r.j.Surge.To.String())
+		}, run: runSurge}, true
+	case StepRestoreSurge:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("put maxSurge of %s back to %s", r.name(), kube.SurgeString(r.j.Surge.From))
+		}, run: runRestoreSurge}, true
 	case StepWaitRollout:
 		return stepDef{idempotent: true, describe: func(r *run) string {
 			return fmt.Sprintf("wait up to %s for the rollout (kubectl rollout status criteria)", r.t.RolloutTimeout)
@@ -346,6 +360,33 @@ func runApplication(ctx context.Context, r *run, _ *StepRecord) (string, error) 
 	}
 	r.exp.Template = tmpl.DeepCopy()
 	return fmt.Sprintf("template set to %s (generation %d)", imagesString(r.j.Pinned.Images), dep.Generation), nil
+}
+
+func runSurge(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	to := r.j.Surge.To
+	dep, err := r.e.cluster.SetMaxSurge(ctx, r.t.Namespace, r.t.Deployment, r.j.Surge.From, &to, r.templateExpect())
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", err
+	}
+	// Until restore-surge runs, the Deployment keeps the raised value: a
+	// failed or interrupted run says so in its report, and a resume puts
+	// it back.
+	return fmt.Sprintf("maxSurge %s → %s (restored after the rollout)", kube.SurgeString(r.j.Surge.From), to.String()), nil
+}
+
+func runRestoreSurge(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	to := r.j.Surge.To
+	dep, err := r.e.cluster.SetMaxSurge(ctx, r.t.Namespace, r.t.Deployment, &to, r.j.Surge.From, r.templateExpect())
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", err
+	}
+	return "maxSurge back to " + kube.SurgeString(r.j.Surge.From), nil
 }
 
 func runWaitRollout(ctx context.Context, r *run, _ *StepRecord) (string, error) {

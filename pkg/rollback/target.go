@@ -29,6 +29,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // Action names a plan.
@@ -145,6 +147,13 @@ type Target struct {
 	RampPause time.Duration
 	// RolloutTimeout bounds each wait for a rollout (default 30s).
 	RolloutTimeout time.Duration
+	// RevertMaxSurge, when set, is the maxSurge revert gives the
+	// Deployment for its rollout (e.g. 100%: every pinned pod is created at
+	// once, the bad ones keep serving until the new ones are available);
+	// the Deployment's own value is journaled and put back once the rollout
+	// is complete. Nil paces revert by the Deployment's own strategy. A
+	// Recreate Deployment is left as it is.
+	RevertMaxSurge *intstr.IntOrString
 	// VerifyWindow is how long verify keeps trying (default 60s).
 	VerifyWindow time.Duration
 	Database     *DatabaseSettings

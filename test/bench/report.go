@@ -132,7 +132,9 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "### Rollback duration (4 replicas, %s ramp pause excluded)\n\n", rb.pause)
 		b.WriteString("`script` is `test/bench/quick-rollback.sh`, the runbook's Quick Rollback kubectl commands (scale 0, set image, " +
 			"rollout status, scale 2, pause, scale 4); `quick` and `revert` are `rollguard rollback --local --action …` " +
-			"(preflight pin and journal, the steps, health checks between ramp steps, verify). Same cluster, one run, rotating order. " +
+			"(preflight pin and journal, the steps, health checks between ramp steps, verify); `revert` runs with the default " +
+			"`revertMaxSurge: 100%` (every pod of the good version at once, the bad ones serve until it is available, maxSurge put " +
+			"back after), `revert-paced` with `revertMaxSurge: \"\"` (the Deployment's own 25 % / 25 %). Same cluster, one run, rotating order. " +
 			"\"wall\" is the command from exec to exit; \"plan\" is rollguard's plan started → finished; \"4 ready\" is exec → 4 available " +
 			"replicas of the good image, polled every 100 ms (the script exits before its last scale-up is ready).\n\n")
 		b.WriteString("| method | runs | wall, min / median / max | plan, median | exec → 4 ready, min / median / max | ratio to script (median wall) | ratio to script (median 4 ready) |\n")

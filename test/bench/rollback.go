@@ -17,9 +17,12 @@ const (
 	methodScript = "script"
 	methodQuick  = "quick"
 	methodRevert = "revert"
+	// methodRevertPaced is revert with revertMaxSurge "": the Deployment's
+	// own maxSurge/maxUnavailable (25 % / 25 %: one pod per round) pace it.
+	methodRevertPaced = "revert-paced"
 )
 
-var methods = []string{methodScript, methodQuick, methodRevert}
+var methods = []string{methodScript, methodQuick, methodRevert, methodRevertPaced}
 
 // rollbackRun is one timed rollback; every duration has the configured
 // pauses taken out.
@@ -51,7 +54,7 @@ func runRollback(ctx context.Context, c *cluster, env sandboxenv.Env, o options)
 		return nil, err
 	}
 	res := &rollbackResult{pause: o.rampPause}
-	say("== rollback duration: %d rounds of script, quick and revert (rotating order), ramp pause %s excluded", o.rounds, o.rampPause)
+	say("== rollback duration: %d rounds of script, quick, revert and revert-paced (rotating order), ramp pause %s excluded", o.rounds, o.rampPause)
 	for round := 1; round <= o.rounds; round++ {
 		for k := range methods {
 			m := methods[(k+round-1)%len(methods)]
@@ -92,11 +95,16 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 		if err != nil {
 			return r, err
 		}
-		cfg, _, err := writeRollbackConfig(dir, env, name, port, o.rampPause)
+		surge := "100%"
+		action := method
+		if method == methodRevertPaced {
+			surge, action = "", methodRevert
+		}
+		cfg, _, err := writeRollbackConfig(dir, env, name, port, o.rampPause, surge)
 		if err != nil {
 			return r, err
 		}
-		cmd = exec.CommandContext(ctx, o.rollguard, "rollback", "--local", "--config", cfg, "--target", name, "--action", method, "--reason", "make bench")
+		cmd = exec.CommandContext(ctx, o.rollguard, "rollback", "--local", "--config", cfg, "--target", name, "--action", action, "--reason", "make bench")
 		if method == methodQuick {
 			pauses = o.rampPause // ramp [2] then 4: one pause
 		}
@@ -143,7 +151,7 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 	return r, nil
 }
 
-func writeRollbackConfig(dir string, env sandboxenv.Env, name string, port int, pause time.Duration) (string, string, error) {
+func writeRollbackConfig(dir string, env sandboxenv.Env, name string, port int, pause time.Duration, revertMaxSurge string) (string, string, error) {
 	path, token, err := writeDaemonConfig(dir, env, name, port, latencyConfig{window: time.Minute, interval: 5 * time.Second})
 	if err != nil {
 		return "", "", err
@@ -153,6 +161,6 @@ func writeRollbackConfig(dir string, env sandboxenv.Env, name string, port int, 
 		return "", "", err
 	}
 	// The same ramp pause as the script's sleep.
-	b = []byte(strings.Replace(string(b), "rampPause: 1s", fmt.Sprintf("rampPause: %s", pause), 1))
+	b = []byte(strings.Replace(string(b), "rampPause: 1s", fmt.Sprintf("rampPause: %s\n      revertMaxSurge: %q", pause, revertMaxSurge), 1))
 	return path, token, os.WriteFile(path, b, 0o644)
 }
