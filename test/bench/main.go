@@ -61,7 +61,7 @@ func run() int {
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "markdown file whose marked section is rewritten (empty: print only)")
 	flag.StringVar(&o.outDir, "out", "", "directory for logs and profiles (default: $SANDBOX_STATE_DIR/bench)")
 	flag.IntVar(&o.runs, "runs", 5, "detection-latency runs per configuration")
-	flag.IntVar(&o.rounds, "rounds", 3, "rollback rounds (each: script, quick, revert, revert-paced in rotating order)")
+	flag.IntVar(&o.rounds, "rounds", 5, "rollback rounds (each: script, quick, revert, revert-paced in rotating order)")
 	flag.IntVar(&o.scaleTicks, "ticks", 6, "measured ticks per scale size")
 	flag.DurationVar(&o.longFor, "long-for", 60*time.Second, "the runbook's window")
 	flag.DurationVar(&o.longIval, "long-interval", 5*time.Second, "evaluation interval with the runbook's window (rollguard's default)")
