@@ -350,3 +350,63 @@ func TestSetMaxSurge(t *testing.T) {
 		})
 	}
 }
+
+// With NoPods a stopped Deployment is not done while Pods terminate, and
+// where the cluster cannot tell, not before the grace period has passed.
+func TestWaitRolloutNoPods(t *testing.T) {
+	two, zero := int32(2), int32(0)
+	grace0, grace30 := int64(0), int64(30)
+	tests := []struct {
+		name        string
+		terminating []*int32 // per read; the last one stays
+		grace       *int64
+		wantReads   int
+		wantErr     string
+	}{
+		{name: "terminating pods are waited for", terminating: []*int32{&two, &two, &zero}, wantReads: 3},
+		{name: "not reported, no grace period", terminating: []*int32{nil}, grace: &grace0, wantReads: 1},
+		{name: "not reported, grace period not over", terminating: []*int32{nil}, grace: &grace30,
+			wantErr: "rollout of deployment production/pggit-api (terminating pods not reported by the cluster: waiting out the 30s grace period): rollout not complete"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c, d := setup(t)
+			c.Mutate(ns, name, func(d *appsv1.Deployment) {
+				d.Spec.Replicas = new(int32)
+				d.Spec.Template.Spec.TerminationGracePeriodSeconds = tt.grace
+			})
+			setTerminating := func(v *int32) {
+				obj, err := c.Tracker().Get(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, ns, name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				dep := obj.(*appsv1.Deployment).DeepCopy()
+				dep.Status.TerminatingReplicas = v
+				if err := c.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, dep, ns); err != nil {
+					t.Fatal(err)
+				}
+			}
+			setTerminating(tt.terminating[0])
+			reads := 0
+			_, s, err := d.WaitRollout(ctx, ns, name, kube.WaitOptions{Timeout: 200 * time.Millisecond, NoPods: true,
+				Check: func(*appsv1.Deployment) error {
+					reads++
+					setTerminating(tt.terminating[min(reads, len(tt.terminating)-1)])
+					return nil
+				}})
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr || !errors.Is(err, kube.ErrRolloutTimeout) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !s.Complete || s.Terminating != 0 {
+				t.Fatalf("wait: %v %+v", err, s)
+			}
+			if reads != tt.wantReads {
+				t.Errorf("done after %d reads, want %d", reads, tt.wantReads)
+			}
+		})
+	}
+}

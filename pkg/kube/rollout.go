@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -22,10 +23,16 @@ type RolloutStatus struct {
 	Updated            int32
 	Ready              int32
 	Available          int32
-	Complete           bool
-	ProgressDeadline   bool // Progressing=False, ProgressDeadlineExceeded
-	Message            string
-	ObservedAt         time.Time
+	// Terminating is status.terminatingReplicas: Pods being deleted, which
+	// may still run (and write) until their grace period ends. Known is
+	// false on a cluster that does not report it (before Kubernetes 1.34,
+	// or with the DeploymentReplicaSetTerminatingReplicas gate off).
+	Terminating      int32
+	TerminatingKnown bool
+	Complete         bool
+	ProgressDeadline bool // Progressing=False, ProgressDeadlineExceeded
+	Message          string
+	ObservedAt       time.Time
 }
 
 // Status evaluates dep by kubectl's rollout criteria: generation observed,
@@ -42,6 +49,9 @@ func Status(dep *appsv1.Deployment) RolloutStatus {
 		Updated:            dep.Status.UpdatedReplicas,
 		Ready:              dep.Status.ReadyReplicas,
 		Available:          dep.Status.AvailableReplicas,
+	}
+	if t := dep.Status.TerminatingReplicas; t != nil {
+		s.Terminating, s.TerminatingKnown = *t, true
 	}
 	if dep.Generation > dep.Status.ObservedGeneration {
 		s.Message = "waiting for the spec update to be observed"
@@ -79,6 +89,13 @@ type WaitOptions struct {
 	// Check, if set, is called with every Deployment read; an error stops
 	// the wait (rollguard uses it to notice a concurrent change).
 	Check func(*appsv1.Deployment) error
+	// NoPods also waits until no Pod of the Deployment is left, terminating
+	// ones included: a Pod being deleted is no longer counted by the
+	// rollout criteria but may keep running, and writing to its database,
+	// for its whole grace period. Where the cluster does not report
+	// terminating Pods, the wait lasts the template's
+	// terminationGracePeriodSeconds from its start instead.
+	NoPods bool
 }
 
 // WaitRollout reads the Deployment until its rollout is complete, the
@@ -96,6 +113,7 @@ func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOp
 	var last RolloutStatus
 	var lastDep *appsv1.Deployment
 	first := true
+	began := d.opts.Now()
 	tick := time.NewTicker(d.opts.PollInterval)
 	defer tick.Stop()
 	wake := make(chan struct{}, 1)
@@ -122,6 +140,9 @@ func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOp
 			}
 			s := Status(dep)
 			s.ObservedAt = d.opts.Now()
+			if o.NoPods {
+				noPods(&s, dep, s.ObservedAt.Sub(began))
+			}
 			if first || !sameProgress(s, last) {
 				d.logger.Debug("rollout progress", zap.String("namespace", ns), zap.String("deployment", name), zap.String("status", s.Message))
 				if o.Progress != nil {
@@ -152,6 +173,30 @@ func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOp
 		case <-tick.C:
 		case <-wake:
 		}
+	}
+}
+
+// noPods holds back a complete s while Pods may still run: terminating
+// ones reported, or, where the cluster cannot tell, until the grace period
+// has passed since the wait began.
+func noPods(s *RolloutStatus, dep *appsv1.Deployment, waited time.Duration) {
+	if !s.Complete {
+		return
+	}
+	if s.TerminatingKnown {
+		if s.Terminating > 0 {
+			s.Complete = false
+			s.Message = fmt.Sprintf("%d pods terminating", s.Terminating)
+		}
+		return
+	}
+	grace := time.Duration(corev1.DefaultTerminationGracePeriodSeconds) * time.Second
+	if g := dep.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	}
+	if waited < grace {
+		s.Complete = false
+		s.Message = fmt.Sprintf("terminating pods not reported by the cluster: waiting out the %s grace period", grace)
 	}
 }
 

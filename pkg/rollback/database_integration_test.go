@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -355,12 +356,22 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		forensicDir := t.TempDir()
 		tg := s.target()
 		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
-		obs := &recorder{}
+		// The bad version must have stopped, terminating Pods included,
+		// before the dump and the restore touch its database.
+		podsAt := map[string]int{}
+		obs := &recorder{hook: func(kind string, f rollback.Facts) {
+			if kind == "step-started" && (f.Step == rollback.StepDBDump || f.Step == rollback.StepDBRestore) {
+				podsAt[f.Step] = s.podCount(t)
+			}
+		}}
 		res, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
 		if err != nil {
 			t.Fatalf("quick: %v\nobserver: %v", err, obs.events)
 		}
 		s.assertRolledBack(t)
+		if want := map[string]int{rollback.StepDBDump: 0, rollback.StepDBRestore: 0}; !maps.Equal(podsAt, want) {
+			t.Errorf("pods (terminating included) when the database steps started: %v, want none", podsAt)
+		}
 		want := []string{"preflight=done", "stop=done", "db-dump=done", "db-restore=done", "db-verify=done", "application=done", "wait-rollout=done", "ramp=done", "verify=done"}
 		j, _ := s.liveJournal(t)
 		if got := stepNames(j); !slices.Equal(got, want) || !j.MigrationApplied || res.State != rollback.RunSucceeded {
@@ -916,4 +927,17 @@ func mustPath(dsn string) string {
 		return ""
 	}
 	return u.Path
+}
+
+// podCount counts the Pods in the test's namespace, terminating ones
+// included (only the Deployment under test runs there).
+func (s *sandbox) podCount(t *testing.T) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	pods, err := s.client.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatalf("list pods: %v", err)
+	}
+	return len(pods.Items)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -795,4 +796,81 @@ func TestRevertSurgeResumeAndDryRun(t *testing.T) {
 			t.Errorf("dry-run steps = %+v", res.Steps)
 		}
 	})
+}
+
+// Before a dump or a restore the stop waits until no Pod is left,
+// terminating ones included: a Pod being deleted may write until its grace
+// period ends. Without a database step it does not wait.
+func TestStopWaitsForPodsBeforeDatabaseSteps(t *testing.T) {
+	tests := []struct {
+		name       string
+		db         bool
+		wantDetail string
+		// reads reporting terminating Pods before the stop is done: the
+		// scale's own read back, then the wait's until one reports none.
+		wantReads int
+	}{
+		{name: "database steps follow", db: true, wantDetail: "scaled to 0 (recorded 4); no pod left", wantReads: 3},
+		{name: "no database step", wantDetail: "scaled to 0 (recorded 4)", wantReads: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			c := newCluster(t)
+			// After the scale to 0, the first 3 reads of the Deployment
+			// report 2 Pods terminating.
+			var mu sync.Mutex
+			stopped, reads := false, 0
+			c.PrependReactor("update", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				if a.GetSubresource() == "scale" && scaleReplicas(a) == 0 {
+					mu.Lock()
+					stopped = true
+					mu.Unlock()
+				}
+				return false, nil, nil
+			})
+			c.PrependReactor("get", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
+				mu.Lock()
+				defer mu.Unlock()
+				if a.GetSubresource() != "" || !stopped || reads >= 3 {
+					return false, nil, nil
+				}
+				reads++
+				obj, err := c.Tracker().Get(appsv1.SchemeGroupVersion.WithResource("deployments"), ns, name)
+				if err != nil {
+					return true, nil, err
+				}
+				d := obj.(*appsv1.Deployment).DeepCopy()
+				d.Status.TerminatingReplicas = ptr(int32(2))
+				return true, d, nil
+			})
+			obs := &recorder{hook: func(kind string, f rollback.Facts) {
+				mu.Lock()
+				defer mu.Unlock()
+				if kind == "step-finished" && f.Step == "stop" && reads != tt.wantReads {
+					t.Errorf("stop finished after %d reads with pods terminating, want %d", reads, tt.wantReads)
+				}
+			}}
+			tg := target()
+			var db *fakeDB
+			if tt.db {
+				db = newFakeDB()
+				db.onCall = func(call string) {
+					mu.Lock()
+					defer mu.Unlock()
+					if strings.HasPrefix(call, "Dump") && reads < 3 {
+						t.Errorf("dump while %d reads still had pods terminating", 3-reads)
+					}
+				}
+				tg = dbTarget(db)
+			}
+			if _, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg}); err != nil {
+				t.Fatal(err)
+			}
+			j := journal(t, c)
+			if got := j.Steps[indexOf(j, "stop")].Detail; got != tt.wantDetail {
+				t.Errorf("stop detail = %q, want %q", got, tt.wantDetail)
+			}
+		})
+	}
 }

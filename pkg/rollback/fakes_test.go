@@ -30,6 +30,8 @@ type fakeDB struct {
 	panics   map[string]bool
 	lags     []time.Duration
 	restores int
+	// onCall, if set, sees each call before it is answered.
+	onCall func(call string)
 }
 
 func newFakeDB() *fakeDB {
@@ -37,6 +39,9 @@ func newFakeDB() *fakeDB {
 }
 
 func (f *fakeDB) record(call string) error {
+	if f.onCall != nil {
+		f.onCall(call)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, call)

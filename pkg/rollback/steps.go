@@ -73,17 +73,25 @@ type stepDef struct {
 	unsafeDetail func(r *run, rec *StepRecord) string
 }
 
-// planSteps lists a plan's steps; the list is journaled at preflight and a
-// resume follows the journal, not the (possibly reloaded) config.
-func planSteps(action Action, t Target, j *Journal) []string {
+// Shape is what decides a plan's steps besides its action.
+type Shape struct {
+	// Restore: quick and multi-region run their database steps (the
+	// target has database settings and the deploy's migration is applied).
+	Restore bool
+	// Surge: revert raises maxSurge for its rollout and puts it back.
+	Surge bool
+}
+
+// Steps lists the steps of action's plan by the names the journal keeps.
+func Steps(action Action, s Shape) []string {
 	db := []string{}
-	if t.Database != nil && t.Database.DB != nil && j.MigrationApplied {
+	if s.Restore {
 		db = []string{StepDBDump, StepDBRestore, StepDBVerify}
 	}
 	quick := append(append([]string{StepStop}, db...), StepApplication, StepWaitRollout, StepRamp, StepVerify)
 	switch action {
 	case ActionRevert:
-		if j.Surge != nil {
+		if s.Surge {
 			return []string{StepPreflight, StepSurge, StepApplication, StepWaitRollout, StepRestoreSurge, StepVerify}
 		}
 		return []string{StepPreflight, StepApplication, StepWaitRollout, StepVerify}
@@ -100,6 +108,12 @@ func planSteps(action Action, t Target, j *Journal) []string {
 	}
 }
 
+// planSteps lists a new run's steps; the list is journaled at preflight and
+// a resume follows the journal, not the (possibly reloaded) config.
+func planSteps(action Action, t Target, j *Journal) []string {
+	return Steps(action, Shape{Restore: t.Database != nil && t.Database.DB != nil && j.MigrationApplied, Surge: j.Surge != nil})
+}
+
 // lookupStep returns the definition of a journaled step name.
 func lookupStep(name string) (stepDef, bool) {
 	switch name {
@@ -108,7 +122,11 @@ func lookupStep(name string) (stepDef, bool) {
 			run: func(_ context.Context, r *run, _ *StepRecord) (string, error) { return preflightDetail(r.j), nil }}, true
 	case StepStop:
 		return stepDef{idempotent: true, describe: func(r *run) string {
-			return fmt.Sprintf("scale %s to 0 through the scale subresource (recorded %d replicas)", r.name(), r.j.Replicas)
+			d := fmt.Sprintf("scale %s to 0 through the scale subresource (recorded %d replicas)", r.name(), r.j.Replicas)
+			if r.databaseStepFollows(StepStop) {
+				d += ", then wait until no pod is left, terminating ones included"
+			}
+			return d
 		}, run: runStop}, true
 	case StepDBReadOnly:
 		return stepDef{idempotent: true, describe: func(r *run) string {
@@ -230,10 +248,17 @@ func (r *run) templateExpect() kube.Expect {
 }
 
 func (r *run) wait(ctx context.Context) (*appsv1.Deployment, kube.RolloutStatus, error) {
+	return r.waitFor(ctx, false)
+}
+
+// waitFor is wait, and with noPods also until no Pod is left, terminating
+// ones included.
+func (r *run) waitFor(ctx context.Context, noPods bool) (*appsv1.Deployment, kube.RolloutStatus, error) {
 	exp := r.templateExpect()
 	log := r.log()
 	return r.e.cluster.WaitRollout(ctx, r.t.Namespace, r.t.Deployment, kube.WaitOptions{
 		Timeout: r.t.RolloutTimeout,
+		NoPods:  noPods,
 		Check:   func(d *appsv1.Deployment) error { return kube.Check(d, exp) },
 		Progress: func(s kube.RolloutStatus) {
 			log.Info("rollout progress", zap.String("status", s.Message), zap.Int32("updated", s.Updated),
@@ -263,7 +288,40 @@ func runStop(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 	r.exp.Replicas = &zero
 	// Scaling to 0 also turns an HPA off until replicas are > 0 again; the
 	// ramp's last step brings the recorded count (and the HPA) back.
-	return fmt.Sprintf("scaled to 0 (recorded %d)", r.j.Replicas), nil
+	if !r.databaseStepFollows(StepStop) {
+		// Nothing below depends on the old Pods being gone: the new ones
+		// start at the ramp, and a terminating Pod gets no traffic.
+		return fmt.Sprintf("scaled to 0 (recorded %d)", r.j.Replicas), nil
+	}
+	// A dump or a restore follows: the bad version must have stopped
+	// writing first. Terminating Pods run until their grace period ends,
+	// so wait until none is left.
+	dep, s, err := r.waitFor(ctx, true)
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return "", fmt.Errorf("deployment %s: waiting for its pods to stop before the database steps: %w", r.name(), err)
+	}
+	if !s.TerminatingKnown {
+		return fmt.Sprintf("scaled to 0 (recorded %d); the cluster does not report terminating pods, waited out their grace period", r.j.Replicas), nil
+	}
+	return fmt.Sprintf("scaled to 0 (recorded %d); no pod left", r.j.Replicas), nil
+}
+
+// databaseStepFollows reports whether a dump or a restore comes after step
+// in this run's plan.
+func (r *run) databaseStepFollows(step string) bool {
+	after := false
+	for _, s := range r.j.Steps {
+		switch {
+		case s.Name == step:
+			after = true
+		case after && (s.Name == StepDBDump || s.Name == StepDBRestore):
+			return true
+		}
+	}
+	return false
 }
 
 func runReadOnly(ctx context.Context, r *run, rec *StepRecord) (string, error) {

@@ -353,10 +353,12 @@ func (c *Cluster) controller(d *appsv1.Deployment) error {
 	d.Annotations["deployment.kubernetes.io/revision"] = current.Annotations["deployment.kubernetes.io/revision"]
 	d.Status = appsv1.DeploymentStatus{
 		ObservedGeneration: d.Generation,
-		Replicas:           replicas,
-		UpdatedReplicas:    replicas,
-		ReadyReplicas:      replicas,
-		AvailableReplicas:  replicas,
+		// The fake's Pods go at once, as Kubernetes ≥ 1.34 reports it.
+		TerminatingReplicas: new(int32),
+		Replicas:            replicas,
+		UpdatedReplicas:     replicas,
+		ReadyReplicas:       replicas,
+		AvailableReplicas:   replicas,
 		Conditions: []appsv1.DeploymentCondition{
 			{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue},
 			{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue, Reason: "NewReplicaSetAvailable"},
