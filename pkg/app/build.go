@@ -188,12 +188,9 @@ func rollbackTarget(t *config.Target, dbs map[string]*database.DB, v rollback.Ve
 	rb := t.Rollback
 	out := rollback.Target{
 		Namespace: t.Namespace, Deployment: t.Deployment, Containers: t.Containers, HealthURL: t.HealthURL,
-		Strategy: rollback.Action(rb.Strategy), StableImage: rb.StableImage,
+		Strategy: rollback.Action(rb.Plan()), StableImage: rb.StableImage,
 		RampPause: time.Duration(rb.RampPause), RolloutTimeout: time.Duration(rb.RolloutTimeout),
 		VerifyWindow: time.Duration(rb.VerifyWindow), Verifier: v,
-	}
-	if rb.Strategy == config.StrategyFull {
-		out.Strategy = rollback.ActionFull
 	}
 	if rb.RevertMaxSurge != "" {
 		// Validated by pkg/config: a count or a percentage.

@@ -32,6 +32,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/guard"
+	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
 	"github.com/rollguard/rollguard/pkg/trigger"
@@ -431,43 +432,30 @@ const (
 // PlanFor lists the steps the action's plan would run for the target, by
 // the names pkg/rollback journals. Database steps of the quick plan run
 // only when the migration is applied at the time, which history cannot
-// tell; they are marked "(if migration applied)".
+// tell; they are marked "(if migration applied)". Likewise revert's surge
+// steps are skipped when the Deployment already has that maxSurge.
 func PlanFor(t config.Target, action string) []string {
-	quick := func() []string {
-		out := []string{"preflight", "stop"}
-		if t.Rollback.Database != nil {
-			out = append(out, "db-dump (if migration applied)", "db-restore (if migration applied)", "db-verify (if migration applied)")
-		}
-		out = append(out, "application", "wait-rollout", "ramp", "verify")
-		if t.Rollback.MultiRegion != nil {
-			out = append([]string{"preflight", "lag-check", "disable-subscriptions"}, out[1:]...)
-			out = append(out, "enable-subscriptions", "wait-lag")
-		}
-		return out
-	}
-	full := []string{"preflight", "db-readonly", "db-dump", "stop", "db-restore", "db-verify", "application", "wait-rollout", "ramp", "verify"}
-	rollbackPlan := func() []string {
-		switch t.Rollback.Strategy {
-		case config.StrategyRevert:
-			if t.Rollback.RevertMaxSurge != "" {
-				// Unless the Deployment already has that maxSurge (or is
-				// Recreate), which history cannot tell.
-				return []string{"preflight", "surge", "application", "wait-rollout", "restore-surge", "verify"}
+	shape := rollback.Shape{Restore: t.Rollback.Database != nil, Surge: t.Rollback.RevertMaxSurge != ""}
+	plan := func(a rollback.Action) []string {
+		steps := rollback.Steps(a, shape)
+		if a == rollback.ActionQuick || a == rollback.ActionMultiRegion {
+			for i, s := range steps {
+				switch s {
+				case rollback.StepDBDump, rollback.StepDBRestore, rollback.StepDBVerify:
+					steps[i] = s + " (if migration applied)"
+				}
 			}
-			return []string{"preflight", "application", "wait-rollout", "verify"}
-		case config.StrategyFull:
-			return full
 		}
-		return quick()
+		return steps
 	}
 	switch action {
 	case config.ActionRollback:
-		return rollbackPlan()
+		return plan(rollback.Action(t.Rollback.Plan()))
 	case config.ActionFullRollback:
-		return full
+		return plan(rollback.ActionFull)
 	case config.ActionRestartThenRollback:
-		out := []string{"preflight", "terminate-sessions", "restart", "wait-rollout", "then, if it fires again:"}
-		return append(out, rollbackPlan()...)
+		out := append(plan(rollback.ActionPoolRecovery), "then, if it fires again:")
+		return append(out, plan(rollback.Action(t.Rollback.Plan()))...)
 	}
 	return []string{}
 }

@@ -432,10 +432,25 @@ type Rollback struct {
 	Database *RollbackDatabase `yaml:"database,omitempty"`
 	// Connection pool recovery, the first step of restart-then-rollback.
 	PoolRecovery PoolRecovery `yaml:"poolRecovery"`
-	// Multi-region rollback: secondaries' subscriptions are disabled while
-	// the primary rolls back. Default none.
+	// Multi-region rollback: with strategy quick, secondaries'
+	// subscriptions are disabled while the primary rolls back, then
+	// enabled (resynced after a restore) and waited for. Needs database or
+	// poolRecovery.database (the primary). Default none.
 	MultiRegion *MultiRegion `yaml:"multiRegion,omitempty"`
 }
+
+// Plan is the executor plan a rollback of the target runs: the strategy,
+// except that quick with multiRegion is the multi-region plan (the
+// runbook's Multi-Region Rollback wraps its quick rollback).
+func (r *Rollback) Plan() string {
+	if r.Strategy == StrategyQuick && r.MultiRegion != nil {
+		return PlanMultiRegion
+	}
+	return r.Strategy
+}
+
+// PlanMultiRegion is the plan of a quick rollback with multiRegion.
+const PlanMultiRegion = "multi-region"
 
 // RollbackDatabase is the database restore step of a rollback.
 type RollbackDatabase struct {

@@ -256,6 +256,10 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 		if mr.Subscription == "" {
 			errs.addf(mp+".subscription", "must not be empty")
 		}
+		if r.Database == nil && pr.Database == "" {
+			// Lag is read on the primary before and after the rollback.
+			errs.addf(mp, "needs the primary's database: set %s.database or %s.poolRecovery.database", rp, rp)
+		}
 		positive(errs, mp+".maxLag", mr.MaxLag)
 		positive(errs, mp+".timeout", mr.Timeout)
 	}

@@ -478,6 +478,15 @@ targets:
 			},
 		},
 		{
+			name: "multi-region without the primary's database",
+			src: parts{target: `    rollback:
+      multiRegion: {secondaries: [primary], subscription: sub}
+`}.yaml(),
+			want: []string{
+				"targets[0].rollback.multiRegion: needs the primary's database: set targets[0].rollback.database or targets[0].rollback.poolRecovery.database",
+			},
+		},
+		{
 			name: "a value that failed to decode is not reported again as invalid",
 			src:  parts{global: "  interval: soon\n  leaderElection: {retryPeriod: often}\n"}.yaml(),
 			want: []string{

@@ -1,0 +1,54 @@
+package app
+
+import (
+	"testing"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/rollback"
+)
+
+// The configured strategy decides the executor's plan; a quick rollback of
+// a target with multiRegion is the runbook's Multi-Region Rollback.
+func TestRollbackTargetPlan(t *testing.T) {
+	hundred, two := intstr.FromString("100%"), intstr.FromInt32(2)
+	tests := []struct {
+		name      string
+		rollback  string
+		wantPlan  rollback.Action
+		wantSurge *intstr.IntOrString
+	}{
+		{name: "defaults", rollback: "{}", wantPlan: rollback.ActionQuick, wantSurge: &hundred},
+		{name: "revert, Deployment's pace", rollback: `{strategy: revert, revertMaxSurge: ""}`, wantPlan: rollback.ActionRevert},
+		{name: "revert, count", rollback: `{strategy: revert, revertMaxSurge: 2}`, wantPlan: rollback.ActionRevert, wantSurge: &two},
+		{name: "quick with multiRegion", rollback: `{poolRecovery: {database: primary}, multiRegion: {secondaries: [eu], subscription: sub}}`, wantPlan: rollback.ActionMultiRegion, wantSurge: &hundred},
+		{name: "revert with multiRegion", rollback: `{strategy: revert, poolRecovery: {database: primary}, multiRegion: {secondaries: [eu], subscription: sub}}`, wantPlan: rollback.ActionRevert, wantSurge: &hundred},
+		{name: "full", rollback: `{strategy: full, database: {name: primary, migration: m, dumpPath: /d, forensicDir: /f}}`, wantPlan: rollback.ActionFull, wantSurge: &hundred},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := config.Load([]byte(`global:
+  prometheus: {url: "http://prometheus:9090"}
+  databases:
+    - {name: primary, dsnEnv: PG_DSN}
+    - {name: eu, dsnEnv: PG_EU_DSN}
+targets:
+  - name: api
+    namespace: prod
+    deployment: api
+    triggers: [{name: errors, kind: errorRate, above: 0.05}]
+    rollback: ` + tt.rollback + "\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := rollbackTarget(&cfg.Targets[0], nil, nil)
+			if got.Strategy != tt.wantPlan {
+				t.Errorf("plan = %s, want %s", got.Strategy, tt.wantPlan)
+			}
+			if g, w := got.RevertMaxSurge, tt.wantSurge; (g == nil) != (w == nil) || (g != nil && *g != *w) {
+				t.Errorf("revertMaxSurge = %v, want %v", g, w)
+			}
+		})
+	}
+}
