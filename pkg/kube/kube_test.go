@@ -351,21 +351,28 @@ func TestSetMaxSurge(t *testing.T) {
 	}
 }
 
-// With NoPods a stopped Deployment is not done while Pods terminate, and
-// where the cluster cannot tell, not before the grace period has passed.
+// With NoPods a stopped Deployment is not done while Pods are counted
+// (kubectl's criteria call a scale-down of the current ReplicaSet complete
+// at once) or terminate, and where the cluster cannot tell, not before the
+// grace period has passed.
 func TestWaitRolloutNoPods(t *testing.T) {
+	type read struct {
+		replicas    int32
+		terminating *int32
+	}
 	two, zero := int32(2), int32(0)
 	grace0, grace30 := int64(0), int64(30)
 	tests := []struct {
-		name        string
-		terminating []*int32 // per read; the last one stays
-		grace       *int64
-		wantReads   int
-		wantErr     string
+		name      string
+		reads     []read // the status of each read; the last one stays
+		grace     *int64
+		wantReads int
+		wantErr   string
 	}{
-		{name: "terminating pods are waited for", terminating: []*int32{&two, &two, &zero}, wantReads: 3},
-		{name: "not reported, no grace period", terminating: []*int32{nil}, grace: &grace0, wantReads: 1},
-		{name: "not reported, grace period not over", terminating: []*int32{nil}, grace: &grace30,
+		{name: "pods of the current replicaset are waited for", reads: []read{{4, &zero}, {1, &zero}, {0, &zero}}, wantReads: 3},
+		{name: "terminating pods are waited for", reads: []read{{0, &two}, {0, &two}, {0, &zero}}, wantReads: 3},
+		{name: "not reported, no grace period", reads: []read{{0, nil}}, grace: &grace0, wantReads: 1},
+		{name: "not reported, grace period not over", reads: []read{{0, nil}}, grace: &grace30,
 			wantErr: "rollout of deployment production/pggit-api (terminating pods not reported by the cluster: waiting out the 30s grace period): rollout not complete"},
 	}
 	for _, tt := range tests {
@@ -376,23 +383,27 @@ func TestWaitRolloutNoPods(t *testing.T) {
 				d.Spec.Replicas = new(int32)
 				d.Spec.Template.Spec.TerminationGracePeriodSeconds = tt.grace
 			})
-			setTerminating := func(v *int32) {
-				obj, err := c.Tracker().Get(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, ns, name)
+			gvr := appsv1.SchemeGroupVersion.WithResource("deployments")
+			setStatus := func(r read) {
+				obj, err := c.Tracker().Get(gvr, ns, name)
 				if err != nil {
 					t.Fatal(err)
 				}
 				dep := obj.(*appsv1.Deployment).DeepCopy()
-				dep.Status.TerminatingReplicas = v
-				if err := c.Tracker().Update(schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "deployments"}, dep, ns); err != nil {
+				// The current ReplicaSet's Pods count as updated, ready and
+				// available until they are deleted.
+				dep.Status.Replicas, dep.Status.UpdatedReplicas, dep.Status.ReadyReplicas, dep.Status.AvailableReplicas = r.replicas, r.replicas, r.replicas, r.replicas
+				dep.Status.TerminatingReplicas = r.terminating
+				if err := c.Tracker().Update(gvr, dep, ns); err != nil {
 					t.Fatal(err)
 				}
 			}
-			setTerminating(tt.terminating[0])
+			setStatus(tt.reads[0])
 			reads := 0
 			_, s, err := d.WaitRollout(ctx, ns, name, kube.WaitOptions{Timeout: 200 * time.Millisecond, NoPods: true,
 				Check: func(*appsv1.Deployment) error {
 					reads++
-					setTerminating(tt.terminating[min(reads, len(tt.terminating)-1)])
+					setStatus(tt.reads[min(reads, len(tt.reads)-1)])
 					return nil
 				}})
 			if tt.wantErr != "" {
@@ -401,7 +412,7 @@ func TestWaitRolloutNoPods(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || !s.Complete || s.Terminating != 0 {
+			if err != nil || !s.Complete || s.Terminating != 0 || s.Replicas != 0 {
 				t.Fatalf("wait: %v %+v", err, s)
 			}
 			if reads != tt.wantReads {

@@ -176,11 +176,18 @@ func (d *Deployments) WaitRollout(ctx context.Context, ns, name string, o WaitOp
 	}
 }
 
-// noPods holds back a complete s while Pods may still run: terminating
-// ones reported, or, where the cluster cannot tell, until the grace period
-// has passed since the wait began.
+// noPods holds back a complete s while Pods may still run: counted ones
+// (kubectl's criteria call a scale-down of the current ReplicaSet complete
+// before its Pods are even deleted), terminating ones reported, or, where
+// the cluster cannot tell, until the grace period has passed since the wait
+// began.
 func noPods(s *RolloutStatus, dep *appsv1.Deployment, waited time.Duration) {
 	if !s.Complete {
+		return
+	}
+	if s.Replicas > s.Spec {
+		s.Complete = false
+		s.Message = fmt.Sprintf("%d pods left of %d", s.Replicas, s.Spec)
 		return
 	}
 	if s.TerminatingKnown {
