@@ -257,10 +257,10 @@ func testReplicationLag(t *testing.T, sb *sandbox) {
 			t.Errorf("cleanup: enable subscription %s: %v", sub, err)
 		}
 	})
+	disabled := time.Now()
 	if err := alter("DISABLE"); err != nil {
 		t.Fatalf("disable subscription %s: %v", sub, err)
 	}
-	disabled := time.Now()
 	t.Logf("subscription %s disabled", sub)
 
 	// Writes move the primary's WAL past what the subscriber confirmed.
@@ -296,8 +296,11 @@ func testReplicationLag(t *testing.T, sb *sandbox) {
 	bs := checkFireTiming(t, obs, window)
 	fire := obs[len(obs)-1].Status
 	// Lag is the age of what the subscriber confirmed: it cannot exceed
-	// the time since the subscription was disabled.
-	if max := time.Since(disabled).Seconds(); !(fire.Value > threshold) || fire.Value > max {
+	// the time since the subscription was disabled, plus one interval (the
+	// daemon last saw the primary at the confirmed position on the tick
+	// before the DISABLE: CI once saw 9 ms over the bare bound).
+	const interval = time.Second // startDaemon's
+	if max := (time.Since(disabled) + interval).Seconds(); !(fire.Value > threshold) || fire.Value > max {
 		t.Errorf("firing with lag %v s, want in (%v, %.1f]", fire.Value, threshold, max)
 	}
 	t.Logf("lag %.1f s when firing, %v after the subscription was disabled", fire.Value, time.Since(disabled).Round(time.Millisecond))
