@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -327,7 +328,9 @@ WHERE slot_name = $1 OR slot_name LIKE $2`
 }
 
 // ReplicationLag returns the largest replication lag of this server's
-// subscribers and standbys (multi-region rollback, steps 1 and 5).
+// subscribers and standbys (multi-region rollback, steps 1 and 5); with
+// slots, only of the links using those replication slots, so an unrelated
+// stale slot on the primary does not hold a rollback's wait for ever.
 //
 // pg_stat_replication's lag columns go NULL about a second after a link
 // catches up and WAL stops flowing: NULL on a streaming link whose peer has
@@ -336,15 +339,18 @@ WHERE slot_name = $1 OR slot_name LIKE $2`
 // subscriber) that is behind the current WAL position, have no measurable
 // lag: ReplicationLag returns ErrLagUnknown so a caller waiting for
 // "lag < 1s" keeps waiting instead of seeing a false zero. No link and no
-// slot at all is ErrNoReplication.
-func (d *DB) ReplicationLag(ctx context.Context) (time.Duration, error) {
+// slot at all (of those asked for) is ErrNoReplication.
+func (d *DB) ReplicationLag(ctx context.Context, slots ...string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
+	// A walsender is named by its slot when it has one (a subscription's
+	// application_name may be anything), by its application_name if not.
 	rows, err := d.pool.Query(ctx, `
-SELECT coalesce(r.application_name, '') AS name, r.state,
+SELECT coalesce(s.slot_name::text, r.application_name, '') AS name, r.state,
        extract(epoch FROM greatest(r.write_lag, r.flush_lag, r.replay_lag))::float8 AS lag,
        pg_wal_lsn_diff(r.sent_lsn, coalesce(r.replay_lsn, r.flush_lsn))::float8 AS behind
 FROM pg_stat_replication r
+LEFT JOIN pg_replication_slots s ON s.active_pid = r.pid
 UNION ALL
 SELECT s.slot_name::text, 'inactive', NULL,
        pg_wal_lsn_diff(pg_current_wal_lsn(), coalesce(s.confirmed_flush_lsn, s.restart_lsn))::float8
@@ -360,17 +366,42 @@ WHERE NOT s.active`)
 			rows.Close()
 			return 0, d.wrap("replication lag", err)
 		}
-		links = append(links, l)
+		if len(slots) == 0 || slices.Contains(slots, l.name) {
+			links = append(links, l)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return 0, d.wrap("replication lag", err)
 	}
 	lag, err := maxLag(links)
 	if err != nil {
+		if len(slots) > 0 {
+			return 0, fmt.Errorf("database %s: slots %s: %w", d.name, strings.Join(slots, ", "), err)
+		}
 		return 0, fmt.Errorf("database %s: %w", d.name, err)
 	}
 	d.logger.Debug("replication lag", zap.Duration("lag", lag), zap.Int("links", len(links)))
 	return lag, nil
+}
+
+// SubscriptionSlot is the replication slot a subscription of this server
+// uses on its publisher (its name unless created with another slot_name).
+func (d *DB) SubscriptionSlot(ctx context.Context, name string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	var slot string
+	err := d.pool.QueryRow(ctx, `
+SELECT coalesce(s.subslotname::text, s.subname::text)
+FROM pg_subscription s
+JOIN pg_database db ON db.oid = s.subdbid
+WHERE s.subname = $1 AND db.datname = current_database()`, name).Scan(&slot)
+	if isNoRows(err) {
+		return "", fmt.Errorf("database %s: subscription %s: %w", d.name, name, ErrSubscriptionNotFound)
+	}
+	if err != nil {
+		return "", d.wrap("subscription "+name+": slot", err)
+	}
+	return slot, nil
 }
 
 // link is one walsender, or one slot without a walsender.

@@ -200,6 +200,47 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	}
 }
 
+// An unrelated slot nobody consumes never catches up: the unscoped lag is
+// unknown for as long as it exists, while the lag of the subscription's own
+// slot is measured as usual.
+func TestIntegrationStaleSlotScopedLag(t *testing.T) {
+	env := sandboxenv.Load(t)
+	ctx := context.Background()
+	subName := env.Get(t, "PG_SUBSCRIPTION")
+	primary := openEnv(t, env, "primary", env.Get(t, "PG_PRIMARY_MONITOR_DSN"))
+	subscriber := openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
+	pub := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	sub := connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
+	prefix := "rg-test-" + randSuffix(t) + "-"
+	keepPairWorking(t, env, subscriber, subName, prefix)
+
+	stale := sandboxfixture.StaleSlot(t, env.Get(t, "PG_PRIMARY_DSN"))
+	slot, err := subscriber.SubscriptionSlot(ctx, subName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A replicated write moves the WAL past the stale slot.
+	if err := replicates(ctx, pub, sub, prefix+"past-stale", 10*time.Second); err != nil {
+		t.Fatalf("pair not replicating: %v", err)
+	}
+	if lag, err := primary.ReplicationLag(ctx); !errors.Is(err, ErrLagUnknown) {
+		t.Errorf("unscoped ReplicationLag with slot %s = %s, %v; want ErrLagUnknown", stale, lag, err)
+	}
+	eventually(t, 15*time.Second, "lag of slot "+slot+" below 1s", func() error {
+		lag, err := primary.ReplicationLag(ctx, slot)
+		if err == nil && lag >= time.Second {
+			return fmt.Errorf("lag %s", lag)
+		}
+		return err
+	})
+	if _, err := primary.ReplicationLag(ctx, "no_such_slot"); !errors.Is(err, ErrNoReplication) {
+		t.Errorf("ReplicationLag(no_such_slot) = %v, want ErrNoReplication", err)
+	}
+	if _, err := subscriber.SubscriptionSlot(ctx, "no_such_sub"); !errors.Is(err, ErrSubscriptionNotFound) {
+		t.Errorf("SubscriptionSlot(no_such_sub) = %v, want ErrSubscriptionNotFound", err)
+	}
+}
+
 // TestIntegrationResyncAfterInPlaceRestore reproduces the trap of an
 // in-place restore over the publisher and repairs it with
 // ResyncSubscription. It restores pggit on the primary to a dump taken

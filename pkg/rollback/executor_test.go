@@ -577,13 +577,23 @@ func TestMultiRegion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"Disable pggit_sub", "Enable pggit_sub"}
+		// The lag checked and waited for is the subscription slot's.
+		want := []string{"Slot pggit_sub", "Disable pggit_sub", "Enable pggit_sub", "Slot pggit_sub"}
 		if applied {
 			// The primary was restored in place: the subscription is rebuilt.
-			want = []string{"Disable pggit_sub", "Resync pggit_sub"}
+			want = []string{"Slot pggit_sub", "Disable pggit_sub", "Resync pggit_sub", "Slot pggit_sub"}
 		}
 		if !reflect.DeepEqual(sec.Calls(), want) {
 			t.Errorf("applied=%v secondary calls = %v, want %v", applied, sec.Calls(), want)
+		}
+		var lags []string
+		for _, c := range db.Calls() {
+			if strings.HasPrefix(c, "Lag") {
+				lags = append(lags, c)
+			}
+		}
+		if want := []string{"Lag slot_pggit_sub", "Lag slot_pggit_sub", "Lag slot_pggit_sub"}; !reflect.DeepEqual(lags, want) {
+			t.Errorf("applied=%v primary lag reads = %v, want %v (lag-check, then wait-lag until under 1s)", applied, lags, want)
 		}
 		last := res.Steps[len(res.Steps)-1]
 		if last.Name != "wait-lag" || last.Detail != "replication lag 200ms < 1s" {

@@ -3,6 +3,7 @@ package rollback_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,8 +104,15 @@ func (f *fakeDB) EnableSubscription(_ context.Context, n string) error {
 func (f *fakeDB) ResyncSubscription(_ context.Context, n string) error {
 	return f.record("Resync " + n)
 }
-func (f *fakeDB) ReplicationLag(context.Context) (time.Duration, error) {
-	if err := f.record("Lag"); err != nil {
+func (f *fakeDB) SubscriptionSlot(_ context.Context, name string) (string, error) {
+	return "slot_" + name, f.record("Slot " + name)
+}
+func (f *fakeDB) ReplicationLag(_ context.Context, slots ...string) (time.Duration, error) {
+	call := "Lag"
+	if len(slots) > 0 {
+		call += " " + strings.Join(slots, ",")
+	}
+	if err := f.record(call); err != nil {
 		return 0, err
 	}
 	f.mu.Lock()

@@ -644,10 +644,30 @@ func runRestart(ctx context.Context, r *run, rec *StepRecord) (string, error) {
 	return "restartedAt " + rec.Intent.Annotations[kube.RestartedAtAnnotation], nil
 }
 
+// secondarySlots are the primary's replication slots the secondaries'
+// subscriptions use: the lag to check and wait for is theirs, not that of
+// every slot on the primary (an unrelated stale one would never catch up).
+// A slot that cannot be read leaves the wait on every slot, the safe side.
+func (r *run) secondarySlots(ctx context.Context) []string {
+	var slots []string
+	for _, s := range r.t.MultiRegion.Secondaries {
+		qctx, cancel := r.dbCtx(ctx, false)
+		slot, err := s.DB.SubscriptionSlot(qctx, s.Subscription)
+		cancel()
+		if err != nil {
+			r.log().Warn("subscription slot unreadable, using every slot of the primary", zap.String("secondary", s.Name), zap.Error(err))
+			return nil
+		}
+		slots = append(slots, slot)
+	}
+	return slots
+}
+
 func runLagCheck(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	slots := r.secondarySlots(ctx)
 	qctx, cancel := r.dbCtx(ctx, false)
 	defer cancel()
-	lag, err := r.t.Database.DB.ReplicationLag(qctx)
+	lag, err := r.t.Database.DB.ReplicationLag(qctx, slots...)
 	if err != nil {
 		// Informational (the runbook's "check replication status"): the
 		// rollback must not wait on a status read.
@@ -700,14 +720,19 @@ func runWaitLag(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 	attempts := int(mr.LagTimeout/r.e.opts.PollInterval) + 1
 	var last error
 	var lag time.Duration
+	var slots []string
 	for i := 0; i < attempts; i++ {
 		if i > 0 {
 			if err := r.e.opts.Sleep(ctx, r.e.opts.PollInterval); err != nil {
 				return "", fmt.Errorf("deployment %s: wait for lag: %w", r.name(), err)
 			}
 		}
+		if slots == nil {
+			// Read again until known: a resync has just recreated them.
+			slots = r.secondarySlots(ctx)
+		}
 		qctx, cancel := r.dbCtx(ctx, false)
-		l, err := r.t.Database.DB.ReplicationLag(qctx)
+		l, err := r.t.Database.DB.ReplicationLag(qctx, slots...)
 		cancel()
 		if err != nil {
 			last = err

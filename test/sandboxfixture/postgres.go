@@ -54,3 +54,36 @@ func ScratchDatabase(t testing.TB, superDSN, prefix string) (name, dsn string) {
 	})
 	return name, WithDatabase(t, superDSN, name)
 }
+
+// StaleSlot creates a logical replication slot nobody consumes on the
+// server of superDSN (what a decommissioned subscriber leaves behind) and
+// drops it when the test ends, so the WAL it holds and its lag do not leak
+// into other tests. It returns the slot's name.
+func StaleSlot(t testing.TB, superDSN string) string {
+	t.Helper()
+	slot := "rg_stale_" + rand.String(6)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, superDSN)
+	if err != nil {
+		t.Fatalf("stale slot: connect: %v", err)
+	}
+	defer c.Close(ctx)
+	if _, err := c.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot); err != nil {
+		t.Fatalf("stale slot: create %s: %v", slot, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, superDSN)
+		if err != nil {
+			t.Errorf("stale slot: connect to drop %s: %v", slot, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "SELECT pg_drop_replication_slot($1)", slot); err != nil {
+			t.Errorf("stale slot: drop %s: %v", slot, err)
+		}
+	})
+	return slot
+}
