@@ -197,14 +197,19 @@ func noPods(s *RolloutStatus, dep *appsv1.Deployment, waited time.Duration) {
 		}
 		return
 	}
-	grace := time.Duration(corev1.DefaultTerminationGracePeriodSeconds) * time.Second
-	if g := dep.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
-		grace = time.Duration(*g) * time.Second
-	}
-	if waited < grace {
+	if grace := GracePeriod(dep); waited < grace {
 		s.Complete = false
 		s.Message = fmt.Sprintf("terminating pods not reported by the cluster: waiting out the %s grace period", grace)
 	}
+}
+
+// GracePeriod is how long the Deployment's Pods may run after their
+// deletion: the template's terminationGracePeriodSeconds (default 30s).
+func GracePeriod(dep *appsv1.Deployment) time.Duration {
+	if g := dep.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		return time.Duration(*g) * time.Second
+	}
+	return time.Duration(corev1.DefaultTerminationGracePeriodSeconds) * time.Second
 }
 
 func sameProgress(a, b RolloutStatus) bool {

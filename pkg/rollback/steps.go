@@ -256,8 +256,14 @@ func (r *run) wait(ctx context.Context) (*appsv1.Deployment, kube.RolloutStatus,
 func (r *run) waitFor(ctx context.Context, noPods bool) (*appsv1.Deployment, kube.RolloutStatus, error) {
 	exp := r.templateExpect()
 	log := r.log()
+	timeout := r.t.RolloutTimeout
+	if noPods && r.dep != nil {
+		// Pods may take their whole grace period to go (and must be
+		// waited out where the cluster does not count terminating ones).
+		timeout += kube.GracePeriod(r.dep)
+	}
 	return r.e.cluster.WaitRollout(ctx, r.t.Namespace, r.t.Deployment, kube.WaitOptions{
-		Timeout: r.t.RolloutTimeout,
+		Timeout: timeout,
 		NoPods:  noPods,
 		Check:   func(d *appsv1.Deployment) error { return kube.Check(d, exp) },
 		Progress: func(s kube.RolloutStatus) {
