@@ -122,17 +122,33 @@ func keepPairWorking(t *testing.T, env sandboxenv.Env, subscriber *DB, subName, 
 	})
 }
 
-func TestIntegrationDisableEnableLag(t *testing.T) {
+// pair is the sandbox's primary and subscriber, for a test that touches
+// their subscription: keepPairWorking puts it back when the test ends.
+type pair struct {
+	env                 sandboxenv.Env
+	subName, prefix     string
+	primary, subscriber *DB
+	pub, sub            *pgx.Conn // superuser connections
+}
+
+// newPair opens the pair; the primary's DB uses the DSN of primaryDSN (the
+// monitoring role is enough to read the lag: pg_monitor).
+func newPair(t *testing.T, primaryDSN string) *pair {
+	t.Helper()
 	env := sandboxenv.Load(t)
+	p := &pair{env: env, subName: env.Get(t, "PG_SUBSCRIPTION"), prefix: "rg-test-" + randSuffix(t) + "-",
+		primary:    openEnv(t, env, "primary", env.Get(t, primaryDSN)),
+		subscriber: openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN")),
+		pub:        connect(t, env.Get(t, "PG_PRIMARY_DSN")),
+		sub:        connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))}
+	keepPairWorking(t, env, p.subscriber, p.subName, p.prefix)
+	return p
+}
+
+func TestIntegrationDisableEnableLag(t *testing.T) {
+	p := newPair(t, "PG_PRIMARY_MONITOR_DSN")
 	ctx := context.Background()
-	subName := env.Get(t, "PG_SUBSCRIPTION")
-	// The monitoring role is enough to read the lag (pg_monitor).
-	primary := openEnv(t, env, "primary", env.Get(t, "PG_PRIMARY_MONITOR_DSN"))
-	subscriber := openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
-	pub := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
-	sub := connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
-	prefix := "rg-test-" + randSuffix(t) + "-"
-	keepPairWorking(t, env, subscriber, subName, prefix)
+	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
 	if err := replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating before the test: %v", err)
@@ -204,17 +220,11 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 // unknown for as long as it exists, while the lag of the subscription's own
 // slot is measured as usual.
 func TestIntegrationStaleSlotScopedLag(t *testing.T) {
-	env := sandboxenv.Load(t)
+	p := newPair(t, "PG_PRIMARY_MONITOR_DSN")
 	ctx := context.Background()
-	subName := env.Get(t, "PG_SUBSCRIPTION")
-	primary := openEnv(t, env, "primary", env.Get(t, "PG_PRIMARY_MONITOR_DSN"))
-	subscriber := openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
-	pub := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
-	sub := connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
-	prefix := "rg-test-" + randSuffix(t) + "-"
-	keepPairWorking(t, env, subscriber, subName, prefix)
+	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
-	stale := sandboxfixture.StaleSlot(t, env.Get(t, "PG_PRIMARY_DSN"))
+	stale := sandboxfixture.StaleSlot(t, p.env.Get(t, "PG_PRIMARY_DSN"))
 	slot, err := subscriber.SubscriptionSlot(ctx, subName)
 	if err != nil {
 		t.Fatal(err)
@@ -246,15 +256,9 @@ func TestIntegrationStaleSlotScopedLag(t *testing.T) {
 // ResyncSubscription. It restores pggit on the primary to a dump taken
 // seconds earlier, so other tests' writes in between are lost.
 func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
-	env := sandboxenv.Load(t)
+	p := newPair(t, "PG_PRIMARY_DSN")
 	ctx := context.Background()
-	subName := env.Get(t, "PG_SUBSCRIPTION")
-	primary := openEnv(t, env, "primary", env.Get(t, "PG_PRIMARY_DSN"))
-	subscriber := openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
-	pub := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
-	sub := connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
-	prefix := "rg-test-" + randSuffix(t) + "-"
-	keepPairWorking(t, env, subscriber, subName, prefix)
+	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
 	if err := replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating before the test: %v", err)
