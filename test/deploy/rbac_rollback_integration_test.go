@@ -33,6 +33,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 const (
@@ -215,19 +216,7 @@ func TestRollbackUnderServiceAccountRBAC(t *testing.T) {
 func rolledOutDeployment(t *testing.T, admin *kubernetes.Clientset, ns string) *appsv1.Deployment {
 	t.Helper()
 	name := "rg-rbac-" + rand.String(6)
-	labels := map[string]string{"app": name}
-	replicas := int32(4)
-	d := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: rbacGoodImage}}},
-			},
-		},
-	}
+	d := sandboxfixture.Simulated(sandboxfixture.Deployment(ns, name, rbacGoodImage, 4))
 	ctx := ctxTimeout(t, 2*time.Minute)
 	created, err := admin.AppsV1().Deployments(ns).Create(ctx, d, metav1.CreateOptions{})
 	if err != nil {

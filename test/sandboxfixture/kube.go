@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/kube/kubetest"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -77,18 +78,7 @@ func Namespace(t testing.TB, kc kubernetes.Interface, ns string) {
 // Deployment is Deployment ns/name with one container "api" running image,
 // selected by app=name. It is not simulated; see Simulated.
 func Deployment(ns, name, image string, replicas int32) *appsv1.Deployment {
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &replicas,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}},
-			},
-		},
-	}
+	return kubetest.NewDeployment(ns, name, replicas, map[string]string{"api": image})
 }
 
 // Simulated labels d so that the simulator serves traffic for its Ready
