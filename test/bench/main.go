@@ -45,6 +45,7 @@ type options struct {
 	shortFor    time.Duration
 	shortIval   time.Duration
 	rampPause   time.Duration
+	settle      time.Duration
 	sandboxNote string
 }
 
@@ -68,6 +69,7 @@ func run() int {
 	flag.DurationVar(&o.shortFor, "short-for", 10*time.Second, "the short window")
 	flag.DurationVar(&o.shortIval, "short-interval", time.Second, "evaluation interval with the short window")
 	flag.DurationVar(&o.rampPause, "ramp-pause", 5*time.Second, "pause between ramp steps, for rollguard and the script alike (the runbook's is 30s); excluded from the durations")
+	flag.DurationVar(&o.settle, "settle", 5*time.Second, "rollback: idle time between the bad version's rollout and the timed rollback (a real detection window is longer); lets the controller-manager's client rate limiters refill")
 	flag.StringVar(&o.sandboxNote, "sandbox-note", "", "how the sandbox was obtained, for the report")
 	child := flag.Int("scale-child", 0, "internal: measure this many targets in this process against --prom and print JSON")
 	promURL := flag.String("prom", "", "internal: the scale child's Prometheus")

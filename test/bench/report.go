@@ -129,7 +129,7 @@ func (r *report) markdown() string {
 	}
 
 	if rb := r.rollback; rb != nil {
-		fmt.Fprintf(&b, "### Rollback duration (4 replicas, %s ramp pause excluded)\n\n", rb.pause)
+		fmt.Fprintf(&b, "### Rollback duration (4 replicas, %s ramp pause excluded, started %s after the bad version rolled out)\n\n", rb.pause, rb.settle)
 		b.WriteString("`script` is `test/bench/quick-rollback.sh`, the runbook's Quick Rollback kubectl commands (scale 0, set image, " +
 			"rollout status, scale 2, pause, scale 4); `quick` and `revert` are `rollguard rollback --local --action …` " +
 			"(preflight pin and journal, the steps, health checks between ramp steps, verify); `revert` runs with the default " +

@@ -42,6 +42,9 @@ type rollbackRun struct {
 
 type rollbackResult struct {
 	pause time.Duration
+	// settle: idle time between the bad version's rollout and the timed
+	// rollback.
+	settle time.Duration
 	runs  []rollbackRun
 }
 
@@ -53,7 +56,7 @@ func runRollback(ctx context.Context, c *cluster, env sandboxenv.Env, o options)
 	if err != nil {
 		return nil, err
 	}
-	res := &rollbackResult{pause: o.rampPause}
+	res := &rollbackResult{pause: o.rampPause, settle: o.settle}
 	say("== rollback duration: %d rounds of script, quick, revert and revert-paced (rotating order), ramp pause %s excluded", o.rounds, o.rampPause)
 	for round := 1; round <= o.rounds; round++ {
 		for k := range methods {
@@ -78,6 +81,12 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 	if err := c.prepare(ctx, name, badImage); err != nil {
 		return r, err
 	}
+	// A real rollback starts a detection window (10 s at the least) after the
+	// bad version rolled out. Starting at once measured the bench's own
+	// setup instead: that rollout drains kube-controller-manager's
+	// per-controller client rate limiter (20 QPS, burst 30), and every
+	// Pod create of the rollback then queued 50 ms behind it.
+	sleep(ctx, o.settle)
 	dir := filepath.Join(o.outDir, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return r, err
