@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -211,43 +210,6 @@ func (l logLine) time() time.Time {
 		return time.Time{}
 	}
 	return t
-}
-
-// logTail reads the complete JSON lines appended since the last call.
-type logTail struct {
-	path string
-	off  int64
-}
-
-func (t *logTail) next() []logLine {
-	f, err := os.Open(t.path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
-		return nil
-	}
-	var out []logLine
-	r := bufio.NewReader(f)
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			break // a partial line is read again next time
-		}
-		t.off += int64(len(line))
-		var l logLine
-		if json.Unmarshal([]byte(line), &l) == nil && l.Msg != "" {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
-// readLog parses a whole log written by rollguard (stderr of a CLI run).
-func readLog(path string) []logLine {
-	t := &logTail{path: path}
-	return t.next()
 }
 
 // freePort asks the kernel for an unused loopback port.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/test/jsonlog"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -141,10 +142,10 @@ func latencyOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options,
 		return r, err
 	}
 
-	tail := &logTail{path: p.log}
+	tail := jsonlog.NewTail[logLine](p.log)
 	deadline := time.Now().Add(lc.window + 60*time.Second)
 	for ctx.Err() == nil && time.Now().Before(deadline) && !r.finished {
-		for _, l := range tail.next() {
+		for _, l := range tail.Next() {
 			switch l.Msg {
 			case "trigger fired":
 				if r.fired.IsZero() {

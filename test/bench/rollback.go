@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rollguard/rollguard/test/jsonlog"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -45,7 +46,7 @@ type rollbackResult struct {
 	// settle: idle time between the bad version's rollout and the timed
 	// rollback.
 	settle time.Duration
-	runs  []rollbackRun
+	runs   []rollbackRun
 }
 
 func runRollback(ctx context.Context, c *cluster, env sandboxenv.Env, o options) (*rollbackResult, error) {
@@ -144,7 +145,7 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 	r.ready = readyAt.Sub(start) - pauses
 	if method != methodScript {
 		var began, done time.Time
-		for _, l := range readLog(logPath) {
+		for _, l := range jsonlog.Read[logLine](logPath) {
 			switch l.Msg {
 			case "rollback plan started":
 				began = l.time()

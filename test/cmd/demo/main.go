@@ -7,10 +7,8 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -35,6 +33,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/test/jsonlog"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -151,7 +150,7 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 	}
 
 	say("4/6 watching: the trigger must hold for the whole window before anything is done")
-	tail := &logTail{path: logPath}
+	tail := jsonlog.NewTail[logEvent](logPath)
 	deadline := time.Now().Add(window + 90*time.Second)
 	var finished, failed bool
 	lastLine := ""
@@ -178,7 +177,7 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 				}
 			}
 		}
-		for _, ev := range tail.next() {
+		for _, ev := range tail.Next() {
 			switch ev.Msg {
 			case "trigger fired":
 				say(">> FIRED: %s value %v, breach since %s", ev.Trigger, ev.Value, ev.FirstBreach)
@@ -492,36 +491,6 @@ type logEvent struct {
 	Detail      string `json:"detail"`
 	Error       string `json:"error"`
 	Reason      string `json:"reason"`
-}
-
-type logTail struct {
-	path string
-	off  int64
-}
-
-func (t *logTail) next() []logEvent {
-	f, err := os.Open(t.path)
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	if _, err := f.Seek(t.off, io.SeekStart); err != nil {
-		return nil
-	}
-	var out []logEvent
-	r := bufio.NewReader(f)
-	for {
-		line, err := r.ReadString('\n')
-		if errors.Is(err, io.EOF) || err != nil {
-			break // a partial line is read again next time
-		}
-		t.off += int64(len(line))
-		var ev logEvent
-		if json.Unmarshal([]byte(line), &ev) == nil {
-			out = append(out, ev)
-		}
-	}
-	return out
 }
 
 func fmtValue(v float64) string {
