@@ -66,9 +66,9 @@ func renderPlan(pv *rollback.PlanView) string {
 	if pv.Resume {
 		fmt.Fprintf(&b, "  resumes run %s\n", pv.RunID)
 	}
-	fmt.Fprintf(&b, "  bad revision:  %d (%s) %s\n", pv.Bad.Revision, pv.Bad.Hash, images(pv.Bad.Images))
+	fmt.Fprintf(&b, "  bad revision:  %d (%s) %s\n", pv.Bad.Revision, pv.Bad.Hash, kube.FormatImages(pv.Bad.Images))
 	if pv.Pinned != nil {
-		fmt.Fprintf(&b, "  pinned target: %s revision %d (%s) %s\n", pv.Pinned.Source, pv.Pinned.Revision, pv.Pinned.Hash, images(pv.Pinned.Images))
+		fmt.Fprintf(&b, "  pinned target: %s revision %d (%s) %s\n", pv.Pinned.Source, pv.Pinned.Revision, pv.Pinned.Hash, kube.FormatImages(pv.Pinned.Images))
 	}
 	fmt.Fprintf(&b, "  replicas to restore: %d\n", pv.Replicas)
 	if pv.MigrationApplied {
@@ -84,13 +84,6 @@ func renderPlan(pv *rollback.PlanView) string {
 	return b.String()
 }
 
-func images(m map[string]string) string {
-	var parts []string
-	for c, img := range m {
-		parts = append(parts, c+"="+img)
-	}
-	return strings.Join(parts, ",")
-}
 
 // RollbackLocal runs a rollback in this process (no daemon needed), through
 // the same interlocks, plan, journal and notifications as the daemon.

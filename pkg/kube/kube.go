@@ -15,8 +15,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -543,6 +546,16 @@ func Images(tmpl *corev1.PodTemplateSpec) map[string]string {
 		m[c.Name] = c.Image
 	}
 	return m
+}
+
+// FormatImages writes images as container=image pairs sorted by container,
+// comma-separated: one stable form for logs, pages, plans and errors.
+func FormatImages(images map[string]string) string {
+	parts := make([]string, 0, len(images))
+	for _, c := range slices.Sorted(maps.Keys(images)) {
+		parts = append(parts, c+"="+images[c])
+	}
+	return strings.Join(parts, ",")
 }
 
 func selected(name string, names []string) bool {

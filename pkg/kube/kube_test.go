@@ -421,3 +421,23 @@ func TestWaitRolloutNoPods(t *testing.T) {
 		})
 	}
 }
+
+func TestFormatImages(t *testing.T) {
+	tests := []struct {
+		images map[string]string
+		want   string
+	}{
+		{nil, ""},
+		{map[string]string{"api": "pggit-api:v1.0.3"}, "api=pggit-api:v1.0.3"},
+		// Sorted by container whatever the map's order, so a plan, a page
+		// and an error name the same images the same way.
+		{map[string]string{"worker": "w:2", "api": "a:1", "migrate": "m:3"}, "api=a:1,migrate=m:3,worker=w:2"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := kube.FormatImages(tt.images); got != tt.want {
+				t.Errorf("FormatImages(%v) = %q, want %q", tt.images, got, tt.want)
+			}
+		})
+	}
+}

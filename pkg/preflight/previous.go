@@ -54,7 +54,7 @@ func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, stri
 			// runs: it is the target once the new version is out.
 			return selectImages(r.t.Rollback.StableImage, r.t.Containers), StatusPass,
 				fmt.Sprintf("configured stable image %s is what %s/%s runs now: the executor pins it once the new version is deployed",
-					imagesString(r.t.Rollback.StableImage), r.t.Namespace, r.t.Deployment)
+					kube.FormatImages(r.t.Rollback.StableImage), r.t.Namespace, r.t.Deployment)
 		}
 		if errors.Is(err, rollback.ErrAlreadyRolledBack) {
 			// Redeploying after a rollback: what runs now is what rollguard
@@ -66,7 +66,7 @@ func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, stri
 			}
 			cur := kube.Images(&dep.Spec.Template)
 			return selectImages(cur, r.t.Containers), StatusWarn,
-				fmt.Sprintf("%v; %s runs now and is the target once the new version is deployed", err, imagesString(cur))
+				fmt.Sprintf("%v; %s runs now and is the target once the new version is deployed", err, kube.FormatImages(cur))
 		}
 		return nil, StatusFail, "the executor's preflight cannot pin a rollback target: " + err.Error()
 	}
@@ -74,11 +74,11 @@ func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, stri
 		return nil, StatusFail, fmt.Sprintf("the executor's %s plan pins no target", plan.Action)
 	}
 	p := plan.Pinned
-	ev := fmt.Sprintf("executor would pin %s from %s", imagesString(p.Images), p.Source)
+	ev := fmt.Sprintf("executor would pin %s from %s", kube.FormatImages(p.Images), p.Source)
 	if p.ReplicaSet != "" {
 		ev += fmt.Sprintf(" (replicaset %s, revision %d, pod-template-hash %s)", p.ReplicaSet, p.Revision, p.Hash)
 	}
-	ev += fmt.Sprintf("; running %s (revision %d)", imagesString(plan.Bad.Images), plan.Bad.Revision)
+	ev += fmt.Sprintf("; running %s (revision %d)", kube.FormatImages(plan.Bad.Images), plan.Bad.Revision)
 	if plan.Resume {
 		return selectImages(p.Images, r.t.Containers), StatusFail, ev + fmt.Sprintf("; a rollback run %s is in flight for this deployment", plan.RunID)
 	}
@@ -137,13 +137,6 @@ func selectImages(images map[string]string, containers []string) map[string]stri
 	return out
 }
 
-func imagesString(m map[string]string) string {
-	parts := make([]string, 0, len(m))
-	for _, k := range keys(m) {
-		parts = append(parts, k+"="+m[k])
-	}
-	return strings.Join(parts, ",")
-}
 
 func keys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
-	"strings"
 
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
@@ -202,7 +200,7 @@ func pin(t Target, dep *appsv1.Deployment, rss []appsv1.ReplicaSet, cur Revision
 			return nil, fmt.Errorf("deployment %s/%s: stable image: %w: %w", t.Namespace, t.Deployment, err, ErrNotConfigured)
 		}
 		if kube.EqualTemplates(&tmpl, &dep.Spec.Template) {
-			return nil, &RefusedError{Reason: ErrAlreadyAtTarget, Detail: "runs " + imagesString(kube.Images(&tmpl))}
+			return nil, &RefusedError{Reason: ErrAlreadyAtTarget, Detail: "runs " + kube.FormatImages(kube.Images(&tmpl))}
 		}
 		p := &Pinned{Source: "stable-image", Template: tmpl, Images: kube.Images(&tmpl)}
 		for i := len(rss) - 1; i >= 0; i-- {
@@ -294,9 +292,9 @@ func finalTemplate(j *Journal) *corev1.PodTemplateSpec {
 }
 
 func preflightDetail(j *Journal) string {
-	s := fmt.Sprintf("running %s (revision %d, hash %s); replicas %d", imagesString(j.Bad.Images), j.Bad.Revision, orNone(j.Bad.Hash), j.Replicas)
+	s := fmt.Sprintf("running %s (revision %d, hash %s); replicas %d", kube.FormatImages(j.Bad.Images), j.Bad.Revision, orNone(j.Bad.Hash), j.Replicas)
 	if j.Pinned != nil {
-		s += fmt.Sprintf("; pinned %s from %s", imagesString(j.Pinned.Images), j.Pinned.Source)
+		s += fmt.Sprintf("; pinned %s from %s", kube.FormatImages(j.Pinned.Images), j.Pinned.Source)
 		if j.Pinned.ReplicaSet != "" {
 			s += fmt.Sprintf(" (replicaset %s, revision %d, hash %s)", j.Pinned.ReplicaSet, j.Pinned.Revision, j.Pinned.Hash)
 		}
@@ -310,18 +308,6 @@ func preflightDetail(j *Journal) string {
 	return s
 }
 
-func imagesString(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, k+"="+m[k])
-	}
-	return strings.Join(parts, ",")
-}
 
 func orNone(s string) string {
 	if s == "" {

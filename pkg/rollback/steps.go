@@ -275,7 +275,7 @@ func (r *run) waitFor(ctx context.Context, noPods bool) (*appsv1.Deployment, kub
 
 func describePreflight(r *run) string {
 	if r.j.Pinned == nil {
-		return fmt.Sprintf("record %d replicas of %s", r.j.Replicas, imagesString(r.j.Bad.Images))
+		return fmt.Sprintf("record %d replicas of %s", r.j.Replicas, kube.FormatImages(r.j.Bad.Images))
 	}
 	return fmt.Sprintf("pin %s (%s), record %d replicas", pinnedString(r.j.Pinned), r.j.Pinned.Source, r.j.Replicas)
 }
@@ -423,7 +423,7 @@ func runApplication(ctx context.Context, r *run, _ *StepRecord) (string, error) 
 		return "", err
 	}
 	r.exp.Template = tmpl.DeepCopy()
-	return fmt.Sprintf("template set to %s (generation %d)", imagesString(r.j.Pinned.Images), dep.Generation), nil
+	return fmt.Sprintf("template set to %s (generation %d)", kube.FormatImages(r.j.Pinned.Images), dep.Generation), nil
 }
 
 func runSurge(ctx context.Context, r *run, _ *StepRecord) (string, error) {
@@ -757,7 +757,7 @@ func pinnedString(p *Pinned) string {
 	if p == nil {
 		return "nothing"
 	}
-	s := imagesString(p.Images)
+	s := kube.FormatImages(p.Images)
 	if p.ReplicaSet != "" {
 		s += fmt.Sprintf(" (replicaset %s, revision %d)", p.ReplicaSet, p.Revision)
 	}
