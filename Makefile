@@ -12,6 +12,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/rollguard ./cmd/rollguard
 
 vet:
+	@unformatted=$$(gofmt -l cmd pkg test); [ -z "$$unformatted" ] || { echo "gofmt: not formatted:" $$unformatted; exit 1; }
 	$(GO) vet ./...
 
 # Unit tests only: integration tests skip themselves when no sandbox is up.
@@ -25,7 +26,7 @@ unit:
 test:
 	@test/sandbox/up
 	@status=0; \
-	  $(GO) vet ./... && $(GO) build ./... && $(GO) test -p 1 -count=1 -timeout 20m ./... || status=$$?; \
+	  $(MAKE) --no-print-directory vet && $(GO) build ./... && $(GO) test -p 1 -count=1 -timeout 20m ./... || status=$$?; \
 	  test/sandbox/down; exit $$status
 
 sandbox-up:

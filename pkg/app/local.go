@@ -84,7 +84,6 @@ func renderPlan(pv *rollback.PlanView) string {
 	return b.String()
 }
 
-
 // RollbackLocal runs a rollback in this process (no daemon needed), through
 // the same interlocks, plan, journal and notifications as the daemon.
 func RollbackLocal(ctx context.Context, opts Options, target, action, reason string) (string, error) {

@@ -137,7 +137,6 @@ func selectImages(images map[string]string, containers []string) map[string]stri
 	return out
 }
 
-
 func keys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {

@@ -308,7 +308,6 @@ func preflightDetail(j *Journal) string {
 	return s
 }
 
-
 func orNone(s string) string {
 	if s == "" {
 		return "none"
