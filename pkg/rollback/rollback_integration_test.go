@@ -12,6 +12,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -140,15 +142,24 @@ func TestIntegrationRevertKeepsServing(t *testing.T) {
 		name             string
 		surge            *intstr.IntOrString
 		minPeak, maxPeak int32
+		// podQuota, when set, is a ResourceQuota on the namespace's Pods:
+		// the surge is asked for but only as many Pods as fit exist.
+		podQuota int64
 	}{
 		{name: "deployment's pace", minPeak: 5, maxPeak: 5},
 		{name: "surge 100%", surge: &all, minPeak: 7, maxPeak: 8},
+		// docs/configuration.md: without room for the second copy the
+		// rollout goes as fast as Pods fit; it must still finish, serving.
+		{name: "surge 100% with room for one more pod", surge: &all, minPeak: 7, maxPeak: 8, podQuota: 5},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s := newSandbox(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			if tt.podQuota > 0 {
+				s.podQuota(t, tt.podQuota)
+			}
 			d := s.get(t)
 			before := kube.SurgeString(kube.MaxSurge(d))
 			w, err := s.client.AppsV1().Deployments(s.ns).Watch(ctx, metav1.ListOptions{
@@ -170,11 +181,43 @@ func TestIntegrationRevertKeepsServing(t *testing.T) {
 				asked   = map[string]int32{} // ReplicaSet → spec.replicas
 				peak    int32
 				seen    int
+				// Pods that exist, terminating ones included (the quota
+				// counts them), from one ordered watch stream.
+				pods     = map[string]bool{}
+				peakPods int
 			)
 			for _, rs := range rsList.Items {
 				asked[rs.Name] = *rs.Spec.Replicas
 			}
-			done := make(chan struct{}, 2)
+			podList, err := s.client.CoreV1().Pods(s.ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range podList.Items {
+				pods[p.Name] = true
+			}
+			peakPods = len(pods)
+			pw, err := s.client.CoreV1().Pods(s.ns).Watch(ctx, metav1.ListOptions{ResourceVersion: podList.ResourceVersion})
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{}, 3)
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for ev := range pw.ResultChan() {
+					if p, ok := ev.Object.(*corev1.Pod); ok {
+						mu.Lock()
+						switch ev.Type {
+						case watch.Added:
+							pods[p.Name] = true
+						case watch.Deleted:
+							delete(pods, p.Name)
+						}
+						peakPods = max(peakPods, len(pods))
+						mu.Unlock()
+					}
+				}
+			}()
 			go func() {
 				defer func() { done <- struct{}{} }()
 				for ev := range w.ResultChan() {
@@ -210,6 +253,8 @@ func TestIntegrationRevertKeepsServing(t *testing.T) {
 			s.assertRolledBack(t)
 			w.Stop()
 			rsw.Stop()
+			pw.Stop()
+			<-done
 			<-done
 			<-done
 			mu.Lock()
@@ -223,6 +268,9 @@ func TestIntegrationRevertKeepsServing(t *testing.T) {
 			if peak < tt.minPeak || peak > tt.maxPeak {
 				t.Errorf("pods asked of the ReplicaSets at the peak of the rollout = %d, want %d..%d", peak, tt.minPeak, tt.maxPeak)
 			}
+			if tt.podQuota > 0 && int64(peakPods) > tt.podQuota {
+				t.Errorf("%d pods at once under a quota of %d: the quota did not hold, the case tests nothing", peakPods, tt.podQuota)
+			}
 			if after := kube.SurgeString(kube.MaxSurge(s.get(t))); after != before || before != "25%" {
 				t.Errorf("maxSurge %s before, %s after; want the API default 25%% both times", before, after)
 			}
@@ -230,8 +278,36 @@ func TestIntegrationRevertKeepsServing(t *testing.T) {
 			for _, st := range res.Steps {
 				names = append(names, st.Name)
 			}
-			t.Logf("steps %v, pods asked at the peak %d, ready at least %d", names, peak, minimum)
+			t.Logf("steps %v, pods asked at the peak %d, pods at once at most %d, ready at least %d", names, peak, peakPods, minimum)
 		})
+	}
+}
+
+// podQuota puts a ResourceQuota of n Pods on the namespace and waits until
+// the quota controller has counted its usage: before that, the admission
+// plugin refuses every Pod.
+func (s *sandbox) podQuota(t *testing.T, n int64) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	q := &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Name: "pods", Namespace: s.ns},
+		Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: *resource.NewQuantity(n, resource.DecimalSI)}}}
+	if _, err := s.client.CoreV1().ResourceQuotas(s.ns).Create(ctx, q, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := s.client.CoreV1().ResourceQuotas(s.ns).Get(ctx, q.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if used, ok := got.Status.Used[corev1.ResourcePods]; ok && used.Value() == 4 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("resource quota %s/%s: usage not counted: %v", s.ns, q.Name, got.Status)
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 
