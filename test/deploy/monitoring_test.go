@@ -20,8 +20,10 @@ import (
 // file's content.
 type ruleGroups struct {
 	Groups []struct {
-		Name  string `json:"name"`
-		Rules []struct {
+		Name     string `json:"name"`
+		Interval string `json:"interval"`
+		Rules    []struct {
+			Record      string            `json:"record"`
 			Alert       string            `json:"alert"`
 			Expr        string            `json:"expr"`
 			For         string            `json:"for"`
@@ -35,8 +37,15 @@ type ruleGroups struct {
 // groups as a rule file promtool reads.
 func writeRuleFile(t *testing.T) (string, ruleGroups) {
 	t.Helper()
-	objs := render(t, filepath.Join("deploy", "monitoring"))
-	pr := find(t, objs, "PrometheusRule", installNamespace, deploymentName)
+	return writeRuleFileOf(t, filepath.Join("deploy", "monitoring"), deploymentName)
+}
+
+// writeRuleFileOf does the same for the PrometheusRule name of the
+// kustomization in dir.
+func writeRuleFileOf(t *testing.T, dir, name string) (string, ruleGroups) {
+	t.Helper()
+	objs := render(t, dir)
+	pr := find(t, objs, "PrometheusRule", installNamespace, name)
 	spec, ok, err := unstructured.NestedMap(pr.Object, "spec")
 	if !ok || err != nil {
 		t.Fatalf("PrometheusRule has no spec: %v", err)
@@ -49,7 +58,7 @@ func writeRuleFile(t *testing.T) (string, ruleGroups) {
 	if err := yaml.UnmarshalStrict(data, &groups); err != nil {
 		t.Fatalf("PrometheusRule spec is not a rule file: %v", err)
 	}
-	p := filepath.Join(t.TempDir(), "rollguard.rules.yaml")
+	p := filepath.Join(t.TempDir(), name+".rules.yaml")
 	if err := os.WriteFile(p, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
