@@ -68,13 +68,13 @@ func (h *countingHandler) Fire(trigger.Decision) { h.fired.Add(1) }
 func (h *countingHandler) Blind(trigger.Blind)   { h.blind.Add(1) }
 
 // scaleChild measures N targets in this process and prints one JSON line.
-func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, profile bool) error {
+func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, profile bool, p99Query string) error {
 	rssStart := procStatus("VmRSS")
 	env, err := sandboxenv.Read(sandboxenv.Path())
 	if err != nil {
 		return err
 	}
-	cfgPath, err := writeScaleConfig(dir, env, promURL, n, n)
+	cfgPath, err := writeScaleConfig(dir, env, promURL, n, n, p99Query)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, prof
 		if len(configErr) > 300 {
 			configErr = configErr[:300] + "…"
 		}
-		one, err2 := writeScaleConfig(filepath.Join(dir, "one"), env, promURL, n, 1)
+		one, err2 := writeScaleConfig(filepath.Join(dir, "one"), env, promURL, n, 1, p99Query)
 		if err2 != nil {
 			return err2
 		}
@@ -123,15 +123,21 @@ func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, prof
 		queriers[k] = v
 	}
 	// Wait until Prometheus has two scrapes of every deployment, so rate()
-	// answers for all N.
-	vq := config.DefaultErrorRateVolumeQuery
-	for deadline := time.Now().Add(3 * time.Minute); ; sleep(ctx, 2*time.Second) {
-		s, err := psrc.Query(ctx, vq, time.Now())
-		if err == nil && len(s) >= n {
-			break
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("prometheus at %s: %d of %d deployments after 3m (%v)", promURL, len(s), n, err)
+	// answers for all N (and, with a recording rule, until it has recorded
+	// all N).
+	waitFor := []string{config.DefaultErrorRateVolumeQuery}
+	if p99Query != "" {
+		waitFor = append(waitFor, p99Query)
+	}
+	for _, q := range waitFor {
+		for deadline := time.Now().Add(3 * time.Minute); ; sleep(ctx, 2*time.Second) {
+			s, err := psrc.Query(ctx, q, time.Now())
+			if err == nil && len(s) >= n {
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("prometheus at %s: %s: %d of %d deployments after 3m (%v)", promURL, q, len(s), n, err)
+			}
 		}
 	}
 
@@ -145,7 +151,7 @@ func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, prof
 	// The specs stay referenced to the end, as the daemon keeps its config.
 	cfg = nil
 	res := &scaleResult{Targets: n, Triggers: len(specs), Ticks: ticks, QueriesPerTick: map[string]int{}, RSSStart: rssStart, ConfigError: configErr,
-		MemLimit: os.Getenv("GOMEMLIMIT")}
+		MemLimit: os.Getenv("GOMEMLIMIT"), P99Query: p99Query}
 	// The start (config parse, specs, SetTriggers) happens once; the ticks
 	// repeat. Their peaks are reported apart: VmHWM now, then reset (5 to
 	// clear_refs, Linux ≥ 4.0) so the end's VmHWM is the ticks' own.
@@ -288,7 +294,7 @@ func procStatus(field string) int64 {
 // (error rate, P99, pool, lag) on rollguard's default templates: the
 // Prometheus triggers of every target share one query each, the
 // PostgreSQL built-ins one query each per database.
-func writeScaleConfig(dir string, env sandboxenv.Env, promURL string, n, write int) (string, error) {
+func writeScaleConfig(dir string, env sandboxenv.Env, promURL string, n, write int, p99Query string) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
@@ -304,8 +310,11 @@ global:
   databases:
     - {name: primary, dsnFile: %q}
   notify: {incidentDir: %q}
-targets:
 `, n, scaleInterval, promURL, dsn, filepath.Join(dir, "incidents"))
+	if p99Query != "" {
+		fmt.Fprintf(&b, "  templates:\n    latencyP99: {query: %q}\n", p99Query)
+	}
+	b.WriteString("targets:\n")
 	for i := range write {
 		name, ns := "app-"+strconv.Itoa(i), "ns-"+strconv.Itoa(i/100)
 		fmt.Fprintf(&b, `  - name: %s-%s

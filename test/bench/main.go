@@ -46,6 +46,7 @@ type options struct {
 	shortIval   time.Duration
 	rampPause   time.Duration
 	settle      time.Duration
+	recorded    bool
 	sandboxNote string
 }
 
@@ -74,9 +75,11 @@ func run() int {
 	child := flag.Int("scale-child", 0, "internal: measure this many targets in this process against --prom and print JSON")
 	promURL := flag.String("prom", "", "internal: the scale child's Prometheus")
 	profile := flag.Bool("profile", false, "internal: the scale child writes CPU and heap profiles")
+	p99Query := flag.String("p99-query", "", "internal: the scale child's latencyP99 template (empty: the default)")
+	flag.BoolVar(&o.recorded, "recorded", true, "scale: measure the largest N again with the P99 template reading deploy/monitoring/fleet's recorded series")
 	flag.Parse()
 	if *child > 0 {
-		if err := scaleChild(ctx, *child, *promURL, o.outDir, o.scaleTicks, *profile); err != nil {
+		if err := scaleChild(ctx, *child, *promURL, o.outDir, o.scaleTicks, *profile, *p99Query); err != nil {
 			fmt.Fprintf(os.Stderr, "bench scale child: %v\n", err)
 			return 1
 		}

@@ -182,8 +182,8 @@ func (r *report) markdown() string {
 					st = append(st, fmt.Sprintf("%s %d", k, v))
 				}
 			}
-			fmt.Fprintf(&b, "| %d | %d | %d + %d (plan: %d distinct) | %.1f | %s / %s | %s | %s | %s (%.1f %%) | %.0f / %s / %.0f / %.0f MiB | %.0f MiB | %s |\n",
-				s.Targets, s.Triggers, s.QueriesPerTick["prometheus"], s.QueriesPerTick["postgres"], s.PlanQueries, s.PromRequestsPerTick,
+			fmt.Fprintf(&b, "| %d%s | %d | %d + %d (plan: %d distinct) | %.1f | %s / %s | %s | %s | %s (%.1f %%) | %.0f / %s / %.0f / %.0f MiB | %.0f MiB | %s |\n",
+				s.Targets, s.label(), s.Triggers, s.QueriesPerTick["prometheus"], s.QueriesPerTick["postgres"], s.PlanQueries, s.PromRequestsPerTick,
 				ms(s.TickMedian), ms(s.TickMax), ms(s.QueryMedian), ms(s.EvalMedian), ms(s.CPUPerTick),
 				100*s.CPUPerTick.Seconds()/scaleInterval.Seconds(), mib(s.RSS), tickPeak(s), mib(s.RSSPeakStart), mib(s.RSSStart), mib(s.HeapLive), strings.Join(st, ", "))
 		}
@@ -195,8 +195,20 @@ func (r *report) markdown() string {
 					s.Targets, "`"+s.ConfigError+"`", s.Targets)
 			}
 		}
-		last := sc.results[len(sc.results)-1]
-		if last.TopCPU != "" {
+		for _, s := range sc.results {
+			if s.P99Query != "" {
+				fmt.Fprintf(&b, "\"P99 recorded\": the same %d targets, with the bench's Prometheus also running `%s` "+
+					"(its rule records the default P99 template every 5 s) and `templates.latencyP99` set to `%s`; "+
+					"Prometheus' cost of the rule is outside the tick.\n\n", s.Targets, fleetRulesPath, s.P99Query)
+			}
+		}
+		var last *scaleResult
+		for _, s := range sc.results {
+			if s.TopCPU != "" {
+				last = s
+			}
+		}
+		if last != nil {
 			fmt.Fprintf(&b, "CPU profile of the %d measured ticks at %d targets (`go tool pprof -top %s/cpu.pprof`):\n\n```\n%s```\n\n",
 				last.Ticks, last.Targets, last.Profile, trimPprof(last.TopCPU))
 			fmt.Fprintf(&b, "Allocations during those ticks (`go tool pprof -top -sample_index=alloc_space -diff_base=heap-before.pprof heap-after.pprof`):\n\n```\n%s```\n\n",

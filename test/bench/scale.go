@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -60,9 +62,20 @@ type scaleResult struct {
 	// ConfigError: pkg/config refused the N-target config (the specs were
 	// then cloned from a one-target config).
 	ConfigError string `json:"configError,omitempty"`
-	Profile     string `json:"profile,omitempty"`
-	TopCPU      string `json:"topCPU,omitempty"`
-	TopHeap     string `json:"topAlloc,omitempty"`
+	// P99Query is the latencyP99 template when it is not the default: the
+	// fleet rule's recorded series.
+	P99Query string `json:"p99Query,omitempty"`
+	Profile  string `json:"profile,omitempty"`
+	TopCPU   string `json:"topCPU,omitempty"`
+	TopHeap  string `json:"topAlloc,omitempty"`
+}
+
+// label marks a row measured with the recorded P99.
+func (r *scaleResult) label() string {
+	if r.P99Query != "" {
+		return " (P99 recorded)"
+	}
+	return ""
 }
 
 type scaleRun struct {
@@ -78,22 +91,92 @@ func runScale(ctx context.Context, env sandboxenv.Env, o options) (*scaleRun, er
 		return nil, err
 	}
 	out := &scaleRun{promVersion: promVersion(env["PROMETHEUS_BIN"])}
+	type size struct {
+		n        int
+		profile  bool
+		recorded bool
+	}
+	var sizes []size
 	for i, n := range o.scaleN {
-		profile := i == len(o.scaleN)-1
-		r, err := scaleOnce(ctx, env, o, self, n, profile)
+		sizes = append(sizes, size{n: n, profile: i == len(o.scaleN)-1})
+	}
+	var rules *fleetRules
+	if o.recorded {
+		// The largest N once more, with the P99 template reading the series
+		// deploy/monitoring/fleet records.
+		r, err := readFleetRules()
 		if err != nil {
-			return nil, fmt.Errorf("%d targets: %w", n, err)
+			return nil, err
+		}
+		rules = r
+		sizes = append(sizes, size{n: o.scaleN[len(o.scaleN)-1], recorded: true})
+	}
+	for _, sz := range sizes {
+		var rr *fleetRules
+		if sz.recorded {
+			rr = rules
+		}
+		r, err := scaleOnce(ctx, env, o, self, sz.n, sz.profile, rr)
+		if err != nil {
+			return nil, fmt.Errorf("%d targets: %w", sz.n, err)
 		}
 		out.results = append(out.results, r)
-		say("   %6d targets: %d queries/tick (Prometheus counted %.1f), tick median %s max %s (slowest query %s), CPU/tick %s, RSS %.1f MiB (peak %.1f in ticks, %.1f at start; GOMEMLIMIT %s)",
-			n, sumQueries(r.QueriesPerTick), r.PromRequestsPerTick, r.TickMedian.Round(time.Millisecond), r.TickMax.Round(time.Millisecond),
+		say("   %6d targets%s: %d queries/tick (Prometheus counted %.1f), tick median %s max %s (slowest query %s), CPU/tick %s, RSS %.1f MiB (peak %.1f in ticks, %.1f at start; GOMEMLIMIT %s)",
+			sz.n, r.label(), sumQueries(r.QueriesPerTick), r.PromRequestsPerTick, r.TickMedian.Round(time.Millisecond), r.TickMax.Round(time.Millisecond),
 			r.QueryMedian.Round(time.Millisecond), r.CPUPerTick.Round(time.Millisecond), mib(r.RSS), mib(r.RSSPeak), mib(r.RSSPeakStart), r.MemLimit)
 	}
 	return out, nil
 }
 
-func scaleOnce(ctx context.Context, env sandboxenv.Env, o options, self string, n int, profile bool) (*scaleResult, error) {
+// fleetRules is deploy/monitoring/fleet's PrometheusRule as a Prometheus
+// rule file, and the series it records.
+type fleetRules struct {
+	file   []byte
+	record string
+}
+
+const fleetRulesPath = "deploy/monitoring/fleet/prometheusrule.yaml"
+
+func readFleetRules() (*fleetRules, error) {
+	b, err := os.ReadFile(fleetRulesPath)
+	if err != nil {
+		return nil, err
+	}
+	var pr struct {
+		Spec struct {
+			Groups []struct {
+				Rules []struct {
+					Record string `json:"record"`
+				} `json:"rules"`
+			} `json:"groups"`
+		} `json:"spec"`
+	}
+	var raw struct {
+		Spec json.RawMessage `json:"spec"`
+	}
+	if err := yaml.Unmarshal(b, &pr); err != nil {
+		return nil, fmt.Errorf("%s: %w", fleetRulesPath, err)
+	}
+	if err := yaml.Unmarshal(b, &raw); err != nil {
+		return nil, fmt.Errorf("%s: %w", fleetRulesPath, err)
+	}
+	if len(pr.Spec.Groups) == 0 || len(pr.Spec.Groups[0].Rules) == 0 || pr.Spec.Groups[0].Rules[0].Record == "" {
+		return nil, fmt.Errorf("%s: no recording rule", fleetRulesPath)
+	}
+	file, err := yaml.JSONToYAML(raw.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fleetRulesPath, err)
+	}
+	return &fleetRules{file: file, record: pr.Spec.Groups[0].Rules[0].Record}, nil
+}
+
+// scaleOnce measures n targets; with rules, its Prometheus records the
+// fleet rule and the targets' P99 template reads the recorded series.
+func scaleOnce(ctx context.Context, env sandboxenv.Env, o options, self string, n int, profile bool, rules *fleetRules) (*scaleResult, error) {
 	dir := filepath.Join(o.outDir, fmt.Sprintf("scale-%d", n))
+	if rules != nil {
+		dir += "-recorded"
+	}
 	_ = os.RemoveAll(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -103,7 +186,7 @@ func scaleOnce(ctx context.Context, env sandboxenv.Env, o options, self string, 
 		return nil, err
 	}
 	defer stopProc(gen)
-	prom, promURL, err := startPrometheus(ctx, env["PROMETHEUS_BIN"], dir, genAddr)
+	prom, promURL, err := startPrometheus(ctx, env["PROMETHEUS_BIN"], dir, genAddr, rules)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +195,9 @@ func scaleOnce(ctx context.Context, env sandboxenv.Env, o options, self string, 
 	args := []string{"--scale-child", fmt.Sprint(n), "--prom", promURL, "--out", dir, "--ticks", fmt.Sprint(o.scaleTicks)}
 	if profile {
 		args = append(args, "--profile")
+	}
+	if rules != nil {
+		args = append(args, "--p99-query", rules.record)
 	}
 	limit, err := deployedMemLimit()
 	if err != nil {
@@ -160,10 +246,17 @@ func startSeriesgen(bin string, n int, logPath string) (*exec.Cmd, string, error
 
 // startPrometheus runs a Prometheus of the bench's own, scraping only the
 // synthetic exporter: the sandbox's stays as the tests expect it.
-func startPrometheus(ctx context.Context, bin, dir, target string) (*exec.Cmd, string, error) {
+func startPrometheus(ctx context.Context, bin, dir, target string, rules *fleetRules) (*exec.Cmd, string, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, "", err
+	}
+	ruleFiles := ""
+	if rules != nil {
+		if err := os.WriteFile(filepath.Join(dir, "fleet.rules.yaml"), rules.file, 0o644); err != nil {
+			return nil, "", err
+		}
+		ruleFiles = "rule_files: [fleet.rules.yaml]\n"
 	}
 	cfg := fmt.Sprintf(`# Generated by make bench (scale).
 global:
@@ -175,7 +268,7 @@ scrape_configs:
     honor_labels: true
     static_configs:
       - targets: [%q]
-`, scaleInterval, target)
+%s`, scaleInterval, target, ruleFiles)
 	cfgPath := filepath.Join(dir, "prometheus.yml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return nil, "", err
