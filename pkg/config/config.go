@@ -293,7 +293,10 @@ type Templates struct {
 	// the request rate.
 	ErrorRate Template `yaml:"errorRate"`
 	// Query of latencyP99 triggers. Default: histogram_quantile(0.99) of
-	// http_request_duration_seconds by namespace and deployment.
+	// http_request_duration_seconds by namespace and deployment. With
+	// thousands of targets, deploy/monitoring/fleet records it every 5 s;
+	// query its series namespace_deployment:http_request_duration_seconds:p99_rate1m
+	// instead.
 	LatencyP99 Template `yaml:"latencyP99"`
 }
 
