@@ -91,32 +91,26 @@ func runScale(ctx context.Context, env sandboxenv.Env, o options) (*scaleRun, er
 		return nil, err
 	}
 	out := &scaleRun{promVersion: promVersion(env["PROMETHEUS_BIN"])}
+	// Every N; then, unless --recorded=false, the largest N once more with
+	// the P99 template reading the series deploy/monitoring/fleet records.
 	type size struct {
-		n        int
-		profile  bool
-		recorded bool
+		n       int
+		profile bool
+		rules   *fleetRules
 	}
 	var sizes []size
 	for i, n := range o.scaleN {
 		sizes = append(sizes, size{n: n, profile: i == len(o.scaleN)-1})
 	}
-	var rules *fleetRules
 	if o.recorded {
-		// The largest N once more, with the P99 template reading the series
-		// deploy/monitoring/fleet records.
-		r, err := readFleetRules()
+		rules, err := readFleetRules()
 		if err != nil {
 			return nil, err
 		}
-		rules = r
-		sizes = append(sizes, size{n: o.scaleN[len(o.scaleN)-1], recorded: true})
+		sizes = append(sizes, size{n: o.scaleN[len(o.scaleN)-1], rules: rules})
 	}
 	for _, sz := range sizes {
-		var rr *fleetRules
-		if sz.recorded {
-			rr = rules
-		}
-		r, err := scaleOnce(ctx, env, o, self, sz.n, sz.profile, rr)
+		r, err := scaleOnce(ctx, env, o, self, sz.n, sz.profile, sz.rules)
 		if err != nil {
 			return nil, fmt.Errorf("%d targets: %w", sz.n, err)
 		}
