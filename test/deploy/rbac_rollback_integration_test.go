@@ -106,9 +106,14 @@ func TestRollbackUnderServiceAccountRBAC(t *testing.T) {
 		depPath := "/apis/apps/v1/namespaces/" + ns + "/deployments/" + dep.Name
 		count := map[string]int{}
 		for _, r := range reqs {
-			// A 404 is the journal's first read; anything else 4xx/5xx
-			// (above all a 403) means the RBAC or the request is wrong.
-			if r.status >= 400 && !(r.status == http.StatusNotFound && r.method == http.MethodGet) {
+			// A 404 is the journal's first read, and a 409 a write fenced
+			// by resourceVersion that lost to the controller's status
+			// update (pkg/kube rereads and retries it; the rollback
+			// succeeded above). Anything else 4xx/5xx (above all a 403)
+			// means the RBAC or the request is wrong.
+			expected := (r.status == http.StatusNotFound && r.method == http.MethodGet) ||
+				(r.status == http.StatusConflict && r.method == http.MethodPut && (r.path == depPath || r.path == depPath+"/scale"))
+			if r.status >= 400 && !expected {
 				t.Errorf("%s %s answered %d under the ServiceAccount's RBAC", r.method, r.path, r.status)
 			}
 			if !r.bearer {
