@@ -195,15 +195,13 @@ func (r *report) markdown() string {
 					s.Targets, "`"+s.ConfigError+"`", s.Targets)
 			}
 		}
+		var last *scaleResult // the profiled run
 		for _, s := range sc.results {
 			if s.P99Query != "" {
 				fmt.Fprintf(&b, "\"P99 recorded\": the same %d targets, with the bench's Prometheus also running `%s` "+
 					"(its rule records the default P99 template every 5 s) and `templates.latencyP99` set to `%s`; "+
 					"Prometheus' cost of the rule is outside the tick.\n\n", s.Targets, fleetRulesPath, s.P99Query)
 			}
-		}
-		var last *scaleResult
-		for _, s := range sc.results {
 			if s.TopCPU != "" {
 				last = s
 			}

@@ -136,32 +136,31 @@ func readFleetRules() (*fleetRules, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The spec is the rule file; the record name is read from it.
 	var pr struct {
-		Spec struct {
-			Groups []struct {
-				Rules []struct {
-					Record string `json:"record"`
-				} `json:"rules"`
-			} `json:"groups"`
-		} `json:"spec"`
-	}
-	var raw struct {
 		Spec json.RawMessage `json:"spec"`
+	}
+	var groups struct {
+		Groups []struct {
+			Rules []struct {
+				Record string `json:"record"`
+			} `json:"rules"`
+		} `json:"groups"`
 	}
 	if err := yaml.Unmarshal(b, &pr); err != nil {
 		return nil, fmt.Errorf("%s: %w", fleetRulesPath, err)
 	}
-	if err := yaml.Unmarshal(b, &raw); err != nil {
-		return nil, fmt.Errorf("%s: %w", fleetRulesPath, err)
+	if err := json.Unmarshal(pr.Spec, &groups); err != nil {
+		return nil, fmt.Errorf("%s: spec: %w", fleetRulesPath, err)
 	}
-	if len(pr.Spec.Groups) == 0 || len(pr.Spec.Groups[0].Rules) == 0 || pr.Spec.Groups[0].Rules[0].Record == "" {
+	if len(groups.Groups) == 0 || len(groups.Groups[0].Rules) == 0 || groups.Groups[0].Rules[0].Record == "" {
 		return nil, fmt.Errorf("%s: no recording rule", fleetRulesPath)
 	}
-	file, err := yaml.JSONToYAML(raw.Spec)
+	file, err := yaml.JSONToYAML(pr.Spec)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", fleetRulesPath, err)
 	}
-	return &fleetRules{file: file, record: pr.Spec.Groups[0].Rules[0].Record}, nil
+	return &fleetRules{file: file, record: groups.Groups[0].Rules[0].Record}, nil
 }
 
 // scaleOnce measures n targets; with rules, its Prometheus records the
