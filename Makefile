@@ -4,7 +4,7 @@ BIN      ?= bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/rollguard/rollguard/pkg/version.Version=$(VERSION)
 
-.PHONY: all build test unit vet sandbox-up sandbox-down demo bench clean
+.PHONY: all build test unit vet soak sandbox-up sandbox-down demo bench clean
 
 all: build
 
@@ -28,6 +28,13 @@ test:
 	@status=0; \
 	  $(MAKE) --no-print-directory vet && $(GO) build ./... && $(GO) test -p 1 -count=1 -timeout 20m ./... || status=$$?; \
 	  test/sandbox/down; exit $$status
+
+# The model-based test of the responder, guard, journal and executor (see
+# docs/design.md, invariants) for as long as SOAK says; make test runs it
+# for a bounded number of checks.
+SOAK ?= 30m
+soak:
+	ROLLGUARD_SOAK=$(SOAK) $(GO) test -count=1 -timeout 0 -run '^TestModel$$' -v ./pkg/response/
 
 sandbox-up:
 	@test/sandbox/up

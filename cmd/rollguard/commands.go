@@ -110,6 +110,7 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	action := fs.String("action", "", "action: rollback, full-rollback, revert, restart-then-rollback (default: the target's strategy)")
 	reason := fs.String("reason", "", "why; recorded in the incident and the pages")
 	local := fs.Bool("local", false, "run the plan in this process against the cluster instead of asking the daemon")
+	force := fs.Bool("force", false, "with --local: pass the cooldown, the hourly budget, one rollback per revision and the revision age (logged; a freeze and dry-run still hold)")
 	addr, tokenFile := apiFlags(fs)
 	if code, ok := parse(fs, args); !ok {
 		return code
@@ -118,12 +119,16 @@ func cmdRollback(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		fmt.Fprintln(stderr, "rollguard rollback: --target and --reason are required")
 		return exitUsage
 	}
+	if *force && !*local {
+		fmt.Fprintln(stderr, "rollguard rollback: --force goes with --local (the daemon's API takes no override)")
+		return exitUsage
+	}
 	if *local {
 		if *cfg == "" {
 			fmt.Fprintln(stderr, "rollguard rollback --local: --config is required")
 			return exitUsage
 		}
-		out, err := app.RollbackLocal(ctx, app.Options{ConfigFile: *cfg, LogOutput: stderr}, *target, *action, *reason)
+		out, err := app.RollbackLocal(ctx, app.Options{ConfigFile: *cfg, LogOutput: stderr}, *target, *action, *reason, *force)
 		fmt.Fprint(stdout, out)
 		return exitCode(err, stderr)
 	}

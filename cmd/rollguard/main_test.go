@@ -99,6 +99,8 @@ target pggit-api: production/pggit-api, strategy quick, live
 			wantStderr: []string{"rollguard rollback: --target and --reason are required\n"}},
 		{name: "rollback with a blank reason", args: []string{"rollback", "--target", "pggit-api", "--reason", "  "}, wantCode: exitUsage,
 			wantStderr: []string{"rollguard rollback: --target and --reason are required\n"}},
+		{name: "rollback --force without --local", args: []string{"rollback", "--force", "--target", "pggit-api", "--reason", "x"}, wantCode: exitUsage,
+			wantStderr: []string{"rollguard rollback: --force goes with --local (the daemon's API takes no override)\n"}},
 		{name: "rollback --local without config", args: []string{"rollback", "--local", "--target", "pggit-api", "--reason", "x"}, wantCode: exitUsage,
 			wantStderr: []string{"rollguard rollback --local: --config is required\n"}},
 		{name: "rollback --local of an unknown target", args: []string{"rollback", "--local", "--config", valid, "--target", "nope", "--reason", "x"}, wantCode: exitUsage,

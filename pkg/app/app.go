@@ -50,6 +50,10 @@ type Options struct {
 	// ReloadInterval is how often the config file is checked for changes
 	// (default 5s; a mounted ConfigMap changes in place).
 	ReloadInterval time.Duration
+	// CrashAt is fault injection for the crash tests: "STEP:start" or
+	// "STEP:done" kills the process (SIGKILL, no cleanup) right after that
+	// journal write. Set from $ROLLGUARD_CRASH_AT; never in production.
+	CrashAt string
 }
 
 func (o *Options) defaults() {
@@ -68,6 +72,27 @@ func (o *Options) defaults() {
 	}
 	if o.ReloadInterval <= 0 {
 		o.ReloadInterval = 5 * time.Second
+	}
+	if o.CrashAt == "" {
+		o.CrashAt = os.Getenv("ROLLGUARD_CRASH_AT")
+	}
+}
+
+// crashAt returns the executor's Journaled hook for CrashAt.
+func crashAt(spec string, logger *zap.Logger) func(step string, done bool) {
+	if spec == "" {
+		return nil
+	}
+	logger.Warn("fault injection: this process kills itself at a journal write", zap.String("crashAt", spec))
+	return func(step string, done bool) {
+		phase := "start"
+		if done {
+			phase = "done"
+		}
+		if step+":"+phase == spec {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is delivered; nothing else runs
+		}
 	}
 }
 
@@ -173,17 +198,21 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		}
 	}
 	d.guard = guard.New(guardOptions(cfg))
-	d.resp = response.New(nil, d.kube, d.queue, d.guard, response.Options{
-		IsLeader: d.isLeader, WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
-		Integrity: d.integrity,
+	d.exec = rollback.NewExecutor(d.kube, d.client.CoreV1(), rollback.Options{Journaled: crashAt(opts.CrashAt, logger)}, logger.Named("rollback"))
+	// The evaluator hands decisions to the responder, and the responder
+	// asks the evaluator what fires when it becomes leader.
+	triggers := &lateTriggers{}
+	d.resp = response.New(d.exec, d.kube, d.queue, d.guard, response.Options{
+		WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
+		Integrity: d.integrity, Triggers: triggers,
+		// The drain must end before the shutdown stops waiting for it.
+		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
 	}, logger.Named("response"), d.reg)
-	d.exec = rollback.NewExecutor(d.kube, d.client.CoreV1(), rollback.Options{Observer: d.resp.Observer()}, logger.Named("rollback"))
-	d.resp.SetExecutor(d.exec)
-
 	d.eval = evaluator.New(evaluator.Options{
 		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
 		QueryTimeout: queryTimeout(cfg),
 	}, d.src.queriers(), d.resp, logger.Named("evaluator"), d.reg)
+	triggers.Triggers = d.eval
 	if err := d.apply(cfg); err != nil {
 		d.close()
 		return nil, err
@@ -204,8 +233,11 @@ func queryTimeout(cfg *config.Config) time.Duration {
 func guardOptions(cfg *config.Config) guard.Options {
 	il := cfg.Global.Interlocks
 	return guard.Options{Cooldown: time.Duration(il.Cooldown), MaxRollbacksPerHour: il.MaxRollbacksPerHour,
-		MaxRevisionAge: time.Duration(il.MaxRevisionAge), Freeze: il.Freeze}
+		MaxRevisionAge: time.Duration(il.MaxRevisionAge), Freeze: il.Freeze, MaxResumeAge: time.Duration(il.MaxResumeAge)}
 }
+
+// lateTriggers lets the responder be built before the evaluator it asks.
+type lateTriggers struct{ response.Triggers }
 
 // apply installs a config's hot-reloadable parts: triggers (keeping the
 // windows of unchanged ones), targets, interlocks. It fails without
@@ -305,17 +337,14 @@ func (d *daemon) run(ctx context.Context) error {
 	goFn(func() { d.resp.Run(runCtx) })
 	goFn(func() { d.watchReload(runCtx) })
 
+	// Each leadership term is one call of Lead, which returns only once
+	// its plans have stopped (at a step boundary, or cancelled after the
+	// drain timeout): the elector releases the lease after that.
 	leaderErr := make(chan error, 1)
 	if d.elect != nil {
-		goFn(func() {
-			leaderErr <- d.elect.Run(runCtx, func(lctx context.Context) {
-				d.resp.SeedHistory(lctx, d.exec.LastRun)
-				d.resp.Resume(lctx)
-			})
-		})
+		goFn(func() { leaderErr <- d.elect.Run(runCtx, d.resp.Lead) })
 	} else {
-		d.resp.SeedHistory(runCtx, d.exec.LastRun)
-		d.resp.Resume(runCtx)
+		goFn(func() { d.resp.Lead(runCtx) })
 	}
 
 	var result error

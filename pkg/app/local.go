@@ -85,8 +85,11 @@ func renderPlan(pv *rollback.PlanView) string {
 }
 
 // RollbackLocal runs a rollback in this process (no daemon needed), through
-// the same interlocks, plan, journal and notifications as the daemon.
-func RollbackLocal(ctx context.Context, opts Options, target, action, reason string) (string, error) {
+// the same interlocks, plan, journal and notifications as the daemon: the
+// interlocks are seeded from the journals first, so the cooldown, the
+// budget and one rollback per revision hold for a human at a terminal too.
+// force passes those (not a freeze or dry-run), and is logged.
+func RollbackLocal(ctx context.Context, opts Options, target, action, reason string, force bool) (string, error) {
 	opts.defaults()
 	cfg, err := loadConfig(opts.ConfigFile)
 	if err != nil {
@@ -111,24 +114,20 @@ func RollbackLocal(ctx context.Context, opts Options, target, action, reason str
 	done := make(chan struct{})
 	go func() { defer close(done); d.queue.Run(qctx) }()
 	defer func() { stop(); <-done }()
-	out, err := d.resp.Execute(ctx, target, normalizeAction(action), reason)
+	d.resp.SeedHistory(ctx)
+	out, err := d.resp.Execute(ctx, target, normalizeAction(action), reason, force)
 	if errors.Is(err, response.ErrUnknownAction) {
 		err = fmt.Errorf("%w: %v", ErrUsage, err)
 	}
-	logger.Info("manual rollback finished", zap.String("target", target), zap.String("result", out))
-	if err == nil && !succeeded(out) {
-		err = errors.New(out)
-		out = ""
-	}
-	if out == "" {
-		// Nothing to print: a failure goes to stderr only.
+	if err != nil {
 		return "", err
 	}
-	return out + "\n", err
-}
-
-func succeeded(result string) bool {
-	return strings.Contains(result, "succeeded") || strings.HasPrefix(result, "dry-run") || strings.HasPrefix(result, "already rolled back") || result == "paged"
+	logger.Info("manual rollback finished", zap.String("target", target), zap.String("result", out.Detail), zap.Bool("force", force))
+	if !out.OK() {
+		// Nothing to print: a failure goes to stderr only.
+		return "", errors.New(out.Detail)
+	}
+	return out.Detail + "\n", nil
 }
 
 // describedVerifier stands for the daemon's verifier in `rollguard plan`,

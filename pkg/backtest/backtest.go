@@ -403,7 +403,7 @@ func (rep *Report) judge(cfg *config.Config) {
 			f.Verdict, f.BlockedBy, f.Detail = VerdictBlocked, v.Reason, v.Detail+"; degrades to a page"
 			continue
 		}
-		g.Record(target, f.Revision, f.At)
+		g.Record(target, f.Revision, f.At, true)
 		f.Verdict = VerdictWouldAct
 		f.Detail = "would run " + f.Action
 	}

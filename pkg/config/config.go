@@ -215,6 +215,10 @@ type Interlocks struct {
 	// Act only when the current ReplicaSet is younger than this; an older
 	// version is paged, not rolled back. Default 2h.
 	MaxRevisionAge model.Duration `yaml:"maxRevisionAge"`
+	// Resume a rollback left unfinished (a crash, a leader change, a failed
+	// step) only while it started less than this ago; an older one is
+	// closed and paged for a human. Default 30m.
+	MaxResumeAge model.Duration `yaml:"maxResumeAge"`
 	// Freeze every target: page instead of acting. Default false.
 	Freeze bool `yaml:"freeze"`
 }

@@ -64,6 +64,7 @@ func (i *Interlocks) setDefaults() {
 		Cooldown:            dur(30 * time.Minute),
 		MaxRollbacksPerHour: 3,
 		MaxRevisionAge:      dur(2 * time.Hour),
+		MaxResumeAge:        dur(30 * time.Minute),
 	}
 }
 

@@ -146,6 +146,7 @@ func (g *Global) validate(errs *errList) {
 		errs.addf("global.interlocks.maxRollbacksPerHour", "must be >= 1 (use freeze to stop every rollback), got %d", g.Interlocks.MaxRollbacksPerHour)
 	}
 	positive(errs, "global.interlocks.maxRevisionAge", g.Interlocks.MaxRevisionAge)
+	positive(errs, "global.interlocks.maxResumeAge", g.Interlocks.MaxResumeAge)
 
 	if err == nil && !loopback && g.API.TokenFile == "" {
 		errs.addf("global.api.tokenFile", "required when listenAddress is not a loopback address, got listenAddress %q", g.ListenAddress)

@@ -714,6 +714,47 @@ func (e *Evaluator) SeedWithVolume(id string, points, volume []source.Point) err
 	return nil
 }
 
+// Firing returns the Decision of every trigger firing now, for a replica
+// that has just become leader: the edges into firing it saw as a follower
+// (or in a rebuilt window) were not acted on.
+func (e *Evaluator) Firing() []trigger.Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []trigger.Decision
+	for _, b := range e.plan.bindings {
+		if d := b.e.trig.Firing(); d != nil && !b.e.dropped {
+			out = append(out, *d)
+		}
+	}
+	return out
+}
+
+// Blinded returns the Blind report of every trigger in a reported nodata
+// episode, for a replica that has just become leader.
+func (e *Evaluator) Blinded() []trigger.Blind {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []trigger.Blind
+	for _, b := range e.plan.bindings {
+		if bl := b.e.trig.Blinded(); bl != nil && !b.e.dropped {
+			out = append(out, *bl)
+		}
+	}
+	return out
+}
+
+// Rearm restarts the breaching run of target's trigger at at (see
+// trigger.Rearm); an unknown trigger is ignored (reloaded away).
+func (e *Evaluator) Rearm(target, name string, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, en := range e.entries {
+		if r := en.trig.Rule(); r.Target == target && r.Name == name {
+			en.trig.Rearm(at)
+		}
+	}
+}
+
 // Status returns every trigger's status, ordered by ID.
 func (e *Evaluator) Status() []trigger.Status {
 	e.mu.Lock()

@@ -33,6 +33,9 @@ type Options struct {
 	MaxRollbacksPerHour int           // across all targets
 	MaxRevisionAge      time.Duration // act only on a deploy younger than this
 	Freeze              bool          // global freeze from config
+	// MaxResumeAge bounds how old an unfinished run may be and still be
+	// resumed automatically (the executor enforces it).
+	MaxResumeAge time.Duration
 }
 
 // Request describes one intended action.
@@ -53,6 +56,15 @@ type Request struct {
 	// Manual requests come from a human (CLI, API): the revision-age check
 	// does not apply, since the human has judged the revision bad.
 	Manual bool
+	// Own is the start of the run a resume continues: the history entry
+	// that run made is its own, not an earlier action's, so it neither
+	// counts as "already rolled back" nor as cooldown or budget against it.
+	// The revision age was judged when the run started.
+	Own time.Time
+	// Force passes the stateful interlocks (one rollback per revision,
+	// revision age, cooldown, budget): a human's explicit override, which
+	// the caller logs. Leadership, dry-run and freeze still hold.
+	Force bool
 }
 
 // Verdict is the outcome of Check.
@@ -73,7 +85,11 @@ func (v Verdict) String() string {
 
 // Guard keeps the history the stateful interlocks need. Its memory is
 // bounded: one timestamp per target, the starts within the last hour, and
-// the revisions acted on per target (pruned with the cooldown).
+// the revisions acted on per target (pruned after a day).
+//
+// Only actions that started writing are recorded (the caller records when
+// the executor's first write succeeded): a refusal or a failed preflight
+// consumes nothing.
 type Guard struct {
 	opts Options
 
@@ -99,6 +115,13 @@ func (g *Guard) SetOptions(opts Options) {
 	g.opts = opts
 }
 
+// Options returns the current settings.
+func (g *Guard) Options() Options {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.opts
+}
+
 // Check applies every interlock to req at time now. It never writes: a
 // caller that goes on to act must call Record.
 func (g *Guard) Check(req Request, now time.Time) Verdict {
@@ -121,10 +144,14 @@ func (g *Guard) Check(req Request, now time.Time) Verdict {
 		}
 		return Verdict{Frozen, d}
 	}
-	if at, ok := g.actedOn[req.Target][req.Revision]; ok && req.Revision != "" {
+	if req.Force {
+		return Verdict{}
+	}
+	own := func(at time.Time) bool { return !req.Own.IsZero() && at.Equal(req.Own) }
+	if at, ok := g.actedOn[req.Target][req.Revision]; ok && req.Revision != "" && !own(at) {
 		return Verdict{AlreadyActed, fmt.Sprintf("revision %s already rolled back at %s", req.Revision, at.UTC().Format(time.RFC3339))}
 	}
-	if !req.Manual && o.MaxRevisionAge > 0 {
+	if !req.Manual && req.Own.IsZero() && o.MaxRevisionAge > 0 {
 		if req.DeployedAt.IsZero() {
 			return Verdict{RevisionAge, "deploy time of the current revision is unknown"}
 		}
@@ -132,41 +159,57 @@ func (g *Guard) Check(req Request, now time.Time) Verdict {
 			return Verdict{RevisionAge, fmt.Sprintf("current revision is %s old (max %s): page only", age.Round(time.Second), o.MaxRevisionAge)}
 		}
 	}
-	if last, ok := g.last[req.Target]; ok && o.Cooldown > 0 {
+	if last, ok := g.last[req.Target]; ok && o.Cooldown > 0 && !own(last) {
 		if since := now.Sub(last); since < o.Cooldown {
 			return Verdict{Cooldown, fmt.Sprintf("last rollback of %s started %s ago (cooldown %s)", req.Target, since.Round(time.Second), o.Cooldown)}
 		}
 	}
 	if o.MaxRollbacksPerHour > 0 {
 		g.pruneLocked(now)
-		if len(g.starts) >= o.MaxRollbacksPerHour {
-			return Verdict{Budget, fmt.Sprintf("%d rollbacks in the last hour (budget %d)", len(g.starts), o.MaxRollbacksPerHour)}
+		n := 0
+		for _, at := range g.starts {
+			if !own(at) {
+				n++
+			}
+		}
+		if n >= o.MaxRollbacksPerHour {
+			return Verdict{Budget, fmt.Sprintf("%d rollbacks in the last hour (budget %d)", n, o.MaxRollbacksPerHour)}
 		}
 	}
 	return Verdict{}
 }
 
-// Record notes that a rollback of target's revision started at now. It is
-// also used to seed the history from the journals after a restart, so a
-// failover does not reset the cooldown, the budget or one-per-revision.
-func (g *Guard) Record(target, revision string, at time.Time) {
+// Record notes that an action on target's revision started writing at
+// at. A rollback consumes one rollback per revision, the cooldown and the
+// budget; any other action (a pool recovery's restart) only the budget:
+// it is not a verdict on the revision, and the rollback it may escalate to
+// must not be held back by it. It also seeds the history from the journals
+// after a restart, so a failover does not reset the interlocks.
+func (g *Guard) Record(target, revision string, at time.Time, rollback bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if at.After(g.last[target]) {
-		g.last[target] = at
-	}
 	i := len(g.starts)
 	for i > 0 && g.starts[i-1].After(at) {
 		i--
 	}
+	if i > 0 && g.starts[i-1].Equal(at) {
+		// Seeding twice (every leadership term reads the journals) must
+		// not count one start twice.
+		return
+	}
 	g.starts = append(g.starts, time.Time{})
 	copy(g.starts[i+1:], g.starts[i:])
 	g.starts[i] = at
-	if revision != "" {
-		if g.actedOn[target] == nil {
-			g.actedOn[target] = map[string]time.Time{}
+	if rollback {
+		if at.After(g.last[target]) {
+			g.last[target] = at
 		}
-		g.actedOn[target][revision] = at
+		if revision != "" {
+			if g.actedOn[target] == nil {
+				g.actedOn[target] = map[string]time.Time{}
+			}
+			g.actedOn[target][revision] = at
+		}
 	}
 	g.pruneLocked(at)
 }

@@ -240,6 +240,27 @@ func (w *Window) Observe(s Sample) bool {
 // State returns the current state.
 func (w *Window) State() State { return w.state }
 
+// Restart makes a breaching run start again at at (when at is later than
+// its start): the breach must then hold a whole `for` from at before the
+// window fires again. It is how an action that may have cured the
+// condition (a restart) gets a fair chance to show it did. Outside a run it
+// does nothing.
+func (w *Window) Restart(at time.Time) {
+	if w.state != StatePending && w.state != StateFiring {
+		return
+	}
+	t := at.UnixNano()
+	if t <= w.runStart {
+		return
+	}
+	w.runStart = t
+	if w.last.t-w.runStart >= w.forNs {
+		w.state = StateFiring
+	} else {
+		w.state = StatePending
+	}
+}
+
 // BreachStart returns the first breaching sample's time of the current run,
 // if a run is in progress.
 func (w *Window) BreachStart() (time.Time, bool) {
