@@ -4,7 +4,7 @@ BIN      ?= bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X github.com/rollguard/rollguard/pkg/version.Version=$(VERSION)
 
-.PHONY: all build test unit vet sandbox-up sandbox-down demo bench clean
+.PHONY: all build test unit vet tidy sandbox-up sandbox-down demo bench clean
 
 all: build
 
@@ -14,6 +14,11 @@ build:
 vet:
 	@unformatted=$$(gofmt -l cmd pkg test); [ -z "$$unformatted" ] || { echo "gofmt: not formatted:" $$unformatted; exit 1; }
 	$(GO) vet ./...
+
+# go.mod and go.sum as `go mod tidy` leaves them: direct dependencies are
+# not marked indirect and nothing unused is required.
+tidy:
+	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod/go.sum are not tidy; run 'go mod tidy'. Diff:"; $(GO) mod tidy -diff; exit 1; }
 
 # Unit tests only: integration tests skip themselves when no sandbox is up.
 unit:
@@ -26,7 +31,7 @@ unit:
 test:
 	@test/sandbox/up
 	@status=0; \
-	  $(MAKE) --no-print-directory vet && $(GO) build ./... && $(GO) test -p 1 -count=1 -timeout 20m ./... || status=$$?; \
+	  $(MAKE) --no-print-directory vet tidy && $(GO) build ./... && $(GO) test -p 1 -count=1 -timeout 20m ./... || status=$$?; \
 	  test/sandbox/down; exit $$status
 
 sandbox-up:
