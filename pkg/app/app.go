@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -436,7 +437,10 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	cur := d.config().Global
 	n := next.Global
 	var changed []string
-	if cur.Prometheus != n.Prometheus {
+	// DeepEqual: the HTTP client settings hold pointers and maps. Rotated
+	// credential and certificate files need no reload: prometheus/common
+	// reads them on use.
+	if !reflect.DeepEqual(cur.Prometheus, n.Prometheus) {
 		changed = append(changed, "global.prometheus")
 	}
 	if fmt.Sprint(cur.Databases) != fmt.Sprint(n.Databases) {

@@ -100,7 +100,7 @@ func (s *sources) close() {
 func buildSources(cfg *config.Config, logger *zap.Logger) (*sources, error) {
 	s := &sources{pg: map[string]*postgres.Source{}}
 	if cfg.Global.Prometheus.URL != "" {
-		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout)}, logger.Named("prometheus"))
+		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout), HTTPConfig: &cfg.Global.Prometheus.HTTPConfig}, logger.Named("prometheus"))
 		if err != nil {
 			return nil, fmt.Errorf("prometheus source: %w", err)
 		}

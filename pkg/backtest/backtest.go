@@ -27,6 +27,7 @@ import (
 	"strings"
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 
@@ -196,7 +197,7 @@ func Backtest(ctx context.Context, o Options) (*Report, error) {
 
 	src := o.Source
 	if src == nil {
-		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout)}, o.Logger)
+		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout), HTTPConfig: &cfg.Global.Prometheus.HTTPConfig}, o.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("backtest: prometheus source: %w", err)
 		}
@@ -471,8 +472,11 @@ func (o *Options) checkRetention(ctx context.Context, from time.Time) error {
 		if url == "" {
 			return nil
 		}
-		var err error
-		ret, err = PrometheusRetention(ctx, o.httpClient(), url)
+		c, err := o.httpClient()
+		if err != nil {
+			return err
+		}
+		ret, err = PrometheusRetention(ctx, c, url)
 		if err != nil {
 			o.Logger.Warn("cannot read prometheus retention; range not checked", zap.Error(err))
 			return nil
@@ -485,11 +489,17 @@ func (o *Options) checkRetention(ctx context.Context, from time.Time) error {
 	return nil
 }
 
-func (o *Options) httpClient() *http.Client {
+func (o *Options) httpClient() (*http.Client, error) {
 	if o.HTTPClient != nil {
-		return o.HTTPClient
+		return o.HTTPClient, nil
 	}
-	return &http.Client{Timeout: time.Duration(o.Config.Global.Prometheus.Timeout)}
+	// The same credentials and TLS settings as the queries.
+	c, err := commoncfg.NewClientFromConfig(o.Config.Global.Prometheus.HTTPConfig, prometheus.ClientName, commoncfg.WithUserAgent(prometheus.ClientName))
+	if err != nil {
+		return nil, fmt.Errorf("prometheus http client (global.prometheus.httpConfig): %w", err)
+	}
+	c.Timeout = time.Duration(o.Config.Global.Prometheus.Timeout)
+	return c, nil
 }
 
 // PrometheusRetention reads storage.tsdb.retention.time from the server's

@@ -11,6 +11,7 @@
 package config
 
 import (
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -148,6 +149,16 @@ type Prometheus struct {
 	URL string `yaml:"url"`
 	// Timeout of each query. Default 10s.
 	Timeout model.Duration `yaml:"timeout"`
+	// How to reach it: basic auth, authorization (bearer) credentials,
+	// OAuth2, TLS (CA, client certificate), custom headers and a proxy, in
+	// prometheus/common's HTTP client shape and snake_case keys (the same
+	// block as a Prometheus scrape config or an Alertmanager receiver's
+	// http_config; see the global.prometheus.httpConfig section). Secrets
+	// only from files (password_file, credentials_file, ...); relative
+	// paths are relative to the config file. Files are read on use, so a
+	// rotated credential or certificate needs neither reload nor restart.
+	// Default: no authentication, system CAs, redirects followed, HTTP/2.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"httpConfig"`
 }
 
 // Database is a named PostgreSQL connection.

@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -38,7 +39,7 @@ func (g *Global) setDefaults() {
 }
 
 func (p *Prometheus) setDefaults() {
-	*p = Prometheus{Timeout: dur(10 * time.Second)}
+	*p = Prometheus{Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
 }
 
 func (d *Database) setDefaults() {

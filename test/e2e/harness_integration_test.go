@@ -357,6 +357,8 @@ func (ib inbox) slack(ctx context.Context) ([]slackMessage, error) {
 // listen address, secrets, kubeconfig, templates and notifiers.
 type daemonSpec struct {
 	PrometheusURL string
+	// PrometheusHTTPConfig is global.prometheus.httpConfig; nil for none.
+	PrometheusHTTPConfig map[string]any
 	// Databases maps a name to its DSN (written to a secret file).
 	Databases  map[string]string
 	Inbox      *inbox // PagerDuty and Slack; nil for none
@@ -435,7 +437,11 @@ func writeConfig(t *testing.T, sb *sandbox, dir string, spec daemonSpec) (string
 		},
 	}
 	if spec.PrometheusURL != "" {
-		global["prometheus"] = map[string]any{"url": spec.PrometheusURL, "timeout": "1s"}
+		prom := map[string]any{"url": spec.PrometheusURL, "timeout": "1s"}
+		if spec.PrometheusHTTPConfig != nil {
+			prom["httpConfig"] = spec.PrometheusHTTPConfig
+		}
+		global["prometheus"] = prom
 	}
 	var dbs []map[string]any
 	for name, dsn := range spec.Databases {
