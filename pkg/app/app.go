@@ -51,6 +51,9 @@ type Options struct {
 	// ReloadInterval is how often the config file is checked for changes
 	// (default 5s; a mounted ConfigMap changes in place).
 	ReloadInterval time.Duration
+	// Kubeconfig and KubeContext override global.kubernetes (the command
+	// line's --kubeconfig and --context).
+	Kubeconfig, KubeContext string
 }
 
 func (o *Options) defaults() {
@@ -143,7 +146,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
 
 	var err error
-	if d.client, _, err = kubeClient(cfg); err != nil {
+	if d.client, _, err = kubeClient(cfg, opts); err != nil {
 		return nil, err
 	}
 	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))

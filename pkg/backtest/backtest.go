@@ -33,6 +33,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/guard"
+	"github.com/rollguard/rollguard/pkg/output"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
@@ -50,10 +51,11 @@ type RangeQuerier interface {
 // replayable trigger's history could not be fetched.
 var ErrIncomplete = errors.New("backtest incomplete")
 
-// Output formats.
+// Output formats (the -o values every read command takes).
 const (
-	OutputTable = "table"
-	OutputJSON  = "json"
+	OutputTable = string(output.Table)
+	OutputJSON  = string(output.JSON)
+	OutputYAML  = string(output.YAML)
 )
 
 // MaxSteps bounds the instants of one backtest (per trigger), which bounds
@@ -74,7 +76,7 @@ type Options struct {
 	Target string
 	// Sets are --set PATH=VALUE what-if overrides (see ApplySets).
 	Sets []string
-	// Output is OutputTable (default) or OutputJSON.
+	// Output is OutputTable (default), OutputJSON or OutputYAML.
 	Output string
 	// PlotFile, when set, is written as a PNG or SVG by its extension.
 	PlotFile string
@@ -125,8 +127,9 @@ func (o *Options) defaults() error {
 	if o.Output == "" {
 		o.Output = OutputTable
 	}
-	if o.Output != OutputTable && o.Output != OutputJSON {
-		return usagef("--output %q: want %s or %s", o.Output, OutputTable, OutputJSON)
+	var f output.Format
+	if err := f.Set(o.Output); err != nil {
+		return usagef("--output %q: %v", o.Output, err)
 	}
 	if o.PlotFile != "" {
 		if _, err := plotFormat(o.PlotFile); err != nil {

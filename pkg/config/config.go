@@ -188,11 +188,16 @@ type Database struct {
 	DSN Secret `yaml:"-"`
 }
 
-// Kubernetes says how to reach the Kubernetes API.
+// Kubernetes says how to reach the Kubernetes API. The command line's
+// --kubeconfig and --context override it.
 type Kubernetes struct {
-	// Path of a kubeconfig file. Default empty, which means the in-cluster
-	// service account.
+	// Path of a kubeconfig file. Default empty, which means kubectl's
+	// rules: the files of $KUBECONFIG, else ~/.kube/config, else the
+	// in-cluster service account (what a Pod has).
 	Kubeconfig string `yaml:"kubeconfig"`
+	// Context of the kubeconfig to use; it must exist. Default empty: the
+	// kubeconfig's current-context.
+	Context string `yaml:"context,omitempty"`
 }
 
 // LeaderElection configures client-go leader election on a Lease. The lease
