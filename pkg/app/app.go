@@ -458,7 +458,7 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	if cur.Kubernetes != n.Kubernetes {
 		changed = append(changed, "global.kubernetes")
 	}
-	if fmt.Sprint(cur.Notify) != fmt.Sprint(n.Notify) {
+	if !reflect.DeepEqual(cur.Notify, n.Notify) {
 		changed = append(changed, "global.notify")
 	}
 	if cur.Interval != n.Interval {

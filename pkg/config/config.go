@@ -261,6 +261,63 @@ type Notify struct {
 	// External base URL of rollguard, for links in pages. Default empty
 	// (no links).
 	StatusURL string `yaml:"statusURL,omitempty"`
+	// Generic webhooks: every milestone POSTed as one versioned JSON
+	// document (docs/webhook.md), through the same retry queue as
+	// PagerDuty and Slack. Default none.
+	Webhooks []Webhook `yaml:"webhooks,omitempty"`
+	// Alertmanager's v2 API: each incident pushed as one alert, routed by
+	// the Alertmanager an organisation already runs (Opsgenie, Teams,
+	// email, silences). Default none.
+	Alertmanager *Alertmanager `yaml:"alertmanager,omitempty"`
+}
+
+// Webhook is one generic JSON webhook.
+type Webhook struct {
+	// Name in logs and metrics (notifier webhook:<name>): a DNS label,
+	// unique. Required.
+	Name string `yaml:"name"`
+	// URL the events are POSTed to, http or https. Exactly one of url and
+	// urlFile is required.
+	URL string `yaml:"url,omitempty"`
+	// File holding the URL, when the URL itself is the credential (a token
+	// in its path or query). Exactly one of url and urlFile is required.
+	URLFile string `yaml:"urlFile,omitempty"`
+	// Event kinds sent: detected, rollback_started, step_started,
+	// step_finished, rollback_succeeded, rollback_failed, cannot_rollback,
+	// would_rollback, blind, test. Default empty: every kind.
+	Kinds []string `yaml:"kinds,omitempty"`
+	// Timeout of each request. Default 10s.
+	Timeout model.Duration `yaml:"timeout"`
+	// Authentication, TLS and proxy of the requests: the keys of
+	// global.prometheus.httpConfig (e.g. authorization.credentials_file
+	// for a bearer token). Default: none, system CAs.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"httpConfig"`
+
+	// URLSecret is the URL read from urlFile, set by ResolveSecrets.
+	URLSecret Secret `yaml:"-"`
+}
+
+// Alertmanager pushes incidents to Alertmanager's v2 API as alerts: one
+// alert an incident (labels alertname RollguardIncident, namespace,
+// deployment, trigger, severity, rollguard_incident), resolved by a
+// successful rollback; RollguardBlind for a blind trigger.
+type Alertmanager struct {
+	// Base URLs of the Alertmanagers, e.g. http://alertmanager:9093; every
+	// alert goes to each (the members of an HA cluster deduplicate).
+	// Required, at least one.
+	URLs []string `yaml:"urls"`
+	// Labels added to every alert, for routing (team, service). The labels
+	// rollguard sets are refused. Default none.
+	Labels map[string]string `yaml:"labels,omitempty"`
+	// How long an alert stays firing after its incident's last event
+	// unless a successful rollback resolves it: a failed or blocked
+	// rollback, or a blind trigger, stays visible this long. Default 24h.
+	ActiveFor model.Duration `yaml:"activeFor"`
+	// Timeout of each request. Default 10s.
+	Timeout model.Duration `yaml:"timeout"`
+	// Authentication, TLS and proxy of the requests: the keys of
+	// global.prometheus.httpConfig. Default: none, system CAs.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"httpConfig"`
 }
 
 // PagerDuty configures the PagerDuty Events API v2.
@@ -529,4 +586,10 @@ type TargetNotify struct {
 	// Post to Slack. Default: true when global.notify.slack has a
 	// webhookURLFile.
 	Slack *bool `yaml:"slack"`
+	// Send to the generic webhooks. Default: true when
+	// global.notify.webhooks has any.
+	Webhooks *bool `yaml:"webhooks,omitempty"`
+	// Push to Alertmanager. Default: true when global.notify.alertmanager
+	// is set.
+	Alertmanager *bool `yaml:"alertmanager,omitempty"`
 }

@@ -68,7 +68,7 @@ func LoadFile(path string) (*Config, error) {
 	cfg.file = path
 	// As Prometheus does: relative files of the HTTP client settings are
 	// relative to the config file.
-	cfg.Global.Prometheus.HTTPConfig.SetDirectory(cfg.baseDir)
+	cfg.setDirectory(cfg.baseDir)
 	return cfg, nil
 }
 

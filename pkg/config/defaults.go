@@ -213,3 +213,11 @@ func copyMap(m map[string]string) map[string]string {
 	}
 	return out
 }
+
+func (w *Webhook) setDefaults() {
+	*w = Webhook{Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
+}
+
+func (a *Alertmanager) setDefaults() {
+	*a = Alertmanager{ActiveFor: dur(24 * time.Hour), Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
+}

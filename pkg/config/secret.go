@@ -106,6 +106,7 @@ func (c *Config) resolveSecrets(readFile func(string) ([]byte, error), lookupEnv
 		}
 	}
 	r.resolveHTTPConfig("global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig)
+	r.resolveNotifiers(&c.Global.Notify)
 	if c.Global.API.TokenFile != "" {
 		c.Global.API.Token, _ = r.file("global.api.tokenFile", c.Global.API.TokenFile)
 	}

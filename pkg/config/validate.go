@@ -49,6 +49,7 @@ func IsPrometheusKind(kind string) bool {
 func (c *Config) validate(errs *errList, given func(path string) bool) {
 	c.Global.validate(errs)
 	validateHTTPConfig(errs, "global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig, given)
+	c.validateNotifiers(errs, given)
 
 	if len(c.Targets) == 0 {
 		errs.addf("targets", "at least one target is required")
