@@ -359,6 +359,9 @@ type daemonSpec struct {
 	PrometheusURL string
 	// PrometheusHTTPConfig is global.prometheus.httpConfig; nil for none.
 	PrometheusHTTPConfig map[string]any
+	// Notify and Global are merged into global.notify and global (e.g.
+	// webhooks, leaderElection); nil for nothing more.
+	Notify, Global map[string]any
 	// Databases maps a name to its DSN (written to a secret file).
 	Databases  map[string]string
 	Inbox      *inbox // PagerDuty and Slack; nil for none
@@ -435,6 +438,12 @@ func writeConfig(t *testing.T, sb *sandbox, dir string, spec daemonSpec) (string
 			"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
 			"latencyP99": map[string]any{"query": latencyP99Query},
 		},
+	}
+	for k, v := range spec.Notify {
+		notifyCfg[k] = v
+	}
+	for k, v := range spec.Global {
+		global[k] = v
 	}
 	if spec.PrometheusURL != "" {
 		prom := map[string]any{"url": spec.PrometheusURL, "timeout": "1s"}

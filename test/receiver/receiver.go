@@ -26,7 +26,7 @@ const (
 	// GenericWebhookPath stands for any JSON webhook endpoint (rollguard's
 	// generic webhook notifier posts there in tests).
 	GenericWebhookPath = "/webhook"
-	controlPrefix       = "/_/"
+	controlPrefix      = "/_/"
 	// maxBody is read in full; PagerDuty rejects events over 512 KB, and
 	// reading more lets the receiver say so instead of truncating.
 	maxBody = 4 << 20
