@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -54,6 +55,9 @@ type Options struct {
 	// "STEP:done" kills the process (SIGKILL, no cleanup) right after that
 	// journal write. Set from $ROLLGUARD_CRASH_AT; never in production.
 	CrashAt string
+	// Kubeconfig and KubeContext override global.kubernetes (the command
+	// line's --kubeconfig and --context).
+	Kubeconfig, KubeContext string
 }
 
 func (o *Options) defaults() {
@@ -167,7 +171,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
 
 	var err error
-	if d.client, _, err = kubeClient(cfg); err != nil {
+	if d.client, _, err = kubeClient(cfg, opts); err != nil {
 		return nil, err
 	}
 	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))
@@ -465,7 +469,10 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	cur := d.config().Global
 	n := next.Global
 	var changed []string
-	if cur.Prometheus != n.Prometheus {
+	// DeepEqual: the HTTP client settings hold pointers and maps. Rotated
+	// credential and certificate files need no reload: prometheus/common
+	// reads them on use.
+	if !reflect.DeepEqual(cur.Prometheus, n.Prometheus) {
 		changed = append(changed, "global.prometheus")
 	}
 	if fmt.Sprint(cur.Databases) != fmt.Sprint(n.Databases) {
@@ -480,7 +487,7 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	if cur.Kubernetes != n.Kubernetes {
 		changed = append(changed, "global.kubernetes")
 	}
-	if fmt.Sprint(cur.Notify) != fmt.Sprint(n.Notify) {
+	if !reflect.DeepEqual(cur.Notify, n.Notify) {
 		changed = append(changed, "global.notify")
 	}
 	if cur.Interval != n.Interval {

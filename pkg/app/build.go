@@ -4,18 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -46,22 +45,11 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// kubeClient builds the clientset: the config's kubeconfig, else in-cluster,
-// else $KUBECONFIG (for running out of cluster, as the demo does).
-func kubeClient(cfg *config.Config) (kubernetes.Interface, *rest.Config, error) {
-	var (
-		rc  *rest.Config
-		err error
-	)
-	switch path := cfg.Global.Kubernetes.Kubeconfig; {
-	case path != "":
-		rc, err = clientcmd.BuildConfigFromFlags("", path)
-	default:
-		rc, err = rest.InClusterConfig()
-		if errors.Is(err, rest.ErrNotInCluster) && os.Getenv("KUBECONFIG") != "" {
-			rc, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
-		}
-	}
+// kubeClient builds the clientset the way kubectl finds a cluster: the
+// command line's --kubeconfig and --context, else the config's
+// global.kubernetes, else $KUBECONFIG, ~/.kube/config or in-cluster.
+func kubeClient(cfg *config.Config, opts Options) (kubernetes.Interface, *rest.Config, error) {
+	rc, err := kube.RESTConfig(KubeClientOptions(cfg, opts.Kubeconfig, opts.KubeContext))
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
@@ -72,6 +60,15 @@ func kubeClient(cfg *config.Config) (kubernetes.Interface, *rest.Config, error) 
 		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return cs, rc, nil
+}
+
+// KubeClientOptions merges the command line's --kubeconfig and --context
+// (when set) over the config's global.kubernetes.
+func KubeClientOptions(cfg *config.Config, kubeconfig, kubeContext string) kube.ClientOptions {
+	return kube.ClientOptions{
+		Kubeconfig: cfg.Global.Kubernetes.Kubeconfig, KubeconfigFrom: "global.kubernetes.kubeconfig",
+		Context: cfg.Global.Kubernetes.Context, ContextFrom: "global.kubernetes.context",
+	}.Overlay(kubeconfig, kubeContext)
 }
 
 // sources are the metric backends, by evaluator backend name.
@@ -100,7 +97,7 @@ func (s *sources) close() {
 func buildSources(cfg *config.Config, logger *zap.Logger) (*sources, error) {
 	s := &sources{pg: map[string]*postgres.Source{}}
 	if cfg.Global.Prometheus.URL != "" {
-		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout)}, logger.Named("prometheus"))
+		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout), HTTPConfig: &cfg.Global.Prometheus.HTTPConfig}, logger.Named("prometheus"))
 		if err != nil {
 			return nil, fmt.Errorf("prometheus source: %w", err)
 		}

@@ -61,6 +61,11 @@ func buildNotifiers(cfg *config.Config, logger *zap.Logger) ([]notify.Notifier, 
 		}
 		out = append(out, notify.Filter(sl, wants(func(t *config.TargetNotify) *bool { return t.Slack })))
 	}
+	more, err := buildHTTPNotifiers(cfg, wants)
+	if err != nil {
+		return nil, nil, err
+	}
+	out = append(out, more...)
 	var handler http.Handler
 	if n.IncidentDir != "" {
 		store, err := incident.NewStore(n.IncidentDir, tmpl)

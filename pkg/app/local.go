@@ -17,33 +17,43 @@ import (
 // Plan prints the plan a rollback of target would run now, for the live
 // cluster state, without writing anything.
 func Plan(ctx context.Context, opts Options, target, action string) (string, error) {
-	opts.defaults()
-	cfg, err := loadConfig(opts.ConfigFile)
+	pv, err := PlanView(ctx, opts, target, action)
 	if err != nil {
 		return "", err
 	}
+	return RenderPlan(pv), nil
+}
+
+// PlanView is the plan a rollback of target would run now, for the live
+// cluster state, read without writing anything.
+func PlanView(ctx context.Context, opts Options, target, action string) (*rollback.PlanView, error) {
+	opts.defaults()
+	cfg, err := loadConfig(opts.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
 	t, ok := findTarget(cfg.Targets, target)
 	if !ok {
-		return "", fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
+		return nil, fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
 	}
 	plan := rollback.Action(action)
 	switch action {
 	case "", string(rollback.ActionQuick), string(rollback.ActionRevert), string(rollback.ActionFull),
 		string(rollback.ActionPoolRecovery), string(rollback.ActionMultiRegion):
 	default:
-		return "", fmt.Errorf("%w: --action %q: want quick, revert, full, pool-recovery or multi-region", ErrUsage, action)
+		return nil, fmt.Errorf("%w: --action %q: want quick, revert, full, pool-recovery or multi-region", ErrUsage, action)
 	}
 	logger, err := NewLogger("warn", opts.LogOutput)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	client, _, err := kubeClient(cfg)
+	client, _, err := kubeClient(cfg, opts)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	dbs, err := openDatabases(ctx, cfg, logger)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer func() {
 		for _, db := range dbs {
@@ -55,12 +65,13 @@ func Plan(ctx context.Context, opts Options, target, action string) (string, err
 	// (Plan never runs a step, so the verifier is only described).
 	pv, err := exec.Plan(ctx, rollbackTarget(t, dbs, describedVerifier{}), plan)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return renderPlan(pv), nil
+	return pv, nil
 }
 
-func renderPlan(pv *rollback.PlanView) string {
+// RenderPlan is the plan as `rollguard plan` prints it.
+func RenderPlan(pv *rollback.PlanView) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "plan %s for deployment %s/%s\n", pv.Action, pv.Namespace, pv.Deployment)
 	if pv.Resume {

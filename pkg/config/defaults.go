@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -38,7 +39,7 @@ func (g *Global) setDefaults() {
 }
 
 func (p *Prometheus) setDefaults() {
-	*p = Prometheus{Timeout: dur(10 * time.Second)}
+	*p = Prometheus{Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
 }
 
 func (d *Database) setDefaults() {
@@ -212,4 +213,12 @@ func copyMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+func (w *Webhook) setDefaults() {
+	*w = Webhook{Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
+}
+
+func (a *Alertmanager) setDefaults() {
+	*a = Alertmanager{ActiveFor: dur(24 * time.Hour), Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
 }

@@ -48,6 +48,8 @@ func IsPrometheusKind(kind string) bool {
 // where it was written, not again at every trigger that inherits it.
 func (c *Config) validate(errs *errList, given func(path string) bool) {
 	c.Global.validate(errs)
+	validateHTTPConfig(errs, "global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig, given)
+	c.validateNotifiers(errs, given)
 
 	if len(c.Targets) == 0 {
 		errs.addf("targets", "at least one target is required")

@@ -800,6 +800,10 @@ func errKind(err error) string {
 		return "nodata"
 	case errors.Is(err, source.ErrTimeout):
 		return "timeout"
+	case errors.Is(err, source.ErrUnauthorized):
+		return "unauthorized"
+	case errors.Is(err, source.ErrTLS):
+		return "tls"
 	case errors.Is(err, source.ErrUnreachable):
 		return "unreachable"
 	case errors.Is(err, source.ErrTooManyConnections):

@@ -103,6 +103,9 @@ type Status struct {
 	State     window.State `json:"state"`
 	Op        Op           `json:"op"`
 	Threshold float64      `json:"threshold"`
+	// For is the rule's window (exported as a metric, so dashboards can
+	// show how far a breach has got).
+	For time.Duration `json:"-"`
 	// Value is the last observation's value; NaN when it had none.
 	Value float64 `json:"-"`
 	// LastSample is the time of the last accepted observation.
@@ -380,6 +383,7 @@ func (t *Trigger) Status() Status {
 		State:     t.win.State(),
 		Op:        t.rule.Op,
 		Threshold: t.rule.Threshold,
+		For:       t.rule.For,
 		Value:     t.lastValue,
 		LastError: errString(t.lastErr),
 	}
