@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/alertmanager"
+	"github.com/rollguard/rollguard/pkg/console"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -103,6 +104,8 @@ type Options struct {
 	Incidents http.Handler // serves /api/v1/incidents and /api/v1/incidents/{id}
 	// RequestTimeout bounds each mutating request's work.
 	RequestTimeout time.Duration
+	// Console serves the web console at / (nil: none).
+	Console http.Handler
 }
 
 // maxBody bounds request bodies of the JSON endpoints.
@@ -130,7 +133,10 @@ func NewHandler(c Controller, o Options, logger *zap.Logger) http.Handler {
 	mux.HandleFunc("POST /api/v1/targets/{target}/unfreeze", h.auth(h.freeze(false)))
 	mux.HandleFunc("POST /api/v1/alerts/alertmanager", h.auth(h.alerts))
 	mux.HandleFunc("POST /-/reload", h.auth(h.reload))
-	return mux
+	if o.Console != nil {
+		mux.Handle("/", o.Console)
+	}
+	return console.SecureHeaders(mux)
 }
 
 type handler struct {

@@ -191,3 +191,52 @@ func (g *Guard) pruneLocked(now time.Time) {
 		}
 	}
 }
+
+// TargetState is what the stateful interlocks hold for one target at an
+// instant: the console shows it; Check stays the only judge.
+type TargetState struct {
+	Options Options
+	// LastRollback is when the target's last rollback started (zero: none
+	// remembered).
+	LastRollback time.Time
+	// CooldownLeft is how long the cooldown still blocks (0: it does not).
+	CooldownLeft time.Duration
+	// RollbacksLastHour counts rollback starts across all targets within
+	// the hour before now; BudgetLeft is what the hourly budget still
+	// allows (-1 when the budget is off).
+	RollbacksLastHour int
+	BudgetLeft        int
+	// ActedOn maps the target's revisions rolled back within the last day
+	// to when.
+	ActedOn map[string]time.Time
+}
+
+// State reports target's interlock state at now without changing the
+// history (nothing is pruned: a read must not move the budget).
+func (g *Guard) State(target string, now time.Time) TargetState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := TargetState{Options: g.opts, LastRollback: g.last[target], BudgetLeft: -1}
+	if !s.LastRollback.IsZero() && g.opts.Cooldown > 0 {
+		if left := g.opts.Cooldown - now.Sub(s.LastRollback); left > 0 {
+			s.CooldownLeft = left
+		}
+	}
+	for _, at := range g.starts {
+		if now.Sub(at) < time.Hour {
+			s.RollbacksLastHour++
+		}
+	}
+	if g.opts.MaxRollbacksPerHour > 0 {
+		s.BudgetLeft = max(g.opts.MaxRollbacksPerHour-s.RollbacksLastHour, 0)
+	}
+	if revs := g.actedOn[target]; len(revs) > 0 {
+		s.ActedOn = make(map[string]time.Time, len(revs))
+		for rev, at := range revs {
+			if now.Sub(at) <= 24*time.Hour {
+				s.ActedOn[rev] = at
+			}
+		}
+	}
+	return s
+}
