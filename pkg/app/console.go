@@ -25,7 +25,7 @@ import (
 
 // newConsole builds the web console over the daemon.
 func (d *daemon) newConsole(cfg *config.Config) *console.Console {
-	v := &consoleView{d: d, deps: &deploymentCache{ttl: 5 * time.Second, byNS: map[string]nsDeployments{}}}
+	v := &consoleView{d: d, deps: &deploymentCache{ttl: 2 * time.Second, byNS: map[string]nsDeployments{}}}
 	var inc console.Incidents
 	if dir := cfg.Global.Notify.IncidentDir; dir != "" {
 		// A reader of its own over the recorder's directory: records are
@@ -373,7 +373,8 @@ type nsDeployments struct {
 
 // deploymentCache lists the targets' namespaces at most once per ttl, so
 // an overview refreshed by several browsers every 2 s costs one list per
-// namespace per ttl, not a read per target per refresh.
+// namespace per ttl, not a read per target per refresh; a freeze shows
+// within the ttl.
 type deploymentCache struct {
 	ttl  time.Duration
 	mu   sync.Mutex

@@ -196,7 +196,7 @@ func TestRowProgress(t *testing.T) {
 	}{
 		{name: "ok", n: 5, value: func(int) float64 { return 0.01 }, forDur: 60 * time.Second, state: "ok", held: "0 s of 60 s", condition: "> 0.05"},
 		{name: "pending 40 of 60", n: 41, value: func(int) float64 { return 0.2 }, forDur: 60 * time.Second, state: "pending", held: "40 s of 60 s", percent: 66},
-		{name: "firing", n: 64, value: func(int) float64 { return 0.2 }, forDur: 60 * time.Second, state: "firing", held: "63 s of 60 s", percent: 100},
+		{name: "firing", n: 64, value: func(int) float64 { return 0.2 }, forDur: 60 * time.Second, state: "firing", held: "held 63 s, window 60 s: fired", percent: 100},
 		{name: "blind", n: 8, value: func(i int) float64 {
 			if i < 3 {
 				return 0.2

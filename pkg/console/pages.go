@@ -88,10 +88,14 @@ func (c *Console) row(v evaluator.View, now time.Time, interval time.Duration, s
 		if held < 0 {
 			held = 0
 		}
-		if forDur > 0 {
+		switch {
+		case forDur > 0 && st.State == window.StateFiring:
+			r.Percent = 100
+			r.HeldText = fmt.Sprintf("held %s, window %s: fired", fmtDur(held), fmtDur(forDur))
+		case forDur > 0:
 			r.Percent = int(math.Min(100, float64(held)*100/float64(forDur)))
 			r.HeldText = fmt.Sprintf("%s of %s", fmtDur(held), fmtDur(forDur))
-		} else {
+		default:
 			r.Percent, r.HeldText = 100, "fires on the first breach"
 		}
 	case window.StateNoData:

@@ -1,13 +1,28 @@
 package notify
 
 import (
+	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// ResultSkipped is a delivery a filter declined (a target's opt-out): the
-// queue counts it delivered, the delivery log says what happened.
-const ResultSkipped = "skipped"
+type sentKey struct{}
+
+// Sent notes, from inside Notify, that a message went out to the peer. A
+// notifier that has nothing to say about an event (Slack posts no line
+// per step) returns nil without calling it, and the delivery log shows no
+// page for that event.
+func Sent(ctx context.Context) {
+	if f, ok := ctx.Value(sentKey{}).(*atomic.Bool); ok {
+		f.Store(true)
+	}
+}
+
+func withSentFlag(ctx context.Context) (context.Context, *atomic.Bool) {
+	f := &atomic.Bool{}
+	return context.WithValue(ctx, sentKey{}, f), f
+}
 
 // Delivery is the final outcome of one event at one notifier: what a
 // human reads as "pages sent".
@@ -17,15 +32,15 @@ type Delivery struct {
 	Kind       Kind      `json:"kind"`
 	IncidentID string    `json:"incidentId,omitempty"`
 	Summary    string    `json:"summary,omitempty"`
-	// Result is ResultDelivered, ResultFailed, ResultDropped or
-	// ResultSkipped.
+	// Result is ResultDelivered, ResultFailed or ResultDropped.
 	Result   string `json:"result"`
 	Attempts int    `json:"attempts"`
 	// Error is the notifier's last error (scrubbed of secrets by it).
 	Error string `json:"error,omitempty"`
 }
 
-// DeliveryLog keeps the most recent deliveries in memory (bounded; lost
+// DeliveryLog keeps the most recent deliveries (events a notifier sent,
+// or failed or dropped) in memory (bounded; lost
 // on restart), for the console's incident page.
 type DeliveryLog struct {
 	mu      sync.Mutex

@@ -22,7 +22,3 @@ func (f *filtered) Notify(ctx context.Context, e Event) error {
 	}
 	return f.n.Notify(ctx, e)
 }
-
-// Skips reports whether the filter declines e (the delivery log tells a
-// skipped page from a sent one).
-func (f *filtered) Skips(e Event) bool { return !f.keep(e) }

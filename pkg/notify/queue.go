@@ -278,15 +278,14 @@ func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
 	backoff := q.opts.BaseBackoff
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(dctx, q.opts.Timeout)
+		actx, sent := withSentFlag(actx)
 		err := w.n.Notify(actx, e)
 		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err == nil {
-			result := ResultDelivered
-			if s, ok := w.n.(interface{ Skips(Event) bool }); ok && s.Skips(e) {
-				result = ResultSkipped
+			if sent.Load() {
+				q.record(name, e, ResultDelivered, attempt, "")
 			}
-			q.record(name, e, result, attempt, "")
 			q.total.WithLabelValues(name, ResultDelivered).Inc()
 			w.mu.Lock()
 			w.status.Delivered++

@@ -111,6 +111,13 @@ func TestConsoleDuringBadDeploy(t *testing.T) {
 	if steps < 3 {
 		t.Errorf("incident page lists %d steps", steps)
 	}
+	// Pages sent: what went out, not every event (Slack posts no line
+	// per step).
+	pages := eval[[]string](t, ctx, `[...document.querySelectorAll('#pages tbody tr')].map(r => [...r.cells].map(c => c.textContent.trim()).join(' | '))`)
+	if !containsAny(pages, "pagerduty | detected") || !containsAny(pages, "slack | rollback_started") || !containsAny(pages, "slack | rollback_succeeded") ||
+		!containsAny(pages, "| delivered |") || containsAny(pages, "slack | step_") {
+		t.Errorf("pages sent:\n%s\nwant the PagerDuty pages and the two Slack messages, delivered", strings.Join(pages, "\n"))
+	}
 	shoot(t, ctx, shots, "incident")
 	t.Run("accessibility: incident", func(t *testing.T) { accessibility(t, ctx) })
 	t.Run("downloads", func(t *testing.T) {
@@ -190,9 +197,15 @@ func TestConsoleDuringBadDeploy(t *testing.T) {
 		chromedp.SendKeys(chromedp.CSS("#rb-reason"), "console test rollback"),
 		chromedp.Click(chromedp.CSS(`button[data-action="rollback"]`)),
 		chromedp.WaitVisible(chromedp.CSS("#confirm #plan")))
-	plan := eval[string](t, ctx, `document.querySelector('#confirm #plan').textContent`)
-	if !strings.Contains(plan, "already rolled back") && !strings.Contains(plan, "Plan quick") {
-		t.Errorf("the confirmation shows no plan:\n%s", plan)
+	// The target was just rolled back for this revision: the plan says
+	// the executor refuses, and the confirmation cannot be confirmed.
+	type confirmFacts struct {
+		Plan     string
+		Disabled bool
+	}
+	cf := eval[confirmFacts](t, ctx, `({Plan: document.querySelector('#confirm #plan').textContent, Disabled: document.querySelector('#confirm-ok').disabled})`)
+	if !strings.Contains(cf.Plan, "already rolled back") || !cf.Disabled {
+		t.Errorf("confirmation: plan %q, confirm disabled %v; want the executor's refusal and no way to confirm", cf.Plan, cf.Disabled)
 	}
 	shoot(t, ctx, shots, "confirm-rollback")
 	run(t, ctx, "cancel", 10*time.Second, chromedp.Click(chromedp.CSS(`#confirm button[value="cancel"]`)), chromedp.WaitNotVisible(chromedp.CSS("#confirm")))
@@ -368,4 +381,23 @@ func keyboard(t *testing.T, ctx context.Context, base string) {
 	open()
 	run(t, ctx, "skip link", 5*time.Second, chromedp.KeyEvent(kb.Tab), chromedp.KeyEvent(kb.Enter))
 	waitJS(t, ctx, "focus on the content after the skip link", 5*time.Second, `document.activeElement.id`, func(id string) bool { return id == "main" })
+}
+
+// The checks above can fail: on a page with low contrast, an unlabelled
+// input, an unnamed chart and two h1 they report each problem.
+func TestAccessibilityCheckFindsProblems(t *testing.T) {
+	sb := newSandbox(t)
+	ctx := browser(t, sb.env)
+	page := `<!DOCTYPE html><html><head><title>bad</title></head><body>` +
+		`<h1>one</h1><h1>two</h1><p class="faint">faint text</p><input id="x">` +
+		`<svg role="img"></svg><progress value="1" max="2"></progress><button></button></body></html>`
+	run(t, ctx, "open the bad page", 10*time.Second, chromedp.Navigate("about:blank"))
+	eval[bool](t, ctx, "document.open(); document.write(`"+page+"`); document.close(); "+
+		"document.querySelector('.faint').style.color = '#bbb'; document.body.style.background = '#fff'; true")
+	got := strings.Join(eval[[]string](t, ctx, a11yScript), "\n")
+	for _, want := range []string{"html has no lang", "2 h1 elements", "unlabelled control <input id=\"x\">", "unnamed chart", "unnamed progress bar", "nameless BUTTON", `contrast 1.92 < 4.5: P.faint "faint text"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the check did not report %q; it reported:\n%s", want, got)
+		}
+	}
 }

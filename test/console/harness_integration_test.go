@@ -26,6 +26,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/test/pggitsim"
+	"github.com/rollguard/rollguard/test/receiver"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -137,8 +138,13 @@ func (l *logBuffer) String() string {
 func startDaemon(t *testing.T, sb *sandbox, ns string) string {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "token"), []byte(apiToken), 0o600); err != nil {
-		t.Fatal(err)
+	// PagerDuty and Slack are the sandbox's receiver under a prefix of
+	// the test's own, so the incident page has pages to show.
+	prefix := sb.env.Get(t, "RECEIVER_URL") + "/t/console-" + randomHex(t, 4)
+	for name, content := range map[string]string{"token": apiToken, "routing-key": "console-routing-key-0123456789ab", "slack-url": prefix + receiver.SlackWebhookPath} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	cfg := map[string]any{
@@ -148,7 +154,11 @@ func startDaemon(t *testing.T, sb *sandbox, ns string) string {
 			"prometheus": map[string]any{"url": sb.env.Get(t, "PROMETHEUS_URL"), "timeout": "1s"},
 			"interlocks": map[string]any{"cooldown": "1m", "maxRollbacksPerHour": 10, "maxRevisionAge": "1h"},
 			"api":        map[string]any{"tokenFile": "token"},
-			"notify":     map[string]any{"incidentDir": filepath.Join(dir, "incidents")},
+			"notify": map[string]any{
+				"incidentDir": filepath.Join(dir, "incidents"),
+				"pagerduty":   map[string]any{"routingKeyFile": "routing-key", "endpoint": prefix, "timeout": "5s"},
+				"slack":       map[string]any{"webhookURLFile": "slack-url", "timeout": "5s"},
+			},
 			"templates": map[string]any{
 				"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
 				"latencyP99": map[string]any{"query": latencyQuery},
