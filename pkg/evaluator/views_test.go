@@ -14,7 +14,9 @@ import (
 // are copies that later ticks do not change.
 func TestViews(t *testing.T) {
 	vals := map[string]float64{"q": 0.01}
-	q := newFake(func(_ context.Context, query string) ([]source.Series, error) { return []source.Series{{Value: vals[query]}}, nil })
+	q := newFake(func(_ context.Context, query string) ([]source.Series, error) {
+		return []source.Series{{Value: vals[query]}}, nil
+	})
 	e := newEval(t, map[string]Querier{"prom": q}, &recorder{}, nil)
 	r := rule("ratio", 0.05)
 	r.MaxGap = 0
