@@ -1,6 +1,8 @@
 // Package api owns rollguard's HTTP interface: health, readiness, metrics,
 // the status and incident API, and the authenticated endpoints that change
 // something (manual rollback, freeze, the Alertmanager webhook, reload).
+// It mounts the web console (pkg/console) at / and sets the console's
+// security headers (a strict Content-Security-Policy) on every response.
 //
 // Every mutating endpoint requires a bearer token compared in constant
 // time: 401 without one, 403 with a wrong one, and in both cases nothing

@@ -249,6 +249,20 @@ func TestEmptyFleet(t *testing.T) {
 	}
 }
 
+// A large fleet lists calm targets one line each; ?show=all has every row.
+func TestLargeFleetListsCalmTargetsCompactly(t *testing.T) {
+	c := newTestConsole(manyTargets(120), "")
+	b := body(t, get(t, c, http.MethodGet, "/", nil))
+	rows := strings.Count(b, "<tr class=")
+	if !strings.Contains(b, "118 targets with every trigger OK") || rows != 2*4+2 {
+		t.Errorf("overview of 120 targets (2 firing): %d trigger rows, calm list present %v", rows, strings.Contains(b, "every trigger OK"))
+	}
+	all := body(t, get(t, c, http.MethodGet, "/?show=all", nil))
+	if n := strings.Count(all, "<tr class="); n != 120*4+2 {
+		t.Errorf("?show=all: %d trigger rows, want 482 (480 and the 2 needing attention)", n)
+	}
+}
+
 func manyTargets(n int) *fleet {
 	f := &fleet{snap: Snapshot{Version: "bench", Leader: true, Interval: time.Second}}
 	for i := 0; i < n; i++ {

@@ -128,9 +128,18 @@ type overviewBody struct {
 	Counts    []count
 	Attention []row
 	Targets   []targetView
-	Show      string
-	Hidden    int
+	// Calm are the all-OK targets shown as one line each (a large fleet,
+	// unless ?show=all): a thousand calm tables would bury the few that
+	// matter and weigh megabytes every refresh.
+	Calm   []targetView
+	Show   string
+	Hidden int
+	Total  int
 }
+
+// compactAbove is the fleet size from which calm targets are listed
+// compactly.
+const compactAbove = 50
 
 type count struct {
 	State, Word string
@@ -144,7 +153,8 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	now := c.opts.Now()
 	show := r.URL.Query().Get("show")
 	n := map[window.State]int{}
-	b := overviewBody{Show: show}
+	b := overviewBody{Show: show, Total: len(snap.Targets)}
+	compact := len(snap.Targets) > compactAbove && show != "all"
 	for _, t := range snap.Targets {
 		tv := targetView{Target: t, Worst: "ok"}
 		worst := window.StateOK
@@ -160,8 +170,13 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		if len(t.Triggers) > 0 {
 			tv.Worst = worst.String()
 		}
-		if show == "attention" && worst == window.StateOK && t.Running == "" && t.Freeze == "" {
+		calm := worst == window.StateOK && t.Running == "" && t.Freeze == "" && !t.FreezeUnknown
+		if show == "attention" && calm {
 			b.Hidden++
+			continue
+		}
+		if compact && calm {
+			b.Calm = append(b.Calm, tv)
 			continue
 		}
 		// Rows (and their sparklines) only for the targets shown.

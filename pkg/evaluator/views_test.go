@@ -46,3 +46,24 @@ func TestViews(t *testing.T) {
 		t.Errorf("a later tick changed a returned view")
 	}
 }
+
+// BenchmarkViews is what the console's overview costs the evaluator on
+// each refresh: the status, rule and a copy of the window of 10,000
+// triggers, taken under the lock the tick also needs.
+func BenchmarkViews(b *testing.B) {
+	e, specs := benchSetup(nil)
+	if err := e.SetTriggers(specs); err != nil {
+		b.Fatal(err)
+	}
+	now := t0
+	for range 20 {
+		now = now.Add(5 * time.Second)
+		e.Tick(context.Background(), now)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if v := e.Views(); len(v) != len(specs) {
+			b.Fatalf("%d views", len(v))
+		}
+	}
+}
