@@ -101,6 +101,9 @@ type Target struct {
 	Running    string
 	LastResult string
 	Triggers   []evaluator.View
+	// Follower is set by the console from the snapshot: this replica only
+	// watches the target; the leader acts.
+	Follower bool
 }
 
 // TargetDetail is a target's page.

@@ -92,6 +92,21 @@ func TestPages(t *testing.T) {
 	}
 }
 
+// Each target says whether this replica acts on it: LIVE, DRY-RUN,
+// FROZEN, or FOLLOWER on a replica without the lease.
+func TestModeBadges(t *testing.T) {
+	f := sampleFleet()
+	b := body(t, get(t, newTestConsole(f, ""), http.MethodGet, "/", nil))
+	if n := strings.Count(b, `class="badge live"`); n != 2 {
+		t.Errorf("leader: %d LIVE badges, want 2 (billing, pggit-api)", n)
+	}
+	f.snap.Leader = false
+	b = body(t, get(t, newTestConsole(f, ""), http.MethodGet, "/", nil))
+	if strings.Contains(b, `class="badge live"`) || strings.Count(b, `class="badge follower"`) != 4 || !strings.Contains(b, "Follower: the leader acts") {
+		t.Errorf("follower: badges wrong")
+	}
+}
+
 func TestDownloadsAreAttachments(t *testing.T) {
 	c := newTestConsole(sampleFleet(), "")
 	for _, p := range []string{"report.md", "record.json"} {

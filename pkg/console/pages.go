@@ -156,6 +156,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 	b := overviewBody{Show: show, Total: len(snap.Targets)}
 	compact := len(snap.Targets) > compactAbove && show != "all"
 	for _, t := range snap.Targets {
+		t.Follower = snap.LeaderElection && !snap.Leader
 		tv := targetView{Target: t, Worst: "ok"}
 		worst := window.StateOK
 		for _, v := range t.Triggers {
@@ -221,6 +222,7 @@ func (c *Console) target(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := c.opts.Now()
+	d.Follower = snap.LeaderElection && !snap.Leader
 	b := targetBody{TargetDetail: d}
 	for _, v := range d.Triggers {
 		b.Rows = append(b.Rows, c.row(v, now, snap.Interval, sparkLarge))
