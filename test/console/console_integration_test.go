@@ -118,6 +118,13 @@ func TestConsoleDuringBadDeploy(t *testing.T) {
 		!containsAny(pages, "| delivered |") || containsAny(pages, "slack | step_") {
 		t.Errorf("pages sent:\n%s\nwant the PagerDuty pages and the two Slack messages, delivered", strings.Join(pages, "\n"))
 	}
+	// A refresh replaces the evidence; the sample table a reader opened
+	// stays open.
+	eval[bool](t, ctx, `document.querySelector('#samples-table').open = true; document.querySelector('#evidence').dataset.old = 'yes'; true`)
+	waitJS(t, ctx, "the incident page's live refresh", 15*time.Second, `document.querySelector('#evidence').dataset.old || ''`, func(old string) bool { return old == "" })
+	if !eval[bool](t, ctx, `document.querySelector('#samples-table').open`) {
+		t.Errorf("the live refresh closed the samples table")
+	}
 	shoot(t, ctx, shots, "incident")
 	t.Run("accessibility: incident", func(t *testing.T) { accessibility(t, ctx) })
 	t.Run("downloads", func(t *testing.T) {

@@ -50,6 +50,11 @@
           var fresh = doc.getElementById(el.id);
           if (!fresh) { return; }
           if (el.contains(active)) { key = focusKey(active); }
+          // What the reader opened stays open.
+          el.querySelectorAll('details[open][id]').forEach(function (d) {
+            var again = fresh.querySelector('#' + CSS.escape(d.id));
+            if (again) { again.open = true; }
+          });
           el.replaceWith(document.adoptNode(fresh));
         });
         if (key) {
