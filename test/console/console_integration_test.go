@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
@@ -216,6 +218,39 @@ func TestConsoleDuringBadDeploy(t *testing.T) {
 	}
 	shoot(t, ctx, shots, "confirm-rollback")
 	run(t, ctx, "cancel", 10*time.Second, chromedp.Click(chromedp.CSS(`#confirm button[value="cancel"]`)), chromedp.WaitNotVisible(chromedp.CSS("#confirm")))
+
+	t.Run("without JavaScript", func(t *testing.T) {
+		// The console's one script is blocked: the pages are what the
+		// server rendered. (Turning all script off would also stop the
+		// probes this test reads the page with.)
+		block := func(patterns ...*network.BlockPattern) chromedp.Action[chromedp.Void] {
+			return chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+				if _, err := cdp.Call(ctx, tg, network.Enable, network.EnableParams{}); err != nil {
+					return err
+				}
+				_, err := cdp.Call(ctx, tg, network.SetBlockedURLs, network.SetBlockedURLsParams{URLPatterns: patterns})
+				return err
+			})
+		}
+		run(t, ctx, "block the console's script", 10*time.Second, block(&network.BlockPattern{URLPattern: base + "/assets/console.js", Block: true}))
+		defer run(t, ctx, "unblock", 10*time.Second, block())
+		for _, p := range []struct{ path, rows string }{
+			{"/", "#targets tr[data-trigger]"}, {"/targets/" + deploymentName, "#interlocks tbody tr"}, {href, "#timeline li"},
+		} {
+			run(t, ctx, "open "+p.path, 20*time.Second, chromedp.Navigate(base+p.path), chromedp.WaitVisible(chromedp.CSS("main")))
+			type page struct {
+				Rows, Auth, Charts int
+				Refresh, Script    bool
+			}
+			pg := eval[page](t, ctx, `({Rows: document.querySelectorAll('`+p.rows+`').length, Auth: document.querySelectorAll('#auth-form, #actions').length,
+				Charts: document.querySelectorAll('svg[role=img]').length, Refresh: !!document.querySelector('noscript'),
+				Script: performance.getEntriesByType('resource').some(e => e.name.endsWith('/assets/console.js') && e.responseStatus === 200)})`)
+			if pg.Rows == 0 || pg.Charts == 0 || pg.Auth != 0 || !pg.Refresh || pg.Script {
+				t.Errorf("%s without JavaScript: %+v; want the rows and charts, no sign-in or actions, a reload fallback, the script not loaded", p.path, pg)
+			}
+		}
+		shoot(t, ctx, shots, "incident-no-js")
+	})
 
 	t.Run("phone width", func(t *testing.T) {
 		run(t, ctx, "phone viewport", 10*time.Second, chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
