@@ -132,9 +132,10 @@ type overviewBody struct {
 	// unless ?show=all): a thousand calm tables would bury the few that
 	// matter and weigh megabytes every refresh.
 	Calm   []targetView
-	Show   string
-	Hidden int
-	Total  int
+	Show     string
+	Hidden   int
+	Total    int
+	Triggers int
 }
 
 // compactAbove is the fleet size from which calm targets are listed
@@ -161,6 +162,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		worst := window.StateOK
 		for _, v := range t.Triggers {
 			n[v.Status.State]++
+			b.Triggers++
 			if rank(v.Status.State) < rank(worst) {
 				worst = v.Status.State
 			}
