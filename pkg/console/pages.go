@@ -131,7 +131,7 @@ type overviewBody struct {
 	// Calm are the all-OK targets shown as one line each (a large fleet,
 	// unless ?show=all): a thousand calm tables would bury the few that
 	// matter and weigh megabytes every refresh.
-	Calm   []targetView
+	Calm     []targetView
 	Show     string
 	Hidden   int
 	Total    int
