@@ -1,6 +1,8 @@
 // Package api owns rollguard's HTTP interface: health, readiness, metrics,
 // the status and incident API, and the authenticated endpoints that change
 // something (manual rollback, freeze, the Alertmanager webhook, reload).
+// It mounts the web console (pkg/console) at / and sets the console's
+// security headers (a strict Content-Security-Policy) on every response.
 //
 // Every mutating endpoint requires a bearer token compared in constant
 // time: 401 without one, 403 with a wrong one, and in both cases nothing
@@ -24,6 +26,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/alertmanager"
+	"github.com/rollguard/rollguard/pkg/console"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -103,6 +106,8 @@ type Options struct {
 	Incidents http.Handler // serves /api/v1/incidents and /api/v1/incidents/{id}
 	// RequestTimeout bounds each mutating request's work.
 	RequestTimeout time.Duration
+	// Console serves the web console at / (nil: none).
+	Console http.Handler
 }
 
 // maxBody bounds request bodies of the JSON endpoints.
@@ -130,7 +135,10 @@ func NewHandler(c Controller, o Options, logger *zap.Logger) http.Handler {
 	mux.HandleFunc("POST /api/v1/targets/{target}/unfreeze", h.auth(h.freeze(false)))
 	mux.HandleFunc("POST /api/v1/alerts/alertmanager", h.auth(h.alerts))
 	mux.HandleFunc("POST /-/reload", h.auth(h.reload))
-	return mux
+	if o.Console != nil {
+		mux.Handle("/", o.Console)
+	}
+	return console.SecureHeaders(mux)
 }
 
 type handler struct {

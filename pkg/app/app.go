@@ -128,6 +128,8 @@ type daemon struct {
 	exec   *rollback.Executor
 	elect  *leader.Elector
 	store  http.Handler
+	// deliveries remembers what was paged, for the console.
+	deliveries *notify.DeliveryLog
 
 	mu       sync.RWMutex
 	cfg      *config.Config
@@ -188,7 +190,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		return nil, err
 	}
 	d.store = store
-	d.queue = notify.NewQueue(notify.Options{}, notifiers, logger.Named("notify"), d.reg)
+	d.deliveries = notify.NewDeliveryLog(0)
+	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries}, notifiers, logger.Named("notify"), d.reg)
 
 	if cfg.Global.LeaderElection.Enabled {
 		le := cfg.Global.LeaderElection
@@ -312,7 +315,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
 	srv := &http.Server{
-		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store}, d.log.Named("api")),
+		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store, Console: d.newConsole(cfg)}, d.log.Named("api")),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute,

@@ -818,3 +818,24 @@ func errKind(err error) string {
 		return "other"
 	}
 }
+
+// View is one trigger as a human looks at it: its status, its rule (with
+// the defaults the evaluator applied) and the samples of its window.
+type View struct {
+	Status  trigger.Status
+	Rule    trigger.Rule
+	Samples []window.Sample
+}
+
+// Views returns every trigger's view, ordered by ID. The samples are
+// copies: the caller may keep them.
+func (e *Evaluator) Views() []View {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]View, 0, len(e.plan.bindings))
+	for _, b := range e.plan.bindings {
+		w := b.e.trig.Window()
+		out = append(out, View{Status: b.e.trig.Status(), Rule: b.e.trig.Rule(), Samples: w.Samples(make([]window.Sample, 0, w.Len()))})
+	}
+	return out
+}
