@@ -45,7 +45,9 @@ func (s *incidentSource) reader() (incident.Reader, error) {
 // apiIncidents reads the records through the daemon's API.
 type apiIncidents struct{ c *api.Client }
 
-func (a apiIncidents) List(ctx context.Context) ([]incident.Summary, error) { return a.c.Incidents(ctx) }
+func (a apiIncidents) List(ctx context.Context) ([]incident.Summary, error) {
+	return a.c.Incidents(ctx)
+}
 func (a apiIncidents) Get(ctx context.Context, id string) (*incident.Record, error) {
 	return a.c.Incident(ctx, id)
 }

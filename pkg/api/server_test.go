@@ -90,7 +90,7 @@ func TestAuthAndRoutes(t *testing.T) {
 		{name: "alertmanager malformed", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token, body: `{"version":"4","alerts":[{"status":"pending"}]}`, wantCode: 400, wantBody: "want firing or resolved"},
 		{name: "alertmanager only unknown targets", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token, body: `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"other"}}]}`, wantCode: 400, wantBody: "not a configured target", wantCalls: "rejected other"},
 		{name: "alertmanager unknown target beside a valid alert", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token,
-			body: `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"other"}},{"status":"firing","labels":{"rollguard_target":"pggit-api"}}]}`,
+			body:     `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"other"}},{"status":"firing","labels":{"rollguard_target":"pggit-api"}}]}`,
 			wantCode: 200, wantBody: `"rejected": true`, wantCalls: "alert pggit-api rollback;rejected other"},
 		{name: "reload", token: token, method: "POST", path: "/-/reload", auth: "Bearer " + token, wantCode: 200, wantCalls: "reload"},
 		{name: "reload by GET not allowed", token: token, method: "GET", path: "/-/reload", auth: "Bearer " + token, wantCode: 405},

@@ -201,7 +201,6 @@ func caller() string {
 	return h
 }
 
-
 // IncidentReader reads the incident records of the config file without a
 // daemon: the cluster's ConfigMaps (or the directory, for the dir store).
 func IncidentReader(opts Options) (incident.Reader, error) {
