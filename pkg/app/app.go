@@ -25,6 +25,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/config"
@@ -130,6 +132,9 @@ type daemon struct {
 	// records keeps incident records, pending notifications and the
 	// alerts taken up (global.notify.incidentStore).
 	records *records
+	// leases reads the Lease to find the leader (not on the election's
+	// client, whose rate limiter is the renewals').
+	leases coordinationv1client.LeasesGetter
 	// deliveries remembers what was paged, for the console.
 	deliveries *notify.DeliveryLog
 
@@ -174,10 +179,26 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
 
-	var err error
-	if d.client, _, err = kubeClient(cfg, opts); err != nil {
+	var (
+		err error
+		rc  *rest.Config
+	)
+	if d.client, rc, err = kubeClient(cfg, opts); err != nil {
 		return nil, err
 	}
+	// The lease and rollguard's own state get clients of their own: each
+	// client has its own rate limiter, and a burst of bookkeeping (twenty
+	// alerts at once) must neither delay the lease renewal past its
+	// deadline nor a rollback's writes.
+	electClient, err := clientWithLimits(rc, 10, 20)
+	if err != nil {
+		return nil, err
+	}
+	stateClient, err := clientWithLimits(rc, 20, 40)
+	if err != nil {
+		return nil, err
+	}
+	d.leases = stateClient.CoordinationV1()
 	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))
 	if d.src, err = buildSources(cfg, logger); err != nil {
 		return nil, err
@@ -191,7 +212,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		d.close()
 		return nil, err
 	}
-	if d.records, err = buildRecords(cfg, d.client, logger); err != nil {
+	if d.records, err = buildRecords(cfg, stateClient, logger); err != nil {
 		d.close()
 		return nil, err
 	}
@@ -203,7 +224,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 
 	if cfg.Global.LeaderElection.Enabled {
 		le := cfg.Global.LeaderElection
-		d.elect, err = leader.New(d.client, leader.Options{
+		d.elect, err = leader.New(electClient, leader.Options{
 			Namespace: le.Namespace, Name: le.LeaseName, Identity: opts.Identity,
 			LeaseDuration: time.Duration(le.LeaseDuration), RenewDeadline: time.Duration(le.RenewDeadline), RetryPeriod: time.Duration(le.RetryPeriod),
 		}, logger.Named("leader"), d.reg)

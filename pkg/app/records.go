@@ -14,6 +14,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/incident"
+	"github.com/rollguard/rollguard/pkg/leader"
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/statestore"
@@ -104,16 +105,18 @@ const (
 // first adopts the notifications a previous leader left pending, then
 // sweeps and prunes while it lasts.
 func (d *daemon) term(ctx context.Context) {
-	actx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	if n, err := d.queue.Adopt(actx, 0); err != nil {
-		d.log.Warn("pending notifications not adopted", zap.Error(err))
-	} else if n > 0 {
-		d.log.Info("delivering the notifications a previous leader left pending", zap.Int("deliveries", n))
-	}
-	cancel()
+	// The adoption runs beside the responder's term: a request must not
+	// wait on it to be taken.
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		if n, err := d.queue.Adopt(actx, 0); err != nil {
+			d.log.Warn("pending notifications not adopted", zap.Error(err))
+		} else if n > 0 {
+			d.log.Info("delivering the notifications a previous leader left pending", zap.Int("deliveries", n))
+		}
+		cancel()
 		d.sweep(ctx)
 	}()
 	d.resp.Lead(ctx)
@@ -154,7 +157,8 @@ type leadership struct{ d *daemon }
 func (l leadership) Leading() bool    { return l.d.resp.Leading() }
 func (l leadership) Identity() string { return l.d.opts.Identity }
 func (l leadership) Leader(ctx context.Context) (string, error) {
-	h, err := l.d.elect.Lookup(ctx)
+	le := l.d.config().Global.LeaderElection
+	h, err := leader.Lookup(ctx, l.d.leases, le.Namespace, le.LeaseName, time.Now())
 	if err != nil {
 		return "", err
 	}

@@ -222,8 +222,14 @@ func (r *Responder) takeAlert(j job) (AlertEntry, bool) {
 		return prev, false
 	}
 	// A different startsAt is a new firing whose resolve was missed.
-	s.entries[a.Fingerprint] = AlertEntry{Target: j.target, Action: j.action, Reason: j.reason, Security: j.security,
+	e := AlertEntry{Target: j.target, Action: j.action, Reason: j.reason, Security: j.security,
 		Name: a.Name, Labels: maps.Clone(a.Labels), StartsAt: a.StartsAt, At: j.by.At}
+	if j.action == ActionPage {
+		// A page is sent at once, into the durable outbox: taken up is
+		// done (and a new leader does not page it again).
+		e.Done, e.Outcome = true, "paged"
+	}
+	s.entries[a.Fingerprint] = e
 	s.mu.Unlock()
 	r.saveAlerts(context.Background())
 	return AlertEntry{}, true
@@ -281,14 +287,18 @@ func (r *Responder) saveAlerts(ctx context.Context) {
 	}
 	s.version++
 	v := s.version
-	snap := maps.Clone(s.entries)
 	s.mu.Unlock()
 
 	s.saveMu.Lock()
 	defer s.saveMu.Unlock()
 	if v <= s.saved {
-		return // a newer state is stored already
+		return // stored by a save that began after this change
 	}
+	// Group commit: whoever gets to save stores everything changed so
+	// far, so the callers that waited meanwhile find their change stored.
+	s.mu.Lock()
+	v, snap := s.version, maps.Clone(s.entries)
+	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.opts.ReadTimeout)
 	defer cancel()
 	if err := log.Save(ctx, snap); err != nil {

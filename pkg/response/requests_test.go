@@ -209,3 +209,29 @@ func TestRejectPagesOnce(t *testing.T) {
 		t.Errorf("page %+v", p)
 	}
 }
+
+// TestAlertPageIsItsOwnIncident: an alert asking for a page is one
+// incident per alert firing, done once paged (a new leader does not page
+// it again).
+func TestAlertPageIsItsOwnIncident(t *testing.T) {
+	log := &memAlertLog{}
+	f := newFixtureWith(t, Target{}, guard.Options{MaxResumeAge: time.Hour}, fixtureOpts{follower: true})
+	f.r.opts.Alerts = log
+	f.lead(t)
+	for _, fp := range []string{"p1", "p2"} {
+		a := alertAsk(fp, f.now)
+		a.Action = ActionPage
+		if detail, err := f.r.Ask(context.Background(), a); err != nil || detail != "paged" {
+			t.Fatalf("Ask = %q, %v", detail, err)
+		}
+	}
+	pages := f.q.ofKind(notify.KindDetected)
+	if len(pages) != 2 || pages[0].IncidentID == pages[1].IncidentID || pages[0].IncidentID != "production_pggit-api_alert-p1" {
+		t.Fatalf("pages %+v, want one incident per alert", pages)
+	}
+	f.endTerm(t)
+	f.lead(t)
+	if n := len(f.q.ofKind(notify.KindDetected)); n != 2 {
+		t.Errorf("%d pages after a new term, want the 2 already sent", n)
+	}
+}

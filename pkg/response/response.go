@@ -385,6 +385,7 @@ func (r *Responder) request(ctx context.Context, j job) (string, error) {
 	}
 	if action == ActionPage {
 		r.page(j, t)
+		r.alertDone(j, Outcome{Result: ResultPaged, Detail: "paged"})
 		return "paged", nil
 	}
 	info, err := r.inspect(ctx, t)
@@ -899,9 +900,15 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 	return r.count(t, Outcome{Result: ResultDryRun, Plan: plan, Detail: "dry-run: would run " + string(plan)})
 }
 
-// page sends a page-only action: a human decides.
+// page sends a page-only action: a human decides. An alert's page is an
+// incident of its own (one per alert firing), so every alert asking for a
+// page is one PagerDuty alert and one record of who asked.
 func (r *Responder) page(j job, t Target) {
-	e := r.event(j, t, revisionInfo{}, "")
+	id := ""
+	if j.alert != nil {
+		id = notify.IncidentID(r.notifyTarget(t), "alert-"+j.alert.Fingerprint)
+	}
+	e := r.event(j, t, revisionInfo{}, id)
 	e.Kind = notify.KindDetected
 	e.Summary = fmt.Sprintf("%s: %s (page only: a human decides)", t.Name, j.reason)
 	r.queue.Enqueue(e)
