@@ -593,7 +593,7 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 			// Records and pending pages in the test's namespace, where
 			// every process of the test (and the test) reads them.
 			"incidentStore": map[string]any{"namespace": h.ns},
-			"pagerduty":   map[string]any{"routingKeyFile": "routing-key", "endpoint": h.receiverURL + h.prefix, "timeout": "2s"},
+			"pagerduty":     map[string]any{"routingKeyFile": "routing-key", "endpoint": h.receiverURL + h.prefix, "timeout": "2s"},
 		},
 		"templates": map[string]any{
 			"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
