@@ -168,6 +168,30 @@ func cmdFreeze(frozen bool) func(context.Context, []string, io.Writer, io.Writer
 	}
 }
 
+func cmdResumeGitOps(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("resume-gitops", stderr)
+	target := fs.String("target", "", "target name")
+	reason := fs.String("reason", "", "why (e.g. the revert commit in Git)")
+	addr, tokenFile := apiFlags(fs)
+	if code, ok := parse(fs, args); !ok {
+		return code
+	}
+	if *target == "" || strings.TrimSpace(*reason) == "" {
+		fmt.Fprintln(stderr, "rollguard resume-gitops: --target and --reason are required")
+		return exitUsage
+	}
+	c, code := client(*addr, *tokenFile, stderr)
+	if c == nil {
+		return code
+	}
+	detail, err := c.ResumeGitOps(ctx, *target, *reason)
+	if err != nil {
+		return exitCode(err, stderr)
+	}
+	fmt.Fprintln(stdout, detail)
+	return exitOK
+}
+
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("status", stderr)
 	asJSON := fs.Bool("json", false, "print the raw JSON")
@@ -214,7 +238,36 @@ func printStatus(w io.Writer, s api.Status) {
 			fmt.Fprintf(tw, "%s\t%s/%s\t%v\t%v\t%s\t%s\n", t.Name, t.Namespace, t.Deployment, t.DryRun, t.Frozen, dash(t.Running), dash(t.LastResult))
 		}
 		tw.Flush()
+		printGitOps(w, s.Targets)
 	}
+}
+
+// printGitOps lists the targets a GitOps controller reconciles, and the
+// suspensions rollguard holds.
+func printGitOps(w io.Writer, ts []api.TargetStatus) {
+	var rows []api.TargetStatus
+	for _, t := range ts {
+		if t.GitOps != nil {
+			rows = append(rows, t)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tGITOPS OWNER\tMODE\tREVISION\tSUSPENDED\tBY ROLLGUARD SINCE\tERROR")
+	for _, t := range rows {
+		g := t.GitOps
+		since := "-"
+		if g.ByRollguard && g.Since != nil {
+			since = g.Since.Format(time.RFC3339) + " (run " + g.Run + ")"
+		} else if g.Watching != "" {
+			since = "lifted; watching " + g.Watching
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", t.Name, dash(g.Owner), g.Mode, dash(g.Revision), g.Suspended, since, dash(g.Error))
+	}
+	tw.Flush()
 }
 
 func dash(s string) string {

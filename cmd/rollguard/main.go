@@ -42,6 +42,7 @@ func commands() []command {
 		{"rollback", "ask the running daemon to roll a target back (or run it here with --local)", cmdRollback},
 		{"freeze", "freeze a target: automatic actions page only", cmdFreeze(true)},
 		{"unfreeze", "lift a target's freeze", cmdFreeze(false)},
+		{"resume-gitops", "lift rollguard's suspension of a target's Flux or Argo CD reconciliation", cmdResumeGitOps},
 		{"status", "print the running daemon's trigger states", cmdStatus},
 		{"backtest", "replay the config's triggers over Prometheus history", cmdBacktest},
 		{"preflight", "check the runbook's pre-deployment checklist for a target (a CD gate)", cmdPreflight},

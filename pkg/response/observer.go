@@ -87,6 +87,9 @@ func (o *observer) base(f rollback.Facts) (notify.Event, bool) {
 	if f.Pinned != nil {
 		e.Details[notify.DetailRestoredVersion] = images(f.Pinned.Images)
 	}
+	if f.GitOps != "" {
+		e.Details["gitops"] = f.GitOps
+	}
 	return e, true
 }
 

@@ -152,7 +152,10 @@ type PlanView struct {
 	Pinned           *Pinned
 	Replicas         int32
 	MigrationApplied bool
-	Steps            []StepView
+	// GitOps is the owner of a GitOps-managed Deployment (nil: none found,
+	// or not looked at).
+	GitOps *GitOpsRecord
+	Steps  []StepView
 }
 
 // Plan describes what Run would do now, without writing anything.
@@ -164,7 +167,7 @@ func (e *Executor) Plan(ctx context.Context, target Target, action Action) (*Pla
 	v := &PlanView{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action,
 		Resume: r.resumed, RunID: r.j.RunID, Bad: r.j.Bad, Pinned: r.j.Pinned,
-		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied,
+		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied, GitOps: r.j.GitOps,
 	}
 	for _, rec := range r.j.Steps {
 		def, _ := lookupStep(rec.Name)
@@ -218,7 +221,7 @@ func (r *run) facts() Facts {
 	return Facts{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action, RunID: r.j.RunID,
 		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed,
-		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas,
+		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, GitOps: r.j.gitopsNote(r.t.GitOps.Target),
 	}
 }
 
@@ -279,6 +282,7 @@ func (r *run) execute(ctx context.Context) error {
 		r.j.Error = err.Error()
 		r.j.Finished = ptrTime(f.Finished)
 		if !errors.Is(err, ErrJournalConflict) {
+			r.liftIfNothingWritten(ctx)
 			// Record the stop even when ctx was cancelled (shutdown,
 			// lost leadership): the next run must know where this one ended.
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.JournalTimeout)

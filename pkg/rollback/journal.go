@@ -120,8 +120,11 @@ type Journal struct {
 	Replicas         int32      `json:"replicas"`
 	MigrationApplied bool       `json:"migrationApplied,omitempty"`
 	// Surge is set when revert raises maxSurge for its rollout.
-	Surge *Surge       `json:"surge,omitempty"`
-	Steps []StepRecord `json:"steps"`
+	Surge *Surge `json:"surge,omitempty"`
+	// GitOps is the owner of a GitOps-managed Deployment, found at
+	// preflight.
+	GitOps *GitOpsRecord `json:"gitops,omitempty"`
+	Steps  []StepRecord  `json:"steps"`
 }
 
 // Surge is the maxSurge a revert writes for its rollout and the
