@@ -244,11 +244,17 @@ func gitopsPolicy(t *config.Target, owners rollback.GitOpsOwners) rollback.GitOp
 	return rollback.GitOpsPolicy{Mode: t.GitOps.Mode, ArgoNamespace: t.GitOps.ArgoCDNamespace, Target: t.Name, Owners: owners}
 }
 
-// watchTargets maps the config's targets for the GitOps watcher.
+// watchTargets maps the config's targets with gitops.mode suspend for the
+// GitOps watcher: only they can hold a suspension to show and lift, and
+// reading every target's Deployment each interval would spend the client's
+// rate limit (shared with rollbacks) on a fleet of thousands.
 func watchTargets(cfg *config.Config) []gitops.WatchTarget {
-	out := make([]gitops.WatchTarget, 0, len(cfg.Targets))
+	var out []gitops.WatchTarget
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
+		if t.GitOps.Mode != config.GitOpsSuspend {
+			continue
+		}
 		out = append(out, gitops.WatchTarget{Name: t.Name, Namespace: t.Namespace, Deployment: t.Deployment,
 			Mode: t.GitOps.Mode, ArgoNamespace: t.GitOps.ArgoCDNamespace})
 	}
