@@ -207,6 +207,22 @@ func (m *Manager) fluxSource(ctx context.Context, u *unstructured.Unstructured, 
 // The write carries the resourceVersion read, so what the mark keeps as
 // "previous" is exactly what the suspension replaced.
 func (m *Manager) Suspend(ctx context.Context, ref Ref, mark Mark) (*Owner, bool, error) {
+	return retryChanged(ctx, func() (*Owner, bool, error) { return m.suspend(ctx, ref, mark) })
+}
+
+// retryChanged re-reads and retries a write that lost to another writer:
+// the controllers write their objects' status all the time, and each
+// attempt reads afresh what the write replaces.
+func retryChanged(ctx context.Context, f func() (*Owner, bool, error)) (*Owner, bool, error) {
+	for attempt := 1; ; attempt++ {
+		o, wrote, err := f()
+		if !errors.Is(err, ErrChanged) || attempt == 5 || ctx.Err() != nil {
+			return o, wrote, err
+		}
+	}
+}
+
+func (m *Manager) suspend(ctx context.Context, ref Ref, mark Mark) (*Owner, bool, error) {
 	u, err := m.get(ctx, ref)
 	if err != nil {
 		return nil, false, err
@@ -268,6 +284,14 @@ func (m *Manager) Suspend(ctx context.Context, ref Ref, mark Mark) (*Owner, bool
 // as it was before the suspension. A suspension without rollguard's mark
 // is not lifted (ErrNotMarked).
 func (m *Manager) Lift(ctx context.Context, ref Ref, keep *Mark) (*Owner, error) {
+	o, _, err := retryChanged(ctx, func() (*Owner, bool, error) {
+		o, err := m.lift(ctx, ref, keep)
+		return o, true, err
+	})
+	return o, err
+}
+
+func (m *Manager) lift(ctx context.Context, ref Ref, keep *Mark) (*Owner, error) {
 	u, err := m.get(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -302,6 +326,11 @@ func (m *Manager) Lift(ctx context.Context, ref Ref, keep *Mark) (*Owner, error)
 
 // Unmark removes rollguard's mark and nothing else.
 func (m *Manager) Unmark(ctx context.Context, ref Ref) error {
+	_, _, err := retryChanged(ctx, func() (*Owner, bool, error) { return nil, true, m.unmark(ctx, ref) })
+	return err
+}
+
+func (m *Manager) unmark(ctx context.Context, ref Ref) error {
 	u, err := m.get(ctx, ref)
 	if err != nil {
 		return err
