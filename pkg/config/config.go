@@ -416,7 +416,35 @@ type Target struct {
 	Rollback Rollback `yaml:"rollback"`
 	// Who hears about this target.
 	Notify TargetNotify `yaml:"notify"`
+	// What happens when a GitOps controller (Flux, Argo CD) reconciles the
+	// Deployment and would undo a rollback.
+	GitOps GitOps `yaml:"gitops"`
 }
+
+// GitOps is the policy for a Deployment that Flux (a Kustomization or a
+// HelmRelease, named by the kustomize.toolkit.fluxcd.io or
+// helm.toolkit.fluxcd.io labels) or Argo CD (an Application, named by its
+// tracking annotation or instance label) reconciles.
+type GitOps struct {
+	// refuse: do not roll back a Deployment whose owner reconciles, page
+	// "cannot roll back: managed by ...; revert commit ... in Git".
+	// suspend: suspend exactly the owning object (Flux spec.suspend, Argo
+	// CD automated sync off) before the first write, journaled; lifted by
+	// `rollguard resume-gitops` or by itself when the source's revision
+	// moves on. ignore: roll back as if nothing reconciled it. Default
+	// refuse.
+	Mode string `yaml:"mode"`
+	// Namespace of Argo CD's Applications (a tracking value without a
+	// namespace refers to it). Default argocd.
+	ArgoCDNamespace string `yaml:"argocdNamespace"`
+}
+
+// GitOps policies.
+const (
+	GitOpsRefuse  = "refuse"
+	GitOpsSuspend = "suspend"
+	GitOpsIgnore  = "ignore"
+)
 
 // Trigger is a query, a comparison and a window, and the action to take
 // when the comparison has held for the whole window.
