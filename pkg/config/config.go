@@ -42,7 +42,7 @@ const (
 	BuiltinReplicationLag = "builtin:replication_lag"
 )
 
-// Actions a firing trigger asks for (DESIGN §3).
+// Actions a firing trigger asks for (docs/design.md §4).
 const (
 	ActionRollback            = "rollback"
 	ActionRestartThenRollback = "restart-then-rollback"
@@ -50,7 +50,7 @@ const (
 	ActionPage                = "page"
 )
 
-// Rollback strategies (DESIGN §4).
+// Rollback strategies (docs/design.md §4).
 const (
 	StrategyQuick  = "quick"
 	StrategyRevert = "revert"
@@ -132,7 +132,7 @@ type Global struct {
 	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// Leader election between replicas of rollguard on a Lease.
 	LeaderElection LeaderElection `yaml:"leaderElection"`
-	// Safety interlocks that can stop an automated rollback (DESIGN §5).
+	// Safety interlocks that can stop an automated rollback (docs/design.md §5).
 	Interlocks Interlocks `yaml:"interlocks"`
 	// The HTTP API's authentication.
 	API API `yaml:"api"`
@@ -507,7 +507,7 @@ type Trigger struct {
 	Security bool `yaml:"security,omitempty"`
 }
 
-// Rollback says how a target is rolled back (DESIGN §4).
+// Rollback says how a target is rolled back (docs/design.md §4).
 type Rollback struct {
 	// quick (scale to 0, restore, ramp up: the runbook's), revert (patch the
 	// template and let the rolling update keep serving: no downtime, but
