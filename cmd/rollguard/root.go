@@ -112,7 +112,7 @@ Exit codes: 0 success, 1 failure at run time, 2 bad usage or bad input.`,
 	}
 	add("daemon", cmdRun(), cmdValidate())
 	add("read", cmdStatus(), cmdPlan(), cmdPreflight(state), cmdBacktest(), cmdIncidents())
-	add("act", cmdRollback(), cmdFreeze(true), cmdFreeze(false), cmdBackup())
+	add("act", cmdRollback(), cmdFreeze(true), cmdFreeze(false), cmdResumeGitOps(), cmdBackup())
 	v := cmdVersion()
 	v.Args = noArgs
 	root.AddCommand(v)

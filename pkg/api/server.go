@@ -27,6 +27,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/alertmanager"
 	"github.com/rollguard/rollguard/pkg/console"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -88,6 +89,19 @@ type TargetStatus struct {
 	Running string `json:"running,omitempty"`
 	// LastResult is the outcome of the last action on this target.
 	LastResult string `json:"lastResult,omitempty"`
+	// GitOps is the Flux or Argo CD object reconciling the Deployment and
+	// whether rollguard holds its reconciliation suspended (nil: none).
+	GitOps *gitops.Status `json:"gitops,omitempty"`
+}
+
+// GitOpsResumer lifts rollguard's suspension of a target's GitOps owner.
+type GitOpsResumer interface {
+	ResumeGitOps(ctx context.Context, target, reason string) (string, error)
+}
+
+// ResumeRequest is the body of POST /api/v1/targets/{target}/resume-gitops.
+type ResumeRequest struct {
+	Reason string `json:"reason"`
 }
 
 // ActionRequest is the body of POST /api/v1/targets/{target}/rollback.
@@ -141,6 +155,9 @@ type Options struct {
 	// Forward is the client requests are handed to the leader with
 	// [a client with RequestTimeout].
 	Forward *http.Client
+	// GitOps serves POST /api/v1/targets/{target}/resume-gitops (nil: no
+	// such endpoint).
+	GitOps GitOpsResumer
 }
 
 // maxBody bounds request bodies of the JSON endpoints.
@@ -170,6 +187,9 @@ func NewHandler(c Controller, o Options, logger *zap.Logger) http.Handler {
 	mux.HandleFunc("POST /api/v1/targets/{target}/freeze", h.auth(h.atLeader(maxBody, h.freeze(true))))
 	mux.HandleFunc("POST /api/v1/targets/{target}/unfreeze", h.auth(h.atLeader(maxBody, h.freeze(false))))
 	mux.HandleFunc("POST /api/v1/alerts/alertmanager", h.auth(h.atLeader(alertmanager.MaxBodyBytes, h.alerts)))
+	if o.GitOps != nil {
+		mux.HandleFunc("POST /api/v1/targets/{target}/resume-gitops", h.auth(h.atLeader(maxBody, h.resumeGitOps)))
+	}
 	mux.HandleFunc("POST /-/reload", h.auth(h.reload))
 	if o.Console != nil {
 		mux.Handle("/", o.Console)
@@ -272,6 +292,25 @@ func (h *handler) freeze(frozen bool) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "frozen": frozen})
 	}
+}
+
+func (h *handler) resumeGitOps(w http.ResponseWriter, r *http.Request) {
+	var req ResumeRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, http.StatusBadRequest, "reason: must not be empty")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.RequestTimeout)
+	defer cancel()
+	detail, err := h.o.GitOps.ResumeGitOps(ctx, r.PathValue("target"), req.Reason)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "detail": detail})
 }
 
 // alerts takes an Alertmanager notification. Alertmanager retries a 5xx

@@ -32,6 +32,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/leader"
@@ -137,6 +138,8 @@ type daemon struct {
 	leases coordinationv1client.LeasesGetter
 	// deliveries remembers what was paged, for the console.
 	deliveries *notify.DeliveryLog
+	gitops     *gitops.Manager
+	watch      *gitops.Watcher
 
 	mu       sync.RWMutex
 	cfg      *config.Config
@@ -184,6 +187,9 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		rc  *rest.Config
 	)
 	if d.client, rc, err = kubeClient(cfg, opts); err != nil {
+		return nil, err
+	}
+	if d.gitops, err = gitopsManager(rc, logger); err != nil {
 		return nil, err
 	}
 	// The lease and rollguard's own state get clients of their own: each
@@ -244,6 +250,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		// The drain must end before the shutdown stops waiting for it.
 		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
 	}, logger.Named("response"), d.reg)
+	d.watch = gitops.NewWatcher(d.gitops, d.kube, d.queue, gitops.WatchOptions{Interval: time.Duration(cfg.Global.Interval), IsLeader: d.isLeader},
+		logger.Named("gitops"), d.reg)
 	d.eval = evaluator.New(evaluator.Options{
 		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
 		QueryTimeout: queryTimeout(cfg),
@@ -282,7 +290,8 @@ func (d *daemon) apply(cfg *config.Config) error {
 	if err := d.eval.SetTriggers(specs(cfg)); err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
-	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}))
+	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
+	d.watch.SetTargets(watchTargets(cfg))
 	d.guard.SetOptions(guardOptions(cfg))
 	sum := sha256.Sum256([]byte(cfg.String()))
 	d.mu.Lock()
@@ -344,7 +353,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
 	apiOpts := api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.records.handler(d.log.Named("incident")),
-		Console: d.newConsole(cfg)}
+		Console: d.newConsole(cfg), GitOps: &controller{d: d}}
 	for _, t := range cfg.Global.API.Tokens {
 		apiOpts.Tokens = append(apiOpts.Tokens, api.Token{Name: t.Name, Secret: []byte(t.Token)})
 	}
@@ -383,6 +392,7 @@ func (d *daemon) run(ctx context.Context) error {
 	goFn(func() { _ = d.eval.Run(runCtx) })
 	goFn(func() { d.resp.Run(runCtx) })
 	goFn(func() { d.watchReload(runCtx) })
+	goFn(func() { d.watch.Run(runCtx) })
 
 	// Each leadership term is one call of Lead, which returns only once
 	// its plans have stopped (at a step boundary, or cancelled after the

@@ -174,7 +174,7 @@ func planChoices(t *config.Target) []string {
 
 // interlocks lists every interlock's state in the order the guard checks
 // them, and asks the guard itself what an automatic action would meet
-// now. (GitOps state joins this list once rollguard reads it.)
+// now.
 func (v *consoleView) interlocks(cfg *config.Config, t *config.Target, td console.TargetDetail, dep *appsv1.Deployment, now time.Time) ([]console.Interlock, string, bool) {
 	d := v.d
 	il := cfg.Global.Interlocks
@@ -259,6 +259,18 @@ func (v *consoleView) interlocks(cfg *config.Config, t *config.Target, td consol
 		add("Hourly budget", console.InterlockBlocks, fmt.Sprintf("0 of %d left: %d rollbacks in the last hour, all targets", gs.Options.MaxRollbacksPerHour, gs.RollbacksLastHour))
 	default:
 		add("Hourly budget", console.InterlockPass, fmt.Sprintf("%d of %d left this hour (all targets)", gs.BudgetLeft, gs.Options.MaxRollbacksPerHour))
+	}
+	switch g, ok := d.watch.Status(t.Name); {
+	case t.GitOps.Mode == config.GitOpsIgnore:
+		add("GitOps", console.InterlockOff, "gitops.mode ignore: a Flux or Argo CD controller may undo a rollback")
+	case !ok:
+		add("GitOps", console.InterlockPass, "mode "+t.GitOps.Mode+": read at preflight (no suspension held)")
+	case g.Error != "":
+		add("GitOps", console.InterlockUnknown, g.Error)
+	case g.ByRollguard:
+		add("GitOps", console.InterlockPass, fmt.Sprintf("rollguard holds %s suspended (run %s); Git at %s: a human reverts the bad commit, then resume-gitops", g.Owner, g.Run, g.Revision))
+	default:
+		add("GitOps", console.InterlockPass, fmt.Sprintf("%s, mode %s, not suspended", g.Owner, g.Mode))
 	}
 
 	plan := t.Rollback.Plan()

@@ -1,7 +1,7 @@
 // Package evaluator is the tick loop: every interval it runs each distinct
 // source query once, fans the results out to the triggers by label match,
 // feeds each trigger's window and hands decisions and blind reports to the
-// handler (DESIGN §1, §2).
+// handler (docs/design.md §1, §2).
 package evaluator
 
 import (
@@ -302,7 +302,7 @@ func (e *Evaluator) SetTriggers(specs []Spec) error {
 	return nil
 }
 
-// newEntry builds a fresh trigger. A MaxGap of 0 takes DESIGN's default of
+// newEntry builds a fresh trigger. A MaxGap of 0 takes the default of
 // 2 × Interval here, where the interval is known: the window itself would
 // read 0 as "no gap check", and a stalled evaluator must not count as a
 // continuous breach.

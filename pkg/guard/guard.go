@@ -1,5 +1,5 @@
 // Package guard holds the safety interlocks every automatic action must
-// pass before rollguard writes anything (DESIGN §5). An automated rollback
+// pass before rollguard writes anything (docs/design.md §5). An automated rollback
 // that fires wrongly is an outage rollguard caused, so each check here errs
 // on the side of paging a human instead of acting.
 package guard
