@@ -29,7 +29,11 @@ func (d *daemon) newConsole(cfg *config.Config) *console.Console {
 	if d.records != nil {
 		inc = d.records.reader
 	}
-	return console.New(v, v, inc, d.deliveries, console.Options{Token: []byte(cfg.Global.API.Token)}, d.log.Named("console"))
+	co := console.Options{Token: []byte(cfg.Global.API.Token)}
+	for _, t := range cfg.Global.API.Tokens {
+		co.Tokens = append(co.Tokens, []byte(t.Token))
+	}
+	return console.New(v, v, inc, d.deliveries, co, d.log.Named("console"))
 }
 
 // consoleView is the console's read-only view of the daemon.
