@@ -546,6 +546,9 @@ type daemonConfig struct {
 	tokens map[string]string
 	// slack posts to the receiver's Slack webhook too.
 	slack bool
+	// lease overrides the election's timing ("duration/renew/retry"),
+	// for a test that must not lose its leader to a loaded machine.
+	lease [3]string
 }
 
 // writeConfig writes the config (and its token and routing key files)
@@ -616,8 +619,12 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 		global["notify"].(map[string]any)["slack"] = map[string]any{"webhookURLFile": "slack-url", "timeout": "2s"}
 	}
 	if c.leaderElection {
+		timing := [3]string{"2s", "1500ms", "200ms"}
+		if c.lease[0] != "" {
+			timing = c.lease
+		}
 		global["leaderElection"] = map[string]any{"enabled": true, "namespace": h.ns, "leaseName": "rollguard",
-			"leaseDuration": "2s", "renewDeadline": "1500ms", "retryPeriod": "200ms"}
+			"leaseDuration": timing[0], "renewDeadline": timing[1], "retryPeriod": timing[2]}
 	}
 	var targets []any
 	for _, t := range c.targets {

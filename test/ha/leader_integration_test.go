@@ -236,7 +236,9 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, "outbox")
 	h.createDeployment(deployName, goodImage)
-	p := h.startPair(daemonConfig{slack: true, targets: []target{{name: deployName, deployment: deployName}}})
+	// A lease that a loaded machine's API latency does not cost the
+	// leader: the test kills it, it must not stop on its own first.
+	p := h.startPair(daemonConfig{slack: true, lease: [3]string{"6s", "4s", "500ms"}, targets: []target{{name: deployName, deployment: deployName}}})
 	faults := make([]map[string]any, 200)
 	for i := range faults {
 		faults[i] = map[string]any{"status": 503}
@@ -256,12 +258,13 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 		return false, fmt.Sprintf("%d pending", len(h.pending()))
 	})
 	if err := p.leader.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+		t.Fatalf("SIGKILL %s: %v (lost lease lines: %d): it stopped before the kill, the test did not run its scenario",
+			p.leader.identity, err, len(p.leader.logLines("leader lease lost: exiting so a fresh process rejoins the election")))
 	}
 	<-p.leader.exited
 	killed := time.Now()
-	// What the dead leader left, read before anyone can take over (the
-	// lease has 2 s to run): PagerDuty's pending events; the messages
+	// What the dead leader left, read before anyone can take over (its
+	// lease has seconds to run): PagerDuty's pending events; the messages
 	// Slack had not posted, and an attempt in flight (claimed: posted or
 	// not, never again).
 	slackBefore := len(h.received("/slack/webhook"))
@@ -283,7 +286,7 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	accepted := len(h.events(""))
 	t.Logf("killed leader %s with %d events pending for PagerDuty (%d accepted before the kill)", p.leader.identity, len(atKill), accepted)
 
-	eventually(t, "the follower takes over", 15*time.Second, func() (bool, string) {
+	eventually(t, "the follower takes over", 20*time.Second, func() (bool, string) {
 		s, err := p.follower.tryStatus()
 		return err == nil && s.Leader, fmt.Sprint(err)
 	})
