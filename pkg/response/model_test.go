@@ -66,6 +66,12 @@ type world struct {
 	trig    modelTrigger
 	events  []notify.Event
 	touched map[string]bool // runs a human touched (scaled) while they ran
+	// lastScale is the model time of the last human scale. A run's
+	// goroutine reads the replicas before it writes its first journal, so a
+	// scale in that gap marks the previous run in touched; comparing times
+	// catches it (the model clock only moves on "later", so a scale at the
+	// run's start time counts as during the run).
+	lastScale time.Time
 	// judged are the images a rollback started from: judged bad.
 	judged   map[string]bool
 	violated []string
@@ -507,10 +513,15 @@ func (p *process) Enqueue(e notify.Event) {
 		// replicas it recorded, unless a human scaled while it ran.
 		j, d := w.journal(), w.dep()
 		w.mu.Lock()
-		touched := j != nil && w.touched[j.RunID]
+		touched := j != nil && (w.touched[j.RunID] || !w.lastScale.IsZero() && !w.lastScale.Before(j.Started))
 		w.mu.Unlock()
 		if j != nil && j.State == rollback.RunSucceeded && j.Action.Rolls() && !touched && kube.Replicas(d) != j.Replicas {
-			w.violation("run %s succeeded with %d replicas, recorded %d", j.RunID, kube.Replicas(d), j.Replicas)
+			var steps []string
+			for _, st := range j.Steps {
+				steps = append(steps, st.Name+"="+string(st.State)+" "+st.Detail)
+			}
+			w.violation("run %s (%s, resumed in event %v) succeeded with %d replicas, recorded %d; event %q; steps:\n%s",
+				j.RunID, j.Action, e.Details["run_id"], kube.Replicas(d), j.Replicas, e.Summary, strings.Join(steps, "\n"))
 		}
 	}
 	w.mu.Lock()
@@ -721,6 +732,9 @@ func (w *world) deploy(t *rapid.T, bad bool) {
 
 func (w *world) humanScale(n int32) {
 	w.c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Replicas = &n })
+	w.mu.Lock()
+	w.lastScale = w.now
+	w.mu.Unlock()
 	if j := w.journal(); j != nil {
 		// A human scaled after the last run began: its end state is the
 		// human's too.
