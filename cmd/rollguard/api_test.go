@@ -64,7 +64,7 @@ func (f *fakeController) SetFreeze(_ context.Context, target string, frozen bool
 	return nil
 }
 
-func (f *fakeController) Alerts(context.Context, []alertmanager.Request) ([]api.ActionResult, error) {
+func (f *fakeController) Alerts(context.Context, *alertmanager.Notification) ([]api.ActionResult, error) {
 	return nil, nil
 }
 func (f *fakeController) Reload(context.Context) error { return nil }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
@@ -36,8 +38,6 @@ type cliSandbox struct {
 	client kubernetes.Interface
 	ns     string
 	config string
-	// incidents is the config's global.notify.incidentDir.
-	incidents string
 }
 
 func newCLISandbox(t *testing.T) *cliSandbox {
@@ -50,7 +50,7 @@ func newCLISandbox(t *testing.T) *cliSandbox {
 	rc := sandboxfixture.KubeConfig(t, env)
 	rc.Timeout = 15 * time.Second
 	client := sandboxfixture.ClientFor(t, rc)
-	s := &cliSandbox{client: client, ns: "rg-cli-" + rand.String(6), incidents: t.TempDir()}
+	s := &cliSandbox{client: client, ns: "rg-cli-" + rand.String(6)}
 	sandboxfixture.Namespace(t, client, s.ns)
 	sandboxfixture.CreateDeployment(t, client, sandboxfixture.Simulated(sandboxfixture.Deployment(s.ns, cliDeploy, goodImage, 4)))
 	kd := kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel)))
@@ -69,7 +69,7 @@ func newCLISandbox(t *testing.T) *cliSandbox {
   kubernetes: {kubeconfig: %q}
   interlocks: {cooldown: 1m, maxRollbacksPerHour: 10, maxRevisionAge: 1h}
   notify:
-    incidentDir: %q
+    incidentStore: {namespace: %s}
   templates:
     errorRate:
       query: '(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[5s])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[5s]))) / sum by (namespace, deployment) (rate(http_requests_total[5s]))'
@@ -93,7 +93,7 @@ targets:
       rampPause: 2s
       rolloutTimeout: 30s
       verifyWindow: 30s
-`, env.Get(t, "PROMETHEUS_URL"), kubeconfig, s.incidents, s.ns, cliDeploy,
+`, env.Get(t, "PROMETHEUS_URL"), kubeconfig, s.ns, s.ns, cliDeploy,
 		fmt.Sprintf("%s/health/%s/%s", env.Get(t, "SIM_URL"), s.ns, cliDeploy), s.ns, cliDeploy)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -239,9 +239,21 @@ func TestIntegrationRollbackLocal(t *testing.T) {
 			t.Errorf("no %s event on the deployment; events %v", reason, events)
 		}
 	}
-	files, err := os.ReadDir(s.incidents)
-	if err != nil || len(files) == 0 {
-		t.Errorf("incident dir %s: %d files, err %v; want the incident record", s.incidents, len(files), err)
+	// The record is in the cluster, readable with no daemon, and says who
+	// asked and why.
+	r = rollguard(t, "incidents", "--config", s.config, "-o", "json")
+	var list []incident.Summary
+	if r.code != exitOK || json.Unmarshal([]byte(r.stdout), &list) != nil || len(list) != 1 || list[0].Status != incident.StatusResolved {
+		t.Errorf("incidents --config: exit %d, stdout %q; want one resolved record\n%s", r.code, r.stdout, r.stderr)
+	} else {
+		r = rollguard(t, "incidents", "show", list[0].ID, "--config", s.config)
+		if r.code != exitOK || !strings.Contains(r.stdout, "## Requested by") || !strings.Contains(r.stdout, "| cli ") ||
+			!strings.Contains(r.stdout, "v1.1.0 serves 20% 5xx") {
+			t.Errorf("incidents show: exit %d; want the report naming the CLI caller and the reason:\n%s\n%s", r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := rollguard(t, "incidents", "show", "no_such_incident", "--config", s.config); r.code != exitUsage {
+		t.Errorf("incidents show of an unknown id: exit %d, want %d\n%s", r.code, exitUsage, r.stderr)
 	}
 
 	// A second --local rollback within the cooldown is refused: the

@@ -111,9 +111,7 @@ Exit codes: 0 success, 1 failure at run time, 2 bad usage or bad input.`,
 		}
 	}
 	add("daemon", cmdRun(), cmdValidate())
-	// A future `incidents` command (the daemon's /api/v1/incidents) joins
-	// this group with output.Register like the others.
-	add("read", cmdStatus(), cmdPlan(), cmdPreflight(state), cmdBacktest())
+	add("read", cmdStatus(), cmdPlan(), cmdPreflight(state), cmdBacktest(), cmdIncidents())
 	add("act", cmdRollback(), cmdFreeze(true), cmdFreeze(false), cmdResumeGitOps(), cmdBackup())
 	v := cmdVersion()
 	v.Args = noArgs

@@ -11,8 +11,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/model"
 )
 
 // Labels an alert carries to ask rollguard for an action.
@@ -49,13 +53,51 @@ type Alert struct {
 
 // Request is an action an alert asks for.
 type Request struct {
-	Target      string
-	Action      string
-	Security    bool
-	Reason      string
+	Target   string
+	Action   string
+	Security bool
+	Reason   string
+	// Fingerprint identifies the alert (its label set) across repeats;
+	// with StartsAt it identifies one firing of it.
 	Fingerprint string
 	StartsAt    time.Time
+	AlertName   string
+	// Labels are the alert's, clipped (MaxLabels, each value clipped).
+	Labels map[string]string
 }
+
+// Rejected is a firing alert that names rollguard_target but that
+// rollguard cannot act on: an unknown target or action. It does not fail
+// the notification (Alertmanager does not retry a 4xx, and the valid
+// alerts of the same group must not be dropped with it); the caller
+// reports and pages it.
+type Rejected struct {
+	// Index is the alert's position in the payload.
+	Index       int
+	Target      string
+	Action      string
+	Fingerprint string
+	AlertName   string
+	Labels      map[string]string
+	StartsAt    time.Time
+	// Err says why, naming the label and value; it wraps ErrRejected.
+	Err error
+}
+
+// ErrRejected marks an alert rollguard cannot act on.
+var ErrRejected = errors.New("alert rejected")
+
+// Notification is what one webhook payload asks of rollguard.
+type Notification struct {
+	Requests []Request
+	Rejected []Rejected
+	// Resolved are the fingerprints of resolved alerts that name
+	// rollguard_target: each ends the request its firing made.
+	Resolved []string
+}
+
+// MaxLabels bounds the labels kept from one alert.
+const MaxLabels = 64
 
 // Options says which targets and actions exist; anything else is refused,
 // so nothing in a request can make rollguard touch an unconfigured target.
@@ -66,11 +108,13 @@ type Options struct {
 	DefaultAction string
 }
 
-// Parse reads one notification from r and returns the requests of its
-// firing alerts. Resolved alerts and alerts without rollguard_target are
-// ignored. Any malformed part fails the whole payload: a half-understood
+// Parse reads one notification from r: the requests of its firing alerts,
+// the alerts it cannot act on, the alerts that resolved. Alerts without
+// rollguard_target are ignored. A payload that is not a valid version 4
+// notification (malformed JSON, a wrong version, an alert status that is
+// neither firing nor resolved) fails as a whole: a half-understood
 // notification must not act.
-func Parse(r io.Reader, opts Options) ([]Request, error) {
+func Parse(r io.Reader, opts Options) (*Notification, error) {
 	body, err := io.ReadAll(io.LimitReader(r, MaxBodyBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("%w: read body: %w", ErrInvalid, err)
@@ -89,43 +133,82 @@ func Parse(r io.Reader, opts Options) ([]Request, error) {
 	if m.Version != "4" {
 		return nil, fmt.Errorf("%w: version %q: want \"4\"", ErrInvalid, m.Version)
 	}
-	var reqs []Request
+	n := &Notification{}
 	for i, a := range m.Alerts {
-		switch a.Status {
-		case "resolved":
-			continue
-		case "firing":
-		default:
+		if a.Status != "resolved" && a.Status != "firing" {
 			return nil, fmt.Errorf("%w: alerts[%d].status %q: want firing or resolved", ErrInvalid, i, a.Status)
 		}
 		target, ok := a.Labels[LabelTarget]
 		if !ok {
 			continue
 		}
-		if !opts.Targets[target] {
-			return nil, fmt.Errorf("%w: alerts[%d].labels.%s %q: not a configured target", ErrInvalid, i, LabelTarget, clip(target))
+		fp := a.Fingerprint
+		if fp == "" {
+			// What Alertmanager itself sends: a hash of the label set.
+			fp = model.LabelSet(toLabelSet(a.Labels)).Fingerprint().String()
+		}
+		fp = clip(fp)
+		if a.Status == "resolved" {
+			n.Resolved = append(n.Resolved, fp)
+			continue
 		}
 		action := a.Labels[LabelAction]
 		if action == "" {
 			action = opts.DefaultAction
 		}
-		if !opts.Actions[action] {
-			return nil, fmt.Errorf("%w: alerts[%d].labels.%s %q: unknown action", ErrInvalid, i, LabelAction, clip(action))
+		name, labels := clip(a.Labels["alertname"]), clipLabels(a.Labels)
+		var rejected error
+		switch {
+		case !opts.Targets[target]:
+			rejected = fmt.Errorf("%w: alerts[%d].labels.%s %q: not a configured target", ErrRejected, i, LabelTarget, clip(target))
+		case !opts.Actions[action]:
+			rejected = fmt.Errorf("%w: alerts[%d].labels.%s %q: unknown action", ErrRejected, i, LabelAction, clip(action))
+		}
+		if rejected != nil {
+			n.Rejected = append(n.Rejected, Rejected{Index: i, Target: clip(target), Action: clip(action), Fingerprint: fp,
+				AlertName: name, Labels: labels, StartsAt: a.StartsAt, Err: rejected})
+			continue
 		}
 		reason := a.Labels["alertname"]
 		if s := a.Annotations["summary"]; s != "" {
 			reason += ": " + s
 		}
-		reqs = append(reqs, Request{
+		n.Requests = append(n.Requests, Request{
 			Target:      target,
 			Action:      action,
 			Security:    a.Labels[LabelSecurity] == "true",
 			Reason:      clip(strings.TrimSpace("alertmanager " + reason)),
-			Fingerprint: a.Fingerprint,
+			Fingerprint: fp,
 			StartsAt:    a.StartsAt,
+			AlertName:   name,
+			Labels:      labels,
 		})
 	}
-	return reqs, nil
+	return n, nil
+}
+
+func toLabelSet(l map[string]string) model.LabelSet {
+	out := make(model.LabelSet, len(l))
+	for k, v := range l {
+		out[model.LabelName(k)] = model.LabelValue(v)
+	}
+	return out
+}
+
+// clipLabels keeps at most MaxLabels labels (by name), values clipped.
+func clipLabels(l map[string]string) map[string]string {
+	if len(l) == 0 {
+		return nil
+	}
+	names := slices.Sorted(maps.Keys(l))
+	if len(names) > MaxLabels {
+		names = names[:MaxLabels]
+	}
+	out := make(map[string]string, len(names))
+	for _, k := range names {
+		out[clip(k)] = clip(l[k])
+	}
+	return out
 }
 
 // clip bounds strings from outside before they reach logs and pages.

@@ -21,25 +21,40 @@ func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
 		body    string
-		want    []Request
+		want    *Notification
 		wantErr string
 	}{
 		{
 			name: "security alert",
 			body: `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"alertname":"CVE","rollguard_target":"pggit-api","rollguard_action":"full-rollback","rollguard_security":"true"},"annotations":{"summary":"auth bypass"},"startsAt":"2026-11-25T14:35:00Z","fingerprint":"abc"}]}`,
-			want: []Request{{Target: "pggit-api", Action: "full-rollback", Security: true, Reason: "alertmanager CVE: auth bypass", Fingerprint: "abc", StartsAt: start}},
+			want: &Notification{Requests: []Request{{Target: "pggit-api", Action: "full-rollback", Security: true, Reason: "alertmanager CVE: auth bypass",
+				Fingerprint: "abc", StartsAt: start, AlertName: "CVE",
+				Labels: map[string]string{"alertname": "CVE", "rollguard_target": "pggit-api", "rollguard_action": "full-rollback", "rollguard_security": "true"}}}},
 		},
 		{
-			name: "default action, resolved and unlabelled alerts ignored",
-			body: `{"version":"4","alerts":[{"status":"resolved","labels":{"rollguard_target":"pggit-api"}},{"status":"firing","labels":{"alertname":"Other"}},{"status":"firing","labels":{"alertname":"X","rollguard_target":"pggit-api"}}]}`,
-			want: []Request{{Target: "pggit-api", Action: "rollback", Reason: "alertmanager X"}},
+			name: "default action, resolved and unlabelled alerts, fingerprint computed when absent",
+			body: `{"version":"4","alerts":[{"status":"resolved","labels":{"rollguard_target":"pggit-api"},"fingerprint":"r1"},{"status":"firing","labels":{"alertname":"Other"}},{"status":"firing","labels":{"alertname":"X","rollguard_target":"pggit-api"}}]}`,
+			want: &Notification{Resolved: []string{"r1"}, Requests: []Request{{Target: "pggit-api", Action: "rollback", Reason: "alertmanager X",
+				AlertName: "X", Fingerprint: "8ac9d7be766eefac", Labels: map[string]string{"alertname": "X", "rollguard_target": "pggit-api"}}}},
 		},
-		{name: "no alerts", body: `{"version":"4","alerts":[]}`},
+		{
+			name: "an unknown target or action rejects that alert, not its group",
+			body: `{"version":"4","alerts":[{"status":"firing","labels":{"alertname":"A","rollguard_target":"kube-system/coredns"},"fingerprint":"f1"},{"status":"firing","labels":{"alertname":"B","rollguard_target":"pggit-api","rollguard_action":"delete"},"fingerprint":"f2"},{"status":"firing","labels":{"alertname":"C","rollguard_target":"pggit-api"},"fingerprint":"f3"}]}`,
+			want: &Notification{
+				Requests: []Request{{Target: "pggit-api", Action: "rollback", Reason: "alertmanager C", AlertName: "C", Fingerprint: "f3",
+					Labels: map[string]string{"alertname": "C", "rollguard_target": "pggit-api"}}},
+				Rejected: []Rejected{
+					{Index: 0, Target: "kube-system/coredns", Action: "rollback", Fingerprint: "f1", AlertName: "A",
+						Labels: map[string]string{"alertname": "A", "rollguard_target": "kube-system/coredns"},
+						Err:    errors.New(`alert rejected: alerts[0].labels.rollguard_target "kube-system/coredns": not a configured target`)},
+					{Index: 1, Target: "pggit-api", Action: "delete", Fingerprint: "f2", AlertName: "B",
+						Labels: map[string]string{"alertname": "B", "rollguard_target": "pggit-api", "rollguard_action": "delete"},
+						Err:    errors.New(`alert rejected: alerts[1].labels.rollguard_action "delete": unknown action`)},
+				},
+			},
+		},
+		{name: "no alerts", body: `{"version":"4","alerts":[]}`, want: &Notification{}},
 		{name: "wrong version", body: `{"version":"3","alerts":[]}`, wantErr: `invalid alertmanager payload: version "3": want "4"`},
-		{name: "unknown target", body: `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"kube-system/coredns"}}]}`,
-			wantErr: `invalid alertmanager payload: alerts[0].labels.rollguard_target "kube-system/coredns": not a configured target`},
-		{name: "unknown action", body: `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"pggit-api","rollguard_action":"delete"}}]}`,
-			wantErr: `invalid alertmanager payload: alerts[0].labels.rollguard_action "delete": unknown action`},
 		{name: "bad status", body: `{"version":"4","alerts":[{"status":"pending"}]}`,
 			wantErr: `invalid alertmanager payload: alerts[0].status "pending": want firing or resolved`},
 		{name: "not json", body: `hello`, wantErr: `invalid alertmanager payload: invalid character 'h' looking for beginning of value`},
@@ -62,6 +77,12 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			for i := range got.Rejected {
+				if !errors.Is(got.Rejected[i].Err, ErrRejected) || got.Rejected[i].Err.Error() != tt.want.Rejected[i].Err.Error() {
+					t.Errorf("rejected[%d].Err = %v, want %v", i, got.Rejected[i].Err, tt.want.Rejected[i].Err)
+				}
+				got.Rejected[i].Err, tt.want.Rejected[i].Err = nil, nil
+			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("got %+v\nwant %+v", got, tt.want)
 			}
@@ -82,13 +103,21 @@ func FuzzParse(f *testing.F) {
 	}
 	f.Add([]byte(`{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"pggit-api"}}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		reqs, err := Parse(strings.NewReader(string(b)), opts)
-		if err != nil && reqs != nil {
-			t.Fatalf("requests with error %v", err)
+		n, err := Parse(strings.NewReader(string(b)), opts)
+		if err != nil {
+			if n != nil {
+				t.Fatalf("requests with error %v", err)
+			}
+			return
 		}
-		for _, r := range reqs {
-			if !opts.Targets[r.Target] || !opts.Actions[r.Action] {
+		for _, r := range n.Requests {
+			if !opts.Targets[r.Target] || !opts.Actions[r.Action] || r.Fingerprint == "" {
 				t.Fatalf("accepted %+v", r)
+			}
+		}
+		for _, r := range n.Rejected {
+			if opts.Targets[r.Target] && opts.Actions[r.Action] {
+				t.Fatalf("rejected a valid alert %+v", r)
 			}
 		}
 	})

@@ -8,7 +8,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
+	"time"
+
+	"github.com/rollguard/rollguard/pkg/incident"
 )
 
 // Client talks to a running daemon's API (the CLI's status, rollback and
@@ -17,6 +21,25 @@ type Client struct {
 	BaseURL string
 	Token   string
 	HTTP    *http.Client
+	// Attempts bounds the tries of a request answered 503 with
+	// Retry-After (a leader change) [3].
+	Attempts int
+}
+
+func (c *Client) attempts() int {
+	if c.Attempts <= 0 {
+		return 3
+	}
+	return c.Attempts
+}
+
+// retryAfterOf reads a Retry-After in seconds, capped at 30 s.
+func retryAfterOf(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n <= 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, 30*time.Second)
 }
 
 // Status fetches /api/v1/status.
@@ -75,14 +98,40 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("api %s %s: %w", method, path, err)
+	var payload []byte
+	if in != nil {
+		payload, _ = io.ReadAll(req.Body)
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return fmt.Errorf("api %s %s: read body: %w", method, path, err)
+	var (
+		resp *http.Response
+		b    []byte
+	)
+	// A 503 with Retry-After is a leader change under way: nothing was
+	// done, and the same request a little later reaches the new leader.
+	for attempt := 1; ; attempt++ {
+		if payload != nil {
+			req.Body = io.NopCloser(bytes.NewReader(payload))
+		}
+		resp, err = hc.Do(req)
+		if err != nil {
+			return fmt.Errorf("api %s %s: %w", method, path, err)
+		}
+		b, err = io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+		resp.Body.Close()
+		if err != nil {
+			return fmt.Errorf("api %s %s: read body: %w", method, path, err)
+		}
+		wait := retryAfterOf(resp.Header.Get("Retry-After"))
+		if resp.StatusCode != http.StatusServiceUnavailable || wait <= 0 || attempt >= c.attempts() {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("api %s %s: %s, and %w while waiting to retry", method, path, resp.Status, ctx.Err())
+		case <-t.C:
+		}
 	}
 	if resp.StatusCode/100 != 2 {
 		msg := resp.Status
@@ -98,8 +147,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 			e2.Err = ErrUnknownTarget
 		case http.StatusConflict:
 			e2.Err = ErrRefused
+		case http.StatusServiceUnavailable:
+			e2.Err = ErrNotLeader
 		}
 		return e2
+	}
+	if raw, ok := out.(*rawBody); ok {
+		*raw = b
+		return nil
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {
@@ -118,3 +173,29 @@ type StatusError struct {
 
 func (e *StatusError) Error() string { return e.Msg }
 func (e *StatusError) Unwrap() error { return e.Err }
+
+// Incidents lists the daemon's incident records (/api/v1/incidents).
+func (c *Client) Incidents(ctx context.Context) ([]incident.Summary, error) {
+	var out []incident.Summary
+	err := c.do(ctx, http.MethodGet, "/api/v1/incidents", nil, &out)
+	return out, err
+}
+
+// Incident reads one record.
+func (c *Client) Incident(ctx context.Context, id string) (*incident.Record, error) {
+	var out incident.Record
+	if err := c.do(ctx, http.MethodGet, "/api/v1/incidents/"+url.PathEscape(id), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// IncidentMarkdown reads one record's report.
+func (c *Client) IncidentMarkdown(ctx context.Context, id string) ([]byte, error) {
+	var out rawBody
+	err := c.do(ctx, http.MethodGet, "/api/v1/incidents/"+url.PathEscape(id)+"?format=markdown", nil, &out)
+	return out, err
+}
+
+// rawBody takes a response body as it is.
+type rawBody []byte

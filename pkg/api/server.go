@@ -42,7 +42,10 @@ type Controller interface {
 	// when the plan finishes.
 	Rollback(ctx context.Context, req ActionRequest) (ActionResult, error)
 	SetFreeze(ctx context.Context, target string, frozen bool, reason string) error
-	Alerts(ctx context.Context, reqs []alertmanager.Request) ([]ActionResult, error)
+	// Alerts acts on a webhook notification: its requests, its rejected
+	// alerts (reported and paged), its resolved ones. A result with Retry
+	// set was not judged (the caller must send it again).
+	Alerts(ctx context.Context, n *alertmanager.Notification) ([]ActionResult, error)
 	Reload(ctx context.Context) error
 	AlertOptions() alertmanager.Options
 }
@@ -54,6 +57,15 @@ var ErrUnknownTarget = errors.New("unknown target")
 // ErrRefused is returned (and mapped to 409) when an interlock blocked the
 // request.
 var ErrRefused = errors.New("refused")
+
+// ErrNotLeader is returned (and mapped to 503 with Retry-After) when this
+// replica does not lead and the request could not be handed to the one
+// that does: nothing was done, and the same request may be sent again.
+var ErrNotLeader = errors.New("not the leader")
+
+// ErrUnavailable is returned (and mapped to 503 with Retry-After) when the
+// request could not be judged now (the cluster could not be read).
+var ErrUnavailable = errors.New("unavailable")
 
 // Status is the body of GET /api/v1/status.
 type Status struct {
@@ -97,6 +109,9 @@ type ActionRequest struct {
 	Target string `json:"-"`
 	Action string `json:"action"`
 	Reason string `json:"reason"`
+	// Caller is the name of the token the request came with (empty for
+	// an unnamed token).
+	Caller string `json:"-"`
 }
 
 // ActionResult says what became of a request.
@@ -105,6 +120,14 @@ type ActionResult struct {
 	Action   string `json:"action"`
 	Accepted bool   `json:"accepted"`
 	Detail   string `json:"detail"`
+	// Fingerprint is the alert's, for a result of the webhook.
+	Fingerprint string `json:"fingerprint,omitempty"`
+	// Rejected: an alert rollguard cannot act on (unknown target or
+	// action); it was paged.
+	Rejected bool `json:"rejected,omitempty"`
+	// Retry: not judged now (no leader, the cluster unreadable); the
+	// answer is 503 and the sender should send it again.
+	Retry bool `json:"retry,omitempty"`
 }
 
 // FreezeRequest is the body of the freeze endpoints.
@@ -114,14 +137,24 @@ type FreezeRequest struct {
 
 // Options configure the handler.
 type Options struct {
-	// Token is the bearer token for mutating endpoints; empty disables them.
-	Token     []byte
+	// Token is the bearer token for mutating endpoints; empty disables them
+	// unless Tokens has some.
+	Token []byte
+	// Tokens are named bearer tokens, any of which is accepted; the name
+	// of the one a request came with is its caller (Caller).
+	Tokens    []Token
 	Gatherer  prometheus.Gatherer
 	Incidents http.Handler // serves /api/v1/incidents and /api/v1/incidents/{id}
 	// RequestTimeout bounds each mutating request's work.
 	RequestTimeout time.Duration
 	// Console serves the web console at / (nil: none).
 	Console http.Handler
+	// Leadership, when set, hands the mutating requests a follower gets
+	// to the leader (see Leadership); nil: this process always acts.
+	Leadership Leadership
+	// Forward is the client requests are handed to the leader with
+	// [a client with RequestTimeout].
+	Forward *http.Client
 	// GitOps serves POST /api/v1/targets/{target}/resume-gitops (nil: no
 	// such endpoint).
 	GitOps GitOpsResumer
@@ -135,6 +168,9 @@ func NewHandler(c Controller, o Options, logger *zap.Logger) http.Handler {
 	if o.RequestTimeout <= 0 {
 		o.RequestTimeout = 30 * time.Second
 	}
+	if o.Forward == nil {
+		o.Forward = &http.Client{Timeout: o.RequestTimeout}
+	}
 	h := &handler{c: c, o: o, log: logger}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
@@ -147,12 +183,12 @@ func NewHandler(c Controller, o Options, logger *zap.Logger) http.Handler {
 		mux.Handle("GET /api/v1/incidents", o.Incidents)
 		mux.Handle("GET /api/v1/incidents/{id}", o.Incidents)
 	}
-	mux.HandleFunc("POST /api/v1/targets/{target}/rollback", h.auth(h.rollback))
-	mux.HandleFunc("POST /api/v1/targets/{target}/freeze", h.auth(h.freeze(true)))
-	mux.HandleFunc("POST /api/v1/targets/{target}/unfreeze", h.auth(h.freeze(false)))
-	mux.HandleFunc("POST /api/v1/alerts/alertmanager", h.auth(h.alerts))
+	mux.HandleFunc("POST /api/v1/targets/{target}/rollback", h.auth(h.atLeader(maxBody, h.rollback)))
+	mux.HandleFunc("POST /api/v1/targets/{target}/freeze", h.auth(h.atLeader(maxBody, h.freeze(true))))
+	mux.HandleFunc("POST /api/v1/targets/{target}/unfreeze", h.auth(h.atLeader(maxBody, h.freeze(false))))
+	mux.HandleFunc("POST /api/v1/alerts/alertmanager", h.auth(h.atLeader(alertmanager.MaxBodyBytes, h.alerts)))
 	if o.GitOps != nil {
-		mux.HandleFunc("POST /api/v1/targets/{target}/resume-gitops", h.auth(h.resumeGitOps))
+		mux.HandleFunc("POST /api/v1/targets/{target}/resume-gitops", h.auth(h.atLeader(maxBody, h.resumeGitOps)))
 	}
 	mux.HandleFunc("POST /-/reload", h.auth(h.reload))
 	if o.Console != nil {
@@ -169,7 +205,7 @@ type handler struct {
 
 func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if len(h.o.Token) == 0 {
+		if len(h.o.Token) == 0 && len(h.o.Tokens) == 0 {
 			writeError(w, http.StatusForbidden, "mutating endpoints are disabled: no API token configured (global.api.tokenFile)")
 			return
 		}
@@ -179,13 +215,29 @@ func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "missing bearer token")
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(got), h.o.Token) != 1 {
+		name, ok := h.match([]byte(got))
+		if !ok {
 			h.log.Warn("api request with a wrong token", zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
 			writeError(w, http.StatusForbidden, "wrong bearer token")
 			return
 		}
-		next(w, r)
+		next(w, r.WithContext(withCaller(r.Context(), name)))
 	}
+}
+
+// match compares got with every token, all of them, in constant time
+// each: which token matched, or whether any did, shows in no timing.
+func (h *handler) match(got []byte) (string, bool) {
+	name, ok := "", false
+	if len(h.o.Token) > 0 && subtle.ConstantTimeCompare(got, h.o.Token) == 1 {
+		ok = true
+	}
+	for _, t := range h.o.Tokens {
+		if subtle.ConstantTimeCompare(got, t.Secret) == 1 && !ok {
+			name, ok = t.Name, true
+		}
+	}
+	return name, ok
 }
 
 func (h *handler) ready(w http.ResponseWriter, _ *http.Request) {
@@ -207,6 +259,7 @@ func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Target = r.PathValue("target")
+	req.Caller = Caller(r.Context())
 	if strings.TrimSpace(req.Reason) == "" {
 		writeError(w, http.StatusBadRequest, "reason: must not be empty")
 		return
@@ -215,7 +268,7 @@ func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	res, err := h.c.Rollback(ctx, req)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeStatusError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, res)
@@ -234,7 +287,7 @@ func (h *handler) freeze(frozen bool) http.HandlerFunc {
 		ctx, cancel := context.WithTimeout(r.Context(), h.o.RequestTimeout)
 		defer cancel()
 		if err := h.c.SetFreeze(ctx, r.PathValue("target"), frozen, req.Reason); err != nil {
-			writeError(w, statusOf(err), err.Error())
+			writeStatusError(w, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "frozen": frozen})
@@ -260,20 +313,38 @@ func (h *handler) resumeGitOps(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "detail": detail})
 }
 
+// alerts takes an Alertmanager notification. Alertmanager retries a 5xx
+// and never a 4xx, so: a payload it cannot read is 400; alerts it cannot
+// act on (unknown target or action) are reported and paged without
+// failing the valid alerts of the same group (400 only when none was
+// valid); anything not judged now (no leader, the cluster unreadable) is
+// 503 with Retry-After, never 200, so it comes again.
 func (h *handler) alerts(w http.ResponseWriter, r *http.Request) {
-	reqs, err := alertmanager.Parse(r.Body, h.c.AlertOptions())
+	n, err := alertmanager.Parse(r.Body, h.c.AlertOptions())
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.RequestTimeout)
 	defer cancel()
-	res, err := h.c.Alerts(ctx, reqs)
+	res, err := h.c.Alerts(ctx, n)
 	if err != nil {
-		writeError(w, statusOf(err), err.Error())
+		writeStatusError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"results": res})
+	code := http.StatusOK
+	for _, x := range res {
+		if x.Retry {
+			code = http.StatusServiceUnavailable
+		}
+	}
+	if code == http.StatusOK && len(n.Requests) == 0 && len(n.Rejected) > 0 {
+		code = http.StatusBadRequest
+	}
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	writeJSON(w, code, map[string]any{"results": res})
 }
 
 func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
@@ -286,8 +357,23 @@ func (h *handler) reload(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "reloaded\n")
 }
 
+// retryAfter is what a 503 asks the sender to wait, in seconds: about
+// one leader election.
+const retryAfter = "5"
+
+// writeStatusError writes err with its status; a 503 says when to retry.
+func writeStatusError(w http.ResponseWriter, err error) {
+	code := statusOf(err)
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	writeError(w, code, err.Error())
+}
+
 func statusOf(err error) int {
 	switch {
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrUnavailable):
+		return http.StatusServiceUnavailable
 	case errors.Is(err, ErrUnknownTarget):
 		return http.StatusNotFound
 	case errors.Is(err, ErrRefused):

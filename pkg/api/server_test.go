@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,12 +18,18 @@ import (
 type fakeController struct {
 	calls []string
 	ready bool
+	// retry makes every alert result ask to be sent again.
+	retry bool
 }
 
 func (f *fakeController) Status() Status        { return Status{Version: "test"} }
 func (f *fakeController) Ready() (bool, string) { return f.ready, "prometheus has not answered yet" }
 func (f *fakeController) Rollback(_ context.Context, r ActionRequest) (ActionResult, error) {
-	f.calls = append(f.calls, "rollback "+r.Target+" "+r.Action+" "+r.Reason)
+	call := "rollback " + r.Target + " " + r.Action + " " + r.Reason
+	if r.Caller != "" {
+		call += " by " + r.Caller
+	}
+	f.calls = append(f.calls, call)
 	if r.Target != "pggit-api" {
 		return ActionResult{}, ErrUnknownTarget
 	}
@@ -32,11 +39,17 @@ func (f *fakeController) SetFreeze(_ context.Context, t string, frozen bool, rea
 	f.calls = append(f.calls, "freeze "+t)
 	return nil
 }
-func (f *fakeController) Alerts(_ context.Context, reqs []alertmanager.Request) ([]ActionResult, error) {
-	for _, r := range reqs {
+func (f *fakeController) Alerts(_ context.Context, n *alertmanager.Notification) ([]ActionResult, error) {
+	var out []ActionResult
+	for _, r := range n.Requests {
 		f.calls = append(f.calls, "alert "+r.Target+" "+r.Action)
+		out = append(out, ActionResult{Target: r.Target, Action: r.Action, Accepted: !f.retry, Retry: f.retry, Fingerprint: r.Fingerprint})
 	}
-	return nil, nil
+	for _, r := range n.Rejected {
+		f.calls = append(f.calls, "rejected "+r.Target)
+		out = append(out, ActionResult{Target: r.Target, Action: r.Action, Rejected: true, Detail: r.Err.Error()})
+	}
+	return out, nil
 }
 func (f *fakeController) Reload(context.Context) error {
 	f.calls = append(f.calls, "reload")
@@ -74,7 +87,11 @@ func TestAuthAndRoutes(t *testing.T) {
 		{name: "freeze", token: token, method: "POST", path: "/api/v1/targets/pggit-api/freeze", auth: "Bearer " + token, body: `{"reason":"migration"}`, wantCode: 200, wantCalls: "freeze pggit-api"},
 		{name: "alertmanager unauthenticated", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", body: alert, wantCode: 401},
 		{name: "alertmanager", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token, body: alert, wantCode: 200, wantCalls: "alert pggit-api rollback"},
-		{name: "alertmanager malformed", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token, body: `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"other"}}]}`, wantCode: 400, wantBody: "not a configured target"},
+		{name: "alertmanager malformed", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token, body: `{"version":"4","alerts":[{"status":"pending"}]}`, wantCode: 400, wantBody: "want firing or resolved"},
+		{name: "alertmanager only unknown targets", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token, body: `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"other"}}]}`, wantCode: 400, wantBody: "not a configured target", wantCalls: "rejected other"},
+		{name: "alertmanager unknown target beside a valid alert", token: token, method: "POST", path: "/api/v1/alerts/alertmanager", auth: "Bearer " + token,
+			body:     `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"other"}},{"status":"firing","labels":{"rollguard_target":"pggit-api"}}]}`,
+			wantCode: 200, wantBody: `"rejected": true`, wantCalls: "alert pggit-api rollback;rejected other"},
 		{name: "reload", token: token, method: "POST", path: "/-/reload", auth: "Bearer " + token, wantCode: 200, wantCalls: "reload"},
 		{name: "reload by GET not allowed", token: token, method: "GET", path: "/-/reload", auth: "Bearer " + token, wantCode: 405},
 	}
@@ -159,5 +176,147 @@ func TestSecurityHeadersAndConsoleMount(t *testing.T) {
 				t.Errorf("console %v: %s %s reached the console: %v", withConsole, tc.method, tc.path, consoleHit)
 			}
 		}
+	}
+}
+
+func TestNamedTokens(t *testing.T) {
+	c := &fakeController{}
+	h := NewHandler(c, Options{Tokens: []Token{{Name: "alice", Secret: []byte("tok-a")}, {Name: "bob", Secret: []byte("tok-b")}}}, zap.NewNop())
+	for _, tok := range []string{"tok-b", "tok-a", "tok-c"} {
+		req := httptest.NewRequest("POST", "/api/v1/targets/pggit-api/rollback", strings.NewReader(`{"reason":"CVE"}`))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if want := map[string]int{"tok-a": 202, "tok-b": 202, "tok-c": 403}[tok]; rec.Code != want {
+			t.Errorf("token %s: %d, want %d", tok, rec.Code, want)
+		}
+	}
+	if got := strings.Join(c.calls, ";"); got != "rollback pggit-api  CVE by bob;rollback pggit-api  CVE by alice" {
+		t.Fatalf("calls %q, want each caller named", got)
+	}
+}
+
+// leadership is a Leadership in a test.
+type leadership struct {
+	leading bool
+	leader  string
+	err     error
+	id      string
+}
+
+func (l *leadership) Leading() bool                          { return l.leading }
+func (l *leadership) Leader(context.Context) (string, error) { return l.leader, l.err }
+func (l *leadership) Identity() string                       { return l.id }
+
+// TestFollowerHandsRequestsToTheLeader: a follower authenticates, then
+// hands the request to the leader and passes its answer back; with no
+// leader reachable it answers 503 with Retry-After and does nothing.
+func TestFollowerHandsRequestsToTheLeader(t *testing.T) {
+	const token = "tok"
+	leaderC := &fakeController{}
+	var gotHeader string
+	leaderH := NewHandler(leaderC, Options{Token: []byte(token), Leadership: &leadership{leading: true, id: "a"}}, zap.NewNop())
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotHeader = r.Header.Get(HeaderForwardedBy)
+		leaderH.ServeHTTP(w, r)
+	}))
+	defer leader.Close()
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+
+	alert := `{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"pggit-api"},"fingerprint":"f1"}]}`
+	tests := []struct {
+		name       string
+		l          *leadership
+		path, body string
+		auth       string
+		forwarded  string
+		wantCode   int
+		wantBody   string
+		wantLeader string // calls the leader saw
+	}{
+		{name: "rollback handed over", l: &leadership{leader: leader.URL, id: "b"}, path: "/api/v1/targets/pggit-api/rollback",
+			body: `{"reason":"CVE"}`, auth: token, wantCode: 202, wantBody: `"accepted": true`, wantLeader: "rollback pggit-api  CVE"},
+		{name: "alert handed over", l: &leadership{leader: leader.URL, id: "b"}, path: "/api/v1/alerts/alertmanager",
+			body: alert, auth: token, wantCode: 200, wantBody: `"fingerprint": "f1"`, wantLeader: "alert pggit-api rollback"},
+		{name: "the leader's refusal passed back", l: &leadership{leader: leader.URL, id: "b"}, path: "/api/v1/targets/kube-dns/rollback",
+			body: `{"reason":"x"}`, auth: token, wantCode: 404, wantLeader: "rollback kube-dns  x"},
+		{name: "wrong token never handed over", l: &leadership{leader: leader.URL, id: "b"}, path: "/api/v1/targets/pggit-api/rollback",
+			body: `{"reason":"x"}`, auth: "nope", wantCode: 403},
+		{name: "no leader known", l: &leadership{err: errors.New("lease has no holder"), id: "b"}, path: "/api/v1/alerts/alertmanager",
+			body: alert, auth: token, wantCode: 503, wantBody: "knows no leader: lease has no holder"},
+		{name: "leader unreachable", l: &leadership{leader: dead.URL, id: "b"}, path: "/api/v1/targets/pggit-api/freeze",
+			body: `{"reason":"x"}`, auth: token, wantCode: 503, wantBody: "did not answer"},
+		{name: "handed over to a follower", l: &leadership{leader: leader.URL, id: "b"}, path: "/api/v1/targets/pggit-api/rollback",
+			body: `{"reason":"x"}`, auth: token, forwarded: "a", wantCode: 503, wantBody: "a handed this request on, and b does not lead"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			leaderC.calls, gotHeader = nil, ""
+			follower := &fakeController{}
+			h := NewHandler(follower, Options{Token: []byte(token), Leadership: tt.l}, zap.NewNop())
+			req := httptest.NewRequest("POST", tt.path, strings.NewReader(tt.body))
+			req.Header.Set("Authorization", "Bearer "+tt.auth)
+			if tt.forwarded != "" {
+				req.Header.Set(HeaderForwardedBy, tt.forwarded)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantCode || !strings.Contains(rec.Body.String(), tt.wantBody) {
+				t.Fatalf("%d %s, want %d containing %q", rec.Code, rec.Body, tt.wantCode, tt.wantBody)
+			}
+			if len(follower.calls) != 0 {
+				t.Errorf("the follower acted: %v", follower.calls)
+			}
+			if got := strings.Join(leaderC.calls, ";"); got != tt.wantLeader {
+				t.Errorf("leader calls %q, want %q", got, tt.wantLeader)
+			}
+			if tt.wantLeader != "" && gotHeader != "b" {
+				t.Errorf("%s = %q at the leader, want b", HeaderForwardedBy, gotHeader)
+			}
+			if rec.Code == 503 && rec.Header().Get("Retry-After") == "" {
+				t.Error("503 without Retry-After")
+			}
+		})
+	}
+}
+
+// TestAlertsNotJudgedAre503: an alert the leader could not judge makes the
+// whole notification 503, so Alertmanager sends it again.
+func TestAlertsNotJudgedAre503(t *testing.T) {
+	c := &fakeController{retry: true}
+	h := NewHandler(c, Options{Token: []byte("tok")}, zap.NewNop())
+	req := httptest.NewRequest("POST", "/api/v1/alerts/alertmanager", strings.NewReader(`{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"pggit-api"}}]}`))
+	req.Header.Set("Authorization", "Bearer tok")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != 503 || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), `"retry": true`) {
+		t.Fatalf("%d %v %s", rec.Code, rec.Header(), rec.Body)
+	}
+}
+
+// TestClientRetries503: the CLI's client sends a request again after a
+// 503 with Retry-After (a leader change), within its context.
+func TestClientRetries503(t *testing.T) {
+	n := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		b, _ := io.ReadAll(r.Body)
+		if !strings.Contains(string(b), "CVE") {
+			t.Errorf("attempt %d lost the body: %q", n, b)
+		}
+		if n == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(503)
+			return
+		}
+		w.WriteHeader(202)
+		_, _ = io.WriteString(w, `{"target":"pggit-api","accepted":true}`)
+	}))
+	defer srv.Close()
+	cl := &Client{BaseURL: srv.URL, Token: "t"}
+	res, err := cl.Rollback(context.Background(), "pggit-api", "", "CVE")
+	if err != nil || !res.Accepted || n != 2 {
+		t.Fatalf("res %+v err %v after %d attempts", res, err, n)
 	}
 }

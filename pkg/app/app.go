@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
 
 	"github.com/rollguard/rollguard/pkg/api"
@@ -129,7 +130,12 @@ type daemon struct {
 	resp   *response.Responder
 	exec   *rollback.Executor
 	elect  *leader.Elector
-	store  http.Handler
+	// records keeps incident records, pending notifications and the
+	// alerts taken up (global.notify.incidentStore).
+	records *records
+	// leases reads the Lease to find the leader (not on the election's
+	// client, whose rate limiter is the renewals').
+	leases coordinationv1client.LeasesGetter
 	// deliveries remembers what was paged, for the console.
 	deliveries *notify.DeliveryLog
 	gitops     *gitops.Manager
@@ -186,6 +192,19 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	if d.gitops, err = gitopsManager(rc, logger); err != nil {
 		return nil, err
 	}
+	// The lease and rollguard's own state get clients of their own: each
+	// client has its own rate limiter, and a burst of bookkeeping (twenty
+	// alerts at once) must neither delay the lease renewal past its
+	// deadline nor a rollback's writes.
+	electClient, err := clientWithLimits(rc, 10, 20)
+	if err != nil {
+		return nil, err
+	}
+	stateClient, err := clientWithLimits(rc, 20, 40)
+	if err != nil {
+		return nil, err
+	}
+	d.leases = stateClient.CoordinationV1()
 	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))
 	if d.src, err = buildSources(cfg, logger); err != nil {
 		return nil, err
@@ -194,18 +213,24 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		d.src.close()
 		return nil, err
 	}
-	notifiers, store, err := buildNotifiers(cfg, logger)
+	notifiers, err := buildNotifiers(cfg, logger)
 	if err != nil {
 		d.close()
 		return nil, err
 	}
-	d.store = store
+	if d.records, err = buildRecords(cfg, stateClient, logger); err != nil {
+		d.close()
+		return nil, err
+	}
+	notifiers = append(notifiers, d.records.recorder)
 	d.deliveries = notify.NewDeliveryLog(0)
-	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries}, notifiers, logger.Named("notify"), d.reg)
+	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries, Outbox: d.records.outbox(), Owner: opts.Identity},
+		notifiers, logger.Named("notify"), d.reg)
+	d.records.alarm = d.queue.Enqueue
 
 	if cfg.Global.LeaderElection.Enabled {
 		le := cfg.Global.LeaderElection
-		d.elect, err = leader.New(d.client, leader.Options{
+		d.elect, err = leader.New(electClient, leader.Options{
 			Namespace: le.Namespace, Name: le.LeaseName, Identity: opts.Identity,
 			LeaseDuration: time.Duration(le.LeaseDuration), RenewDeadline: time.Duration(le.RenewDeadline), RetryPeriod: time.Duration(le.RetryPeriod),
 		}, logger.Named("leader"), d.reg)
@@ -221,7 +246,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	triggers := &lateTriggers{}
 	d.resp = response.New(d.exec, d.kube, d.queue, d.guard, response.Options{
 		WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
-		Integrity: d.integrity, Triggers: triggers,
+		Integrity: d.integrity, Triggers: triggers, Alerts: d.records.alerts,
 		// The drain must end before the shutdown stops waiting for it.
 		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
 	}, logger.Named("response"), d.reg)
@@ -327,8 +352,19 @@ func (d *daemon) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
+	apiOpts := api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.records.handler(d.log.Named("incident")),
+		Console: d.newConsole(cfg), GitOps: &controller{d: d}}
+	for _, t := range cfg.Global.API.Tokens {
+		apiOpts.Tokens = append(apiOpts.Tokens, api.Token{Name: t.Name, Secret: []byte(t.Token)})
+	}
+	if d.elect != nil {
+		// Followers hand mutating requests to the leader, found at the
+		// address it publishes on the Lease.
+		d.elect.Advertise(advertiseURL(ln.Addr()))
+		apiOpts.Leadership = leadership{d: d}
+	}
 	srv := &http.Server{
-		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store, Console: d.newConsole(cfg), GitOps: &controller{d: d}}, d.log.Named("api")),
+		Handler:           api.NewHandler(&controller{d: d}, apiOpts, d.log.Named("api")),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute,
@@ -363,9 +399,9 @@ func (d *daemon) run(ctx context.Context) error {
 	// drain timeout): the elector releases the lease after that.
 	leaderErr := make(chan error, 1)
 	if d.elect != nil {
-		goFn(func() { leaderErr <- d.elect.Run(runCtx, d.resp.Lead) })
+		goFn(func() { leaderErr <- d.elect.Run(runCtx, d.term) })
 	} else {
-		goFn(func() { d.resp.Lead(runCtx) })
+		goFn(func() { d.term(runCtx) })
 	}
 
 	var result error

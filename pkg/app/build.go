@@ -64,6 +64,17 @@ func kubeClient(cfg *config.Config, opts Options) (kubernetes.Interface, *rest.C
 	return cs, rc, nil
 }
 
+// clientWithLimits is another clientset on rc with its own rate limiter.
+func clientWithLimits(rc *rest.Config, qps float32, burst int) (kubernetes.Interface, error) {
+	c := rest.CopyConfig(rc)
+	c.QPS, c.Burst = qps, burst
+	cs, err := kubernetes.NewForConfig(c)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	return cs, nil
+}
+
 // KubeClientOptions merges the command line's --kubeconfig and --context
 // (when set) over the config's global.kubernetes.
 func KubeClientOptions(cfg *config.Config, kubeconfig, kubeContext string) kube.ClientOptions {

@@ -16,7 +16,6 @@ import (
 	"github.com/rollguard/rollguard/pkg/console"
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/guard"
-	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -27,14 +26,14 @@ import (
 func (d *daemon) newConsole(cfg *config.Config) *console.Console {
 	v := &consoleView{d: d, deps: &deploymentCache{ttl: 2 * time.Second, byNS: map[string]nsDeployments{}}}
 	var inc console.Incidents
-	if dir := cfg.Global.Notify.IncidentDir; dir != "" {
-		// A reader of its own over the recorder's directory: records are
-		// written atomically, so reads need no lock shared with the writer.
-		if s, err := incident.NewStore(dir, incident.Template{StatusURL: cfg.Global.Notify.StatusURL}); err == nil {
-			inc = fileIncidents{s}
-		}
+	if d.records != nil {
+		inc = d.records.reader
 	}
-	return console.New(v, v, inc, d.deliveries, console.Options{Token: []byte(cfg.Global.API.Token)}, d.log.Named("console"))
+	co := console.Options{Token: []byte(cfg.Global.API.Token)}
+	for _, t := range cfg.Global.API.Tokens {
+		co.Tokens = append(co.Tokens, []byte(t.Token))
+	}
+	return console.New(v, v, inc, d.deliveries, co, d.log.Named("console"))
 }
 
 // consoleView is the console's read-only view of the daemon.
@@ -426,15 +425,4 @@ func (c *deploymentCache) get(ctx context.Context, d *daemon, namespaces map[str
 		}
 	}
 	return out
-}
-
-// fileIncidents reads the incident directory for the console.
-type fileIncidents struct{ s *incident.Store }
-
-func (f fileIncidents) List(context.Context) ([]incident.Summary, error) { return f.s.List() }
-func (f fileIncidents) Get(_ context.Context, id string) (*incident.Record, error) {
-	return f.s.Get(id)
-}
-func (f fileIncidents) Markdown(_ context.Context, id string) ([]byte, error) {
-	return f.s.Markdown(id)
 }

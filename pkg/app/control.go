@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"sort"
 	"time"
 
@@ -28,9 +27,10 @@ import (
 	"github.com/rollguard/rollguard/pkg/version"
 )
 
-// buildNotifiers makes the PagerDuty, Slack and incident-record notifiers
-// the config asks for, each filtered by the targets' opt-outs.
-func buildNotifiers(cfg *config.Config, logger *zap.Logger) ([]notify.Notifier, http.Handler, error) {
+// buildNotifiers makes the PagerDuty, Slack and webhook notifiers the
+// config asks for, each filtered by the targets' opt-outs (the incident
+// recorder comes with the records, buildRecords).
+func buildNotifiers(cfg *config.Config, logger *zap.Logger) ([]notify.Notifier, error) {
 	n := cfg.Global.Notify
 	tmpl := incident.Template{StatusURL: n.StatusURL}
 	var out []notify.Notifier
@@ -51,32 +51,22 @@ func buildNotifiers(cfg *config.Config, logger *zap.Logger) ([]notify.Notifier, 
 			StatusURL: n.StatusURL, ResolveOnSuccess: n.PagerDuty.ResolveOnRecovery, Timeout: time.Duration(n.PagerDuty.Timeout),
 		}, logger.Named("pagerduty"))
 		if err != nil {
-			return nil, nil, fmt.Errorf("pagerduty: %w", err)
+			return nil, fmt.Errorf("pagerduty: %w", err)
 		}
 		out = append(out, notify.Filter(pd, wants(func(t *config.TargetNotify) *bool { return t.PagerDuty })))
 	}
 	if u := string(n.Slack.WebhookURL); u != "" {
 		sl, err := slack.New(slack.Options{WebhookURL: u, Channel: n.Slack.Channel, Template: tmpl, Timeout: time.Duration(n.Slack.Timeout)}, logger.Named("slack"))
 		if err != nil {
-			return nil, nil, fmt.Errorf("slack: %w", err)
+			return nil, fmt.Errorf("slack: %w", err)
 		}
 		out = append(out, notify.Filter(sl, wants(func(t *config.TargetNotify) *bool { return t.Slack })))
 	}
 	more, err := buildHTTPNotifiers(cfg, wants)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	out = append(out, more...)
-	var handler http.Handler
-	if n.IncidentDir != "" {
-		store, err := incident.NewStore(n.IncidentDir, tmpl)
-		if err != nil {
-			return nil, nil, fmt.Errorf("incident store %s (global.notify.incidentDir): %w", n.IncidentDir, err)
-		}
-		out = append(out, incident.NewRecorder(store, logger.Named("incident")))
-		handler = store.Handler()
-	}
-	return out, handler, nil
+	return append(out, more...), nil
 }
 
 // controller is the API's view of the daemon.
@@ -108,7 +98,12 @@ func (c *controller) Status() api.Status {
 func (c *controller) Ready() (bool, string) { return c.d.eval.Ready() }
 
 func (c *controller) Rollback(ctx context.Context, req api.ActionRequest) (api.ActionResult, error) {
-	detail, err := c.d.resp.Request(ctx, req.Target, normalizeAction(req.Action), req.Reason, false)
+	detail, err := c.d.resp.Ask(ctx, response.Ask{Target: req.Target, Action: normalizeAction(req.Action), Reason: req.Reason,
+		By: notify.Requester{Kind: notify.RequestedByAPI, Name: req.Caller}})
+	if err == nil {
+		c.d.log.Info("manual request accepted", zap.String("target", req.Target), zap.String("action", req.Action),
+			zap.String("caller", req.Caller), zap.String("reason", req.Reason))
+	}
 	return c.result(req.Target, req.Action, detail, err)
 }
 
@@ -118,8 +113,12 @@ func (c *controller) result(target, action, detail string, err error) (api.Actio
 		return api.ActionResult{}, fmt.Errorf("%w: %q", api.ErrUnknownTarget, target)
 	case errors.Is(err, response.ErrUnknownAction):
 		return api.ActionResult{}, fmt.Errorf("%w: action %q", api.ErrRefused, action)
-	case errors.Is(err, response.ErrRefusedByInterlock):
+	case errors.Is(err, response.ErrRefusedByInterlock), errors.Is(err, response.ErrAlertPredatesRevision), errors.Is(err, response.ErrAlreadyTakenUp):
 		return api.ActionResult{}, fmt.Errorf("%w: %s", api.ErrRefused, detail)
+	case errors.Is(err, response.ErrNotLeader):
+		return api.ActionResult{}, fmt.Errorf("%w: %v", api.ErrNotLeader, err)
+	case errors.Is(err, response.ErrUnavailable):
+		return api.ActionResult{}, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	case err != nil:
 		return api.ActionResult{}, err
 	}
@@ -149,19 +148,38 @@ func (c *controller) SetFreeze(ctx context.Context, target string, frozen bool, 
 	if _, err := c.d.client.AppsV1().Deployments(t.Namespace).Patch(ctx, t.Deployment, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("annotate deployment %s/%s: %w", t.Namespace, t.Deployment, err)
 	}
-	c.d.log.Info("freeze changed", zap.String("target", target), zap.Bool("frozen", frozen), zap.String("reason", reason))
+	c.d.log.Info("freeze changed", zap.String("target", target), zap.Bool("frozen", frozen), zap.String("reason", reason),
+		zap.String("caller", api.Caller(ctx)))
 	return nil
 }
 
-func (c *controller) Alerts(ctx context.Context, reqs []alertmanager.Request) ([]api.ActionResult, error) {
-	out := make([]api.ActionResult, 0, len(reqs))
-	for _, r := range reqs {
-		detail, err := c.d.resp.Request(ctx, r.Target, r.Action, r.Reason, r.Security)
+// Alerts acts on each request of the notification (through the same
+// interlocks as a trigger, one request per alert firing), pages about the
+// alerts it cannot act on, and ends the requests of resolved alerts.
+func (c *controller) Alerts(ctx context.Context, n *alertmanager.Notification) ([]api.ActionResult, error) {
+	out := make([]api.ActionResult, 0, len(n.Requests)+len(n.Rejected))
+	for _, r := range n.Requests {
+		detail, err := c.d.resp.Ask(ctx, response.Ask{Target: r.Target, Action: r.Action, Reason: r.Reason, Security: r.Security,
+			By:    notify.Requester{Kind: notify.RequestedByAlertmanager, Name: r.AlertName},
+			Alert: &response.AlertRef{Fingerprint: r.Fingerprint, StartsAt: r.StartsAt, Name: r.AlertName, Labels: r.Labels}})
 		res, err := c.result(r.Target, r.Action, detail, err)
 		if err != nil {
-			res = api.ActionResult{Target: r.Target, Action: r.Action, Detail: err.Error()}
+			res = api.ActionResult{Target: r.Target, Action: r.Action, Detail: err.Error(),
+				Retry: errors.Is(err, api.ErrNotLeader) || errors.Is(err, api.ErrUnavailable)}
 		}
+		res.Fingerprint = r.Fingerprint
+		c.d.log.Info("alert request", zap.String("target", r.Target), zap.String("alert", r.AlertName), zap.String("fingerprint", r.Fingerprint),
+			zap.Time("startsAt", r.StartsAt), zap.Bool("accepted", res.Accepted), zap.Bool("retry", res.Retry), zap.String("detail", res.Detail))
 		out = append(out, res)
+	}
+	for _, r := range n.Rejected {
+		c.d.resp.Reject(notify.Requester{Name: r.AlertName, Fingerprint: r.Fingerprint, StartsAt: r.StartsAt, Labels: r.Labels},
+			r.Target, r.Labels[alertmanager.LabelSecurity] == "true", r.Err.Error())
+		out = append(out, api.ActionResult{Target: r.Target, Action: r.Action, Fingerprint: r.Fingerprint, Rejected: true,
+			Detail: r.Err.Error() + " (paged)"})
+	}
+	if len(n.Resolved) > 0 && c.d.resp.Leading() {
+		c.d.resp.Resolved(ctx, n.Resolved)
 	}
 	return out, nil
 }

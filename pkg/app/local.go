@@ -10,6 +10,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
@@ -144,7 +145,7 @@ func RollbackLocal(ctx context.Context, opts Options, target, action, reason str
 	go func() { defer close(done); d.queue.Run(qctx) }()
 	defer func() { stop(); <-done }()
 	d.resp.SeedHistory(ctx)
-	out, err := d.resp.Execute(ctx, target, normalizeAction(action), reason, force)
+	out, err := d.resp.ExecuteAs(ctx, notify.Requester{Kind: notify.RequestedByCLI, Name: caller()}, target, normalizeAction(action), reason, force)
 	if errors.Is(err, response.ErrUnknownAction) {
 		err = fmt.Errorf("%w: %v", ErrUsage, err)
 	}

@@ -57,6 +57,12 @@ const (
 	StrategyFull   = "full"
 )
 
+// Where incident records are kept (global.notify.incidentStore.kind).
+const (
+	IncidentStoreCluster = "cluster"
+	IncidentStoreDir     = "dir"
+)
+
 // What a trigger does with a query error, a timeout or an empty result.
 const (
 	OnErrorNoData = "nodata"
@@ -242,12 +248,22 @@ type Interlocks struct {
 // API configures the authentication of the HTTP API.
 type API struct {
 	// File holding the bearer token of the mutating endpoints (manual
-	// rollback, freeze, reload). Default empty; required when
-	// listenAddress is not a loopback address.
+	// rollback, freeze, reload): one line, the token; or one NAME:TOKEN
+	// line per caller, whose name is recorded with what it asks for.
+	// Default empty; required when listenAddress is not a loopback
+	// address.
 	TokenFile string `yaml:"tokenFile,omitempty"`
 
-	// Token is the bearer token, set by ResolveSecrets.
+	// Token is the unnamed bearer token, set by ResolveSecrets.
 	Token Secret `yaml:"-"`
+	// Tokens are the named bearer tokens, set by ResolveSecrets.
+	Tokens []NamedToken `yaml:"-"`
+}
+
+// NamedToken is one caller's bearer token (a NAME:TOKEN line).
+type NamedToken struct {
+	Name  string
+	Token Secret
 }
 
 // Notify says where pages, messages and incident records go.
@@ -256,9 +272,12 @@ type Notify struct {
 	PagerDuty PagerDuty `yaml:"pagerduty"`
 	// Slack incoming webhook.
 	Slack Slack `yaml:"slack"`
-	// Directory of the incident records (JSON and Markdown). Default
-	// /var/lib/rollguard/incidents.
+	// Directory of the incident records (JSON and Markdown) when
+	// incidentStore.kind is dir. Default /var/lib/rollguard/incidents.
 	IncidentDir string `yaml:"incidentDir"`
+	// Where incident records and the notifications not yet delivered are
+	// kept.
+	IncidentStore IncidentStore `yaml:"incidentStore"`
 	// What a dry-run "would roll back" notification does: info (sent at
 	// info severity) or off. Default info.
 	WouldRollback string `yaml:"wouldRollback"`
@@ -273,6 +292,26 @@ type Notify struct {
 	// the Alertmanager an organisation already runs (Opsgenie, Teams,
 	// email, silences). Default none.
 	Alertmanager *Alertmanager `yaml:"alertmanager,omitempty"`
+}
+
+// IncidentStore says where incident records, and the notifications not
+// yet delivered, are kept.
+type IncidentStore struct {
+	// cluster: ConfigMaps in namespace, one per incident, labelled with its
+	// target and incident; every replica reads the same records, and a
+	// page not yet delivered when a replica dies is delivered by the next
+	// leader. dir: files in incidentDir on this replica's disk, and pending
+	// pages only in memory (a single replica, or rollguard outside a
+	// cluster). Default cluster.
+	Kind string `yaml:"kind"`
+	// Namespace of the ConfigMaps: rollguard's own. Default the leader
+	// election's namespace (global.leaderElection.namespace).
+	Namespace string `yaml:"namespace,omitempty"`
+	// How many records are kept: the newest, by last update. Default 200.
+	MaxRecords int `yaml:"maxRecords"`
+	// Records not updated for this long are deleted. Default 2160h (90
+	// days).
+	MaxAge model.Duration `yaml:"maxAge"`
 }
 
 // Webhook is one generic JSON webhook.

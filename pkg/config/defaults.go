@@ -74,8 +74,13 @@ func (n *Notify) setDefaults() {
 		IncidentDir:   "/var/lib/rollguard/incidents",
 		WouldRollback: SeverityInfo,
 	}
+	n.IncidentStore.setDefaults()
 	n.PagerDuty.setDefaults()
 	n.Slack.setDefaults()
+}
+
+func (s *IncidentStore) setDefaults() {
+	*s = IncidentStore{Kind: IncidentStoreCluster, MaxRecords: 200, MaxAge: dur(90 * 24 * time.Hour)}
 }
 
 func (p *PagerDuty) setDefaults() {

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -108,7 +109,9 @@ func (c *Config) resolveSecrets(readFile func(string) ([]byte, error), lookupEnv
 	r.resolveHTTPConfig("global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig)
 	r.resolveNotifiers(&c.Global.Notify)
 	if c.Global.API.TokenFile != "" {
-		c.Global.API.Token, _ = r.file("global.api.tokenFile", c.Global.API.TokenFile)
+		if raw, ok := r.file("global.api.tokenFile", c.Global.API.TokenFile); ok {
+			c.Global.API.Token, c.Global.API.Tokens = r.tokens("global.api.tokenFile", c.Global.API.TokenFile, raw)
+		}
 	}
 
 	if len(errs) > 0 {
@@ -159,4 +162,54 @@ func (r *secretReader) env(path, name string) (Secret, bool) {
 		return "", false
 	}
 	return Secret(s), true
+}
+
+var (
+	namedTokenLine = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9._@-]{0,63}):(\S+)$`)
+	tokenName      = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+)
+
+// tokens reads an API token file: one line without a colon is the one
+// unnamed token (the format before names); otherwise every line that is
+// not empty or a # comment is NAME:TOKEN, names unique. Errors name the
+// file and line, never the content.
+func (r *secretReader) tokens(path, name string, raw Secret) (Secret, []NamedToken) {
+	lines := strings.Split(string(raw), "\n")
+	if len(lines) == 1 && !strings.Contains(lines[0], ":") {
+		return raw, nil
+	}
+	var out []NamedToken
+	seen := map[string]int{}
+	bad := false
+	for i, line := range lines {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		m := namedTokenLine.FindStringSubmatch(line)
+		if m == nil {
+			before, _, found := strings.Cut(line, ":")
+			why := "want NAME:TOKEN"
+			if found && !tokenName.MatchString(before) {
+				why += " (a name is 1-64 letters, digits or ._@- , starting with a letter or digit)"
+			}
+			r.errs.addf(path, "file %q line %d: %s (content withheld)", r.abs(name), i+1, why)
+			bad = true
+			continue
+		}
+		if prev, dup := seen[m[1]]; dup {
+			r.errs.addf(path, "file %q line %d: name %q already used on line %d", r.abs(name), i+1, m[1], prev)
+			bad = true
+			continue
+		}
+		seen[m[1]] = i + 1
+		out = append(out, NamedToken{Name: m[1], Token: Secret(m[2])})
+	}
+	if bad {
+		return "", nil
+	}
+	if len(out) == 0 {
+		r.errs.addf(path, "file %q holds no token", r.abs(name))
+	}
+	return "", out
 }

@@ -159,6 +159,17 @@ func TestResolveSecrets(t *testing.T) {
 			},
 		},
 		{
+			name: "named tokens: malformed lines and a repeated name, without their content",
+			change: func(fs fakeFS, env map[string]string) {
+				fs["/etc/rg/api-token"] = "# on-call\nalice:a-" + secretValue + "\nbob " + secretValue + "\n\nalice:b-" + secretValue + "\n-x:" + secretValue + "\n"
+			},
+			want: []string{
+				`global.api.tokenFile: file "/etc/rg/api-token" line 3: want NAME:TOKEN (content withheld)`,
+				`global.api.tokenFile: file "/etc/rg/api-token" line 5: name "alice" already used on line 2`,
+				`global.api.tokenFile: file "/etc/rg/api-token" line 6: want NAME:TOKEN (a name is 1-64 letters, digits or ._@- , starting with a letter or digit) (content withheld)`,
+			},
+		},
+		{
 			name:   "webhook file without a URL",
 			change: func(fs fakeFS, env map[string]string) { fs["/s/slack"] = "hooks.slack.com/" + secretValue },
 			want:   []string{`global.notify.slack.webhookURLFile: file "/s/slack" does not hold an http or https URL (content withheld)`},
@@ -195,6 +206,27 @@ func TestResolveSecrets(t *testing.T) {
 				t.Errorf("error leaks the secret: %v", err)
 			}
 		})
+	}
+}
+
+func TestNamedTokens(t *testing.T) {
+	cfg, err := Load([]byte(secretsConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.baseDir = "/etc/rg"
+	fs := fakeFS{"/s/primary-dsn": "postgres://db/pggit", "/s/rk": "rk", "/s/srk": "srk", "/s/slack": "https://hooks.slack.com/x",
+		"/etc/rg/api-token": "# humans\nalice:tok-a\n  bob@example.com:tok-b  \n"}
+	if err := cfg.resolveSecrets(fs.read, lookup(map[string]string{"REPLICA_DSN": "host=replica"})); err != nil {
+		t.Fatal(err)
+	}
+	api := cfg.Global.API
+	want := []NamedToken{{Name: "alice", Token: "tok-a"}, {Name: "bob@example.com", Token: "tok-b"}}
+	if api.Token != "" || !slices.Equal(api.Tokens, want) {
+		t.Fatalf("token %q, tokens %+v; want %+v", api.Token, api.Tokens, want)
+	}
+	if out := fmt.Sprintf("%+v %v", cfg, api.Tokens); strings.Contains(out, "tok-a") {
+		t.Errorf("printing the config leaks a named token: %s", out)
 	}
 }
 

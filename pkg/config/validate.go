@@ -31,7 +31,9 @@ var (
 	onErrors    = []string{OnErrorNoData, OnErrorBreach}
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	wouldValues = []string{"info", "off"}
-	gitopsModes = []string{GitOpsRefuse, GitOpsSuspend, GitOpsIgnore}
+	// incidentStoreKinds are global.notify.incidentStore.kind's values.
+	incidentStoreKinds = []string{IncidentStoreCluster, IncidentStoreDir}
+	gitopsModes        = []string{GitOpsRefuse, GitOpsSuspend, GitOpsIgnore}
 )
 
 // IsPrometheusKind reports whether a trigger kind queries Prometheus (the
@@ -159,9 +161,18 @@ func (g *Global) validate(errs *errList) {
 	httpURL(errs, "global.notify.pagerduty.endpoint", n.PagerDuty.Endpoint)
 	positive(errs, "global.notify.pagerduty.timeout", n.PagerDuty.Timeout)
 	positive(errs, "global.notify.slack.timeout", n.Slack.Timeout)
-	if n.IncidentDir == "" {
-		errs.addf("global.notify.incidentDir", "must not be empty")
+	is := &n.IncidentStore
+	oneOf(errs, "global.notify.incidentStore.kind", is.Kind, incidentStoreKinds)
+	if is.Kind == IncidentStoreDir && n.IncidentDir == "" {
+		errs.addf("global.notify.incidentDir", "must not be empty with incidentStore.kind dir")
 	}
+	if is.Namespace != "" {
+		dnsLabel(errs, "global.notify.incidentStore.namespace", is.Namespace)
+	}
+	if is.MaxRecords < 1 {
+		errs.addf("global.notify.incidentStore.maxRecords", "must be >= 1, got %d", is.MaxRecords)
+	}
+	positive(errs, "global.notify.incidentStore.maxAge", is.MaxAge)
 	oneOf(errs, "global.notify.wouldRollback", n.WouldRollback, wouldValues)
 	if n.StatusURL != "" {
 		httpURL(errs, "global.notify.statusURL", n.StatusURL)

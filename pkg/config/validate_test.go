@@ -260,13 +260,23 @@ targets:
 		},
 		{
 			name: "notify",
-			src:  parts{global: "  notify: {pagerduty: {endpoint: \"\", timeout: 0s}, wouldRollback: loud, statusURL: \"/status\", incidentDir: \"\"}\n"}.yaml(),
+			src:  parts{global: "  notify: {pagerduty: {endpoint: \"\", timeout: 0s}, wouldRollback: loud, statusURL: \"/status\", incidentDir: \"\", incidentStore: {kind: dir}}\n"}.yaml(),
 			want: []string{
 				"global.notify.pagerduty.endpoint: must not be empty",
 				"global.notify.pagerduty.timeout: must be > 0, got 0s",
-				"global.notify.incidentDir: must not be empty",
+				"global.notify.incidentDir: must not be empty with incidentStore.kind dir",
 				`global.notify.wouldRollback: must be one of info|off, got "loud"`,
 				`global.notify.statusURL: must be an http or https URL, got "/status"`,
+			},
+		},
+		{
+			name: "incident store",
+			src:  parts{global: "  notify: {incidentStore: {kind: disk, namespace: Rollguard_NS, maxRecords: 0, maxAge: 0s}}\n"}.yaml(),
+			want: []string{
+				`global.notify.incidentStore.kind: must be one of cluster|dir, got "disk"`,
+				`global.notify.incidentStore.namespace: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63), got "Rollguard_NS"`,
+				"global.notify.incidentStore.maxRecords: must be >= 1, got 0",
+				"global.notify.incidentStore.maxAge: must be > 0, got 0s",
 			},
 		},
 

@@ -160,6 +160,14 @@ func TestAuth(t *testing.T) {
 			}
 		})
 	}
+	// Named tokens: any of them signs in, and only those.
+	f := sampleFleet()
+	named := New(f, f, f, f, Options{Tokens: [][]byte{[]byte("tok-a"), []byte("tok-b")}, Now: func() time.Time { return t0 }}, nil)
+	for tok, want := range map[string]int{"tok-a": http.StatusNoContent, "tok-b": http.StatusNoContent, "tok-c": http.StatusForbidden} {
+		if r := get(t, named, http.MethodPost, "/console/auth", map[string]string{"Authorization": "Bearer " + tok}); r.StatusCode != want {
+			t.Errorf("named token %s: status %d, want %d", tok, r.StatusCode, want)
+		}
+	}
 	// A GET (a link, an image tag) never reaches it.
 	c := newTestConsole(sampleFleet(), "s3cret")
 	if r := get(t, c, http.MethodGet, "/console/auth", map[string]string{"Authorization": "Bearer s3cret"}); r.StatusCode != http.StatusMethodNotAllowed {

@@ -100,6 +100,12 @@ type Record struct {
 	DataIntegrity     *DataIntegrity  `json:"dataIntegrity,omitempty"`
 	RecoveryChecklist []ChecklistItem `json:"recoveryChecklist"`
 	EmailEscalation   string          `json:"emailEscalation,omitempty"`
+	// Requests is the audit trail: who asked for an action on this
+	// incident and why (the trigger, the Alertmanager alert with its
+	// fingerprint and labels, the human caller), in the order they asked.
+	Requests []notify.Requester `json:"requests,omitempty"`
+	// Omitted counts what the size bound cut, by field (Bound).
+	Omitted map[string]int `json:"omitted,omitempty"`
 }
 
 // RecoveryChecklist is the runbook's "After Rollback, Complete These".
@@ -151,6 +157,9 @@ func Apply(r *Record, e notify.Event) {
 	}
 	r.Security = r.Security || e.Security
 	applyDetails(r, e.Details)
+	if q, ok := e.Details[notify.DetailRequester].(notify.Requester); ok {
+		r.request(q)
+	}
 
 	switch e.Kind {
 	case notify.KindDetected:
@@ -235,6 +244,17 @@ func Apply(r *Record, e notify.Event) {
 		r.add(e.Time, r.triggerName()+" has no data: rollguard is blind")
 	}
 	r.updateChecklist()
+}
+
+// request adds q to the audit trail unless it is there.
+func (r *Record) request(q notify.Requester) {
+	key := q.Key()
+	for _, have := range r.Requests {
+		if have.Key() == key {
+			return
+		}
+	}
+	r.Requests = append(r.Requests, q.Clone())
 }
 
 func (r *Record) triggerName() string {

@@ -2,7 +2,9 @@ package incident
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -233,6 +235,20 @@ func Markdown(r *Record, t Template) string {
 			}
 		}
 	}
+	if len(r.Requests) > 0 {
+		b.WriteString("\n## Requested by\n\n")
+		b.WriteString("| at | who | why |\n|---|---|---|\n")
+		for _, q := range r.Requests {
+			who := q.String()
+			if !q.StartsAt.IsZero() {
+				who += ", firing since " + stamp(q.StartsAt)
+			}
+			if len(q.Labels) > 0 {
+				who += ", labels " + labelText(q.Labels)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", stamp(q.At), cell(who), cell(q.Reason))
+		}
+	}
 	if r.Verification != "" {
 		fmt.Fprintf(&b, "\n## Verification\n\n%s\n", r.Verification)
 	}
@@ -259,5 +275,27 @@ func Markdown(r *Record, t Template) string {
 		b.WriteString("\n")
 	}
 	b.WriteString("\n## Email escalation\n\n```\n" + EmailText(r, t) + "```\n")
+	if len(r.Omitted) > 0 {
+		b.WriteString("\n## Truncated\n\nThis record is size-bounded; omitted:")
+		for _, k := range slices.Sorted(maps.Keys(r.Omitted)) {
+			fmt.Fprintf(&b, " %s %d;", k, r.Omitted[k])
+		}
+		b.WriteString("\n")
+	}
 	return b.String()
 }
+
+// cell makes s safe in a Markdown table cell.
+func cell(s string) string {
+	return strings.NewReplacer("|", "\\|", "\n", " ").Replace(s)
+}
+
+func labelText(l map[string]string) string {
+	parts := make([]string, 0, len(l))
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+strconvQuote(l[k]))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }

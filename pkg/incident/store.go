@@ -1,6 +1,7 @@
 package incident
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,10 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/notify"
 )
 
 // Sentinel errors.
@@ -30,6 +35,8 @@ type Store struct {
 	dir  string
 	tmpl Template
 	mu   sync.Mutex
+	// recMu serialises Record's read-modify-write.
+	recMu sync.Mutex
 }
 
 // NewStore returns a store in dir, creating it.
@@ -178,14 +185,56 @@ func (s *Store) List() ([]Summary, error) {
 	return out, nil
 }
 
+// Reader reads incident records: a Store (a directory) or a
+// ClusterStore (ConfigMaps).
+type Reader interface {
+	List(ctx context.Context) ([]Summary, error)
+	Get(ctx context.Context, id string) (*Record, error)
+	Markdown(ctx context.Context, id string) ([]byte, error)
+}
+
+// Reader returns the store as a Reader.
+func (s *Store) Reader() Reader { return dirReader{s} }
+
+type dirReader struct{ s *Store }
+
+func (d dirReader) List(context.Context) ([]Summary, error)               { return d.s.List() }
+func (d dirReader) Get(_ context.Context, id string) (*Record, error)     { return d.s.Get(id) }
+func (d dirReader) Markdown(_ context.Context, id string) ([]byte, error) { return d.s.Markdown(id) }
+
+// Record folds e into its incident's record (the Recorder's write).
+func (s *Store) Record(_ context.Context, e notify.Event) error {
+	s.recMu.Lock()
+	defer s.recMu.Unlock()
+	rec, err := s.Get(e.IncidentID)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		rec = &Record{}
+	case err != nil:
+		return err
+	}
+	Apply(rec, e)
+	return s.Put(rec)
+}
+
 // Handler serves GET /api/v1/incidents (summaries, newest first) and
 // GET /api/v1/incidents/{id} (the record as JSON, or the Markdown report
 // with ?format=markdown or Accept: text/markdown). It is read-only.
-func (s *Store) Handler() http.Handler {
+func (s *Store) Handler() http.Handler { return Handler(s.Reader(), nil) }
+
+// Handler serves the incident API over r: GET /api/v1/incidents
+// (summaries, newest first) and GET /api/v1/incidents/{id} (the record as
+// JSON, or the Markdown report with ?format=markdown or Accept:
+// text/markdown). It is read-only. logger may be nil.
+func Handler(r Reader, logger *zap.Logger) http.Handler {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, _ *http.Request) {
-		list, err := s.List()
+	mux.HandleFunc("GET /api/v1/incidents", func(w http.ResponseWriter, req *http.Request) {
+		list, err := r.List(req.Context())
 		if err != nil {
+			logger.Warn("incident list unavailable", zap.Error(err))
 			http.Error(w, "incident store unavailable", http.StatusInternalServerError)
 			return
 		}
@@ -194,32 +243,36 @@ func (s *Store) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/incidents/{id}", func(w http.ResponseWriter, req *http.Request) {
 		id := req.PathValue("id")
 		if req.URL.Query().Get("format") == "markdown" || strings.Contains(req.Header.Get("Accept"), "text/markdown") {
-			md, err := s.Markdown(id)
+			md, err := r.Markdown(req.Context(), id)
 			if err != nil {
-				httpError(w, err)
+				httpError(w, logger, err)
 				return
 			}
 			w.Header().Set("Content-Type", "text/markdown; charset=utf-8")
 			_, _ = w.Write(md)
 			return
 		}
-		r, err := s.Get(id)
+		rec, err := r.Get(req.Context(), id)
 		if err != nil {
-			httpError(w, err)
+			httpError(w, logger, err)
 			return
 		}
-		writeJSON(w, r)
+		writeJSON(w, rec)
 	})
 	return mux
 }
 
-func httpError(w http.ResponseWriter, err error) {
+func httpError(w http.ResponseWriter, logger *zap.Logger, err error) {
 	switch {
 	case errors.Is(err, ErrNotFound):
 		http.Error(w, "incident not found", http.StatusNotFound)
 	case errors.Is(err, ErrInvalidID):
 		http.Error(w, "invalid incident id", http.StatusBadRequest)
+	case errors.Is(err, ErrInvalidRecord):
+		logger.Warn("unreadable incident record", zap.Error(err))
+		http.Error(w, "incident record unreadable: "+err.Error(), http.StatusInternalServerError)
 	default:
+		logger.Warn("incident store unavailable", zap.Error(err))
 		http.Error(w, "incident store unavailable", http.StatusInternalServerError)
 	}
 }

@@ -22,7 +22,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 )
 
 // ErrLost is returned by Run when the lease was lost while ctx was still
@@ -39,6 +38,10 @@ type Options struct {
 	LeaseDuration time.Duration
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
+	// Address is the base URL others reach this replica's API at; the
+	// leader publishes it on the Lease (Lookup), so a follower can hand
+	// requests to it. Empty: none published (Advertise sets it later).
+	Address string
 }
 
 // Elector holds the election's state.
@@ -48,6 +51,7 @@ type Elector struct {
 	log    *zap.Logger
 	leader atomic.Bool
 	gauge  prometheus.Gauge
+	lock   *addressLock
 }
 
 // New validates opts and returns an Elector. The rollguard_leader gauge is
@@ -70,12 +74,26 @@ func New(client kubernetes.Interface, opts Options, logger *zap.Logger, reg prom
 			opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod)
 	}
 	e := &Elector{client: client, opts: opts, log: logger,
-		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_leader", Help: "1 when this replica holds the leader lease."})}
+		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_leader", Help: "1 when this replica holds the leader lease."}),
+		lock: &addressLock{meta: metav1.ObjectMeta{Namespace: opts.Namespace, Name: opts.Name}, client: client.CoordinationV1(),
+			id: opts.Identity, address: opts.Address}}
 	if reg != nil {
 		reg.MustRegister(e.gauge)
 	}
 	return e, nil
 }
+
+// Advertise sets the address this replica publishes while it leads (the
+// listener's, known only once it listens). Call it before Run.
+func (e *Elector) Advertise(address string) { e.lock.setAddress(address) }
+
+// Lookup returns the replica holding the lease and its address.
+func (e *Elector) Lookup(ctx context.Context) (Holder, error) {
+	return Lookup(ctx, e.client.CoordinationV1(), e.opts.Namespace, e.opts.Name, time.Now())
+}
+
+// Identity is this replica's name in the election.
+func (e *Elector) Identity() string { return e.opts.Identity }
 
 // IsLeader reports whether this replica currently holds the lease.
 func (e *Elector) IsLeader() bool { return e.leader.Load() }
@@ -86,11 +104,7 @@ func (e *Elector) IsLeader() bool { return e.leader.Load() }
 // before returning ErrLost (on loss), so no protected work outlives the
 // lease this replica knows about.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context)) error {
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: e.opts.Namespace, Name: e.opts.Name},
-		Client:     e.client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: e.opts.Identity},
-	}
+	lock := e.lock
 	// The elector gets its own context so that on shutdown the protected
 	// work stops first and only then is the lease released.
 	electCtx, cancelElect := context.WithCancel(context.Background())

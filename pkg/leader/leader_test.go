@@ -83,3 +83,44 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestLookupFollowsTheHolder: the lease names the leader's address while
+// it leads, the next leader's after a handover, and none once released.
+func TestLookupFollowsTheHolder(t *testing.T) {
+	client := fake.NewClientset()
+	opts := func(id string) Options {
+		return Options{Namespace: "rollguard", Name: "rollguard", Identity: id, Address: "http://" + id + ":9847",
+			LeaseDuration: 2 * time.Second, RenewDeadline: 1500 * time.Millisecond, RetryPeriod: 100 * time.Millisecond}
+	}
+	lookup := func() (Holder, error) {
+		return Lookup(context.Background(), client.CoordinationV1(), "rollguard", "rollguard", time.Now())
+	}
+	if _, err := lookup(); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("before any election: %v, want ErrNoLeader", err)
+	}
+	a, _ := New(client, opts("a"), zap.NewNop(), nil)
+	b, _ := New(client, opts("b"), zap.NewNop(), nil)
+	lead := func(ctx context.Context) { <-ctx.Done() }
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxB, cancelB := context.WithCancel(context.Background())
+	defer cancelA()
+	doneA, doneB := make(chan struct{}), make(chan struct{})
+	go func() { defer close(doneA); _ = a.Run(ctxA, lead) }()
+	waitFor(t, "a leads", a.IsLeader)
+	go func() { defer close(doneB); _ = b.Run(ctxB, lead) }()
+	if h, err := b.Lookup(context.Background()); err != nil || h.Identity != "a" || h.Address != "http://a:9847" {
+		t.Fatalf("lookup while a leads = %+v, %v", h, err)
+	}
+	cancelA()
+	<-doneA
+	waitFor(t, "b leads", b.IsLeader)
+	waitFor(t, "the lease names b's address", func() bool {
+		h, err := lookup()
+		return err == nil && h.Identity == "b" && h.Address == "http://b:9847"
+	})
+	cancelB()
+	<-doneB
+	if h, err := lookup(); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("after b released the lease: %+v, %v; want ErrNoLeader", h, err)
+	}
+}

@@ -40,6 +40,9 @@ const (
 	KindBlind Kind = "blind"
 	// KindTest: an operator asked for a test notification.
 	KindTest Kind = "test"
+	// KindRecordFailed: an incident record could not be stored; the
+	// rollback went on without it, and a human should know.
+	KindRecordFailed Kind = "record_failed"
 )
 
 // Severity follows PagerDuty's four levels, which Slack and the incident
@@ -84,6 +87,9 @@ type Link struct {
 // Event is one milestone of one incident. Producers fill what they know;
 // consumers tolerate missing fields.
 type Event struct {
+	// ID names this one event across processes (the outbox, a redelivery
+	// by the next leader); the Queue sets it when empty.
+	ID      string    `json:"id,omitempty"`
 	Kind    Kind      `json:"kind"`
 	Time    time.Time `json:"time"`
 	Target  Target    `json:"target"`
@@ -130,6 +136,9 @@ const (
 	DetailVerification    = "verification"
 	DetailDataIntegrity   = "data_integrity" // DataIntegrity
 	DetailError           = "error"          // string
+	// DetailRequester is who asked for the action and why (Requester):
+	// the trigger, the Alertmanager alert or the human caller.
+	DetailRequester = "requested_by"
 )
 
 // Milestones a StepFinished event may mark, for the runbook's timeline
@@ -253,6 +262,8 @@ func DefaultSummary(e Event) string {
 		return fmt.Sprintf("%s: trigger %s has no data (rollguard is blind)", t, e.Trigger)
 	case KindTest:
 		return "rollguard test notification"
+	case KindRecordFailed:
+		return fmt.Sprintf("%s: the incident record %s could not be stored", t, e.IncidentID)
 	}
 	return fmt.Sprintf("%s: %s", t, e.Kind)
 }

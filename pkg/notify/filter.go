@@ -22,3 +22,6 @@ func (f *filtered) Notify(ctx context.Context, e Event) error {
 	}
 	return f.n.Notify(ctx, e)
 }
+
+// AtMostOnce passes on the filtered notifier's delivery guarantee.
+func (f *filtered) AtMostOnce() bool { return atMostOnce(f.n) }

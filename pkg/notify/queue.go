@@ -3,6 +3,7 @@ package notify
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -44,6 +45,17 @@ type Options struct {
 	Jitter func(d time.Duration) time.Duration
 	// Log, when set, records each event's final outcome per notifier.
 	Log *DeliveryLog
+	// Outbox, when set, keeps every event until each notifier is done
+	// with it, so a crash loses no page: an event is stored before its
+	// first attempt, and whoever leads next adopts what is pending
+	// (Adopt). Nil: events live only in memory.
+	Outbox Outbox
+	// Owner is this process's identity in the Outbox.
+	Owner string
+	// OutboxTimeout bounds the wait for an Outbox write [5s]. A write
+	// that fails or times out is logged and the event is delivered
+	// anyway: a page never waits for its own bookkeeping.
+	OutboxTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -67,6 +79,9 @@ func (o *Options) defaults() {
 	}
 	if o.DrainTimeout <= 0 {
 		o.DrainTimeout = 5 * time.Second
+	}
+	if o.OutboxTimeout <= 0 {
+		o.OutboxTimeout = 5 * time.Second
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -105,6 +120,11 @@ type Queue struct {
 	opts    Options
 	logger  *zap.Logger
 	workers []*worker
+	// intake holds events on their way to the Outbox (nil without one).
+	intake chan Event
+	// stored is closed when the Outbox writer has handed its last event
+	// to the workers at shutdown.
+	stored chan struct{}
 
 	total  *prometheus.CounterVec
 	length *prometheus.GaugeVec
@@ -113,6 +133,8 @@ type Queue struct {
 type worker struct {
 	n  Notifier
 	ch chan Event
+	// once: claim each attempt in the Outbox first (AtMostOnce).
+	once bool
 
 	mu     sync.Mutex
 	status NotifierStatus
@@ -162,9 +184,14 @@ func NewQueue(opts Options, notifiers []Notifier, logger *zap.Logger, reg promet
 		q.workers = append(q.workers, &worker{
 			n:      n,
 			ch:     make(chan Event, opts.Size),
+			once:   atMostOnce(n),
 			status: NotifierStatus{Name: name},
 		})
 	}
+	if opts.Outbox != nil {
+		q.intake = make(chan Event, opts.Size)
+	}
+	q.stored = make(chan struct{})
 	return q
 }
 
@@ -175,12 +202,38 @@ func (q *Queue) Enqueue(e Event) {
 	if e.Time.IsZero() {
 		e.Time = q.opts.Now()
 	}
-	for _, w := range q.workers {
+	if e.ID == "" {
+		e.ID = NewEventID()
+	}
+	if q.intake != nil {
 		select {
-		case w.ch <- e:
-			q.length.WithLabelValues(w.n.Name()).Set(float64(len(w.ch)))
+		case q.intake <- e:
 		default:
-			q.drop(w, e, "queue full")
+			for _, w := range q.workers {
+				q.drop(w, e, "queue full")
+			}
+		}
+		return
+	}
+	q.dispatch(e, false)
+}
+
+// dispatch hands e to every worker; marked says the Outbox holds it, so
+// a drop must be recorded there too.
+func (q *Queue) dispatch(e Event, marked bool) {
+	for _, w := range q.workers {
+		q.dispatchTo(w, e, marked)
+	}
+}
+
+func (q *Queue) dispatchTo(w *worker, e Event, marked bool) {
+	select {
+	case w.ch <- e:
+		q.length.WithLabelValues(w.n.Name()).Set(float64(len(w.ch)))
+	default:
+		q.drop(w, e, "queue full")
+		if marked {
+			q.opts.Outbox.Mark(e, w.n.Name(), StateDone)
 		}
 	}
 }
@@ -236,6 +289,16 @@ func (q *Queue) Run(ctx context.Context) {
 	}()
 
 	var wg sync.WaitGroup
+	if q.intake != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer close(q.stored)
+			q.store(ctx, dctx)
+		}()
+	} else {
+		close(q.stored)
+	}
 	for _, w := range q.workers {
 		wg.Add(1)
 		go func() {
@@ -246,6 +309,120 @@ func (q *Queue) Run(ctx context.Context) {
 	wg.Wait()
 }
 
+// store moves events from the intake into the Outbox, in batches, and on
+// to the workers. At shutdown it stores what is left in the intake: the
+// next leader delivers what this process cannot.
+func (q *Queue) store(ctx, dctx context.Context) {
+	for {
+		select {
+		case e := <-q.intake:
+			q.storeBatch(dctx, e)
+		case <-ctx.Done():
+			for {
+				select {
+				case e := <-q.intake:
+					q.storeBatch(dctx, e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (q *Queue) storeBatch(dctx context.Context, first Event) {
+	batch := []Event{first}
+	for len(batch) < 64 {
+		select {
+		case e := <-q.intake:
+			batch = append(batch, e)
+			continue
+		default:
+		}
+		break
+	}
+	entries := make([]Pending, 0, len(batch))
+	now := q.opts.Now()
+	for _, e := range batch {
+		p := Pending{Event: e, Owner: q.opts.Owner, Notifiers: make(map[string]DeliveryState, len(q.workers)), Updated: now}
+		for _, w := range q.workers {
+			p.Notifiers[w.n.Name()] = StatePending
+		}
+		entries = append(entries, p)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(dctx), q.opts.OutboxTimeout)
+	err := q.opts.Outbox.Add(entries)(ctx)
+	cancel()
+	if err != nil {
+		q.logger.Warn("pending notifications not stored; delivering them without a durable copy",
+			zap.Int("events", len(batch)), zap.String("incident", first.IncidentID), zap.Error(err))
+	}
+	for _, e := range batch {
+		q.dispatch(e, true)
+	}
+}
+
+// mark records a worker's progress on e in the Outbox, without waiting.
+func (q *Queue) mark(w *worker, e Event, state DeliveryState) {
+	if q.opts.Outbox != nil {
+		q.opts.Outbox.Mark(e, w.n.Name(), state)
+	}
+}
+
+// Adopt takes over the stored events other rollguards left pending (a
+// new leader, or a leader sweeping up after `rollback --local`): those
+// owned by another identity and untouched for at least minAge. An event a
+// notifier was delivering at most once (StateClaimed) is not sent to it
+// again. It returns how many events it queued.
+func (q *Queue) Adopt(ctx context.Context, minAge time.Duration) (int, error) {
+	if q.opts.Outbox == nil {
+		return 0, nil
+	}
+	all, err := q.opts.Outbox.Pending(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("adopt pending notifications: %w", err)
+	}
+	now := q.opts.Now()
+	var mine []Pending
+	for _, p := range all {
+		if p.Owner != q.opts.Owner && now.Sub(p.Updated) >= minAge {
+			mine = append(mine, p)
+		}
+	}
+	if len(mine) == 0 {
+		return 0, nil
+	}
+	if err := q.opts.Outbox.Own(mine, q.opts.Owner)(ctx); err != nil {
+		return 0, fmt.Errorf("adopt pending notifications: %w", err)
+	}
+	byName := map[string]*worker{}
+	for _, w := range q.workers {
+		byName[w.n.Name()] = w
+	}
+	queued := 0
+	for _, p := range mine {
+		e := p.Event
+		for name, st := range p.Notifiers {
+			w := byName[name]
+			switch {
+			case w == nil:
+				q.logger.Warn("pending notification for a notifier this rollguard does not have; dropped",
+					zap.String("notifier", name), zap.String("kind", string(e.Kind)), zap.String("incident", e.IncidentID))
+				q.opts.Outbox.Mark(e, name, StateDone)
+			case st == StateClaimed:
+				q.logger.Warn("notification not sent again: an attempt was in flight when its sender stopped, and this notifier delivers at most once",
+					zap.String("notifier", name), zap.String("kind", string(e.Kind)), zap.String("incident", e.IncidentID), zap.String("owner", p.Owner))
+				q.opts.Outbox.Mark(e, name, StateDone)
+			case st == StatePending:
+				q.dispatchTo(w, e, true)
+				queued++
+			}
+		}
+	}
+	q.logger.Info("pending notifications adopted", zap.Int("events", len(mine)), zap.Int("deliveries", queued))
+	return queued, nil
+}
+
 func (q *Queue) work(ctx, dctx context.Context, w *worker) {
 	for {
 		select {
@@ -253,6 +430,11 @@ func (q *Queue) work(ctx, dctx context.Context, w *worker) {
 			q.length.WithLabelValues(w.n.Name()).Set(float64(len(w.ch)))
 			q.deliver(dctx, w, e)
 		case <-ctx.Done():
+			// What the Outbox writer still hands over is part of the drain.
+			select {
+			case <-q.stored:
+			case <-dctx.Done():
+			}
 			for {
 				select {
 				case e := <-w.ch:
@@ -270,13 +452,24 @@ func (q *Queue) work(ctx, dctx context.Context, w *worker) {
 // attempts or dctx ends.
 func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
 	if dctx.Err() != nil {
-		// The drain bound has passed: no attempt can finish.
+		// The drain bound has passed: no attempt can finish. The Outbox
+		// keeps it pending for the next leader.
 		q.drop(w, e, "shutting down")
 		return
 	}
 	name := w.n.Name()
 	backoff := q.opts.BaseBackoff
 	for attempt := 1; ; attempt++ {
+		if w.once && q.opts.Outbox != nil {
+			// Durable before the attempt: after a crash mid-attempt the
+			// next leader must not post it again.
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(dctx), q.opts.OutboxTimeout)
+			if err := q.opts.Outbox.Mark(e, name, StateClaimed)(cctx); err != nil {
+				q.logger.Warn("delivery attempt not claimed in the outbox; a crash during it may repeat it",
+					zap.String("notifier", name), zap.String("kind", string(e.Kind)), zap.String("incident", e.IncidentID), zap.Error(err))
+			}
+			ccancel()
+		}
 		actx, cancel := context.WithTimeout(dctx, q.opts.Timeout)
 		actx, sent := withSentFlag(actx)
 		err := w.n.Notify(actx, e)
@@ -286,6 +479,7 @@ func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
 			if sent.Load() {
 				q.record(name, e, ResultDelivered, attempt, "")
 			}
+			q.mark(w, e, StateDone)
 			q.total.WithLabelValues(name, ResultDelivered).Inc()
 			w.mu.Lock()
 			w.status.Delivered++
@@ -309,8 +503,17 @@ func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
 			giveUp = "attempts exhausted"
 		}
 		if giveUp != "" {
+			if dctx.Err() == nil {
+				// Given up for good. At shutdown it stays pending (or
+				// claimed) in the Outbox for the next leader.
+				q.mark(w, e, StateDone)
+			}
 			q.fail(w, e, err, attempt, giveUp)
 			return
+		}
+		if w.once {
+			// This attempt is over and failed: the next leader may try.
+			q.mark(w, e, StatePending)
 		}
 		wait := q.opts.Jitter(backoff)
 		if after, ok := RetryAfter(err); ok {

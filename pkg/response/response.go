@@ -134,6 +134,12 @@ type Options struct {
 	// Triggers, if set, tells a new leader what fires now and is rearmed
 	// after a pool recovery.
 	Triggers Triggers
+	// Alerts, if set, keeps the Alertmanager alerts taken up across
+	// leaders (one fingerprint is one request until it resolves).
+	Alerts AlertLog
+	// AlertMemory is how long an alert taken up is remembered when it
+	// never resolves (default 7 days).
+	AlertMemory time.Duration
 }
 
 // Responder turns decisions into actions.
@@ -160,6 +166,8 @@ type Responder struct {
 	// once; blindPaged likewise for blind episodes.
 	episodes   map[string]time.Time
 	blindPaged map[string]time.Time
+
+	alerts alertState
 }
 
 // term is one leadership term's authority to act.
@@ -191,6 +199,10 @@ type job struct {
 	severity notify.Severity
 	decision *trigger.Decision
 	episode  string // the firing episode a decision belongs to
+	// by is who asked, carried by every event of the job.
+	by notify.Requester
+	// alert is the Alertmanager alert that asked, if one did.
+	alert *AlertRef
 }
 
 // New returns a Responder; call Run to dispatch its jobs and Lead for each
@@ -207,6 +219,9 @@ func New(exec Executor, kube Deployments, queue Queue, g *guard.Guard, opts Opti
 	}
 	if opts.DrainTimeout <= 0 {
 		opts.DrainTimeout = 20 * time.Second
+	}
+	if opts.AlertMemory <= 0 {
+		opts.AlertMemory = 7 * 24 * time.Hour
 	}
 	return &Responder{
 		exec: exec, kube: kube, queue: queue, guard: g, opts: opts, log: logger,
@@ -257,6 +272,7 @@ func (r *Responder) Lead(ctx context.Context) {
 
 	r.SeedHistory(ctx)
 	r.Resume(ctx)
+	r.takeUpAlerts(ctx)
 	if tr := r.opts.Triggers; tr != nil {
 		for _, d := range tr.Firing() {
 			r.Fire(d)
@@ -270,6 +286,7 @@ func (r *Responder) Lead(ctx context.Context) {
 	r.mu.Lock()
 	r.term = nil // no plan starts in this term from now on
 	r.mu.Unlock()
+	r.dropAlerts()
 	close(tm.drain)
 	done := make(chan struct{})
 	go func() { tm.wg.Wait(); close(done) }()
@@ -296,6 +313,7 @@ func (r *Responder) Fire(d trigger.Decision) {
 	}
 	j := job{target: d.Target, action: d.Action, reason: fmt.Sprintf("trigger %s: %s %s %g", d.Trigger, describeValue(d), d.Op, d.Threshold),
 		security: d.Security, severity: notify.Severity(d.Severity), decision: &d, episode: key}
+	j.by = notify.Requester{Kind: notify.RequestedByTrigger, Name: d.Trigger, Reason: j.reason, At: d.FiredAt}
 	if !r.enqueue(j) {
 		r.log.Error("decision dropped: responder queue full", zap.String("target", d.Target), zap.String("trigger", d.Trigger))
 	}
@@ -341,10 +359,16 @@ func (r *Responder) Blind(b trigger.Blind) {
 	})
 }
 
-// Request asks for an action from a human or an alert. The interlocks are
-// checked now so the caller gets the verdict; the plan runs in the
-// background.
+// Request asks for an action from a human through the API (see Ask).
 func (r *Responder) Request(ctx context.Context, target, action, reason string, security bool) (string, error) {
+	return r.Ask(ctx, Ask{Target: target, Action: action, Reason: reason, Security: security,
+		By: notify.Requester{Kind: notify.RequestedByAPI}})
+}
+
+// request asks for j on its target; the interlocks are checked now so
+// the caller gets the verdict, and the plan runs in the background.
+func (r *Responder) request(ctx context.Context, j job) (string, error) {
+	target, action := j.target, j.action
 	t, ok := r.target(target)
 	if !ok {
 		return "", fmt.Errorf("target %q: %w", target, ErrUnknownTarget)
@@ -355,20 +379,32 @@ func (r *Responder) Request(ctx context.Context, target, action, reason string, 
 	if !ValidAction(action) {
 		return "", fmt.Errorf("action %q: %w", action, ErrUnknownAction)
 	}
-	j := job{target: target, action: action, reason: reason, manual: true, security: security, severity: t.Severity}
+	j.action, j.manual, j.severity = action, true, t.Severity
+	if !r.Leading() {
+		return "", fmt.Errorf("target %q: %w", target, ErrNotLeader)
+	}
 	if action == ActionPage {
 		r.page(j, t)
+		r.alertDone(j, Outcome{Result: ResultPaged, Detail: "paged"})
 		return "paged", nil
 	}
 	info, err := r.inspect(ctx, t)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("target %q: %w: %w", target, ErrUnavailable, err)
 	}
-	if v := r.check(j, t, info, r.Leading(), time.Time{}); !v.Allowed() {
+	if a := j.alert; a != nil && !info.deployedAt.IsZero() && a.StartsAt.Before(info.deployedAt) {
+		detail := r.alertPredates(j, t, info)
+		return detail, fmt.Errorf("%s: %w", detail, ErrAlertPredatesRevision)
+	}
+	v := r.check(j, t, info, r.Leading(), time.Time{})
+	if v.Reason == guard.NotLeader {
+		return "", fmt.Errorf("target %q: %w", target, ErrNotLeader)
+	}
+	if !v.Allowed() {
 		return v.String(), fmt.Errorf("%s: %w", v.String(), ErrRefusedByInterlock)
 	}
 	if !r.enqueue(j) {
-		return "", errors.New("responder queue full")
+		return "", fmt.Errorf("target %q: %w: responder queue full", target, ErrUnavailable)
 	}
 	return "accepted: " + string(r.planFor(j, t)) + " plan queued", nil
 }
@@ -405,7 +441,9 @@ func (r *Responder) Resume(ctx context.Context) {
 		if t.DryRun {
 			continue
 		}
-		if !r.enqueue(job{target: t.Name, reason: "resume after a restart or a leader change", resume: true, manual: true, severity: t.Severity}) {
+		const why = "resume after a restart or a leader change"
+		if !r.enqueue(job{target: t.Name, reason: why, resume: true, manual: true, severity: t.Severity,
+			by: notify.Requester{Kind: notify.RequestedByResume, Reason: why, At: r.opts.Now()}}) {
 			r.log.Error("resume dropped: responder queue full", zap.String("target", t.Name))
 		}
 	}
@@ -416,6 +454,11 @@ func (r *Responder) Resume(ctx context.Context) {
 // `rollback --local`). force passes the stateful interlocks (see
 // guard.Request.Force) and is logged.
 func (r *Responder) Execute(ctx context.Context, target, action, reason string, force bool) (Outcome, error) {
+	return r.ExecuteAs(ctx, notify.Requester{Kind: notify.RequestedByCLI}, target, action, reason, force)
+}
+
+// ExecuteAs is Execute on behalf of by (the human at the terminal).
+func (r *Responder) ExecuteAs(ctx context.Context, by notify.Requester, target, action, reason string, force bool) (Outcome, error) {
 	t, ok := r.target(target)
 	if !ok {
 		return Outcome{}, fmt.Errorf("target %q: %w", target, ErrUnknownTarget)
@@ -431,7 +474,8 @@ func (r *Responder) Execute(ctx context.Context, target, action, reason string, 
 	}
 	// A human at a terminal is the leader of this one action; the journal
 	// still fences it against a running daemon.
-	return r.handle(ctx, nil, job{target: target, action: action, reason: reason, manual: true, force: force, severity: t.Severity}, t), nil
+	by.Reason, by.At = reason, r.opts.Now()
+	return r.handle(ctx, nil, job{target: target, action: action, reason: reason, manual: true, force: force, severity: t.Severity, by: by}, t), nil
 }
 
 // ErrRefusedByInterlock wraps a guard verdict returned to a requester.
@@ -465,6 +509,7 @@ func (r *Responder) dispatch(j job) {
 	case st == nil:
 		r.mu.Unlock()
 		r.log.Warn("decision for a target no longer configured", zap.String("target", j.target))
+		r.alertDone(j, Outcome{Result: ResultNothing, Detail: "target no longer configured"})
 		return
 	case tm == nil:
 		r.mu.Unlock()
@@ -485,6 +530,7 @@ func (r *Responder) dispatch(j job) {
 		r.mu.Unlock()
 		r.log.Info("plan already running; decision not queued", zap.String("target", j.target),
 			zap.String("running", st.running), zap.String("action", j.action))
+		r.alertDone(j, Outcome{Result: ResultNothing, Detail: "taken up by the plan already running (" + st.running + ")"})
 		return
 	}
 	if j.episode != "" {
@@ -504,6 +550,9 @@ func (r *Responder) dispatch(j job) {
 		defer tm.wg.Done()
 		defer r.open.Add(-1)
 		out := r.handle(tm.ctx, tm.drain, j, cfg)
+		if out.Result != ResultHandedOver {
+			r.alertDone(j, out)
+		}
 		var parked *job
 		r.mu.Lock()
 		if st := r.targets[j.target]; st != nil {
@@ -520,6 +569,7 @@ func (r *Responder) dispatch(j job) {
 				return
 			}
 			r.log.Info("decision taken up by the resumed plan", zap.String("target", parked.target), zap.String("action", parked.action))
+			r.alertDone(*parked, out)
 			if parked.episode != "" {
 				r.mu.Lock()
 				r.episodes[parked.episode] = r.opts.Now()
@@ -683,6 +733,11 @@ func (r *Responder) handle(ctx context.Context, drain <-chan struct{}, j job, t 
 		r.cannot(j, t, revisionInfo{}, "read-failed", err.Error())
 		return Outcome{Result: ResultFailed, Detail: "cannot roll back: " + err.Error()}
 	}
+	if a := j.alert; a != nil && !info.deployedAt.IsZero() && a.StartsAt.Before(info.deployedAt) {
+		// Deployed after the alert began (between the request and its
+		// run): the alert is about an earlier revision.
+		return Outcome{Result: ResultBlocked, Detail: r.alertPredates(j, t, info)}
+	}
 	if d := j.decision; d != nil && !info.deployedAt.IsZero() && d.FirstBreach.Before(info.deployedAt) {
 		// The breach began under an earlier revision: it is no evidence
 		// against this one, which must breach a whole window on its own.
@@ -845,9 +900,15 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 	return r.count(t, Outcome{Result: ResultDryRun, Plan: plan, Detail: "dry-run: would run " + string(plan)})
 }
 
-// page sends a page-only action: a human decides.
+// page sends a page-only action: a human decides. An alert's page is an
+// incident of its own (one per alert firing), so every alert asking for a
+// page is one PagerDuty alert and one record of who asked.
 func (r *Responder) page(j job, t Target) {
-	e := r.event(j, t, revisionInfo{}, "")
+	id := ""
+	if j.alert != nil {
+		id = notify.IncidentID(r.notifyTarget(t), "alert-"+j.alert.Fingerprint)
+	}
+	e := r.event(j, t, revisionInfo{}, id)
 	e.Kind = notify.KindDetected
 	e.Summary = fmt.Sprintf("%s: %s (page only: a human decides)", t.Name, j.reason)
 	r.queue.Enqueue(e)
@@ -855,7 +916,11 @@ func (r *Responder) page(j job, t Target) {
 
 // cannot pages "cannot roll back" once per episode.
 func (r *Responder) cannot(j job, t Target, info revisionInfo, reason, detail string) {
-	key := t.Name + "|" + info.revision + "|" + reason
+	r.cannotOnce(j, t, info, reason, detail, t.Name+"|"+info.revision+"|"+reason)
+}
+
+// cannotOnce pages "cannot roll back" once a day per key.
+func (r *Responder) cannotOnce(j job, t Target, info revisionInfo, reason, detail, key string) {
 	now := r.opts.Now()
 	r.mu.Lock()
 	last, seen := r.pageOnce[key]
@@ -893,6 +958,9 @@ func (r *Responder) event(j job, t Target, info revisionInfo, id string) notify.
 	e := notify.Event{
 		Time: r.opts.Now(), Target: r.notifyTarget(t), IncidentID: id, Severity: sev, Security: j.security,
 		Details: map[string]any{notify.DetailReason: j.reason},
+	}
+	if j.by.Kind != "" {
+		e.Details[notify.DetailRequester] = j.by.Clone()
 	}
 	if info.image != "" {
 		e.Details[notify.DetailBadVersion] = info.image

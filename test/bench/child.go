@@ -309,7 +309,7 @@ global:
   prometheus: {url: %q, timeout: 4s}
   databases:
     - {name: primary, dsnFile: %q}
-  notify: {incidentDir: %q}
+  notify: {incidentDir: %q, incidentStore: {kind: dir}}
 `, n, scaleInterval, promURL, dsn, filepath.Join(dir, "incidents"))
 	if p99Query != "" {
 		fmt.Fprintf(&b, "  templates:\n    latencyP99: {query: %q}\n", p99Query)

@@ -235,6 +235,7 @@ global:
   api: {tokenFile: token}
   notify:
     incidentDir: %q
+    incidentStore: {kind: dir}
   templates:
     errorRate:
       query: '(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[5s])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[5s]))) / sum by (namespace, deployment) (rate(http_requests_total[5s]))'

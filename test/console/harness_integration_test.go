@@ -155,9 +155,10 @@ func startDaemon(t *testing.T, sb *sandbox, ns string) string {
 			"interlocks": map[string]any{"cooldown": "1m", "maxRollbacksPerHour": 10, "maxRevisionAge": "1h"},
 			"api":        map[string]any{"tokenFile": "token"},
 			"notify": map[string]any{
-				"incidentDir": filepath.Join(dir, "incidents"),
-				"pagerduty":   map[string]any{"routingKeyFile": "routing-key", "endpoint": prefix, "timeout": "5s"},
-				"slack":       map[string]any{"webhookURLFile": "slack-url", "timeout": "5s"},
+				// Records in the cluster, in the test's namespace.
+				"incidentStore": map[string]any{"namespace": ns},
+				"pagerduty":     map[string]any{"routingKeyFile": "routing-key", "endpoint": prefix, "timeout": "5s"},
+				"slack":         map[string]any{"webhookURLFile": "slack-url", "timeout": "5s"},
 			},
 			"templates": map[string]any{
 				"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},

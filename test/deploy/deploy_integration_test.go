@@ -236,6 +236,13 @@ func canI(t *testing.T, kubectlBin, kubeconfig string) {
 		{"create", "leases.coordination.k8s.io", "rollguard", nil, true},
 		{"get", "leases.coordination.k8s.io/rollguard", "rollguard", nil, true},
 		{"update", "leases.coordination.k8s.io/rollguard", "rollguard", nil, true},
+		// Its own state in its own namespace: incident records, pending
+		// pages, the alerts taken up; retention deletes old records.
+		{"get", "configmaps", "rollguard", nil, true},
+		{"list", "configmaps", "rollguard", nil, true},
+		{"create", "configmaps", "rollguard", nil, true},
+		{"update", "configmaps", "rollguard", nil, true},
+		{"delete", "configmaps", "rollguard", nil, true},
 
 		// Never: delete, create workloads, secrets, exec, other namespaces,
 		// cluster scope.
@@ -259,6 +266,13 @@ func canI(t *testing.T, kubectlBin, kubeconfig string) {
 		{"get", "deployments.apps", "rollguard", nil, false},
 		{"get", "deployments.apps", "kube-system", nil, false},
 		{"get", "configmaps", "kube-system", nil, false},
+		// The state rights stop at rollguard's namespace.
+		{"watch", "configmaps", "rollguard", nil, false},
+		{"deletecollection", "configmaps", "rollguard", nil, false},
+		{"patch", "configmaps", "rollguard", nil, false},
+		{"list", "configmaps", "kube-system", nil, false},
+		{"delete", "configmaps", "default", nil, false},
+		{"create", "configmaps", "kube-public", nil, false},
 		{"create", "leases.coordination.k8s.io", "kube-system", nil, false},
 		{"patch", "deployments.apps", "default", nil, false},
 		{"create", "configmaps", "default", nil, false},

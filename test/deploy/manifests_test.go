@@ -400,7 +400,10 @@ type writable struct {
 // writablePaths lists where the daemon writes; persistent marks what a
 // live (not dry-run) database rollback needs kept across pods.
 func writablePaths(cfg *config.Config) []writable {
-	out := []writable{{what: "notify.incidentDir", path: cfg.Global.Notify.IncidentDir}}
+	var out []writable
+	if cfg.Global.Notify.IncidentStore.Kind == config.IncidentStoreDir {
+		out = append(out, writable{what: "notify.incidentDir", path: cfg.Global.Notify.IncidentDir})
+	}
 	for _, tg := range cfg.Targets {
 		db := tg.Rollback.Database
 		if db == nil {
@@ -486,7 +489,11 @@ func TestRBACLeastPrivilege(t *testing.T) {
 		perms("coordination.k8s.io", "leases", "rollguard", "get", "update"),
 		perms("", "events", "", "create", "patch"),
 	)
-	for _, w := range [][]perm{wantTarget, wantLeader} {
+	// rollguard's own state in its own namespace: incident records and
+	// pending pages (pkg/incident, listed by label, pruned by age and
+	// count), the alerts taken up.
+	wantState := perms("", "configmaps", "", "get", "list", "create", "update", "delete")
+	for _, w := range [][]perm{wantTarget, wantLeader, wantState} {
 		sort.Slice(w, func(i, j int) bool { return w[i].String() < w[j].String() })
 	}
 	forbiddenVerbs := []string{"*", "delete", "deletecollection", "escalate", "bind", "impersonate"}
@@ -500,7 +507,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 				}
 			}
 
-			wantRoles := map[string][]perm{installNamespace + "/" + leaderRole: wantLeader}
+			wantRoles := map[string][]perm{installNamespace + "/" + leaderRole: wantLeader, installNamespace + "/" + stateRole: wantState}
 			for _, tg := range in.cfg.Targets {
 				wantRoles[tg.Namespace+"/"+targetRole] = wantTarget
 			}
@@ -518,6 +525,9 @@ func TestRBACLeastPrivilege(t *testing.T) {
 				}
 				for _, p := range gotRoles[key] {
 					switch {
+					case key == installNamespace+"/"+stateRole && p == (perm{"", "configmaps", "", "delete"}):
+						// Retention deletes old records, in rollguard's
+						// own namespace only.
 					case slices.Contains(forbiddenVerbs, p.verb):
 						t.Errorf("Role %s grants %s", key, p)
 					case p.resource == "secrets" || strings.HasPrefix(p.resource, "pods/"):
@@ -530,7 +540,7 @@ func TestRBACLeastPrivilege(t *testing.T) {
 				}
 			}
 			if got, want := sortedKeys(gotRoles), sortedKeys(wantRoles); !slices.Equal(got, want) {
-				t.Errorf("Roles = %v, want %v (one per target namespace, and the leader's)", got, want)
+				t.Errorf("Roles = %v, want %v (one per target namespace, the leader's and the state's)", got, want)
 			}
 			for key, want := range wantRoles {
 				if got, ok := gotRoles[key]; ok && !slices.Equal(got, want) {

@@ -31,6 +31,7 @@ const (
 	configKey        = "rollguard.yaml"
 	targetRole       = "rollguard-target"
 	leaderRole       = "rollguard-leader"
+	stateRole        = "rollguard-state"
 	secretName       = "rollguard-secrets"
 )
 

@@ -419,7 +419,8 @@ func writeConfig(t *testing.T, sb *sandbox, dir string, spec daemonSpec) (string
 	if blind == 0 {
 		blind = 5 * time.Minute
 	}
-	notifyCfg := map[string]any{"incidentDir": filepath.Join(dir, "incidents")}
+	// Files: the tests compare the report the API serves with the file.
+	notifyCfg := map[string]any{"incidentDir": filepath.Join(dir, "incidents"), "incidentStore": map[string]any{"kind": "dir"}}
 	if ib := spec.Inbox; ib != nil {
 		notifyCfg["pagerduty"] = map[string]any{"routingKeyFile": write("routing-key", routingKey), "endpoint": ib.pagerDutyEndpoint(), "timeout": "5s"}
 		notifyCfg["slack"] = map[string]any{"webhookURLFile": write("slack-url", ib.slackURL()), "timeout": "5s"}

@@ -35,8 +35,15 @@ type pair struct {
 func startPair(t *testing.T, name, rampPause string) *pair {
 	h := newHarness(t, name)
 	h.createDeployment(deployName, goodImage)
-	cfg := h.writeConfig(t.TempDir(), daemonConfig{leaderElection: true,
-		targets: []target{{name: deployName, deployment: deployName, rampPause: rampPause}}})
+	return h.startPair(daemonConfig{targets: []target{{name: deployName, deployment: deployName, rampPause: rampPause}}})
+}
+
+// startPair runs two rollguards with leader election on c; it returns
+// once exactly one leads.
+func (h *harness) startPair(c daemonConfig) *pair {
+	t := h.t
+	c.leaderElection = true
+	cfg := h.writeConfig(t.TempDir(), c)
 	a := h.startDaemon(cfg, "rollguard-a")
 	b := h.startDaemon(cfg, "rollguard-b")
 	p := &pair{h: h}

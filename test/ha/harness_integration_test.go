@@ -35,7 +35,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/incident"
+	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/statestore"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -538,6 +541,14 @@ type daemonConfig struct {
 	targets        []target
 	// databases are name → DSN (written to files next to the config).
 	databases map[string]string
+	// tokens, when set, are the API's named tokens (name → token) instead
+	// of the one unnamed apiToken.
+	tokens map[string]string
+	// slack posts to the receiver's Slack webhook too.
+	slack bool
+	// lease overrides the election's timing ("duration/renew/retry"),
+	// for a test that must not lose its leader to a loaded machine.
+	lease [3]string
 }
 
 // writeConfig writes the config (and its token and routing key files)
@@ -545,7 +556,15 @@ type daemonConfig struct {
 // caught a real bad deploy (configs/production.yaml's shape).
 func (h *harness) writeConfig(dir string, c daemonConfig) string {
 	h.t.Helper()
-	for name, content := range map[string]string{"token": apiToken, "routing-key": "ha-" + h.ns} {
+	token := apiToken
+	if len(c.tokens) > 0 {
+		token = ""
+		for _, name := range slices.Sorted(maps.Keys(c.tokens)) {
+			token += name + ":" + c.tokens[name] + "\n"
+		}
+	}
+	files := map[string]string{"token": token, "routing-key": "ha-" + h.ns, "slack-url": h.receiverURL + h.prefix + "/slack/webhook"}
+	for name, content := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(content+"\n"), 0o600); err != nil {
 			h.t.Fatal(err)
 		}
@@ -574,8 +593,10 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 		"interlocks":    il,
 		"api":           map[string]any{"tokenFile": "token"},
 		"notify": map[string]any{
-			"incidentDir": filepath.Join(dir, "incidents"),
-			"pagerduty":   map[string]any{"routingKeyFile": "routing-key", "endpoint": h.receiverURL + h.prefix, "timeout": "2s"},
+			// Records and pending pages in the test's namespace, where
+			// every process of the test (and the test) reads them.
+			"incidentStore": map[string]any{"namespace": h.ns},
+			"pagerduty":     map[string]any{"routingKeyFile": "routing-key", "endpoint": h.receiverURL + h.prefix, "timeout": "2s"},
 		},
 		"templates": map[string]any{
 			"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
@@ -594,9 +615,16 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 	if len(dbs) > 0 {
 		global["databases"] = dbs
 	}
+	if c.slack {
+		global["notify"].(map[string]any)["slack"] = map[string]any{"webhookURLFile": "slack-url", "timeout": "2s"}
+	}
 	if c.leaderElection {
+		timing := [3]string{"2s", "1500ms", "200ms"}
+		if c.lease[0] != "" {
+			timing = c.lease
+		}
 		global["leaderElection"] = map[string]any{"enabled": true, "namespace": h.ns, "leaseName": "rollguard",
-			"leaseDuration": "2s", "renewDeadline": "1500ms", "retryPeriod": "200ms"}
+			"leaseDuration": timing[0], "renewDeadline": timing[1], "retryPeriod": timing[2]}
 	}
 	var targets []any
 	for _, t := range c.targets {
@@ -770,6 +798,21 @@ func (d *daemon) call(method, path, token string, body any) (int, []byte) {
 	return resp.StatusCode, b
 }
 
+// callRetry is call that sends the request again while the daemon
+// answers 503 (its term has not begun, or a leader change), as the CLI's
+// client does, for up to 10 s.
+func (d *daemon) callRetry(method, path, token string, body any) (int, []byte) {
+	d.h.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, b := d.call(method, path, token, body)
+		if code != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			return code, b
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func (d *daemon) status() api.Status {
 	d.h.t.Helper()
 	code, b := d.call(http.MethodGet, "/api/v1/status", "", nil)
@@ -833,6 +876,8 @@ type received struct {
 	Time   time.Time `json:"time"`
 	Body   string    `json:"body"`
 	Status int       `json:"status"`
+	// Fault: a scripted fault answered it (the test asked for that).
+	Fault bool `json:"fault"`
 }
 
 func (h *harness) received(path string) []received {
@@ -850,11 +895,15 @@ func (h *harness) received(path string) []received {
 }
 
 // events returns the PagerDuty events accepted on the test's endpoint, of
-// kind when kind is not empty.
+// kind when kind is not empty. Answers the test scripted (faults) are
+// left out.
 func (h *harness) events(kind string) []pdEvent {
 	h.t.Helper()
 	var out []pdEvent
 	for _, r := range h.received("/v2/enqueue") {
+		if r.Fault {
+			continue
+		}
 		if r.Status != http.StatusAccepted {
 			h.t.Errorf("pagerduty event rejected with %d: %s", r.Status, r.Body)
 			continue
@@ -895,6 +944,48 @@ func summaries(es []pdEvent) []string {
 		out = append(out, e.kind()+": "+e.Payload.Summary)
 	}
 	return out
+}
+
+// ---- incident records ----
+
+// records reads the test's incident records from the cluster, as any
+// replica does.
+func (h *harness) records() *incident.ClusterStore {
+	return incident.NewClusterStore(statestore.New(h.client.CoreV1(), h.ns), incident.ClusterOptions{}, nil)
+}
+
+func (h *harness) incidents() []incident.Summary {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	l, err := h.records().List(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return l
+}
+
+func (h *harness) incident(id string) *incident.Record {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	r, err := h.records().Get(ctx, id)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+// pending reads the notifications not yet delivered.
+func (h *harness) pending() []notify.Pending {
+	h.t.Helper()
+	ctx, cancel := h.ctx()
+	defer cancel()
+	p, err := h.records().Pending(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return p
 }
 
 // ---- polling ----

@@ -38,6 +38,8 @@ const (
 	AlertBlind = "RollguardBlind"
 	// AlertTest is an operator's test notification.
 	AlertTest = "RollguardTest"
+	// AlertRecordFailed is an incident record rollguard could not store.
+	AlertRecordFailed = "RollguardRecordFailed"
 )
 
 // Labels rollguard sets; static labels of the config must not use them.
@@ -233,7 +235,7 @@ func (n *Notifier) Alert(e notify.Event) Alert {
 // event fixes them, so every later event updates the same alert even when
 // it carries less (a step event names no trigger).
 func (n *Notifier) identity(e notify.Event) (map[string]string, time.Time) {
-	if e.IncidentID != "" && e.Kind != notify.KindTest && e.Kind != notify.KindBlind {
+	if e.IncidentID != "" && e.Kind != notify.KindTest && e.Kind != notify.KindBlind && e.Kind != notify.KindRecordFailed {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if t, ok := n.tracked[e.IncidentID]; ok {
@@ -261,6 +263,11 @@ func (n *Notifier) labels(e notify.Event) map[string]string {
 		l[LabelAlertname] = AlertBlind
 	case notify.KindTest:
 		l[LabelAlertname] = AlertTest
+	case notify.KindRecordFailed:
+		// An alert of its own: it must not reopen, or hold open, the
+		// incident's alert.
+		l[LabelAlertname] = AlertRecordFailed
+		l[LabelIncident] = e.IncidentID
 	default:
 		l[LabelAlertname] = AlertIncident
 		if e.IncidentID != "" {

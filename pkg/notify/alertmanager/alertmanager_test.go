@@ -187,3 +187,23 @@ func TestNewRefuses(t *testing.T) {
 		t.Errorf("error %v: want one without the password", err)
 	}
 }
+
+// TestRecordFailedIsItsOwnAlert: the alarm about a record never updates
+// (nor reopens) the incident's alert.
+func TestRecordFailedIsItsOwnAlert(t *testing.T) {
+	n, err := New(Options{URLs: []string{"http://am:9093"}, Client: http.DefaultClient})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	inc := notify.Event{Kind: notify.KindRollbackSucceeded, Time: at, IncidentID: "ns_d_h", Target: notify.Target{Namespace: "ns", Deployment: "d"}}
+	resolved := n.Alert(inc)
+	alarm := n.Alert(notify.Event{Kind: notify.KindRecordFailed, Time: at.Add(time.Second), IncidentID: "ns_d_h", Target: inc.Target,
+		Severity: notify.SeverityError})
+	if alarm.Labels[LabelAlertname] != AlertRecordFailed || alarm.Labels[LabelIncident] != "ns_d_h" {
+		t.Fatalf("alarm labels %v", alarm.Labels)
+	}
+	if again := n.Alert(inc); !again.EndsAt.Equal(resolved.EndsAt) || again.Labels[LabelAlertname] != AlertIncident {
+		t.Errorf("the incident's alert changed after the alarm: %+v", again)
+	}
+}

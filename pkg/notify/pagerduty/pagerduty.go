@@ -209,6 +209,10 @@ func DedupKey(e notify.Event) string {
 		k = fmt.Sprintf("%s/%s/blind", e.Target, e.Trigger)
 	case notify.KindWouldRollback:
 		k = base + "/dry-run"
+	case notify.KindRecordFailed:
+		// About the record, not the incident: it must not replace the
+		// incident alert's summary, nor be resolved with it.
+		k = base + "/record"
 	case notify.KindTest:
 		k = fmt.Sprintf("rollguard/test/%d", e.Time.UnixNano())
 	default:
@@ -229,6 +233,8 @@ func severity(e notify.Event) string {
 		return string(notify.SeverityWarning)
 	case notify.KindWouldRollback, notify.KindTest:
 		return string(notify.SeverityInfo)
+	case notify.KindRecordFailed:
+		return string(notify.SeverityError)
 	case notify.KindCannotRollback:
 		if e.Severity == notify.SeverityError {
 			return string(notify.SeverityError)

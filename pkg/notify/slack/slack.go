@@ -106,6 +106,11 @@ func New(opts Options, logger *zap.Logger) (*Notifier, error) {
 // Name implements notify.Notifier.
 func (n *Notifier) Name() string { return "slack" }
 
+// AtMostOnce implements notify.AtMostOnce: a webhook posts every message
+// it gets, so a message whose attempt a crash interrupted is not posted
+// again by the next leader.
+func (n *Notifier) AtMostOnce() bool { return true }
+
 // Message is the webhook's JSON body.
 type Message struct {
 	Text      string  `json:"text"`
@@ -220,6 +225,8 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 		return fmt.Sprintf("👁️ rollguard is BLIND on %s: trigger %s has had no data; it cannot roll back on it until data returns.", t, e.Trigger), true
 	case notify.KindTest:
 		return "✅ rollguard test notification: " + summary, true
+	case notify.KindRecordFailed:
+		return "📝 " + summary, true
 	}
 	return "", false
 }

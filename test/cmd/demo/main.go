@@ -269,7 +269,8 @@ global:
   notify:
     pagerduty: {routingKeyFile: pagerduty-routing-key, endpoint: %q}
     slack: {webhookURLFile: slack-webhook-url, channel: "#pggit-incidents"}
-    incidentDir: %q
+    # The record lives in the cluster, in the demo's namespace.
+    incidentStore: {namespace: %s}
     statusURL: http://127.0.0.1:%s
   templates:
     errorRate:
@@ -293,7 +294,7 @@ targets:
       rolloutTimeout: 30s
       verifyWindow: 30s
 `, window, port, env["PROMETHEUS_URL"], env["KUBECONFIG"], env["RECEIVER_URL"]+prefix,
-		filepath.Join(dir, "incidents"), port, namespace, deployment, env["SIM_URL"], namespace, deployment)
+		namespace, port, namespace, deployment, env["SIM_URL"], namespace, deployment)
 	path := filepath.Join(dir, "rollguard.yaml")
 	return path, token, os.WriteFile(path, []byte(cfg), 0o644)
 }

@@ -1,0 +1,321 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"maps"
+	"math"
+	"reflect"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// memOutbox is an Outbox in memory; a change is stored when handed over.
+type memOutbox struct {
+	mu      sync.Mutex
+	entries map[string]*Pending
+	order   []string
+	addErr  error
+	log     []string // "add ID", "mark ID notifier state", "own ID owner"
+}
+
+func newMemOutbox() *memOutbox { return &memOutbox{entries: map[string]*Pending{}} }
+
+func done(err error) Flush { return func(context.Context) error { return err } }
+
+func (m *memOutbox) Add(es []Pending) Flush {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.addErr != nil {
+		return done(m.addErr)
+	}
+	for _, p := range es {
+		c := p
+		c.Notifiers = map[string]DeliveryState{}
+		for k, v := range p.Notifiers {
+			c.Notifiers[k] = v
+		}
+		m.entries[p.Event.ID] = &c
+		m.order = append(m.order, p.Event.ID)
+		m.log = append(m.log, "add "+p.Event.ID)
+	}
+	return done(nil)
+}
+
+func (m *memOutbox) Mark(e Event, notifier string, st DeliveryState) Flush {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.log = append(m.log, "mark "+e.ID+" "+notifier+" "+string(st))
+	p := m.entries[e.ID]
+	if p == nil {
+		return done(nil)
+	}
+	if st == StateDone {
+		delete(p.Notifiers, notifier)
+	} else {
+		p.Notifiers[notifier] = st
+	}
+	if len(p.Notifiers) == 0 {
+		delete(m.entries, e.ID)
+	}
+	return done(nil)
+}
+
+func (m *memOutbox) Own(es []Pending, owner string) Flush {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range es {
+		if e := m.entries[p.Event.ID]; e != nil {
+			e.Owner = owner
+			m.log = append(m.log, "own "+p.Event.ID+" "+owner)
+		}
+	}
+	return done(nil)
+}
+
+func (m *memOutbox) Pending(context.Context) ([]Pending, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []Pending
+	for _, id := range m.order {
+		if p := m.entries[id]; p != nil {
+			c := *p
+			c.Notifiers = maps.Clone(p.Notifiers)
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+func (m *memOutbox) state(id string) map[string]DeliveryState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	p := m.entries[id]
+	if p == nil {
+		return nil
+	}
+	out := map[string]DeliveryState{}
+	for k, v := range p.Notifiers {
+		out[k] = v
+	}
+	return out
+}
+
+// onceNotifier is a scripted notifier that delivers at most once.
+type onceNotifier struct{ *scripted }
+
+func (onceNotifier) AtMostOnce() bool { return true }
+
+func runQueue(t *testing.T, q *Queue) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	doneCh := make(chan struct{})
+	go func() { defer close(doneCh); q.Run(ctx) }()
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); <-doneCh }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func TestOutboxStoredBeforeTheFirstAttempt(t *testing.T) {
+	ob := newMemOutbox()
+	pd := newScripted("pagerduty")
+	var seen map[string]DeliveryState
+	pd.hook = func(context.Context) error {
+		ps, _ := ob.Pending(context.Background())
+		if len(ps) == 1 {
+			seen = ps[0].Notifiers
+		}
+		return nil
+	}
+	q := NewQueue(Options{Outbox: ob, Owner: "a"}, []Notifier{pd}, zap.NewNop(), nil)
+	runQueue(t, q)
+	q.Enqueue(Event{Kind: KindDetected, IncidentID: "i"})
+	e := <-pd.done
+	if e.ID == "" {
+		t.Fatal("the queue gave the event no ID")
+	}
+	if want := map[string]DeliveryState{"pagerduty": StatePending}; !reflect.DeepEqual(seen, want) {
+		t.Errorf("outbox at the attempt = %v, want %v", seen, want)
+	}
+	waitFor(t, "entry removed once delivered", func() bool { ps, _ := ob.Pending(context.Background()); return len(ps) == 0 })
+}
+
+func TestOutboxAtMostOnceClaimsEachAttempt(t *testing.T) {
+	ob := newMemOutbox()
+	sl := onceNotifier{newScripted("slack", Retryable(errors.New("503"), 0))}
+	pd := newScripted("pagerduty")
+	sl.hook = func(context.Context) error {
+		if st := ob.state(lastID(ob)); st["slack"] != StateClaimed {
+			t.Errorf("slack attempt while its state is %q, want claimed", st["slack"])
+		}
+		return nil
+	}
+	var sleeps sleeps
+	o := testOpts(&sleeps)
+	o.Outbox, o.Owner = ob, "a"
+	q := NewQueue(o, []Notifier{sl, pd}, zap.NewNop(), nil)
+	runQueue(t, q)
+	q.Enqueue(Event{Kind: KindRollbackStarted, IncidentID: "i"})
+	e := <-sl.done
+	<-pd.done
+	waitFor(t, "entry done", func() bool { return ob.state(e.ID) == nil })
+	ob.mu.Lock()
+	var slackLog []string
+	for _, l := range ob.log {
+		if l == "mark "+e.ID+" slack claimed" || l == "mark "+e.ID+" slack pending" || l == "mark "+e.ID+" slack done" {
+			slackLog = append(slackLog, l[len("mark "+e.ID+" slack "):])
+		}
+	}
+	ob.mu.Unlock()
+	if want := []string{"claimed", "pending", "claimed", "done"}; !slices.Equal(slackLog, want) {
+		t.Errorf("slack's outbox states %v, want %v (claim, failed attempt released, claim, delivered)", slackLog, want)
+	}
+}
+
+func lastID(m *memOutbox) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.order) == 0 {
+		return ""
+	}
+	return m.order[len(m.order)-1]
+}
+
+// TestOutboxShutdownLeavesPending: a process that stops while a peer
+// refuses leaves the event pending (and never marks it done), so the
+// next leader delivers it.
+func TestOutboxShutdownLeavesPending(t *testing.T) {
+	ob := newMemOutbox()
+	pd := newScripted("pagerduty")
+	var attempts int
+	var mu sync.Mutex
+	pd.hook = func(context.Context) error {
+		mu.Lock()
+		attempts++
+		mu.Unlock()
+		return Retryable(errors.New("503"), 0)
+	}
+	o := Options{Outbox: ob, Owner: "a", DrainTimeout: 10 * time.Millisecond, BaseBackoff: time.Hour,
+		Sleep: func(ctx context.Context, d time.Duration) error { <-ctx.Done(); return ctx.Err() }}
+	q := NewQueue(o, []Notifier{pd}, zap.NewNop(), nil)
+	stop := runQueue(t, q)
+	q.Enqueue(Event{Kind: KindDetected, IncidentID: "i"})
+	waitFor(t, "first attempt", func() bool { mu.Lock(); defer mu.Unlock(); return attempts >= 1 })
+	stop()
+	ps, _ := ob.Pending(context.Background())
+	if len(ps) != 1 || ps[0].Notifiers["pagerduty"] != StatePending {
+		t.Fatalf("pending after shutdown = %+v, want the event pending for pagerduty", ps)
+	}
+}
+
+func TestAdopt(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	mk := func(id, owner string, age time.Duration, st map[string]DeliveryState) Pending {
+		return Pending{Event: Event{ID: id, Kind: KindDetected, IncidentID: "inc-" + id, Time: now.Add(-age)}, Owner: owner,
+			Notifiers: st, Updated: now.Add(-age)}
+	}
+	ob := newMemOutbox()
+	ob.Add([]Pending{
+		mk("dead-leader", "b", time.Second, map[string]DeliveryState{"pagerduty": StatePending, "slack": StatePending}),
+		mk("slack-in-flight", "b", time.Second, map[string]DeliveryState{"pagerduty": StatePending, "slack": StateClaimed}),
+		mk("mine", "a", time.Hour, map[string]DeliveryState{"pagerduty": StatePending}),
+		mk("gone-notifier", "b", time.Second, map[string]DeliveryState{"webhook:old": StatePending}),
+	})
+	pd := newScripted("pagerduty")
+	sl := onceNotifier{newScripted("slack")}
+	q := NewQueue(Options{Outbox: ob, Owner: "a", Now: func() time.Time { return now }}, []Notifier{pd, sl}, zap.NewNop(), nil)
+
+	// A sweep adopts only what sat untouched for minAge.
+	if n, err := q.Adopt(context.Background(), time.Minute); err != nil || n != 0 {
+		t.Fatalf("Adopt(minAge 1m) = %d, %v; want nothing adopted", n, err)
+	}
+	n, err := q.Adopt(context.Background(), 0)
+	if err != nil || n != 3 {
+		t.Fatalf("Adopt(0) = %d, %v; want 3 deliveries queued", n, err)
+	}
+	runQueue(t, q)
+	var got []string
+	for range 2 {
+		got = append(got, "pagerduty "+(<-pd.done).ID)
+	}
+	got = append(got, "slack "+(<-sl.done).ID)
+	sort.Strings(got)
+	want := []string{"pagerduty dead-leader", "pagerduty slack-in-flight", "slack dead-leader"}
+	if !slices.Equal(got, want) {
+		t.Errorf("delivered %v, want %v", got, want)
+	}
+	waitFor(t, "adopted entries done", func() bool {
+		ps, _ := ob.Pending(context.Background())
+		return len(ps) == 1 && ps[0].Event.ID == "mine"
+	})
+	time.Sleep(10 * time.Millisecond)
+	if n := sl.attempts(); n != 1 {
+		t.Errorf("slack attempts %d, want 1: the claimed event must not be posted again", n)
+	}
+}
+
+func TestOutboxUnavailableStillDelivers(t *testing.T) {
+	ob := newMemOutbox()
+	ob.addErr = errors.New("configmaps is forbidden")
+	pd := newScripted("pagerduty")
+	q := NewQueue(Options{Outbox: ob, Owner: "a"}, []Notifier{pd}, zap.NewNop(), nil)
+	runQueue(t, q)
+	q.Enqueue(Event{Kind: KindDetected, IncidentID: "i"})
+	select {
+	case <-pd.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("an event the outbox refused was not delivered")
+	}
+}
+
+// TestEventJSONRoundTrip: an event read back from the outbox has the
+// typed details its producer put in.
+func TestEventJSONRoundTrip(t *testing.T) {
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	in := Event{ID: "x", Kind: KindRollbackSucceeded, Time: at, Target: Target{Namespace: "n", Deployment: "d"}, IncidentID: "n_d_h",
+		Details: map[string]any{
+			DetailSamples:         []Sample{{Time: at, Value: 0.2}, {Time: at, Value: math.NaN()}},
+			DetailDeployedAt:      at,
+			DetailBreachStartedAt: at,
+			DetailPlan:            []string{"stop", "verify"},
+			DetailSteps:           []StepResult{{Name: "stop", Started: at, Finished: at, Outcome: OutcomeOK}},
+			DetailDataIntegrity:   DataIntegrity{AlertDeliveryQueue: 3},
+			DetailRequester:       Requester{Kind: RequestedByAlertmanager, Name: "SecurityRollback", At: at, Fingerprint: "f", Labels: map[string]string{"a": "b"}},
+			DetailThreshold:       0.05,
+			"other":               "text",
+		}}
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Event
+	if err := json.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	samples, ok := out.Details[DetailSamples].([]Sample)
+	if !ok || len(samples) != 2 || samples[0].Value != 0.2 || !math.IsNaN(samples[1].Value) {
+		t.Errorf("samples = %#v", out.Details[DetailSamples])
+	}
+	for k, want := range map[string]any{
+		DetailDeployedAt: at, DetailBreachStartedAt: at, DetailPlan: []string{"stop", "verify"},
+		DetailSteps: in.Details[DetailSteps], DetailDataIntegrity: DataIntegrity{AlertDeliveryQueue: 3},
+		DetailRequester: in.Details[DetailRequester], DetailThreshold: 0.05, "other": "text",
+	} {
+		if got := out.Details[k]; !reflect.DeepEqual(got, want) {
+			t.Errorf("details[%s] = %#v (%T), want %#v", k, got, got, want)
+		}
+	}
+	if out.ID != "x" || out.Kind != in.Kind || !out.Time.Equal(at) || out.Target != in.Target {
+		t.Errorf("event = %+v", out)
+	}
+	if err := json.Unmarshal([]byte(`{"kind":"detected","details":{"samples":"nope"}}`), &out); err == nil {
+		t.Error("a malformed typed detail decoded without an error")
+	}
+}
