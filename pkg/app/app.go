@@ -150,6 +150,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
+	logWarnings(logger, cfg)
 	d, err := newDaemon(ctx, cfg, opts, logger)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
@@ -459,7 +460,15 @@ func (d *daemon) reload(_ context.Context) error {
 		return err
 	}
 	d.log.Info("config reloaded", zap.String("file", d.opts.ConfigFile), zap.String("hash", d.cfgHash))
+	logWarnings(d.log, cfg)
 	return nil
+}
+
+// logWarnings logs what validation found legal but probably unintended.
+func logWarnings(log *zap.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn("config warning", zap.String("path", w.Path), zap.String("warning", w.Msg))
+	}
 }
 
 // checkRestartOnly refuses a reload that changes what is built once at

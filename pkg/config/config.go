@@ -98,6 +98,8 @@ type Config struct {
 	baseDir string
 	// file is the loaded file's path, named in secret errors.
 	file string
+	// warnings are legal but probably unintended choices (see Warnings).
+	warnings errList
 }
 
 // Global holds the settings shared by every target.
