@@ -289,8 +289,9 @@ type Webhook struct {
 	// in its path or query). Exactly one of url and urlFile is required.
 	URLFile string `yaml:"urlFile,omitempty"`
 	// Event kinds sent: detected, rollback_started, step_started,
-	// step_finished, rollback_succeeded, rollback_failed, cannot_rollback,
-	// would_rollback, blind, test. Default empty: every kind.
+	// step_finished, rollback_succeeded, rollback_failed,
+	// rollback_unverified, cannot_rollback, would_rollback, blind,
+	// blind_resolved, test. Default empty: every kind.
 	Kinds []string `yaml:"kinds,omitempty"`
 	// Timeout of each request. Default 10s.
 	Timeout model.Duration `yaml:"timeout"`

@@ -790,6 +790,10 @@ func (r *Responder) outcome(j job, t Target, info revisionInfo, plan rollback.Ac
 			// whole window from now to fire again, and then escalates.
 			r.opts.Triggers.Rearm(j.decision.Target, j.decision.Trigger, r.opts.Now())
 		}
+		if res.Unverified != "" {
+			return r.count(t, Outcome{Result: ResultUnverified, Plan: res.Action, RunID: res.RunID,
+				Detail: fmt.Sprintf("%s done, unverified (run %s): %s", res.Action, res.RunID, res.Unverified)})
+		}
 		return r.count(t, Outcome{Result: ResultSucceeded, Plan: res.Action, RunID: res.RunID,
 			Detail: fmt.Sprintf("%s succeeded (run %s)", res.Action, res.RunID)})
 	case errors.Is(err, rollback.ErrHandedOver):

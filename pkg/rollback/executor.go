@@ -171,6 +171,9 @@ type Result struct {
 	// what could not be.
 	Undone     []string
 	LeftBehind []string
+	// Unverified: the plan ran to its end but verify had no data to judge
+	// by; it says what is known.
+	Unverified string
 }
 
 // StepView describes one step for `rollguard plan`.
@@ -293,7 +296,7 @@ func (r *run) facts() Facts {
 	return Facts{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action, RunID: r.j.RunID,
 		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed, Incident: r.j.Incident,
-		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas,
+		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Unverified: r.j.Unverified,
 	}
 }
 
@@ -302,6 +305,7 @@ func (r *run) result() *Result {
 		RunID: r.j.RunID, Action: r.j.Action, DryRun: r.dryRun, Resumed: r.resumed, State: r.j.State, Incident: r.j.Incident,
 		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Steps: append([]StepRecord(nil), r.j.Steps...),
 		Undone: append([]string(nil), r.j.Undone...), LeftBehind: append([]string(nil), r.j.LeftBehind...),
+		Unverified: r.j.Unverified,
 	}
 }
 
@@ -338,6 +342,7 @@ func (r *run) execute(ctx context.Context) error {
 
 	f.Finished = e.opts.Now()
 	f.Err = err
+	f.Unverified = r.j.Unverified
 	switch {
 	case r.dryRun:
 	case err == nil:
@@ -500,7 +505,7 @@ func (r *run) steps(ctx context.Context) error {
 
 		rec.Finished = ptrTime(e.opts.Now())
 		rec.Detail = detail
-		f.Finished, f.Detail, f.Err = *rec.Finished, detail, err
+		f.Finished, f.Detail, f.Err, f.Unverified = *rec.Finished, detail, err, r.j.Unverified
 		var notStarted *notStartedError
 		if errors.As(err, &notStarted) {
 			// The step refused to begin: nothing done, pending again.

@@ -33,6 +33,9 @@ type Facts struct {
 	Undone []string
 	// LeftBehind says what a stopped run could not put back.
 	LeftBehind []string
+	// Unverified, once the verify step has run without data to judge by,
+	// says so and what is known (health, rollout); "" when verified.
+	Unverified string
 
 	// Versions.
 	Bad      Revision
