@@ -416,8 +416,13 @@ func (e *Evaluator) Tick(ctx context.Context, now time.Time) {
 		}
 		if bl != nil {
 			blinds = append(blinds, *bl)
-			e.logger.Warn("trigger blind", zap.String("target", bl.Target), zap.String("trigger", bl.Trigger),
-				zap.Time("since", bl.Since), zap.String("lastError", bl.LastError))
+			if bl.Resolved {
+				e.logger.Info("trigger has data again", zap.String("target", bl.Target), zap.String("trigger", bl.Trigger),
+					zap.Time("blindSince", bl.Since))
+			} else {
+				e.logger.Warn("trigger blind", zap.String("target", bl.Target), zap.String("trigger", bl.Trigger),
+					zap.Time("since", bl.Since), zap.String("lastError", bl.LastError))
+			}
 		}
 	}
 	e.ticked = true

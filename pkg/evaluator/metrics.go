@@ -32,7 +32,7 @@ func newMetrics() *metrics {
 
 var (
 	stateDesc = prometheus.NewDesc("rollguard_trigger_state",
-		"1 for the trigger's current state (ok, pending, firing, nodata), 0 for the others.",
+		"1 for the trigger's current state (ok, pending, firing, nodata, lowvolume), 0 for the others.",
 		[]string{"target", "trigger", "state"}, nil)
 	breachDesc = prometheus.NewDesc("rollguard_trigger_breach_seconds",
 		"How long the trigger's current breaching run has lasted, up to its last sample; 0 when not breaching.",
