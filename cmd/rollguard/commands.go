@@ -253,6 +253,41 @@ func cmdFreeze(frozen bool) *cobra.Command {
 	return c
 }
 
+func cmdResumeGitOps() *cobra.Command {
+	var (
+		target, reason string
+		a              apiFlags
+	)
+	c := &cobra.Command{
+		Use:   "resume-gitops",
+		Short: "lift rollguard's suspension of a target's Flux or Argo CD reconciliation",
+		Long: `Lift the suspension rollguard put on the Flux Kustomization or HelmRelease, or
+the Argo CD Application, that reconciles a target (gitops.mode: suspend),
+through the daemon's authenticated API. Do it once Git no longer deploys the
+bad version: the controller then reconciles again.`,
+		Example: `  rollguard resume-gitops --target pggit-api --reason "reverted abc123 in Git" --token-file ~/.rollguard-token`,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if target == "" || strings.TrimSpace(reason) == "" {
+				return usagef("--target and --reason are required")
+			}
+			cl, err := a.client()
+			if err != nil {
+				return err
+			}
+			detail, err := cl.ResumeGitOps(cmd.Context(), target, reason)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), detail)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&target, "target", "", "target name")
+	c.Flags().StringVar(&reason, "reason", "", "why (e.g. the revert commit in Git)")
+	a.register(c)
+	return c
+}
+
 func cmdStatus() *cobra.Command {
 	var (
 		a      apiFlags
@@ -315,7 +350,36 @@ func printStatus(w io.Writer, s api.Status) {
 			fmt.Fprintf(tw, "%s\t%s/%s\t%v\t%v\t%s\t%s\n", t.Name, t.Namespace, t.Deployment, t.DryRun, t.Frozen, dash(t.Running), dash(t.LastResult))
 		}
 		tw.Flush()
+		printGitOps(w, s.Targets)
 	}
+}
+
+// printGitOps lists the targets a GitOps controller reconciles, and the
+// suspensions rollguard holds.
+func printGitOps(w io.Writer, ts []api.TargetStatus) {
+	var rows []api.TargetStatus
+	for _, t := range ts {
+		if t.GitOps != nil {
+			rows = append(rows, t)
+		}
+	}
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TARGET\tGITOPS OWNER\tMODE\tREVISION\tSUSPENDED\tBY ROLLGUARD SINCE\tERROR")
+	for _, t := range rows {
+		g := t.GitOps
+		since := "-"
+		if g.ByRollguard && g.Since != nil {
+			since = g.Since.Format(time.RFC3339) + " (run " + g.Run + ")"
+		} else if g.Watching != "" {
+			since = "lifted; watching " + g.Watching
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", t.Name, dash(g.Owner), g.Mode, dash(g.Revision), g.Suspended, since, dash(g.Error))
+	}
+	tw.Flush()
 }
 
 func dash(s string) string {

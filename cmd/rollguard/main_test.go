@@ -89,7 +89,7 @@ func TestDispatch(t *testing.T) {
 		// exactStdout, when set, is the whole of stdout.
 		exactStdout string
 	}{
-		{name: "no args", args: nil, wantCode: exitUsage, wantStderr: []string{usageHead, "  validate    check a config file and print a summary\n"}},
+		{name: "no args", args: nil, wantCode: exitUsage, wantStderr: []string{usageHead, "  validate      check a config file and print a summary\n"}},
 		{name: "help", args: []string{"help"}, wantCode: exitOK, wantStdout: []string{usageHead, "Reading (-o table|json|yaml):\n"}},
 		{name: "-h", args: []string{"-h"}, wantCode: exitOK, wantStdout: []string{usageHead}},
 		{name: "a command's help", args: []string{"plan", "--help"}, wantCode: exitOK,

@@ -114,7 +114,7 @@ Exit codes: 0 success, 1 failure at run time, 2 bad usage or bad input.`,
 	// A future `incidents` command (the daemon's /api/v1/incidents) joins
 	// this group with output.Register like the others.
 	add("read", cmdStatus(), cmdPlan(), cmdPreflight(state), cmdBacktest())
-	add("act", cmdRollback(), cmdFreeze(true), cmdFreeze(false), cmdBackup())
+	add("act", cmdRollback(), cmdFreeze(true), cmdFreeze(false), cmdResumeGitOps(), cmdBackup())
 	v := cmdVersion()
 	v.Args = noArgs
 	root.AddCommand(v)

@@ -25,11 +25,13 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/leader"
@@ -128,6 +130,10 @@ type daemon struct {
 	exec   *rollback.Executor
 	elect  *leader.Elector
 	store  http.Handler
+	// deliveries remembers what was paged, for the console.
+	deliveries *notify.DeliveryLog
+	gitops     *gitops.Manager
+	watch      *gitops.Watcher
 
 	mu       sync.RWMutex
 	cfg      *config.Config
@@ -171,8 +177,14 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
 
-	var err error
-	if d.client, _, err = kubeClient(cfg, opts); err != nil {
+	var (
+		err error
+		rc  *rest.Config
+	)
+	if d.client, rc, err = kubeClient(cfg, opts); err != nil {
+		return nil, err
+	}
+	if d.gitops, err = gitopsManager(rc, logger); err != nil {
 		return nil, err
 	}
 	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))
@@ -189,7 +201,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		return nil, err
 	}
 	d.store = store
-	d.queue = notify.NewQueue(notify.Options{}, notifiers, logger.Named("notify"), d.reg)
+	d.deliveries = notify.NewDeliveryLog(0)
+	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries}, notifiers, logger.Named("notify"), d.reg)
 
 	if cfg.Global.LeaderElection.Enabled {
 		le := cfg.Global.LeaderElection
@@ -213,6 +226,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		// The drain must end before the shutdown stops waiting for it.
 		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
 	}, logger.Named("response"), d.reg)
+	d.watch = gitops.NewWatcher(d.gitops, d.kube, d.queue, gitops.WatchOptions{Interval: time.Duration(cfg.Global.Interval), IsLeader: d.isLeader},
+		logger.Named("gitops"), d.reg)
 	d.eval = evaluator.New(evaluator.Options{
 		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
 		QueryTimeout: queryTimeout(cfg),
@@ -251,7 +266,8 @@ func (d *daemon) apply(cfg *config.Config) error {
 	if err := d.eval.SetTriggers(specs(cfg)); err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
-	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}))
+	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
+	d.watch.SetTargets(watchTargets(cfg))
 	d.guard.SetOptions(guardOptions(cfg))
 	sum := sha256.Sum256([]byte(cfg.String()))
 	d.mu.Lock()
@@ -313,7 +329,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
 	srv := &http.Server{
-		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store}, d.log.Named("api")),
+		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store, Console: d.newConsole(cfg), GitOps: &controller{d: d}}, d.log.Named("api")),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute,
@@ -341,6 +357,7 @@ func (d *daemon) run(ctx context.Context) error {
 	goFn(func() { _ = d.eval.Run(runCtx) })
 	goFn(func() { d.resp.Run(runCtx) })
 	goFn(func() { d.watchReload(runCtx) })
+	goFn(func() { d.watch.Run(runCtx) })
 
 	// Each leadership term is one call of Lead, which returns only once
 	// its plans have stopped (at a step boundary, or cancelled after the

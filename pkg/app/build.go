@@ -8,12 +8,14 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
@@ -224,8 +226,40 @@ func rollbackTarget(t *config.Target, dbs map[string]*database.DB, v rollback.Ve
 	return out
 }
 
+// gitopsManager reads and suspends the GitOps owners of targets through
+// the dynamic client.
+func gitopsManager(rc *rest.Config, logger *zap.Logger) (*gitops.Manager, error) {
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return gitops.NewManager(dc, gitops.Options{}, logger.Named("gitops")), nil
+}
+
+// gitopsPolicy is a target's GitOps policy for the executor.
+func gitopsPolicy(t *config.Target, owners rollback.GitOpsOwners) rollback.GitOpsPolicy {
+	return rollback.GitOpsPolicy{Mode: t.GitOps.Mode, ArgoNamespace: t.GitOps.ArgoCDNamespace, Target: t.Name, Owners: owners}
+}
+
+// watchTargets maps the config's targets with gitops.mode suspend for the
+// GitOps watcher: only they can hold a suspension to show and lift, and
+// reading every target's Deployment each interval would spend the client's
+// rate limit (shared with rollbacks) on a fleet of thousands.
+func watchTargets(cfg *config.Config) []gitops.WatchTarget {
+	var out []gitops.WatchTarget
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		if t.GitOps.Mode != config.GitOpsSuspend {
+			continue
+		}
+		out = append(out, gitops.WatchTarget{Name: t.Name, Namespace: t.Namespace, Deployment: t.Deployment,
+			Mode: t.GitOps.Mode, ArgoNamespace: t.GitOps.ArgoCDNamespace})
+	}
+	return out
+}
+
 // responderTargets maps the config's targets for the responder.
-func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollback.Verifier) []response.Target {
+func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollback.Verifier, owners rollback.GitOpsOwners) []response.Target {
 	out := make([]response.Target, 0, len(cfg.Targets))
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
@@ -233,8 +267,10 @@ func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollbac
 		if t.DryRun != nil {
 			dry = dry || *t.DryRun
 		}
+		rt := rollbackTarget(t, dbs, v)
+		rt.GitOps = gitopsPolicy(t, owners)
 		out = append(out, response.Target{
-			Name: t.Name, Rollback: rollbackTarget(t, dbs, v), DryRun: dry, Frozen: t.Freeze,
+			Name: t.Name, Rollback: rt, DryRun: dry, Frozen: t.Freeze,
 			Severity:      notify.Severity(t.Notify.Severity),
 			RestartMemory: time.Duration(cfg.Global.Interlocks.Cooldown),
 		})

@@ -48,7 +48,11 @@ func PlanView(ctx context.Context, opts Options, target, action string) (*rollba
 	if err != nil {
 		return nil, err
 	}
-	client, _, err := kubeClient(cfg, opts)
+	client, rc, err := kubeClient(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	owners, err := gitopsManager(rc, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -64,7 +68,9 @@ func PlanView(ctx context.Context, opts Options, target, action string) (*rollba
 	exec := rollback.NewExecutor(kube.New(client, kube.Options{}, logger), client.CoreV1(), rollback.Options{}, logger)
 	// The real run verifies with the target's triggers; say so in the plan
 	// (Plan never runs a step, so the verifier is only described).
-	pv, err := exec.Plan(ctx, rollbackTarget(t, dbs, describedVerifier{lookback: targetLookback(cfg, t.Namespace, t.Deployment)}), plan)
+	rt := rollbackTarget(t, dbs, describedVerifier{lookback: targetLookback(cfg, t.Namespace, t.Deployment)})
+	rt.GitOps = gitopsPolicy(t, owners)
+	pv, err := exec.Plan(ctx, rt, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -85,6 +91,18 @@ func RenderPlan(pv *rollback.PlanView) string {
 	fmt.Fprintf(&b, "  replicas to restore: %d\n", pv.Replicas)
 	if pv.MigrationApplied {
 		b.WriteString("  database migration applied: the database steps will run\n")
+	}
+	if g := pv.GitOps; g != nil {
+		fmt.Fprintf(&b, "  gitops: %s, policy %s", g.Owner.Describe(), g.Mode)
+		switch {
+		case g.Owner.SuspendedByRollguard():
+			b.WriteString(" (suspended by rollguard)")
+		case g.Owner.Suspended:
+			b.WriteString(" (its reconciliation is already suspended)")
+		}
+		b.WriteString("\n")
+	} else {
+		b.WriteString("  gitops: no Flux or Argo CD object reconciles it\n")
 	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)

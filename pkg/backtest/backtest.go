@@ -1,7 +1,7 @@
 // Package backtest replays a configuration's triggers over Prometheus
 // history ("would have rolled back at 14:35:10") through the daemon's own
 // trigger and interlock code, so a what-if answer is the answer the daemon
-// would have given (DESIGN §6, issue 9).
+// would have given (docs/design.md §2).
 //
 // The replay is exact by construction: Prometheus evaluates a range query
 // as instant queries at start + k·step, so each step's instant result is

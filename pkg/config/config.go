@@ -42,7 +42,7 @@ const (
 	BuiltinReplicationLag = "builtin:replication_lag"
 )
 
-// Actions a firing trigger asks for (DESIGN §3).
+// Actions a firing trigger asks for (docs/design.md §4).
 const (
 	ActionRollback            = "rollback"
 	ActionRestartThenRollback = "restart-then-rollback"
@@ -50,7 +50,7 @@ const (
 	ActionPage                = "page"
 )
 
-// Rollback strategies (DESIGN §4).
+// Rollback strategies (docs/design.md §4).
 const (
 	StrategyQuick  = "quick"
 	StrategyRevert = "revert"
@@ -134,7 +134,7 @@ type Global struct {
 	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// Leader election between replicas of rollguard on a Lease.
 	LeaderElection LeaderElection `yaml:"leaderElection"`
-	// Safety interlocks that can stop an automated rollback (DESIGN §5).
+	// Safety interlocks that can stop an automated rollback (docs/design.md §5).
 	Interlocks Interlocks `yaml:"interlocks"`
 	// The HTTP API's authentication.
 	API API `yaml:"api"`
@@ -419,7 +419,35 @@ type Target struct {
 	Rollback Rollback `yaml:"rollback"`
 	// Who hears about this target.
 	Notify TargetNotify `yaml:"notify"`
+	// What happens when a GitOps controller (Flux, Argo CD) reconciles the
+	// Deployment and would undo a rollback.
+	GitOps GitOps `yaml:"gitops"`
 }
+
+// GitOps is the policy for a Deployment that Flux (a Kustomization or a
+// HelmRelease, named by the kustomize.toolkit.fluxcd.io or
+// helm.toolkit.fluxcd.io labels) or Argo CD (an Application, named by its
+// tracking annotation or instance label) reconciles.
+type GitOps struct {
+	// refuse: do not roll back a Deployment whose owner reconciles, page
+	// "cannot roll back: managed by ...; revert commit ... in Git".
+	// suspend: suspend exactly the owning object (Flux spec.suspend, Argo
+	// CD automated sync off) before the first write, journaled; lifted by
+	// `rollguard resume-gitops` or by itself when the source's revision
+	// moves on. ignore: roll back as if nothing reconciled it. Default
+	// refuse.
+	Mode string `yaml:"mode"`
+	// Namespace of Argo CD's Applications (a tracking value without a
+	// namespace refers to it). Default argocd.
+	ArgoCDNamespace string `yaml:"argocdNamespace"`
+}
+
+// GitOps policies.
+const (
+	GitOpsRefuse  = "refuse"
+	GitOpsSuspend = "suspend"
+	GitOpsIgnore  = "ignore"
+)
 
 // Trigger is a query, a comparison and a window, and the action to take
 // when the comparison has held for the whole window.
@@ -482,7 +510,7 @@ type Trigger struct {
 	Security bool `yaml:"security,omitempty"`
 }
 
-// Rollback says how a target is rolled back (DESIGN §4).
+// Rollback says how a target is rolled back (docs/design.md §4).
 type Rollback struct {
 	// quick (scale to 0, restore, ramp up: the runbook's), revert (patch the
 	// template and let the rolling update keep serving: no downtime, but

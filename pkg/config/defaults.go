@@ -93,6 +93,11 @@ func (t *Target) setDefaults() {
 	*t = Target{}
 	t.Rollback.setDefaults()
 	t.Notify.setDefaults()
+	t.GitOps.setDefaults()
+}
+
+func (g *GitOps) setDefaults() {
+	*g = GitOps{Mode: GitOpsRefuse, ArgoCDNamespace: "argocd"}
 }
 
 func (t *Trigger) setDefaults() {

@@ -34,6 +34,7 @@ var (
 	onErrors    = []string{OnErrorNoData, OnErrorBreach}
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	wouldValues = []string{"info", "off"}
+	gitopsModes = []string{GitOpsRefuse, GitOpsSuspend, GitOpsIgnore}
 )
 
 // IsPrometheusKind reports whether a trigger kind queries Prometheus (the
@@ -277,6 +278,9 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 		positive(errs, mp+".maxLag", mr.MaxLag)
 		positive(errs, mp+".timeout", mr.Timeout)
 	}
+
+	oneOf(errs, p+".gitops.mode", t.GitOps.Mode, gitopsModes)
+	dnsLabel(errs, p+".gitops.argocdNamespace", t.GitOps.ArgoCDNamespace)
 
 	np := p + ".notify"
 	oneOf(errs, np+".severity", t.Notify.Severity, severities)

@@ -1,7 +1,7 @@
 // Package evaluator is the tick loop: every interval it runs each distinct
 // source query once, fans the results out to the triggers by label match,
 // feeds each trigger's window and hands decisions and blind reports to the
-// handler (DESIGN §1, §2).
+// handler (docs/design.md §1, §2).
 package evaluator
 
 import (
@@ -302,7 +302,7 @@ func (e *Evaluator) SetTriggers(specs []Spec) error {
 	return nil
 }
 
-// newEntry builds a fresh trigger. A MaxGap of 0 takes DESIGN's default of
+// newEntry builds a fresh trigger. A MaxGap of 0 takes the default of
 // 2 × Interval here, where the interval is known: the window itself would
 // read 0 as "no gap check", and a stalled evaluator must not count as a
 // continuous breach.
@@ -822,4 +822,25 @@ func errKind(err error) string {
 	default:
 		return "other"
 	}
+}
+
+// View is one trigger as a human looks at it: its status, its rule (with
+// the defaults the evaluator applied) and the samples of its window.
+type View struct {
+	Status  trigger.Status
+	Rule    trigger.Rule
+	Samples []window.Sample
+}
+
+// Views returns every trigger's view, ordered by ID. The samples are
+// copies: the caller may keep them.
+func (e *Evaluator) Views() []View {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]View, 0, len(e.plan.bindings))
+	for _, b := range e.plan.bindings {
+		w := b.e.trig.Window()
+		out = append(out, View{Status: b.e.trig.Status(), Rule: b.e.trig.Rule(), Samples: w.Samples(make([]window.Sample, 0, w.Len()))})
+	}
+	return out
 }

@@ -1,5 +1,5 @@
 // Package guard holds the safety interlocks every automatic action must
-// pass before rollguard writes anything (DESIGN §5). An automated rollback
+// pass before rollguard writes anything (docs/design.md §5). An automated rollback
 // that fires wrongly is an outage rollguard caused, so each check here errs
 // on the side of paging a human instead of acting.
 package guard
@@ -83,6 +83,12 @@ func (v Verdict) String() string {
 	return fmt.Sprintf("cannot roll back: %s: %s", v.Reason, v.Detail)
 }
 
+// start is one action's start, for the budget.
+type start struct {
+	at     time.Time
+	target string
+}
+
 // Guard keeps the history the stateful interlocks need. Its memory is
 // bounded: one timestamp per target, the starts within the last hour, and
 // the revisions acted on per target (pruned after a day).
@@ -95,7 +101,7 @@ type Guard struct {
 
 	mu      sync.Mutex
 	last    map[string]time.Time            // target → last rollback start
-	starts  []time.Time                     // rollback starts within the last hour, oldest first
+	starts  []start                         // action starts within the last hour, oldest first
 	actedOn map[string]map[string]time.Time // target → revision → when
 }
 
@@ -167,8 +173,8 @@ func (g *Guard) Check(req Request, now time.Time) Verdict {
 	if o.MaxRollbacksPerHour > 0 {
 		g.pruneLocked(now)
 		n := 0
-		for _, at := range g.starts {
-			if !own(at) {
+		for _, st := range g.starts {
+			if !(st.target == req.Target && own(st.at)) {
 				n++
 			}
 		}
@@ -189,17 +195,19 @@ func (g *Guard) Record(target, revision string, at time.Time, rollback bool) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	i := len(g.starts)
-	for i > 0 && g.starts[i-1].After(at) {
+	for i > 0 && g.starts[i-1].at.After(at) {
 		i--
 	}
-	if i > 0 && g.starts[i-1].Equal(at) {
-		// Seeding twice (every leadership term reads the journals) must
-		// not count one start twice.
-		return
+	for j := i - 1; j >= 0 && g.starts[j].at.Equal(at); j-- {
+		if g.starts[j].target == target {
+			// Seeding again (every leadership term reads the journals)
+			// must not count one start twice.
+			return
+		}
 	}
-	g.starts = append(g.starts, time.Time{})
+	g.starts = append(g.starts, start{})
 	copy(g.starts[i+1:], g.starts[i:])
-	g.starts[i] = at
+	g.starts[i] = start{at: at, target: target}
 	if rollback {
 		if at.After(g.last[target]) {
 			g.last[target] = at
@@ -219,7 +227,7 @@ func (g *Guard) Record(target, revision string, at time.Time, rollback bool) {
 // that time without a human), which bounds the map by deploys per day.
 func (g *Guard) pruneLocked(now time.Time) {
 	n := 0
-	for n < len(g.starts) && now.Sub(g.starts[n]) >= time.Hour {
+	for n < len(g.starts) && now.Sub(g.starts[n].at) >= time.Hour {
 		n++
 	}
 	g.starts = g.starts[n:]
@@ -233,4 +241,53 @@ func (g *Guard) pruneLocked(now time.Time) {
 			delete(g.actedOn, target)
 		}
 	}
+}
+
+// TargetState is what the stateful interlocks hold for one target at an
+// instant: the console shows it; Check stays the only judge.
+type TargetState struct {
+	Options Options
+	// LastRollback is when the target's last rollback started (zero: none
+	// remembered).
+	LastRollback time.Time
+	// CooldownLeft is how long the cooldown still blocks (0: it does not).
+	CooldownLeft time.Duration
+	// RollbacksLastHour counts rollback starts across all targets within
+	// the hour before now; BudgetLeft is what the hourly budget still
+	// allows (-1 when the budget is off).
+	RollbacksLastHour int
+	BudgetLeft        int
+	// ActedOn maps the target's revisions rolled back within the last day
+	// to when.
+	ActedOn map[string]time.Time
+}
+
+// State reports target's interlock state at now without changing the
+// history (nothing is pruned: a read must not move the budget).
+func (g *Guard) State(target string, now time.Time) TargetState {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	s := TargetState{Options: g.opts, LastRollback: g.last[target], BudgetLeft: -1}
+	if !s.LastRollback.IsZero() && g.opts.Cooldown > 0 {
+		if left := g.opts.Cooldown - now.Sub(s.LastRollback); left > 0 {
+			s.CooldownLeft = left
+		}
+	}
+	for _, st := range g.starts {
+		if now.Sub(st.at) < time.Hour {
+			s.RollbacksLastHour++
+		}
+	}
+	if g.opts.MaxRollbacksPerHour > 0 {
+		s.BudgetLeft = max(g.opts.MaxRollbacksPerHour-s.RollbacksLastHour, 0)
+	}
+	if revs := g.actedOn[target]; len(revs) > 0 {
+		s.ActedOn = make(map[string]time.Time, len(revs))
+		for rev, at := range revs {
+			if now.Sub(at) <= 24*time.Hour {
+				s.ActedOn[rev] = at
+			}
+		}
+	}
+	return s
 }

@@ -93,6 +93,9 @@ func (o *runObserver) event(f rollback.Facts) (notify.Event, bool) {
 	if f.Pinned != nil {
 		e.Details[notify.DetailRestoredVersion] = images(f.Pinned.Images)
 	}
+	if f.GitOps != "" {
+		e.Details["gitops"] = f.GitOps
+	}
 	return e, true
 }
 

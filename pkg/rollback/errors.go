@@ -9,7 +9,7 @@ import (
 )
 
 // Refusal reasons: the plan did not start and wrote nothing. The caller
-// pages (DESIGN §4) except for ErrAlreadyRolledBack.
+// pages (docs/design.md §4) except for ErrAlreadyRolledBack.
 var (
 	ErrPaused             = errors.New("deployment is paused")
 	ErrFrozen             = errors.New("deployment is frozen (" + kube.FreezeAnnotation + ")")

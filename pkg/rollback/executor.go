@@ -201,7 +201,10 @@ type PlanView struct {
 	Pinned           *Pinned
 	Replicas         int32
 	MigrationApplied bool
-	Steps            []StepView
+	// GitOps is the owner of a GitOps-managed Deployment (nil: none found,
+	// or not looked at).
+	GitOps *GitOpsRecord
+	Steps  []StepView
 }
 
 // Plan describes what Run would do now, without writing anything.
@@ -224,7 +227,7 @@ func (e *Executor) plan(ctx context.Context, req Request) (*PlanView, error) {
 	v := &PlanView{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action,
 		Resume: r.resumed, RunID: r.j.RunID, Started: r.j.Started, Incident: r.j.Incident, Bad: r.j.Bad, Pinned: r.j.Pinned,
-		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied,
+		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied, GitOps: r.j.GitOps,
 	}
 	for _, rec := range r.j.Steps {
 		def, _ := lookupStep(rec.Name)
@@ -297,6 +300,7 @@ func (r *run) facts() Facts {
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action, RunID: r.j.RunID,
 		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed, Incident: r.j.Incident,
 		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Unverified: r.j.Unverified,
+		GitOps: r.j.gitopsNote(r.t.GitOps.Target),
 	}
 }
 
@@ -416,6 +420,7 @@ func (r *run) close(ctx context.Context, state RunState, cause error) {
 	// The undo may be cut short by a shutdown (it then says so in
 	// LeftBehind); the record of the stop is written regardless.
 	r.undo(ctx)
+	r.liftIfNothingWritten(ctx)
 	ctx = context.WithoutCancel(ctx)
 	r.j.State = state
 	r.j.Error = cause.Error()

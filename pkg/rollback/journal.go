@@ -135,8 +135,11 @@ type Journal struct {
 	// or a leader change reports under the same one.
 	Incident string `json:"incident,omitempty"`
 	// Surge is set when revert raises maxSurge for its rollout.
-	Surge *Surge       `json:"surge,omitempty"`
-	Steps []StepRecord `json:"steps"`
+	Surge *Surge `json:"surge,omitempty"`
+	// GitOps is the owner of a GitOps-managed Deployment, found at
+	// preflight.
+	GitOps *GitOpsRecord `json:"gitops,omitempty"`
+	Steps  []StepRecord  `json:"steps"`
 	// Undone lists the steps whose effect was put back after the run
 	// stopped (DB_READONLY, disabled subscriptions), so that a stopped run
 	// leaves neither behind; a resume runs them again.

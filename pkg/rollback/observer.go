@@ -41,6 +41,9 @@ type Facts struct {
 	Bad      Revision
 	Pinned   *Pinned
 	Replicas int32
+	// GitOps says what a GitOps-managed Deployment's owner is, what was
+	// suspended and what a human must revert in Git; empty otherwise.
+	GitOps string
 }
 
 // Observer is told about a plan's progress, synchronously and in order.

@@ -122,6 +122,12 @@ func (e *Executor) prepare(ctx context.Context, req Request) (*run, error) {
 				}
 			}
 		}
+		if action.Rolls() && cur.Hash != "" && cur.Hash == j.Bad.Hash && j.State == RunSucceeded && j.GitOps != nil {
+			// Its controller put it back: say so (a page), and do not fight
+			// it with a second rollback.
+			return nil, refuse(ErrGitOpsReverted, fmt.Sprintf("revision %s was rolled back by run %s and %s deployed it again: not retrying against it; %s",
+				cur.Hash, j.RunID, j.GitOps.Owner.Describe(), revertHint(&j.GitOps.Owner, kube.FormatImages(j.Bad.Images))))
+		}
 		if action.Rolls() && cur.Hash != "" && j.knownBad().hashes[cur.Hash] {
 			// This revision was rolled back before and has been deployed
 			// again: one rollback per bad revision; a human redeployed it
@@ -191,6 +197,13 @@ func (e *Executor) prepare(ctx context.Context, req Request) (*run, error) {
 				j.Surge.From = &f
 			}
 		}
+	}
+	if action.Rolls() && t.GitOps.Owners != nil {
+		g, err := e.gitopsPreflight(ctx, t, dep, cur)
+		if err != nil {
+			return nil, err
+		}
+		j.GitOps = g
 	}
 	for _, name := range planSteps(action, t, j) {
 		def, _ := lookupStep(name)
@@ -360,6 +373,9 @@ func (t Target) supports(j *Journal) error {
 		}
 		if needDB && (t.Database == nil || t.Database.DB == nil) {
 			return fmt.Errorf("deployment %s/%s: journaled step %s needs database settings: %w", t.Namespace, t.Deployment, s.Name, ErrNotConfigured)
+		}
+		if (s.Name == StepGitOpsSuspend || s.Name == StepGitOpsCheck) && t.GitOps.Owners == nil {
+			return fmt.Errorf("deployment %s/%s: journaled step %s needs the gitops owners: %w", t.Namespace, t.Deployment, s.Name, ErrNotConfigured)
 		}
 		if needMR && t.MultiRegion == nil {
 			return fmt.Errorf("deployment %s/%s: journaled step %s needs multiRegion settings: %w", t.Namespace, t.Deployment, s.Name, ErrNotConfigured)

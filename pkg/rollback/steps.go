@@ -85,10 +85,23 @@ type Shape struct {
 	// MultiRegion: full also handles the secondaries (an in-place restore
 	// of the primary breaks their logical replication for good otherwise).
 	MultiRegion bool
+	// Suspend: a GitOps controller reconciles the Deployment and the
+	// policy is suspend: its reconciliation is suspended right after
+	// preflight, before the first write, and checked as the last step.
+	Suspend bool
 }
 
 // Steps lists the steps of action's plan by the names the journal keeps.
 func Steps(action Action, s Shape) []string {
+	steps := plainSteps(action, s)
+	if s.Suspend && action.Rolls() {
+		out := append([]string{steps[0], StepGitOpsSuspend}, steps[1:]...)
+		return append(out, StepGitOpsCheck)
+	}
+	return steps
+}
+
+func plainSteps(action Action, s Shape) []string {
 	db := []string{}
 	if s.Restore {
 		db = []string{StepDBDump, StepDBRestore, StepDBVerify}
@@ -124,7 +137,7 @@ func Steps(action Action, s Shape) []string {
 // a resume follows the journal, not the (possibly reloaded) config.
 func planSteps(action Action, t Target, j *Journal) []string {
 	return Steps(action, Shape{Restore: t.Database != nil && t.Database.DB != nil && j.MigrationApplied, Surge: j.Surge != nil,
-		MultiRegion: t.MultiRegion != nil && len(t.MultiRegion.Secondaries) > 0})
+		MultiRegion: t.MultiRegion != nil && len(t.MultiRegion.Secondaries) > 0, Suspend: j.suspends()})
 }
 
 // lookupStep returns the definition of a journaled step name.
@@ -193,6 +206,14 @@ func lookupStep(name string) (stepDef, bool) {
 		}, run: runRamp}, true
 	case StepVerify:
 		return stepDef{idempotent: true, describe: describeVerify, run: runVerify}, true
+	case StepGitOpsSuspend:
+		// Idempotent: the write is absolute (suspended, with rollguard's
+		// mark) and the owner it suspends was journaled at preflight.
+		return stepDef{idempotent: true, describe: describeGitOpsSuspend, run: runGitOpsSuspend}, true
+	case StepGitOpsCheck:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("check %s is still suspended and the template is still the pinned one", r.j.GitOps.Owner.String())
+		}, run: runGitOpsCheck}, true
 	case StepTerminateIdle:
 		return stepDef{idempotent: true, describe: func(r *run) string {
 			p := r.t.PoolRecovery

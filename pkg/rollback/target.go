@@ -207,6 +207,9 @@ type Target struct {
 	PoolRecovery PoolRecoverySettings
 	MultiRegion  *MultiRegionSettings
 	Verifier     Verifier
+	// GitOps is the policy for a Deployment a GitOps controller (Flux,
+	// Argo CD) reconciles.
+	GitOps GitOpsPolicy
 }
 
 // withDefaults fills the runbook's defaults.

@@ -1,5 +1,5 @@
 // Package trigger turns a rule and its window into a state, and on the edge
-// into firing, a Decision carrying the evidence (DESIGN §2).
+// into firing, a Decision carrying the evidence (docs/design.md §2).
 //
 // Classification of one observation:
 //   - NaN, ±Inf, source.ErrNoData, and any other error → nodata;

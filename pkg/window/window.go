@@ -1,4 +1,4 @@
-// Package window is the sliding "for" window of one trigger (DESIGN §2).
+// Package window is the sliding "for" window of one trigger (docs/design.md §2).
 //
 // It is pure: it has no clock of its own; every observation carries its
 // time, so tests and backtests are exact. A window FIRES at t only when
