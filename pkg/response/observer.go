@@ -250,6 +250,10 @@ func (o *runObserver) PlanFinished(f rollback.Facts) {
 			e.Details["left_behind"] = f.LeftBehind
 			e.Summary += fmt.Sprintf(" (NOT put back: %v)", f.LeftBehind)
 		}
+		if s := f.StateLeftBehind; s != nil {
+			e.Details[notify.DetailLeftBehind] = s.Detail
+			e.Summary += "; " + s.Summary
+		}
 	}
 	r.queue.Enqueue(e)
 }

@@ -174,6 +174,9 @@ type Result struct {
 	// Unverified: the plan ran to its end but verify had no data to judge
 	// by; it says what is known.
 	Unverified string
+	// StateLeftBehind is, for a stopped run, the Deployment as it was
+	// left and what a human must decide.
+	StateLeftBehind *LeftState
 }
 
 // StepView describes one step for `rollguard plan`.
@@ -309,7 +312,7 @@ func (r *run) result() *Result {
 		RunID: r.j.RunID, Action: r.j.Action, DryRun: r.dryRun, Resumed: r.resumed, State: r.j.State, Incident: r.j.Incident,
 		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Steps: append([]StepRecord(nil), r.j.Steps...),
 		Undone: append([]string(nil), r.j.Undone...), LeftBehind: append([]string(nil), r.j.LeftBehind...),
-		Unverified: r.j.Unverified,
+		Unverified: r.j.Unverified, StateLeftBehind: r.j.StateLeftBehind,
 	}
 }
 
@@ -384,7 +387,7 @@ func (r *run) execute(ctx context.Context) error {
 			state = RunAborted
 		}
 		r.close(ctx, state, err)
-		f.Undone, f.LeftBehind = r.j.Undone, r.j.LeftBehind
+		f.Undone, f.LeftBehind, f.StateLeftBehind = r.j.Undone, r.j.LeftBehind, r.j.StateLeftBehind
 	}
 	if !r.dryRun {
 		if err == nil {
@@ -422,6 +425,9 @@ func (r *run) close(ctx context.Context, state RunState, cause error) {
 	r.undo(ctx)
 	r.liftIfNothingWritten(ctx)
 	ctx = context.WithoutCancel(ctx)
+	if state == RunFailed || state == RunAborted {
+		r.j.StateLeftBehind = r.leftBehind(ctx)
+	}
 	r.j.State = state
 	r.j.Error = cause.Error()
 	r.j.Finished = ptrTime(r.e.opts.Now())

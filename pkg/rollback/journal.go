@@ -146,6 +146,9 @@ type Journal struct {
 	Undone []string `json:"undone,omitempty"`
 	// LeftBehind says what a stopped run could not put back, for a human.
 	LeftBehind []string `json:"leftBehind,omitempty"`
+	// StateLeftBehind is the Deployment as a stopped run left it (read
+	// live when it stopped) and what a human must decide about it.
+	StateLeftBehind *LeftState `json:"stateLeftBehind,omitempty"`
 	// Unverified is set when the verify step ran to its end without data
 	// to judge by (a source down, too little traffic): the plan is done,
 	// but nothing says the service recovered. It says what is known.
