@@ -409,7 +409,9 @@ func (d *daemon) rebuildWindows(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	interval := time.Duration(cfg.Global.Interval)
-	now := time.Now()
+	// Prometheus stamps points in milliseconds: so are the instants the
+	// window is rebuilt at.
+	now := time.Now().Truncate(time.Millisecond)
 	cache := map[string][]rangeResult{}
 	seeded, empty := 0, 0
 	for _, s := range specs(cfg) {
@@ -434,21 +436,22 @@ func (d *daemon) rebuildWindows(ctx context.Context) {
 			d.log.Warn("window rebuild failed; the trigger starts empty", zap.String("trigger", s.ID), zap.Error(main.err))
 			continue
 		}
-		pts, err := evaluator.SelectRange(main.ranges, s.Match)
-		if err != nil {
-			continue
-		}
+		// Every evaluation instant is replayed, with or without a point:
+		// a step Prometheus has no value for is the empty result live
+		// evaluation saw there (no series matched, several did, NaN), and
+		// it resets the run; a volume that cannot be read is unknown.
+		pts, _ := evaluator.SelectRange(main.ranges, s.Match)
+		var vpts []source.Point
 		if s.VolumeQuery != "" {
-			vol := get(s.VolumeQuery)
-			vpts, verr := evaluator.SelectRange(vol.ranges, s.Match)
-			if vol.err != nil || verr != nil {
-				continue
+			if vol := get(s.VolumeQuery); vol.err == nil {
+				vpts, _ = evaluator.SelectRange(vol.ranges, s.Match)
 			}
-			err = d.eval.SeedWithVolume(s.ID, pts, vpts)
-		} else {
-			err = d.eval.Seed(s.ID, pts)
 		}
-		if err == nil {
+		var at []time.Time
+		for t := start; !t.After(now); t = t.Add(interval) {
+			at = append(at, t)
+		}
+		if err := d.eval.SeedRange(s.ID, at, pts, vpts); err == nil {
 			seeded++
 		}
 	}

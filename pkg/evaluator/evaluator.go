@@ -719,6 +719,51 @@ func (e *Evaluator) SeedWithVolume(id string, points, volume []source.Point) err
 	return nil
 }
 
+// SeedRange rebuilds a trigger's window from a range query after a
+// restart: it replays, at each evaluation instant of at (a query_range's
+// start + k·step, oldest first), the point of points at that instant, as
+// live evaluation would have observed it then. An instant without a point
+// is what an instant query there answers, an empty result: nodata, which
+// resets the run as it does live. Replaying only the points would bridge
+// every hole no longer than maxGap, and a restart could fire at once where
+// live evaluation would not. volume is the volume query's points (nil
+// without one); an instant without a volume point has an unknown volume.
+// Instants match points to the millisecond, Prometheus' resolution. It
+// emits no Decision and no Blind (see Seed).
+func (e *Evaluator) SeedRange(id string, at []time.Time, points, volume []source.Point) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en, ok := e.entries[id]
+	if !ok {
+		return fmt.Errorf("seed trigger %q: %w", id, ErrUnknownTrigger)
+	}
+	match := en.spec.Match
+	i, j := 0, 0
+	for _, t := range at {
+		ms := t.UnixMilli()
+		obs := trigger.Observation{Volume: math.NaN()}
+		for i < len(points) && points[i].Time.UnixMilli() < ms {
+			i++
+		}
+		if i < len(points) && points[i].Time.UnixMilli() == ms {
+			obs.Value = points[i].Value
+		} else {
+			obs.Value = math.NaN()
+			obs.Err = fmt.Errorf("%s query %q match %v at %s: %w", en.spec.Backend, en.spec.Query, match, t.UTC().Format(time.RFC3339), source.ErrNoData)
+		}
+		for j < len(volume) && volume[j].Time.UnixMilli() < ms {
+			j++
+		}
+		if j < len(volume) && volume[j].Time.UnixMilli() == ms {
+			obs.Volume = volume[j].Value
+		}
+		en.trig.Replay(t, obs)
+	}
+	e.logger.Debug("trigger seeded", zap.String("id", id), zap.Int("instants", len(at)), zap.Int("points", len(points)),
+		zap.Stringer("state", en.trig.Window().State()))
+	return nil
+}
+
 // Firing returns the Decision of every trigger firing now, for a replica
 // that has just become leader: the edges into firing it saw as a follower
 // (or in a rebuilt window) were not acted on.
