@@ -359,9 +359,17 @@ func (e *Evaluator) Run(ctx context.Context) error {
 // made the sample one window after the first breach a few milliseconds
 // short of the window, and the trigger fired one whole interval late
 // (make bench: 65 s instead of 60 s in 1 run of 3 at a 5 s interval).
+//
+// Both are read on the wall clock (Round(0) drops the monotonic reading):
+// base + monotonic time since would keep a clock that was wrong at start
+// (and stepped right by NTP since) in every query for the life of the
+// process. A stepped clock moves the stamps with it: a step back repeats
+// instants the windows ignore, a step forward is a gap (above maxGap it
+// restarts a run), which is what they are.
 func slot(base, now time.Time, interval time.Duration) time.Time {
-	k := (now.Sub(base) + interval/2) / interval
-	return base.Add(k * interval)
+	b, n := base.Round(0), now.Round(0)
+	k := (n.Sub(b) + interval/2) / interval
+	return b.Add(k * interval)
 }
 
 // Tick runs one evaluation stamped now: every distinct (backend, query)
@@ -854,6 +862,8 @@ func errKind(err error) string {
 		return "unauthorized"
 	case errors.Is(err, source.ErrTLS):
 		return "tls"
+	case errors.Is(err, source.ErrRoleConnectionLimit):
+		return "role_connection_limit"
 	case errors.Is(err, source.ErrUnreachable):
 		return "unreachable"
 	case errors.Is(err, source.ErrTooManyConnections):

@@ -25,7 +25,7 @@ func newMetrics() *metrics {
 		}, []string{"backend"}),
 		serr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rollguard_source_errors_total",
-			Help: "Failed source queries by error kind (timeout, unauthorized, tls, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
+			Help: "Failed source queries by error kind (timeout, unauthorized, tls, role_connection_limit, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
 		}, []string{"backend", "kind"}),
 	}
 }
