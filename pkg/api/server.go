@@ -115,7 +115,10 @@ type FreezeRequest struct {
 // Options configure the handler.
 type Options struct {
 	// Token is the bearer token for mutating endpoints; empty disables them.
-	Token     []byte
+	Token []byte
+	// TokenFunc, when set, is asked for the token on every request instead
+	// of Token, so a rotated token takes effect on reload.
+	TokenFunc func() []byte
 	Gatherer  prometheus.Gatherer
 	Incidents http.Handler // serves /api/v1/incidents and /api/v1/incidents/{id}
 	// RequestTimeout bounds each mutating request's work.
@@ -167,9 +170,17 @@ type handler struct {
 	log *zap.Logger
 }
 
+func (h *handler) token() []byte {
+	if h.o.TokenFunc != nil {
+		return h.o.TokenFunc()
+	}
+	return h.o.Token
+}
+
 func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if len(h.o.Token) == 0 {
+		token := h.token()
+		if len(token) == 0 {
 			writeError(w, http.StatusForbidden, "mutating endpoints are disabled: no API token configured (global.api.tokenFile)")
 			return
 		}
@@ -179,7 +190,7 @@ func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "missing bearer token")
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(got), h.o.Token) != 1 {
+		if subtle.ConstantTimeCompare([]byte(got), token) != 1 {
 			h.log.Warn("api request with a wrong token", zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
 			writeError(w, http.StatusForbidden, "wrong bearer token")
 			return

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -142,6 +143,10 @@ type daemon struct {
 
 	reloadOK prometheus.Gauge
 	reloadTS prometheus.Gauge
+	reloads  *reloadMetrics
+	// token is the API's bearer token, swapped by a reload that rotates
+	// it.
+	token atomic.Pointer[[]byte]
 }
 
 // Run loads the config and runs the daemon until ctx is done.
@@ -176,6 +181,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
 	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
+	d.reloads = newReloadMetrics(d.reg)
 
 	var (
 		err error
@@ -269,6 +275,8 @@ func (d *daemon) apply(cfg *config.Config) error {
 	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
 	d.watch.SetTargets(watchTargets(cfg))
 	d.guard.SetOptions(guardOptions(cfg))
+	tok := []byte(cfg.Global.API.Token)
+	d.token.Store(&tok)
 	sum := sha256.Sum256([]byte(cfg.String()))
 	d.mu.Lock()
 	d.cfg, d.cfgHash, d.loadedAt = cfg, hex.EncodeToString(sum[:6]), time.Now()
@@ -329,7 +337,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
 	srv := &http.Server{
-		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store, Console: d.newConsole(cfg), GitOps: &controller{d: d}}, d.log.Named("api")),
+		Handler:           api.NewHandler(&controller{d: d}, api.Options{TokenFunc: d.apiToken, Gatherer: d.reg, Incidents: d.store, Console: d.newConsole(cfg), GitOps: &controller{d: d}}, d.log.Named("api")),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute,
@@ -468,7 +476,9 @@ type rangeResult struct {
 // errors logged and the old one keeps running.
 func (d *daemon) reload(_ context.Context) error {
 	cfg, err := loadConfig(d.opts.ConfigFile)
+	var rotated []string
 	if err == nil {
+		rotated = rotatedSecrets(d.config(), cfg)
 		err = d.checkRestartOnly(cfg)
 	}
 	if err == nil {
@@ -476,11 +486,28 @@ func (d *daemon) reload(_ context.Context) error {
 	}
 	if err != nil {
 		d.reloadOK.Set(0)
-		d.log.Error("config reload rejected; keeping the running config", zap.String("file", d.opts.ConfigFile), zap.Error(err))
+		result := reloadInvalid
+		var rr *restartRequiredError
+		if errors.As(err, &rr) {
+			result = reloadRestartRequired
+		}
+		d.reloads.record(result)
+		d.log.Error("config reload rejected; keeping the running config", zap.String("file", d.opts.ConfigFile),
+			zap.String("result", result), zap.Strings("secretsRotated", rotated), zap.Error(err))
 		return err
 	}
-	d.log.Info("config reloaded", zap.String("file", d.opts.ConfigFile), zap.String("hash", d.cfgHash))
+	d.reloads.record(reloadApplied)
+	d.log.Info("config reloaded", zap.String("file", d.opts.ConfigFile), zap.String("hash", d.cfgHash),
+		zap.Strings("secretsRotated", rotated))
 	logWarnings(d.log, cfg)
+	return nil
+}
+
+// apiToken is the API's bearer token now.
+func (d *daemon) apiToken() []byte {
+	if p := d.token.Load(); p != nil {
+		return *p
+	}
 	return nil
 }
 
@@ -504,7 +531,9 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	if !reflect.DeepEqual(cur.Prometheus, n.Prometheus) {
 		changed = append(changed, "global.prometheus")
 	}
-	if fmt.Sprint(cur.Databases) != fmt.Sprint(n.Databases) {
+	// DeepEqual compares the DSNs themselves: printed, a Secret is
+	// "<secret>" and a rotated DSN looked unchanged.
+	if !reflect.DeepEqual(cur.Databases, n.Databases) {
 		changed = append(changed, "global.databases")
 	}
 	if cur.ListenAddress != n.ListenAddress {
@@ -523,7 +552,7 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 		changed = append(changed, "global.interval")
 	}
 	if len(changed) > 0 {
-		return fmt.Errorf("%v changed: these settings take effect only on restart", changed)
+		return &restartRequiredError{changed: changed, rotated: restartOnlySecrets(rotatedSecrets(d.config(), next))}
 	}
 	return nil
 }
@@ -533,7 +562,7 @@ func (d *daemon) watchReload(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	last, _ := fileHash(d.opts.ConfigFile)
+	last, _ := d.watchedHash()
 	t := time.NewTicker(d.opts.ReloadInterval)
 	defer t.Stop()
 	for {
@@ -543,24 +572,15 @@ func (d *daemon) watchReload(ctx context.Context) {
 		case <-hup:
 			d.log.Info("SIGHUP: reloading config")
 			_ = d.reload(ctx)
-			last, _ = fileHash(d.opts.ConfigFile)
+			last, _ = d.watchedHash()
 		case <-t.C:
-			h, err := fileHash(d.opts.ConfigFile)
+			h, err := d.watchedHash()
 			if err != nil || h == last {
 				continue
 			}
 			last = h
-			d.log.Info("config file changed: reloading")
+			d.log.Info("config file or a secret file changed: reloading")
 			_ = d.reload(ctx)
 		}
 	}
-}
-
-func fileHash(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:]), nil
 }

@@ -34,7 +34,7 @@ func (d *daemon) newConsole(cfg *config.Config) *console.Console {
 			inc = fileIncidents{s}
 		}
 	}
-	return console.New(v, v, inc, d.deliveries, console.Options{Token: []byte(cfg.Global.API.Token)}, d.log.Named("console"))
+	return console.New(v, v, inc, d.deliveries, console.Options{TokenFunc: d.apiToken}, d.log.Named("console"))
 }
 
 // consoleView is the console's read-only view of the daemon.

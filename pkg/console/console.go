@@ -159,6 +159,9 @@ type Options struct {
 	// human typed before it shows the action forms (the API checks it
 	// again on every action). Empty: actions are off.
 	Token []byte
+	// TokenFunc, when set, is asked for the token instead of Token, so a
+	// rotated token takes effect on reload.
+	TokenFunc func() []byte
 	// Refresh is how often the script refreshes the overview (default
 	// 2s; a target's page, which reads the cluster, every 5s).
 	Refresh time.Duration
@@ -251,12 +254,20 @@ func cacheAssets(next http.Handler) http.Handler {
 	})
 }
 
+func (c *Console) token() []byte {
+	if c.opts.TokenFunc != nil {
+		return c.opts.TokenFunc()
+	}
+	return c.opts.Token
+}
+
 // auth answers 204 when the request carries the API token, so the script
 // shows the action forms only to someone who can use them. It changes
 // nothing.
 func (c *Console) auth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	if len(c.opts.Token) == 0 {
+	token := c.token()
+	if len(token) == 0 {
 		http.Error(w, "actions are disabled: no API token configured (global.api.tokenFile)", http.StatusForbidden)
 		return
 	}
@@ -266,7 +277,7 @@ func (c *Console) auth(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing bearer token", http.StatusUnauthorized)
 		return
 	}
-	if subtle.ConstantTimeCompare([]byte(got), c.opts.Token) != 1 {
+	if subtle.ConstantTimeCompare([]byte(got), token) != 1 {
 		c.log.Warn("console sign-in with a wrong token", zap.String("remote", r.RemoteAddr))
 		http.Error(w, "wrong token", http.StatusForbidden)
 		return

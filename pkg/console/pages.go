@@ -38,7 +38,7 @@ type page struct {
 func (c *Console) page(snap Snapshot, heading string, refresh time.Duration, body any) page {
 	secs := int(refresh.Round(time.Second) / time.Second)
 	return page{Title: heading + " · " + c.opts.Title, Heading: heading, Now: c.opts.Now(), Snap: snap,
-		Refresh: secs, NoScriptRefresh: max(10, secs*5), Actions: len(c.opts.Token) > 0, Body: body, AppTitle: c.opts.Title}
+		Refresh: secs, NoScriptRefresh: max(10, secs*5), Actions: len(c.token()) > 0, Body: body, AppTitle: c.opts.Title}
 }
 
 // Trigger row states, the CSS classes and words of the state column.
