@@ -684,8 +684,8 @@ func (r *run) rolledOut(verifyStart time.Time) time.Time {
 // threshold; one that fails ends the step as failed at once. A trigger
 // without data at a poll (a source down, too little traffic) cannot say
 // the service recovered: the step ends done but unverified, and the run's
-// Unverified says what is known instead. Polls are counted (window / poll
-// interval) so an injected clock works.
+// Unverified says what is known instead. The window is measured by the
+// sleeps between polls, so an injected clock works.
 func runVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 	r.j.Unverified = ""
 	start := r.e.opts.Now()
@@ -705,16 +705,22 @@ func runVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 		}
 	}
 	v := &verdict{}
-	polls := int(r.t.VerifyWindow/r.e.opts.PollInterval) + 1
-	for i := 0; i < polls; i++ {
-		if i > 0 {
-			if err := r.e.opts.Sleep(ctx, r.e.opts.PollInterval); err != nil {
-				return "", fmt.Errorf("deployment %s: verify: %w", r.name(), err)
-			}
-		}
+	// A poll every PollInterval from the window's start, and one at its
+	// end: the checks hold over the whole window, not a poll short of it.
+	polls := 0
+	for held := time.Duration(0); ; {
 		if err := r.verifyOnce(ctx, r.e.opts.Now(), v); err != nil {
 			return v.summary(), err
 		}
+		polls++
+		if held >= r.t.VerifyWindow {
+			break
+		}
+		next := min(r.e.opts.PollInterval, r.t.VerifyWindow-held)
+		if err := r.e.opts.Sleep(ctx, next); err != nil {
+			return "", fmt.Errorf("deployment %s: verify: %w", r.name(), err)
+		}
+		held += next
 	}
 	detail := fmt.Sprintf("held %s (%d polls)", r.t.VerifyWindow, polls)
 	if waited > 0 {
