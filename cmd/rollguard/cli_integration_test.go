@@ -92,7 +92,7 @@ targets:
       rampSteps: [2]
       rampPause: 2s
       rolloutTimeout: 30s
-      verifyWindow: 30s
+      verifyWindow: 3s
 `, env.Get(t, "PROMETHEUS_URL"), kubeconfig, s.ns, s.ns, cliDeploy,
 		fmt.Sprintf("%s/health/%s/%s", env.Get(t, "SIM_URL"), s.ns, cliDeploy), s.ns, cliDeploy)
 	if err := os.WriteFile(s.config, []byte(cfg), 0o600); err != nil {

@@ -84,6 +84,10 @@ and checked too (a DSN must parse, a CA file must hold a certificate).`,
 				return usageError{err}
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n%s", cfgFile, cfg.Summary())
+			// Legal but probably unintended: said, not refused.
+			for _, w := range cfg.WarningLines() {
+				fmt.Fprintln(cmd.ErrOrStderr(), "warning: "+w)
+			}
 			return nil
 		},
 	}

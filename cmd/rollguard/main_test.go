@@ -56,8 +56,24 @@ targets:
       - name: error-rate
         kind: errorRate
         above: 0.05
+        minRate: 1
         action: rollback
 `
+
+// TestValidatePrintsWarnings: a legal but probably unintended choice is
+// said on stderr, one line each with its file and path, and validate still
+// exits 0.
+func TestValidatePrintsWarnings(t *testing.T) {
+	f := writeFile(t, t.TempDir(), "warn.yaml", strings.Replace(validConfig, "        minRate: 1\n", "", 1))
+	r := rollguard(t, "validate", "--config", f, "--skip-secrets")
+	if r.code != exitOK {
+		t.Fatalf("exit code = %d, want %d\n%s", r.code, exitOK, r.stderr)
+	}
+	want := "warning: " + f + ": targets[0].triggers[0].minRate: 0 (no volume guard): a handful of requests with one failure can fire this errorRate; set minRate (requests per second)\n"
+	if r.stderr != want {
+		t.Errorf("stderr:\n%s\nwant:\n%s", r.stderr, want)
+	}
+}
 
 func TestDispatch(t *testing.T) {
 	dir := t.TempDir()
@@ -211,7 +227,7 @@ targets:
 		{
 			name: "unknown field deep in a trigger",
 			body: strings.Replace(validConfig, "        action: rollback\n", "        action: rollback\n        threshhold: 3\n", 1),
-			want: []string{"F:13: targets[0].triggers[0].threshhold: unknown field"},
+			want: []string{"F:14: targets[0].triggers[0].threshhold: unknown field"},
 		},
 		{
 			name: "secrets: missing file, malformed DSN, bad URL, empty token",

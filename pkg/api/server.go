@@ -142,7 +142,11 @@ type Options struct {
 	Token []byte
 	// Tokens are named bearer tokens, any of which is accepted; the name
 	// of the one a request came with is its caller (Caller).
-	Tokens    []Token
+	Tokens []Token
+	// TokenFunc, when set, is asked for the tokens on every request
+	// instead of Token and Tokens, so a rotated token file takes effect on
+	// reload. The unnamed token has an empty Name.
+	TokenFunc func() []Token
 	Gatherer  prometheus.Gatherer
 	Incidents http.Handler // serves /api/v1/incidents and /api/v1/incidents/{id}
 	// RequestTimeout bounds each mutating request's work.
@@ -203,9 +207,22 @@ type handler struct {
 	log *zap.Logger
 }
 
+// tokens are the tokens accepted now.
+func (h *handler) tokens() []Token {
+	if h.o.TokenFunc != nil {
+		return h.o.TokenFunc()
+	}
+	toks := h.o.Tokens
+	if len(h.o.Token) > 0 {
+		toks = append([]Token{{Secret: h.o.Token}}, toks...)
+	}
+	return toks
+}
+
 func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if len(h.o.Token) == 0 && len(h.o.Tokens) == 0 {
+		toks := h.tokens()
+		if len(toks) == 0 {
 			writeError(w, http.StatusForbidden, "mutating endpoints are disabled: no API token configured (global.api.tokenFile)")
 			return
 		}
@@ -215,7 +232,7 @@ func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusUnauthorized, "missing bearer token")
 			return
 		}
-		name, ok := h.match([]byte(got))
+		name, ok := match(toks, []byte(got))
 		if !ok {
 			h.log.Warn("api request with a wrong token", zap.String("path", r.URL.Path), zap.String("remote", r.RemoteAddr))
 			writeError(w, http.StatusForbidden, "wrong bearer token")
@@ -227,13 +244,10 @@ func (h *handler) auth(next http.HandlerFunc) http.HandlerFunc {
 
 // match compares got with every token, all of them, in constant time
 // each: which token matched, or whether any did, shows in no timing.
-func (h *handler) match(got []byte) (string, bool) {
+func match(toks []Token, got []byte) (string, bool) {
 	name, ok := "", false
-	if len(h.o.Token) > 0 && subtle.ConstantTimeCompare(got, h.o.Token) == 1 {
-		ok = true
-	}
-	for _, t := range h.o.Tokens {
-		if subtle.ConstantTimeCompare(got, t.Secret) == 1 && !ok {
+	for _, t := range toks {
+		if len(t.Secret) > 0 && subtle.ConstantTimeCompare(got, t.Secret) == 1 && !ok {
 			name, ok = t.Name, true
 		}
 	}

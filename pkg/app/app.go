@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -148,6 +149,10 @@ type daemon struct {
 
 	reloadOK prometheus.Gauge
 	reloadTS prometheus.Gauge
+	reloads  *reloadMetrics
+	// tokens are the API's bearer tokens, swapped by a reload that
+	// rotates the token file.
+	tokens atomic.Pointer[[]api.Token]
 }
 
 // Run loads the config and runs the daemon until ctx is done.
@@ -162,6 +167,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	defer func() { _ = logger.Sync() }()
+	logWarnings(logger, cfg)
 	d, err := newDaemon(ctx, cfg, opts, logger)
 	if err != nil {
 		logger.Error("cannot start", zap.Error(err))
@@ -181,6 +187,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
 	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
+	d.reloads = newReloadMetrics(d.reg)
 
 	var (
 		err error
@@ -293,6 +300,8 @@ func (d *daemon) apply(cfg *config.Config) error {
 	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
 	d.watch.SetTargets(watchTargets(cfg))
 	d.guard.SetOptions(guardOptions(cfg))
+	toks := apiTokens(cfg)
+	d.tokens.Store(&toks)
 	sum := sha256.Sum256([]byte(cfg.String()))
 	d.mu.Lock()
 	d.cfg, d.cfgHash, d.loadedAt = cfg, hex.EncodeToString(sum[:6]), time.Now()
@@ -352,11 +361,8 @@ func (d *daemon) run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
-	apiOpts := api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.records.handler(d.log.Named("incident")),
+	apiOpts := api.Options{TokenFunc: d.apiTokens, Gatherer: d.reg, Incidents: d.records.handler(d.log.Named("incident")),
 		Console: d.newConsole(cfg), GitOps: &controller{d: d}}
-	for _, t := range cfg.Global.API.Tokens {
-		apiOpts.Tokens = append(apiOpts.Tokens, api.Token{Name: t.Name, Secret: []byte(t.Token)})
-	}
 	if d.elect != nil {
 		// Followers hand mutating requests to the leader, found at the
 		// address it publishes on the Lease.
@@ -444,7 +450,9 @@ func (d *daemon) rebuildWindows(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	interval := time.Duration(cfg.Global.Interval)
-	now := time.Now()
+	// Prometheus stamps points in milliseconds: so are the instants the
+	// window is rebuilt at.
+	now := time.Now().Truncate(time.Millisecond)
 	cache := map[string][]rangeResult{}
 	seeded, empty := 0, 0
 	for _, s := range specs(cfg) {
@@ -469,21 +477,22 @@ func (d *daemon) rebuildWindows(ctx context.Context) {
 			d.log.Warn("window rebuild failed; the trigger starts empty", zap.String("trigger", s.ID), zap.Error(main.err))
 			continue
 		}
-		pts, err := evaluator.SelectRange(main.ranges, s.Match)
-		if err != nil {
-			continue
-		}
+		// Every evaluation instant is replayed, with or without a point:
+		// a step Prometheus has no value for is the empty result live
+		// evaluation saw there (no series matched, several did, NaN), and
+		// it resets the run; a volume that cannot be read is unknown.
+		pts, _ := evaluator.SelectRange(main.ranges, s.Match)
+		var vpts []source.Point
 		if s.VolumeQuery != "" {
-			vol := get(s.VolumeQuery)
-			vpts, verr := evaluator.SelectRange(vol.ranges, s.Match)
-			if vol.err != nil || verr != nil {
-				continue
+			if vol := get(s.VolumeQuery); vol.err == nil {
+				vpts, _ = evaluator.SelectRange(vol.ranges, s.Match)
 			}
-			err = d.eval.SeedWithVolume(s.ID, pts, vpts)
-		} else {
-			err = d.eval.Seed(s.ID, pts)
 		}
-		if err == nil {
+		var at []time.Time
+		for t := start; !t.After(now); t = t.Add(interval) {
+			at = append(at, t)
+		}
+		if err := d.eval.SeedRange(s.ID, at, pts, vpts); err == nil {
 			seeded++
 		}
 	}
@@ -500,7 +509,9 @@ type rangeResult struct {
 // errors logged and the old one keeps running.
 func (d *daemon) reload(_ context.Context) error {
 	cfg, err := loadConfig(d.opts.ConfigFile)
+	var rotated []string
 	if err == nil {
+		rotated = rotatedSecrets(d.config(), cfg)
 		err = d.checkRestartOnly(cfg)
 	}
 	if err == nil {
@@ -508,11 +519,49 @@ func (d *daemon) reload(_ context.Context) error {
 	}
 	if err != nil {
 		d.reloadOK.Set(0)
-		d.log.Error("config reload rejected; keeping the running config", zap.String("file", d.opts.ConfigFile), zap.Error(err))
+		result := reloadInvalid
+		var rr *restartRequiredError
+		if errors.As(err, &rr) {
+			result = reloadRestartRequired
+		}
+		d.reloads.record(result)
+		d.log.Error("config reload rejected; keeping the running config", zap.String("file", d.opts.ConfigFile),
+			zap.String("result", result), zap.Strings("secretsRotated", rotated), zap.Error(err))
 		return err
 	}
-	d.log.Info("config reloaded", zap.String("file", d.opts.ConfigFile), zap.String("hash", d.cfgHash))
+	d.reloads.record(reloadApplied)
+	d.log.Info("config reloaded", zap.String("file", d.opts.ConfigFile), zap.String("hash", d.cfgHash),
+		zap.Strings("secretsRotated", rotated))
+	logWarnings(d.log, cfg)
 	return nil
+}
+
+// apiTokens are the API's bearer tokens now.
+func (d *daemon) apiTokens() []api.Token {
+	if p := d.tokens.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// apiTokens are cfg's bearer tokens: the unnamed one (empty Name) and the
+// named ones of global.api.tokenFile.
+func apiTokens(cfg *config.Config) []api.Token {
+	var toks []api.Token
+	if cfg.Global.API.Token != "" {
+		toks = append(toks, api.Token{Secret: []byte(cfg.Global.API.Token)})
+	}
+	for _, t := range cfg.Global.API.Tokens {
+		toks = append(toks, api.Token{Name: t.Name, Secret: []byte(t.Token)})
+	}
+	return toks
+}
+
+// logWarnings logs what validation found legal but probably unintended.
+func logWarnings(log *zap.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings() {
+		log.Warn("config warning", zap.String("path", w.Path), zap.String("warning", w.Msg))
+	}
 }
 
 // checkRestartOnly refuses a reload that changes what is built once at
@@ -528,7 +577,9 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	if !reflect.DeepEqual(cur.Prometheus, n.Prometheus) {
 		changed = append(changed, "global.prometheus")
 	}
-	if fmt.Sprint(cur.Databases) != fmt.Sprint(n.Databases) {
+	// DeepEqual compares the DSNs themselves: printed, a Secret is
+	// "<secret>" and a rotated DSN looked unchanged.
+	if !reflect.DeepEqual(cur.Databases, n.Databases) {
 		changed = append(changed, "global.databases")
 	}
 	if cur.ListenAddress != n.ListenAddress {
@@ -547,7 +598,7 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 		changed = append(changed, "global.interval")
 	}
 	if len(changed) > 0 {
-		return fmt.Errorf("%v changed: these settings take effect only on restart", changed)
+		return &restartRequiredError{changed: changed, rotated: restartOnlySecrets(rotatedSecrets(d.config(), next))}
 	}
 	return nil
 }
@@ -557,7 +608,7 @@ func (d *daemon) watchReload(ctx context.Context) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	last, _ := fileHash(d.opts.ConfigFile)
+	last, _ := d.watchedHash()
 	t := time.NewTicker(d.opts.ReloadInterval)
 	defer t.Stop()
 	for {
@@ -567,24 +618,15 @@ func (d *daemon) watchReload(ctx context.Context) {
 		case <-hup:
 			d.log.Info("SIGHUP: reloading config")
 			_ = d.reload(ctx)
-			last, _ = fileHash(d.opts.ConfigFile)
+			last, _ = d.watchedHash()
 		case <-t.C:
-			h, err := fileHash(d.opts.ConfigFile)
+			h, err := d.watchedHash()
 			if err != nil || h == last {
 				continue
 			}
 			last = h
-			d.log.Info("config file changed: reloading")
+			d.log.Info("config file or a secret file changed: reloading")
 			_ = d.reload(ctx)
 		}
 	}
-}
-
-func fileHash(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:]), nil
 }

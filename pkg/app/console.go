@@ -29,11 +29,14 @@ func (d *daemon) newConsole(cfg *config.Config) *console.Console {
 	if d.records != nil {
 		inc = d.records.reader
 	}
-	co := console.Options{Token: []byte(cfg.Global.API.Token)}
-	for _, t := range cfg.Global.API.Tokens {
-		co.Tokens = append(co.Tokens, []byte(t.Token))
+	tokens := func() [][]byte {
+		var out [][]byte
+		for _, t := range d.apiTokens() {
+			out = append(out, t.Secret)
+		}
+		return out
 	}
-	return console.New(v, v, inc, d.deliveries, co, d.log.Named("console"))
+	return console.New(v, v, inc, d.deliveries, console.Options{TokenFunc: tokens}, d.log.Named("console"))
 }
 
 // consoleView is the console's read-only view of the daemon.

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,7 +14,6 @@ import (
 	"github.com/rollguard/rollguard/pkg/alertmanager"
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/config"
-	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/kube"
@@ -23,7 +21,6 @@ import (
 	"github.com/rollguard/rollguard/pkg/notify/pagerduty"
 	"github.com/rollguard/rollguard/pkg/notify/slack"
 	"github.com/rollguard/rollguard/pkg/response"
-	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/version"
 )
 
@@ -216,53 +213,4 @@ func (c *controller) AlertOptions() alertmanager.Options {
 
 func (d *daemon) target(name string) (*config.Target, bool) {
 	return findTarget(d.config().Targets, name)
-}
-
-// verifier checks, for the executor's verify step, that every trigger of a
-// target with data is back within its threshold. No data is not a failure
-// here (a low-traffic service may have none), but a breach is.
-type verifier struct{ d *daemon }
-
-func (v *verifier) Verify(ctx context.Context, ns, name string) error {
-	cfg := v.d.config()
-	queriers := v.d.src.queriers()
-	var breaches []string
-	for i := range cfg.Targets {
-		t := &cfg.Targets[i]
-		if t.Namespace != ns || t.Deployment != name {
-			continue
-		}
-		for j := range t.Triggers {
-			s := TriggerSpec(t.Name, &t.Triggers[j])
-			q, ok := queriers[s.Backend]
-			if !ok {
-				continue
-			}
-			series, err := q.Query(ctx, s.Query, time.Now())
-			if err != nil {
-				continue
-			}
-			val, err := evaluator.Select(series, s.Match)
-			if err != nil {
-				continue
-			}
-			if s.VolumeQuery != "" && s.Rule.MinRate > 0 {
-				vs, err := q.Query(ctx, s.VolumeQuery, time.Now())
-				if err != nil {
-					continue
-				}
-				if vol, err := evaluator.Select(vs, s.Match); err != nil || vol < s.Rule.MinRate {
-					continue
-				}
-			}
-			if (s.Rule.Op == trigger.Above && val > s.Rule.Threshold) || (s.Rule.Op == trigger.Below && val < s.Rule.Threshold) {
-				breaches = append(breaches, fmt.Sprintf("%s = %.4g (%s %g)", s.Rule.Name, val, s.Rule.Op, s.Rule.Threshold))
-			}
-		}
-	}
-	if len(breaches) > 0 {
-		sort.Strings(breaches)
-		return fmt.Errorf("still breaching: %v", breaches)
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -68,7 +69,7 @@ func PlanView(ctx context.Context, opts Options, target, action string) (*rollba
 	exec := rollback.NewExecutor(kube.New(client, kube.Options{}, logger), client.CoreV1(), rollback.Options{}, logger)
 	// The real run verifies with the target's triggers; say so in the plan
 	// (Plan never runs a step, so the verifier is only described).
-	rt := rollbackTarget(t, dbs, describedVerifier{})
+	rt := rollbackTarget(t, dbs, describedVerifier{lookback: targetLookback(cfg, t.Namespace, t.Deployment)})
 	rt.GitOps = gitopsPolicy(t, owners)
 	pv, err := exec.Plan(ctx, rt, plan)
 	if err != nil {
@@ -162,8 +163,10 @@ func RollbackLocal(ctx context.Context, opts Options, target, action, reason str
 
 // describedVerifier stands for the daemon's verifier in `rollguard plan`,
 // which describes the steps and runs none of them.
-type describedVerifier struct{}
+type describedVerifier struct{ lookback time.Duration }
 
-func (describedVerifier) Verify(context.Context, string, string) error {
-	return errors.New("verify does not run in a plan")
+func (v describedVerifier) Lookback(string, string) time.Duration { return v.lookback }
+
+func (describedVerifier) Verify(context.Context, string, string, time.Time) []rollback.Signal {
+	return []rollback.Signal{{Trigger: "plan", State: rollback.SignalNoData, Detail: "verify does not run in a plan"}}
 }

@@ -342,8 +342,13 @@ func (o *Options) replayTrigger(ctx context.Context, f *fetcher, cfg *config.Con
 		}
 	}
 	r.Samples = len(rp.Kinds)
-	r.Spans = append(r.Spans, rp.Spans(window.StatePending, window.StateFiring, window.StateNoData)...)
-	r.Blind = append(r.Blind, rp.Blinds...)
+	r.Spans = append(r.Spans, rp.Spans(window.StatePending, window.StateFiring, window.StateNoData, window.StateLowVolume)...)
+	for _, b := range rp.Blinds {
+		// The pages: an episode's end closes one, it is not another.
+		if !b.Resolved {
+			r.Blind = append(r.Blind, b)
+		}
+	}
 	for i, d := range rp.Decisions {
 		r.fires = append(r.fires, Fire{
 			At: d.FiredAt, Trigger: c.Name, Value: finite(d.Value), Op: d.Op, Threshold: d.Threshold,

@@ -131,16 +131,22 @@ func TestBacktestScenario(t *testing.T) {
 
 	api := rep.Targets[0]
 	er := api.Triggers[0]
-	var nodata []Span
+	var nodata, low []Span
 	for _, s := range er.Spans {
-		if s.State == window.StateNoData {
+		switch s.State {
+		case window.StateNoData:
 			nodata = append(nodata, s)
+		case window.StateLowVolume:
+			low = append(low, s)
 		}
 	}
-	// The gap (70..79) and the volume-guarded stretch (80..89) are one
-	// nodata span; nothing before the first sample is nodata.
-	if len(nodata) != 1 || !nodata[0].From.Equal(at(70)) || !nodata[0].To.Equal(at(90)) {
-		t.Errorf("nodata spans: got %+v, want one [70s, 90s)", nodata)
+	// The gap (70..79) is nodata, the volume-guarded stretch (80..89) low
+	// volume; nothing before the first sample is nodata.
+	if len(nodata) != 1 || !nodata[0].From.Equal(at(70)) || !nodata[0].To.Equal(at(80)) {
+		t.Errorf("nodata spans: got %+v, want one [70s, 80s)", nodata)
+	}
+	if len(low) != 1 || !low[0].From.Equal(at(80)) || !low[0].To.Equal(at(90)) {
+		t.Errorf("lowvolume spans: got %+v, want one [80s, 90s)", low)
 	}
 	if len(er.Blind) != 1 || !er.Blind[0].Since.Equal(at(70)) {
 		t.Errorf("blind: got %+v, want one since 70s", er.Blind)

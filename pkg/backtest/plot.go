@@ -28,6 +28,7 @@ var (
 	colPending   = color.NRGBA{R: 0xff, G: 0xc8, B: 0x30, A: 0x80}
 	colFiring    = color.NRGBA{R: 0xff, G: 0x50, B: 0x50, A: 0x70}
 	colNoData    = color.NRGBA{R: 0xa0, G: 0xa0, B: 0xa0, A: 0x70}
+	colLowVolume = color.NRGBA{R: 0x90, G: 0xb0, B: 0xd0, A: 0x60}
 	colFire      = color.NRGBA{R: 0x8b, A: 0xff}
 )
 
@@ -137,7 +138,7 @@ func panel(target string, tr *TriggerReport) (*plot.Plot, error) {
 	}
 	legend := map[window.State]*plotter.Polygon{}
 	for _, s := range tr.Spans {
-		c := map[window.State]color.Color{window.StatePending: colPending, window.StateFiring: colFiring, window.StateNoData: colNoData}[s.State]
+		c := map[window.State]color.Color{window.StatePending: colPending, window.StateFiring: colFiring, window.StateNoData: colNoData, window.StateLowVolume: colLowVolume}[s.State]
 		poly, err := band(s, c)
 		if err != nil {
 			return nil, err
@@ -227,7 +228,7 @@ func panel(target string, tr *TriggerReport) (*plot.Plot, error) {
 		p.Legend.Add("value", first)
 	}
 	p.Legend.Add("threshold", th)
-	for _, st := range []window.State{window.StatePending, window.StateFiring, window.StateNoData} {
+	for _, st := range []window.State{window.StatePending, window.StateFiring, window.StateNoData, window.StateLowVolume} {
 		if poly := legend[st]; poly != nil {
 			p.Legend.Add(st.String(), poly)
 		}

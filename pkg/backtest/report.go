@@ -186,8 +186,11 @@ func (rep *Report) writeTable(out io.Writer) error {
 		}
 		for _, tr := range t.Triggers {
 			for _, s := range tr.Spans {
-				if s.State == window.StateNoData {
+				switch s.State {
+				case window.StateNoData:
 					fmt.Fprintf(&b, "  no data   %s .. %s (%s)  %s\n", ts(s.From), ts(s.To), s.To.Sub(s.From), tr.Name)
+				case window.StateLowVolume:
+					fmt.Fprintf(&b, "  low volume %s .. %s (%s)  %s (below minRate: not judged, not blind)\n", ts(s.From), ts(s.To), s.To.Sub(s.From), tr.Name)
 				}
 			}
 			for _, bl := range tr.Blind {
@@ -244,7 +247,11 @@ func evidence(ss []window.Sample) string {
 	for i, s := range last {
 		vals[i] = num(s.Value)
 	}
-	return fmt.Sprintf("%d samples %s..%s, min %s max %s, %d breach %d ok %d nodata; last %s",
+	low := ""
+	if n := kinds[window.LowVolume]; n > 0 {
+		low = fmt.Sprintf(" %d lowvolume", n)
+	}
+	return fmt.Sprintf("%d samples %s..%s, min %s max %s, %d breach %d ok %d nodata%s; last %s",
 		len(ss), ss[0].Time.UTC().Format("15:04:05"), ss[len(ss)-1].Time.UTC().Format("15:04:05"),
-		num(lo), num(hi), kinds[window.Breach], kinds[window.OK], kinds[window.NoData], strings.Join(vals, " "))
+		num(lo), num(hi), kinds[window.Breach], kinds[window.OK], kinds[window.NoData], low, strings.Join(vals, " "))
 }

@@ -104,6 +104,8 @@ type Config struct {
 	baseDir string
 	// file is the loaded file's path, named in secret errors.
 	file string
+	// warnings are legal but probably unintended choices (see Warnings).
+	warnings errList
 }
 
 // Global holds the settings shared by every target.
@@ -326,8 +328,9 @@ type Webhook struct {
 	// in its path or query). Exactly one of url and urlFile is required.
 	URLFile string `yaml:"urlFile,omitempty"`
 	// Event kinds sent: detected, rollback_started, step_started,
-	// step_finished, rollback_succeeded, rollback_failed, cannot_rollback,
-	// would_rollback, blind, test. Default empty: every kind.
+	// step_finished, rollback_succeeded, rollback_failed,
+	// rollback_unverified, cannot_rollback, would_rollback, blind,
+	// blind_resolved, test. Default empty: every kind.
 	Kinds []string `yaml:"kinds,omitempty"`
 	// Timeout of each request. Default 10s.
 	Timeout model.Duration `yaml:"timeout"`
@@ -505,7 +508,8 @@ type Trigger struct {
 	VolumeQuery string `yaml:"volumeQuery,omitempty"`
 	// Labels that select this trigger's series from the query's result.
 	// Default: the target's match for errorRate and latencyP99; none (the
-	// query must return exactly one series) for other kinds.
+	// query must return exactly one series) for other kinds. Required for
+	// replicationLag: {slot: NAME}, the slot of the subscription watched.
 	Match map[string]string `yaml:"match,omitempty"`
 	// Name of the global database queried by connections, replicationLag
 	// and sql. Required for those kinds, not allowed for the others.
@@ -519,18 +523,22 @@ type Trigger struct {
 	// Breach when the value is below this; exactly one of above and below
 	// is required.
 	Below *float64 `yaml:"below,omitempty"`
-	// Window: how long every sample must breach before the trigger fires.
-	// Default: global.for.
+	// Window: how long every sample must breach before the trigger fires;
+	// at least two intervals. Default: global.for.
 	For model.Duration `yaml:"for"`
 	// Largest allowed gap between consecutive samples of a run. Default:
 	// global.maxGap.
 	MaxGap model.Duration `yaml:"maxGap"`
 	// What a query error, timeout or empty result counts as: nodata (resets
 	// the run) or breach (the error is the signal, e.g. SQLSTATE 53300
-	// too_many_connections). Default nodata.
+	// too_many_connections, not rollguard's own role at its connection
+	// limit). breach only for connections, replicationLag and sql.
+	// Default nodata.
 	OnError string `yaml:"onError"`
-	// Volume guard in requests per second: below it a sample is no data.
-	// Requires a volume query. Default 0 (no guard).
+	// Volume guard in requests per second: below it a sample is low volume
+	// (state lowvolume: the run resets, nothing pages; not blindness).
+	// Requires a volume query. Default 0 (no guard; a warning on
+	// errorRate).
 	MinRate float64 `yaml:"minRate,omitempty"`
 	// Time without data after which the trigger pages that it is blind.
 	// Default: global.blindAfter.
@@ -571,8 +579,12 @@ type Rollback struct {
 	// rollout goes as fast as pods fit). Empty: the Deployment's own
 	// strategy paces revert. Default 100%.
 	RevertMaxSurge string `yaml:"revertMaxSurge"`
-	// How long the trigger queries must stay under threshold after the
-	// rollback to call it verified. Default 30s.
+	// How long every check (health 200, SELECT 1, each trigger with data
+	// and under threshold) must keep passing to call the rollback
+	// verified, once the trigger queries read only data from after the
+	// rollout (verify first waits out their longest range selector). A
+	// trigger without data makes the rollback unverified, never
+	// successful. Default 30s.
 	VerifyWindow model.Duration `yaml:"verifyWindow"`
 	// The database restore step of quick and full. Default none (no
 	// database step); required by strategy full and action full-rollback.

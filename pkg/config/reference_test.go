@@ -83,9 +83,11 @@ func renderReference(t *testing.T) []byte {
 	}
 	var b bytes.Buffer
 	b.WriteString("# rollguard configuration reference\n\n")
-	b.WriteString("Generated from the doc comments of `pkg/config/config.go` by `TestConfigurationReference`;\n")
-	b.WriteString("do not edit by hand. Durations are Prometheus durations (`30s`, `5m`, `2h`). Secrets are\n")
-	b.WriteString("only ever read from files or environment variables and are never logged.\n")
+	b.WriteString("Generated from the doc comments of `pkg/config/config.go` and from `pkg/config/semantics.md`\n")
+	b.WriteString("by `TestConfigurationReference`; do not edit by hand. Durations are Prometheus durations\n")
+	b.WriteString("(`30s`, `5m`, `2h`). Secrets are only ever read from files or environment variables and are\n")
+	b.WriteString("never logged. How verify, missing data and low volume, validation, pages and reloads behave\n")
+	b.WriteString("is at the end: [How the settings behave](#how-the-settings-behave).\n")
 	seen := map[string]bool{}
 	var walk func(typ, path string)
 	walk = func(typ, path string) {
@@ -121,6 +123,14 @@ func renderReference(t *testing.T) []byte {
 	}
 	walk("Config", "")
 	renderHTTPConfig(t, &b)
+	// The behaviour the tables cannot say, written by hand next to the
+	// code that implements it.
+	notes, err := os.ReadFile("semantics.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.WriteString("\n")
+	b.Write(notes)
 	return b.Bytes()
 }
 

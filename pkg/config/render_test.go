@@ -38,7 +38,7 @@ func TestFingerprint(t *testing.T) {
 		{"window", parts{triggers: "      - {name: errors, kind: errorRate, above: 0.05, minRate: 1, for: 2m}\n"}, false},
 		{"global window it inherits", parts{global: "  for: 2m\n", triggers: base.triggers}, false},
 		{"maxGap", parts{triggers: "      - {name: errors, kind: errorRate, above: 0.05, minRate: 1, maxGap: 20s}\n"}, false},
-		{"onError", parts{triggers: "      - {name: errors, kind: errorRate, above: 0.05, minRate: 1, onError: breach}\n"}, false},
+		{"onError", parts{triggers: "      - {name: pool, kind: connections, database: primary, above: 0.95, onError: breach}\n"}, false},
 		{"minRate", parts{triggers: "      - {name: errors, kind: errorRate, above: 0.05, minRate: 2}\n"}, false},
 		{"query", parts{triggers: "      - {name: errors, kind: errorRate, above: 0.05, minRate: 1, query: 'x', volumeQuery: 'y'}\n"}, false},
 		{"template", parts{global: "  templates: {errorRate: {query: 'x', volumeQuery: 'y'}}\n", triggers: base.triggers}, false},

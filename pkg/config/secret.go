@@ -213,3 +213,58 @@ func (r *secretReader) tokens(path, name string, raw Secret) (Secret, []NamedTok
 	}
 	return "", out
 }
+
+// SecretValue is one secret of a resolved configuration: the field it was
+// read for (e.g. "global.databases[primary].dsnFile") and its value.
+type SecretValue struct {
+	Path  string
+	Value Secret
+	// File is the file it was read from, absolute; empty for an
+	// environment variable.
+	File string
+}
+
+// Secrets lists the resolved secrets (after ResolveSecrets), so a reload
+// can tell which one rotated and a watcher which files to watch. The files
+// of global.prometheus.httpConfig and the notifiers' httpConfig are not
+// listed: prometheus/common reads them on every use.
+func (c *Config) Secrets() []SecretValue {
+	r := secretReader{baseDir: c.baseDir}
+	file := func(name string) string {
+		if name == "" {
+			return ""
+		}
+		return r.abs(name)
+	}
+	var out []SecretValue
+	for _, db := range c.Global.Databases {
+		p := "global.databases[" + db.Name + "].dsnEnv"
+		if db.DSNFile != "" {
+			p = "global.databases[" + db.Name + "].dsnFile"
+		}
+		out = append(out, SecretValue{Path: p, Value: db.DSN, File: file(db.DSNFile)})
+	}
+	n := &c.Global.Notify
+	if n.PagerDuty.RoutingKeyFile != "" {
+		out = append(out, SecretValue{Path: "global.notify.pagerduty.routingKeyFile", Value: n.PagerDuty.RoutingKey, File: file(n.PagerDuty.RoutingKeyFile)})
+	}
+	if n.PagerDuty.SecurityRoutingKeyFile != "" {
+		out = append(out, SecretValue{Path: "global.notify.pagerduty.securityRoutingKeyFile", Value: n.PagerDuty.SecurityRoutingKey, File: file(n.PagerDuty.SecurityRoutingKeyFile)})
+	}
+	if n.Slack.WebhookURLFile != "" {
+		out = append(out, SecretValue{Path: "global.notify.slack.webhookURLFile", Value: n.Slack.WebhookURL, File: file(n.Slack.WebhookURLFile)})
+	}
+	for _, w := range n.Webhooks {
+		if w.URLFile != "" {
+			out = append(out, SecretValue{Path: "global.notify.webhooks[" + w.Name + "].urlFile", Value: w.URLSecret, File: file(w.URLFile)})
+		}
+	}
+	if c.Global.API.TokenFile != "" {
+		v := c.Global.API.Token
+		for _, t := range c.Global.API.Tokens {
+			v += Secret(t.Name+":") + t.Token + "\n"
+		}
+		out = append(out, SecretValue{Path: "global.api.tokenFile", Value: v, File: file(c.Global.API.TokenFile)})
+	}
+	return out
+}

@@ -10,8 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/prometheus/common/model"
+
+	"github.com/rollguard/rollguard/pkg/promql"
 )
 
 var (
@@ -51,6 +54,12 @@ func IsPrometheusKind(kind string) bool {
 // where it was written, not again at every trigger that inherits it.
 func (c *Config) validate(errs *errList, given func(path string) bool) {
 	c.Global.validate(errs)
+	c.validateTemplates(errs)
+	atLeastTwoIntervals(errs, "global.for", c.Global.For, c.Global.Interval)
+	if g := &c.Global; g.For > 0 && g.Interval > 0 && g.For%g.Interval != 0 {
+		c.warnf("global.for", "%s is not a multiple of global.interval %s: a trigger fires at the first sample at or after %s, %s after the breach began",
+			g.For, g.Interval, g.For, (g.For/g.Interval+1)*g.Interval)
+	}
 	validateHTTPConfig(errs, "global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig, given)
 	c.validateNotifiers(errs, given)
 
@@ -202,6 +211,7 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 		errs.addf(p+".triggers", "at least one trigger is required")
 	}
 	triggers := map[string]int{}
+	lookbacks := map[int]time.Duration{}
 	for i := range t.Triggers {
 		tr := &t.Triggers[i]
 		tp := indexPath(p+".triggers", i)
@@ -210,8 +220,9 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 		} else {
 			triggers[tr.Name] = i
 		}
-		c.validateTrigger(t, tr, tp, errs, given)
+		lookbacks[i] = c.validateTrigger(t, tr, tp, errs, given)
 	}
+	c.validateVerifyWindow(t, p, lookbacks)
 
 	r := &t.Rollback
 	rp := p + ".rollback"
@@ -292,7 +303,9 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 	}
 }
 
-func (c *Config) validateTrigger(t *Target, tr *Trigger, p string, errs *errList, given func(string) bool) {
+// validateTrigger checks one trigger and returns how much history its
+// PromQL reads (0 for the other kinds).
+func (c *Config) validateTrigger(t *Target, tr *Trigger, p string, errs *errList, given func(string) bool) time.Duration {
 	g := &c.Global
 	dnsLabel(errs, p+".name", tr.Name)
 	if tr.Kind == "" {
@@ -372,6 +385,34 @@ func (c *Config) validateTrigger(t *Target, tr *Trigger, p string, errs *errList
 	if tr.Security && g.Notify.PagerDuty.SecurityRoutingKeyFile == "" {
 		errs.addf(p+".security", "requires global.notify.pagerduty.securityRoutingKeyFile")
 	}
+	if known {
+		c.validateSignal(tr, p, errs, given)
+	}
+	if !prom {
+		return 0
+	}
+	// The built-in kinds' inherited queries were parsed once at
+	// global.templates; what the trigger itself gives is parsed here.
+	var lookback time.Duration
+	for _, q := range []struct{ field, q string }{{"query", tr.Query}, {"volumeQuery", tr.VolumeQuery}} {
+		var pq promql.Query
+		var ok bool
+		if given(p+"."+q.field) || tr.Kind == KindPrometheus && q.field == "query" {
+			pq, ok = c.checkPromQL(errs, p+"."+q.field, q.q)
+		} else if q.q != "" {
+			pq, ok = parsedQuiet(q.q)
+		}
+		if ok {
+			lookback = max(lookback, pq.Lookback)
+		}
+	}
+	return lookback
+}
+
+// parsedQuiet parses a query already checked where it was written.
+func parsedQuiet(q string) (promql.Query, bool) {
+	pq, err := promql.Parse(q)
+	return pq, err == nil
 }
 
 // databaseRef checks that name is a global database. empty says whether an

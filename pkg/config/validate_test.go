@@ -22,6 +22,7 @@ func (p parts) yaml() string {
 		triggers = `      - name: errors
         kind: errorRate
         above: 0.05
+        minRate: 1
 `
 	}
 	return `global:
@@ -142,7 +143,7 @@ func TestLoadErrors(t *testing.T) {
 		{
 			name: "two documents",
 			src:  parts{}.yaml() + "---\nglobal: {}\n",
-			want: []string{"yaml: line 14: a second YAML document; the configuration is one document"},
+			want: []string{"yaml: line 15: a second YAML document; the configuration is one document"},
 		},
 		{
 			name: "empty document",
@@ -359,7 +360,7 @@ targets:
 			name: "threshold: NaN, infinity, both, neither",
 			src: parts{triggers: `      - {name: a, kind: errorRate, above: .nan}
       - {name: b, kind: errorRate, below: -.inf}
-      - {name: c, kind: errorRate, above: 1, below: 0}
+      - {name: c, kind: errorRate, above: 0.5, below: 0.1}
       - {name: d, kind: errorRate}
       - {name: e, kind: errorRate, above: null}
 `}.yaml(),
@@ -399,7 +400,7 @@ targets:
       - {name: c, kind: sql, query: "SELECT 1", database: replica, above: 1}
       - {name: d, kind: connections, above: 0.95, volumeQuery: "x"}
       - {name: e, kind: errorRate, above: 0.05, database: primary, application: api}
-      - {name: f, kind: replicationLag, database: primary, above: 30, application: api}
+      - {name: f, kind: replicationLag, database: primary, above: 30, application: api, match: {slot: sub}}
       - {name: g, kind: connections, database: primary, application: pggit-api, above: 0.5}
 `}.yaml(),
 			want: []string{
@@ -537,7 +538,7 @@ targets:
     deployment: api
     triggers:
       - {name: errors, kind: errorRate, above: .nan, for: 0s}
-      - {name: lag, kind: replicationLag, database: nope, above: 30, action: nuke}
+      - {name: lag, kind: replicationLag, database: nope, above: 30, action: nuke, match: {slot: sub}}
 `
 	path := t.TempDir() + "/rollguard.yaml"
 	if err := writeFile(path, src); err != nil {

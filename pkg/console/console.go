@@ -162,6 +162,9 @@ type Options struct {
 	// Tokens are more tokens, any of which is accepted the same way (the
 	// named tokens of global.api.tokenFile).
 	Tokens [][]byte
+	// TokenFunc, when set, is asked for the tokens instead of Token and
+	// Tokens, so a rotated token file takes effect on reload.
+	TokenFunc func() [][]byte
 	// Refresh is how often the script refreshes the overview (default
 	// 2s; a target's page, which reads the cluster, every 5s).
 	Refresh time.Duration
@@ -254,6 +257,18 @@ func cacheAssets(next http.Handler) http.Handler {
 	})
 }
 
+// tokens are the tokens accepted now.
+func (c *Console) tokens() [][]byte {
+	if c.opts.TokenFunc != nil {
+		return c.opts.TokenFunc()
+	}
+	toks := c.opts.Tokens
+	if len(c.opts.Token) > 0 {
+		toks = append([][]byte{c.opts.Token}, toks...)
+	}
+	return toks
+}
+
 // auth answers 204 when the request carries the API token, so the script
 // shows the action forms only to someone who can use them. It changes
 // nothing.
@@ -269,8 +284,8 @@ func (c *Console) auth(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "missing bearer token", http.StatusUnauthorized)
 		return
 	}
-	match := len(c.opts.Token) > 0 && subtle.ConstantTimeCompare([]byte(got), c.opts.Token) == 1
-	for _, tok := range c.opts.Tokens {
+	match := false
+	for _, tok := range c.tokens() {
 		// Every token is compared: which one matched shows in no timing.
 		match = subtle.ConstantTimeCompare([]byte(got), tok) == 1 || match
 	}
@@ -283,7 +298,7 @@ func (c *Console) auth(w http.ResponseWriter, r *http.Request) {
 }
 
 // actions reports whether a token is configured, so actions are offered.
-func (c *Console) actions() bool { return len(c.opts.Token) > 0 || len(c.opts.Tokens) > 0 }
+func (c *Console) actions() bool { return len(c.tokens()) > 0 }
 
 // timeout bounds the reads behind one page.
 const timeout = 10 * time.Second

@@ -44,6 +44,7 @@ func (c *Console) page(snap Snapshot, heading string, refresh time.Duration, bod
 // Trigger row states, the CSS classes and words of the state column.
 var stateWords = map[window.State]string{
 	window.StateOK: "OK", window.StatePending: "PENDING", window.StateFiring: "FIRING", window.StateNoData: "NO DATA",
+	window.StateLowVolume: "LOW VOLUME",
 }
 
 // row is one trigger as a table row.
@@ -107,6 +108,8 @@ func (c *Console) row(v evaluator.View, now time.Time, interval time.Duration, s
 			r.Blind = "blind"
 		}
 		r.HeldText = "window reset: no data is never a breach"
+	case window.StateLowVolume:
+		r.HeldText = "traffic below minRate: not judged, not blind"
 	default:
 		r.HeldText = "0 s of " + fmtDur(forDur)
 	}
@@ -166,7 +169,8 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 			if rank(v.Status.State) < rank(worst) {
 				worst = v.Status.State
 			}
-			if v.Status.State != window.StateOK {
+			// Low traffic is a quiet night, not something to attend to.
+			if v.Status.State != window.StateOK && v.Status.State != window.StateLowVolume {
 				b.Attention = append(b.Attention, c.row(v, now, snap.Interval, sparkSmall))
 			}
 		}
@@ -189,7 +193,7 @@ func (c *Console) overview(w http.ResponseWriter, r *http.Request) {
 		b.Targets = append(b.Targets, tv)
 	}
 	slices.SortStableFunc(b.Attention, func(a, b row) int { return rankWord(a.State) - rankWord(b.State) })
-	for _, s := range []window.State{window.StateFiring, window.StatePending, window.StateNoData, window.StateOK} {
+	for _, s := range []window.State{window.StateFiring, window.StatePending, window.StateNoData, window.StateLowVolume, window.StateOK} {
 		b.Counts = append(b.Counts, count{State: s.String(), Word: stateWords[s], N: n[s]})
 	}
 	c.render(w, http.StatusOK, "overview.html", c.page(snap, "Targets", c.opts.Refresh, b))
@@ -509,7 +513,7 @@ var funcs = template.FuncMap{
 			return "firing"
 		case incident.StatusInProgress, incident.StatusDetected:
 			return "pending"
-		case incident.StatusBlind:
+		case incident.StatusBlind, incident.StatusUnverified:
 			return "nodata"
 		}
 		return "info"
@@ -531,6 +535,8 @@ var funcs = template.FuncMap{
 			return "ok"
 		case "skipped":
 			return "info"
+		case notify.OutcomeUnverified:
+			return "nodata"
 		}
 		return "firing"
 	},

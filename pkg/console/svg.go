@@ -162,8 +162,10 @@ func sparkline(samples []window.Sample, threshold float64, op string, sz sparkSi
 	end()
 	for _, s := range samples {
 		switch {
-		case s.Kind == window.NoData:
-			b = append(b, `<rect class="spark-nodata" x="`...)
+		case s.Kind == window.NoData || s.Kind == window.LowVolume:
+			b = append(b, `<rect class="spark-`...)
+			b = append(b, s.Kind.String()...)
+			b = append(b, `" x="`...)
 			b = num(b, x(s.Time)-1, '"')
 			b = append(b, ` y="`...)
 			b = num(b, sz.H-7, '"')

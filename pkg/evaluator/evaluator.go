@@ -359,9 +359,17 @@ func (e *Evaluator) Run(ctx context.Context) error {
 // made the sample one window after the first breach a few milliseconds
 // short of the window, and the trigger fired one whole interval late
 // (make bench: 65 s instead of 60 s in 1 run of 3 at a 5 s interval).
+//
+// Both are read on the wall clock (Round(0) drops the monotonic reading):
+// base + monotonic time since would keep a clock that was wrong at start
+// (and stepped right by NTP since) in every query for the life of the
+// process. A stepped clock moves the stamps with it: a step back repeats
+// instants the windows ignore, a step forward is a gap (above maxGap it
+// restarts a run), which is what they are.
 func slot(base, now time.Time, interval time.Duration) time.Time {
-	k := (now.Sub(base) + interval/2) / interval
-	return base.Add(k * interval)
+	b, n := base.Round(0), now.Round(0)
+	k := (n.Sub(b) + interval/2) / interval
+	return b.Add(k * interval)
 }
 
 // Tick runs one evaluation stamped now: every distinct (backend, query)
@@ -416,8 +424,13 @@ func (e *Evaluator) Tick(ctx context.Context, now time.Time) {
 		}
 		if bl != nil {
 			blinds = append(blinds, *bl)
-			e.logger.Warn("trigger blind", zap.String("target", bl.Target), zap.String("trigger", bl.Trigger),
-				zap.Time("since", bl.Since), zap.String("lastError", bl.LastError))
+			if bl.Resolved {
+				e.logger.Info("trigger has data again", zap.String("target", bl.Target), zap.String("trigger", bl.Trigger),
+					zap.Time("blindSince", bl.Since))
+			} else {
+				e.logger.Warn("trigger blind", zap.String("target", bl.Target), zap.String("trigger", bl.Trigger),
+					zap.Time("since", bl.Since), zap.String("lastError", bl.LastError))
+			}
 		}
 	}
 	e.ticked = true
@@ -714,6 +727,51 @@ func (e *Evaluator) SeedWithVolume(id string, points, volume []source.Point) err
 	return nil
 }
 
+// SeedRange rebuilds a trigger's window from a range query after a
+// restart: it replays, at each evaluation instant of at (a query_range's
+// start + k·step, oldest first), the point of points at that instant, as
+// live evaluation would have observed it then. An instant without a point
+// is what an instant query there answers, an empty result: nodata, which
+// resets the run as it does live. Replaying only the points would bridge
+// every hole no longer than maxGap, and a restart could fire at once where
+// live evaluation would not. volume is the volume query's points (nil
+// without one); an instant without a volume point has an unknown volume.
+// Instants match points to the millisecond, Prometheus' resolution. It
+// emits no Decision and no Blind (see Seed).
+func (e *Evaluator) SeedRange(id string, at []time.Time, points, volume []source.Point) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	en, ok := e.entries[id]
+	if !ok {
+		return fmt.Errorf("seed trigger %q: %w", id, ErrUnknownTrigger)
+	}
+	match := en.spec.Match
+	i, j := 0, 0
+	for _, t := range at {
+		ms := t.UnixMilli()
+		obs := trigger.Observation{Volume: math.NaN()}
+		for i < len(points) && points[i].Time.UnixMilli() < ms {
+			i++
+		}
+		if i < len(points) && points[i].Time.UnixMilli() == ms {
+			obs.Value = points[i].Value
+		} else {
+			obs.Value = math.NaN()
+			obs.Err = fmt.Errorf("%s query %q match %v at %s: %w", en.spec.Backend, en.spec.Query, match, t.UTC().Format(time.RFC3339), source.ErrNoData)
+		}
+		for j < len(volume) && volume[j].Time.UnixMilli() < ms {
+			j++
+		}
+		if j < len(volume) && volume[j].Time.UnixMilli() == ms {
+			obs.Volume = volume[j].Value
+		}
+		en.trig.Replay(t, obs)
+	}
+	e.logger.Debug("trigger seeded", zap.String("id", id), zap.Int("instants", len(at)), zap.Int("points", len(points)),
+		zap.Stringer("state", en.trig.Window().State()))
+	return nil
+}
+
 // Firing returns the Decision of every trigger firing now, for a replica
 // that has just become leader: the edges into firing it saw as a follower
 // (or in a rebuilt window) were not acted on.
@@ -804,6 +862,8 @@ func errKind(err error) string {
 		return "unauthorized"
 	case errors.Is(err, source.ErrTLS):
 		return "tls"
+	case errors.Is(err, source.ErrRoleConnectionLimit):
+		return "role_connection_limit"
 	case errors.Is(err, source.ErrUnreachable):
 		return "unreachable"
 	case errors.Is(err, source.ErrTooManyConnections):

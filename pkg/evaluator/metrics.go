@@ -25,14 +25,14 @@ func newMetrics() *metrics {
 		}, []string{"backend"}),
 		serr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rollguard_source_errors_total",
-			Help: "Failed source queries by error kind (timeout, unauthorized, tls, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
+			Help: "Failed source queries by error kind (timeout, unauthorized, tls, role_connection_limit, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
 		}, []string{"backend", "kind"}),
 	}
 }
 
 var (
 	stateDesc = prometheus.NewDesc("rollguard_trigger_state",
-		"1 for the trigger's current state (ok, pending, firing, nodata), 0 for the others.",
+		"1 for the trigger's current state (ok, pending, firing, nodata, lowvolume), 0 for the others.",
 		[]string{"target", "trigger", "state"}, nil)
 	breachDesc = prometheus.NewDesc("rollguard_trigger_breach_seconds",
 		"How long the trigger's current breaching run has lasted, up to its last sample; 0 when not breaching.",

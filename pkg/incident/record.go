@@ -31,6 +31,9 @@ const (
 	StatusCannotRollback Status = "cannot_rollback"
 	StatusDryRun         Status = "dry_run"
 	StatusBlind          Status = "blind"
+	// StatusUnverified: rolled back, but verify had no data to judge the
+	// recovery by; a human checks.
+	StatusUnverified Status = "unverified"
 )
 
 // Entry is one line of the timeline.
@@ -96,6 +99,9 @@ type Record struct {
 	Evidence     Evidence     `json:"evidence"`
 	Steps        []StepResult `json:"steps,omitempty"`
 	Verification string       `json:"verification,omitempty"`
+	// LeftBehind is, for a stopped rollback, the Deployment as the run
+	// left it and what a human must decide.
+	LeftBehind string `json:"leftBehind,omitempty"`
 	// DataIntegrity is nil when it was not checked.
 	DataIntegrity     *DataIntegrity  `json:"dataIntegrity,omitempty"`
 	RecoveryChecklist []ChecklistItem `json:"recoveryChecklist"`
@@ -196,15 +202,21 @@ func Apply(r *Record, e notify.Event) {
 			outcome = notify.OutcomeOK
 		}
 		errText := str(e.Details, notify.DetailStepError)
+		detail := str(e.Details, notify.DetailStepDetail)
 		r.step(name, func(s *StepResult) {
 			if s.Started.IsZero() {
 				s.Started = e.Time
 			}
 			s.Finished, s.Outcome, s.Error = e.Time, outcome, errText
+			if detail != "" {
+				s.Detail = detail
+			}
 		})
 		what := "Step " + name + " finished: " + outcome
 		if errText != "" {
 			what += ": " + errText
+		} else if detail != "" {
+			what += " (" + detail + ")"
 		}
 		r.add(e.Time, what)
 		switch str(e.Details, notify.DetailMilestone) {
@@ -222,9 +234,17 @@ func Apply(r *Record, e notify.Event) {
 		r.stable(e.Time)
 		r.Status = StatusResolved
 		r.add(e.Time, "Rollback succeeded")
+	case notify.KindRollbackUnverified:
+		// The previous version runs; nothing says the service recovered.
+		r.restored(e.Time)
+		r.Status = StatusUnverified
+		r.add(e.Time, "Rollback done, UNVERIFIED: "+orDefault(r.Verification, summaryOf(e)))
 	case notify.KindRollbackFailed:
 		r.Status = StatusFailed
 		r.add(e.Time, "Rollback FAILED: "+orDefault(r.Error, summaryOf(e)))
+		if r.LeftBehind != "" {
+			r.add(e.Time, "Left behind: "+r.LeftBehind)
+		}
 	case notify.KindCannotRollback:
 		r.DetectedAt = first(r.DetectedAt, e.Time)
 		r.setSummary(e)
@@ -274,7 +294,7 @@ func (r *Record) setSummary(e notify.Event) {
 // reopen a resolved or failed incident.
 func (r *Record) advance(s Status) {
 	switch r.Status {
-	case StatusResolved, StatusFailed, StatusCannotRollback:
+	case StatusResolved, StatusFailed, StatusCannotRollback, StatusUnverified:
 		return
 	case StatusInProgress:
 		if s == StatusDryRun || s == StatusBlind || s == StatusDetected {
@@ -353,6 +373,8 @@ func (r *Record) updateChecklist() {
 		switch {
 		case strings.HasPrefix(it.Item, "Notify all stakeholders"):
 			it.Note = "rollguard paged and posted to Slack; email and status page are yours"
+		case strings.HasPrefix(it.Item, "Verify all systems operational") && r.Status == StatusUnverified:
+			it.Note = "rollguard could NOT verify the recovery: " + orDefault(r.Verification, "no data")
 		case strings.HasPrefix(it.Item, "Verify all systems operational") && r.Status == StatusResolved:
 			it.Note = "rollguard verification passed at " + r.StableAt.UTC().Format(time.RFC3339)
 			if r.Verification != "" {
@@ -406,6 +428,9 @@ func applyDetails(r *Record, d map[string]any) {
 	if v := str(d, notify.DetailVerification); v != "" {
 		r.Verification = v
 	}
+	if v := str(d, notify.DetailLeftBehind); v != "" {
+		r.LeftBehind = v
+	}
 	if v, ok := d[notify.DetailDataIntegrity].(notify.DataIntegrity); ok {
 		r.DataIntegrity = &v
 	} else if p, ok := d[notify.DetailDataIntegrity].(*notify.DataIntegrity); ok && p != nil {
@@ -438,6 +463,9 @@ func applyDetails(r *Record, d map[string]any) {
 				}
 				if !s.Finished.IsZero() {
 					dst.Finished, dst.Outcome, dst.Error = s.Finished, s.Outcome, s.Error
+				}
+				if s.Detail != "" {
+					dst.Detail = s.Detail
 				}
 			})
 			r.add(s.Started, "Step "+s.Name+" started")

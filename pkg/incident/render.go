@@ -55,6 +55,8 @@ func statusWord(s Status) string {
 		return "NEEDS_HUMAN"
 	case StatusDryRun:
 		return "DRY_RUN"
+	case StatusUnverified:
+		return "UNVERIFIED"
 	}
 	return "IN_PROGRESS"
 }
@@ -123,6 +125,8 @@ func (r *Record) actionsTaken() []string {
 		}
 		if s.Error != "" {
 			line += " (" + s.Error + ")"
+		} else if s.Detail != "" {
+			line += ": " + s.Detail
 		}
 		out = append(out, line)
 	}
@@ -131,6 +135,12 @@ func (r *Record) actionsTaken() []string {
 	}
 	if r.Status == StatusFailed && r.Error != "" {
 		out = append(out, "Stopped: "+r.Error)
+	}
+	if r.Status == StatusFailed && r.LeftBehind != "" {
+		out = append(out, "Left behind: "+r.LeftBehind)
+	}
+	if r.Status == StatusUnverified {
+		out = append(out, "NOT verified: "+orDefault(r.Verification, "verify had no data to judge the recovery by"))
 	}
 	return out
 }
@@ -224,14 +234,14 @@ func Markdown(r *Record, t Template) string {
 			fmt.Fprintf(&b, "Plan (%s): %s\n\n", orDefault(r.Strategy, "default"), strings.Join(r.Plan, " → "))
 		}
 		if len(r.Steps) > 0 {
-			b.WriteString("| step | started | finished | outcome | error |\n|---|---|---|---|---|\n")
+			b.WriteString("| step | started | finished | outcome | detail or error |\n|---|---|---|---|---|\n")
 			for _, s := range r.Steps {
 				fin := "-"
 				if !s.Finished.IsZero() {
 					fin = clock(s.Finished)
 				}
 				fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", s.Name, clock(s.Started), fin,
-					orDefault(s.Outcome, "running"), strings.ReplaceAll(s.Error, "|", "\\|"))
+					orDefault(s.Outcome, "running"), strings.ReplaceAll(orDefault(s.Error, s.Detail), "|", "\\|"))
 			}
 		}
 	}
@@ -251,6 +261,9 @@ func Markdown(r *Record, t Template) string {
 	}
 	if r.Verification != "" {
 		fmt.Fprintf(&b, "\n## Verification\n\n%s\n", r.Verification)
+	}
+	if r.LeftBehind != "" {
+		fmt.Fprintf(&b, "\n## State left behind\n\n%s\n", r.LeftBehind)
 	}
 	b.WriteString("\n## Data integrity\n\n")
 	if d := r.DataIntegrity; d != nil {

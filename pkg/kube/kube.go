@@ -601,3 +601,13 @@ func selected(name string, names []string) bool {
 	}
 	return false
 }
+
+// DescribeState is a Deployment's state as a human deciding what to do
+// next needs it: its template's images, the replicas it asks for and how
+// many are updated, ready and available, e.g. "production/pggit-api
+// api=pggit-api:v1.0.3, 4 replicas asked, 2 updated, 1 ready, 1 available".
+func DescribeState(dep *appsv1.Deployment) string {
+	st := dep.Status
+	return fmt.Sprintf("%s/%s %s, %d replicas asked, %d updated, %d ready, %d available",
+		dep.Namespace, dep.Name, FormatImages(Images(&dep.Spec.Template)), Replicas(dep), st.UpdatedReplicas, st.ReadyReplicas, st.AvailableReplicas)
+}

@@ -30,6 +30,11 @@ const (
 	KindStepFinished      Kind = "step_finished"
 	KindRollbackSucceeded Kind = "rollback_succeeded"
 	KindRollbackFailed    Kind = "rollback_failed"
+	// KindRollbackUnverified: the plan ran to its end but its verify step
+	// had no data to judge the recovery by (a source down, too little
+	// traffic): never a success, a human checks. Details[DetailVerification]
+	// says what is known.
+	KindRollbackUnverified Kind = "rollback_unverified"
 	// KindCannotRollback: a trigger fired but an interlock (freeze, budget,
 	// no distinct older revision, paused Deployment...) blocked the action,
 	// so a human must decide.
@@ -38,6 +43,9 @@ const (
 	KindWouldRollback Kind = "would_rollback"
 	// KindBlind: a trigger has had no data for blindAfter.
 	KindBlind Kind = "blind"
+	// KindBlindResolved: a trigger paged as blind has data again; it
+	// closes the blind page.
+	KindBlindResolved Kind = "blind_resolved"
 	// KindTest: an operator asked for a test notification.
 	KindTest Kind = "test"
 	// KindRecordFailed: an incident record could not be stored; the
@@ -124,18 +132,23 @@ const (
 	DetailRestoredVersion = "restored_version" // string
 	DetailDeployedAt      = "deployed_at"      // time.Time the bad ReplicaSet was created
 	DetailBreachStartedAt = "breach_started_at"
-	DetailPlan            = "plan"        // []string, step names in order
-	DetailStrategy        = "strategy"    // string: quick, revert, full...
-	DetailStep            = "step"        // string, on step events
-	DetailStepError       = "step_error"  // string, on a failed StepFinished
-	DetailStepOutcome     = "step_result" // string: ok, failed, skipped
-	DetailSteps           = "steps"       // []StepResult, on the final events
-	DetailMilestone       = "milestone"   // string: MilestoneRestored or MilestoneStable
-	DetailResumed         = "resumed"     // bool: the run continues one a crash or a leader change interrupted
-	DetailReason          = "reason"      // string, why it cannot / did not roll back
-	DetailVerification    = "verification"
-	DetailDataIntegrity   = "data_integrity" // DataIntegrity
-	DetailError           = "error"          // string
+	DetailPlan            = "plan"         // []string, step names in order
+	DetailStrategy        = "strategy"     // string: quick, revert, full...
+	DetailStep            = "step"         // string, on step events
+	DetailStepError       = "step_error"   // string, on a failed StepFinished
+	DetailStepOutcome     = "step_result"  // string: ok, failed, skipped, unverified
+	DetailStepDetail      = "step_detail"  // string: what the finished step did, on StepFinished
+	DetailSteps           = "steps"        // []StepResult, on the final events
+	DetailMilestone       = "milestone"    // string: MilestoneRestored or MilestoneStable
+	DetailResumed         = "resumed"      // bool: the run continues one a crash or a leader change interrupted
+	DetailReason          = "reason"       // string, why it cannot / did not roll back
+	DetailVerification    = "verification" // string: what verify saw (held, or why unverified)
+	// DetailLeftBehind is, on a stopped rollback, the Deployment as the
+	// run left it (images, replicas asked and available) and what a human
+	// must decide about it; string.
+	DetailLeftBehind    = "state_left_behind"
+	DetailDataIntegrity = "data_integrity" // DataIntegrity
+	DetailError         = "error"          // string
 	// DetailRequester is who asked for the action and why (Requester):
 	// the trigger, the Alertmanager alert or the human caller.
 	DetailRequester = "requested_by"
@@ -153,6 +166,8 @@ const (
 	OutcomeOK      = "ok"
 	OutcomeFailed  = "failed"
 	OutcomeSkipped = "skipped"
+	// OutcomeUnverified: the verify step ran to its end without data.
+	OutcomeUnverified = "unverified"
 )
 
 // Sample is one observation of a trigger's window. Value is NaN when the
@@ -198,6 +213,9 @@ type StepResult struct {
 	Finished time.Time `json:"finished,omitzero"`
 	Outcome  string    `json:"outcome,omitempty"`
 	Error    string    `json:"error,omitempty"`
+	// Detail is what the step did (replicas available, rows restored,
+	// what verify saw).
+	Detail string `json:"detail,omitempty"`
 }
 
 // DataIntegrity is the runbook's post-rollback data check.
@@ -254,12 +272,16 @@ func DefaultSummary(e Event) string {
 		return fmt.Sprintf("%s rolled back (trigger %s)", t, e.Trigger)
 	case KindRollbackFailed:
 		return fmt.Sprintf("ROLLBACK FAILED: %s (trigger %s)", t, e.Trigger)
+	case KindRollbackUnverified:
+		return fmt.Sprintf("ROLLBACK DONE, UNVERIFIED: %s (trigger %s)", t, e.Trigger)
 	case KindCannotRollback:
 		return fmt.Sprintf("%s: trigger %s fired but rollguard cannot roll back", t, e.Trigger)
 	case KindWouldRollback:
 		return fmt.Sprintf("dry-run: would roll back %s (trigger %s)", t, e.Trigger)
 	case KindBlind:
 		return fmt.Sprintf("%s: trigger %s has no data (rollguard is blind)", t, e.Trigger)
+	case KindBlindResolved:
+		return fmt.Sprintf("%s: trigger %s has data again", t, e.Trigger)
 	case KindTest:
 		return "rollguard test notification"
 	case KindRecordFailed:

@@ -133,6 +133,7 @@ targets:
       - name: replication-lag
         kind: replicationLag
         database: primary
+        match: {slot: pggit_sub}
         above: 30
       - name: queue
         kind: sql

@@ -124,6 +124,29 @@ func TestFiringSeenAsFollowerIsActedOnAtLeadership(t *testing.T) {
 	}
 }
 
+// A blind page is closed when the trigger has data again, once; the end of
+// an episode this process never paged (a follower's) closes nothing.
+func TestBlindPageResolvesWhenDataReturns(t *testing.T) {
+	tr := &fakeTriggers{}
+	f := newFixtureWith(t, Target{}, guard.Options{}, fixtureOpts{triggers: tr})
+	f.lead(t)
+	since := f.now.Add(-3 * time.Minute)
+	f.r.Blind(trigger.Blind{Target: "pggit-api", Trigger: "p99", Since: since})
+	back := trigger.Blind{Target: "pggit-api", Trigger: "p99", Since: since, Resolved: true, Until: f.now}
+	f.r.Blind(back)
+	f.r.Blind(back)
+	f.r.Blind(trigger.Blind{Target: "pggit-api", Trigger: "p99", Since: f.now.Add(-time.Minute), Resolved: true, Until: f.now})
+	if got := f.q.kinds(); !reflect.DeepEqual(got, []string{"blind", "blind_resolved"}) {
+		t.Fatalf("events %v, want one blind page and its resolution", got)
+	}
+	f.q.mu.Lock()
+	e := f.q.events[1]
+	f.q.mu.Unlock()
+	if e.Trigger != "p99" || e.Severity != notify.SeverityWarning || e.Target.Deployment == "" {
+		t.Errorf("resolution %+v", e)
+	}
+}
+
 // Interlocks are consumed only by a plan that started writing: a refusal
 // (a paused Deployment) leaves one rollback per revision, the cooldown and
 // the budget untouched.

@@ -155,6 +155,8 @@ func (o *runObserver) StepFinished(f rollback.Facts) {
 		// write and reports the step as already done; only on a resume
 		// was it really done by an earlier run.
 		outcome = notify.OutcomeSkipped
+	case f.Step == rollback.StepVerify && f.Unverified != "":
+		outcome = notify.OutcomeUnverified
 	}
 	if !f.Skipped && !f.Finished.IsZero() && !f.Started.IsZero() {
 		o.r.m.steps.WithLabelValues(string(f.Action), f.Step, outcome).Observe(f.Finished.Sub(f.Started).Seconds())
@@ -169,12 +171,19 @@ func (o *runObserver) StepFinished(f rollback.Facts) {
 	if f.Err != nil {
 		e.Details[notify.DetailStepError] = f.Err.Error()
 	}
+	if f.Detail != "" {
+		e.Details[notify.DetailStepDetail] = f.Detail
+	}
 	if f.Err == nil {
 		switch f.Step {
 		case rollback.StepWaitRollout:
 			e.Details[notify.DetailMilestone] = notify.MilestoneRestored
 		case rollback.StepVerify:
-			e.Details[notify.DetailMilestone] = notify.MilestoneStable
+			e.Details[notify.DetailVerification] = f.Detail
+			if outcome == notify.OutcomeOK {
+				// Only a verified recovery is "stable".
+				e.Details[notify.DetailMilestone] = notify.MilestoneStable
+			}
 		}
 	}
 	e.Summary = fmt.Sprintf("%s/%s: step %d/%d %s %s", f.Namespace, f.Deployment, f.StepIndex, f.Steps, f.Step, outcome)
@@ -221,6 +230,14 @@ func (o *runObserver) PlanFinished(f rollback.Facts) {
 		}
 		e.Kind = notify.KindRollbackSucceeded
 		e.Summary = fmt.Sprintf("ROLLBACK COMPLETE: %s/%s restored to %s with plan %s", f.Namespace, f.Deployment, e.Details[notify.DetailRestoredVersion], f.Action)
+		if f.Unverified != "" {
+			// Rolled back, but nothing says the service recovered: never
+			// a success page.
+			e.Kind = notify.KindRollbackUnverified
+			e.Details[notify.DetailVerification] = f.Unverified
+			e.Summary = fmt.Sprintf("ROLLBACK DONE, UNVERIFIED: %s/%s restored to %s with plan %s, recovery not verified: %s",
+				f.Namespace, f.Deployment, e.Details[notify.DetailRestoredVersion], f.Action, f.Unverified)
+		}
 	} else {
 		e.Kind = notify.KindRollbackFailed
 		e.Details[notify.DetailError] = f.Err.Error()
@@ -232,6 +249,10 @@ func (o *runObserver) PlanFinished(f rollback.Facts) {
 		if len(f.LeftBehind) > 0 {
 			e.Details["left_behind"] = f.LeftBehind
 			e.Summary += fmt.Sprintf(" (NOT put back: %v)", f.LeftBehind)
+		}
+		if s := f.StateLeftBehind; s != nil {
+			e.Details[notify.DetailLeftBehind] = s.Detail
+			e.Summary += "; " + s.Summary
 		}
 	}
 	r.queue.Enqueue(e)

@@ -10,7 +10,10 @@ type Result string
 // Results.
 const (
 	ResultSucceeded Result = "succeeded"
-	ResultFailed    Result = "failed"
+	// ResultUnverified: the plan ran to its end, but verify had no data
+	// to judge the recovery by; a human checks.
+	ResultUnverified Result = "unverified"
+	ResultFailed     Result = "failed"
 	// ResultRefused: the executor refused the plan (no older revision, a
 	// paused Deployment, a run that needs a human...); nothing written.
 	ResultRefused Result = "refused"
@@ -29,7 +32,7 @@ const (
 )
 
 // counted are the results rollguard_rollbacks_total counts.
-var counted = map[Result]bool{ResultSucceeded: true, ResultFailed: true, ResultRefused: true, ResultBlocked: true, ResultDryRun: true, ResultNoop: true}
+var counted = map[Result]bool{ResultSucceeded: true, ResultUnverified: true, ResultFailed: true, ResultRefused: true, ResultBlocked: true, ResultDryRun: true, ResultNoop: true}
 
 // Outcome is the end of one response.
 type Outcome struct {

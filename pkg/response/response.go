@@ -339,6 +339,10 @@ func (r *Responder) idle() bool { return r.open.Load() == 0 }
 // speaks.
 func (r *Responder) Blind(b trigger.Blind) {
 	key := b.Target + "|" + b.Trigger + "|" + b.Since.UTC().Format(time.RFC3339Nano)
+	if b.Resolved {
+		r.unblind(b, key)
+		return
+	}
 	r.mu.Lock()
 	st, ok := r.targets[b.Target]
 	_, paged := r.blindPaged[key]
@@ -356,6 +360,29 @@ func (r *Responder) Blind(b trigger.Blind) {
 		Severity: notify.SeverityWarning,
 		Summary:  fmt.Sprintf("rollguard is blind on %s/%s: no data since %s", b.Target, b.Trigger, b.Since.UTC().Format(time.RFC3339)),
 		Details:  map[string]any{notify.DetailError: b.LastError, "since": b.Since},
+	})
+}
+
+// unblind closes the blind page of an episode this process paged: the
+// trigger has data again.
+func (r *Responder) unblind(b trigger.Blind, key string) {
+	r.mu.Lock()
+	st, ok := r.targets[b.Target]
+	_, paged := r.blindPaged[key]
+	leading := r.term != nil
+	if ok && leading && paged {
+		delete(r.blindPaged, key)
+	}
+	r.mu.Unlock()
+	if !ok || !leading || !paged {
+		return
+	}
+	r.queue.Enqueue(notify.Event{
+		Kind: notify.KindBlindResolved, Time: r.opts.Now(), Target: r.notifyTarget(st.cfg), Trigger: b.Trigger,
+		Severity: notify.SeverityWarning,
+		Summary: fmt.Sprintf("rollguard sees again on %s/%s: data since %s (blind since %s)", b.Target, b.Trigger,
+			b.Until.UTC().Format(time.RFC3339), b.Since.UTC().Format(time.RFC3339)),
+		Details: map[string]any{"since": b.Since, "until": b.Until},
 	})
 }
 
@@ -844,6 +871,10 @@ func (r *Responder) outcome(j job, t Target, info revisionInfo, plan rollback.Ac
 			// The restart may have cured the pool: the trigger must hold a
 			// whole window from now to fire again, and then escalates.
 			r.opts.Triggers.Rearm(j.decision.Target, j.decision.Trigger, r.opts.Now())
+		}
+		if res.Unverified != "" {
+			return r.count(t, Outcome{Result: ResultUnverified, Plan: res.Action, RunID: res.RunID,
+				Detail: fmt.Sprintf("%s done, unverified (run %s): %s", res.Action, res.RunID, res.Unverified)})
 		}
 		return r.count(t, Outcome{Result: ResultSucceeded, Plan: res.Action, RunID: res.RunID,
 			Detail: fmt.Sprintf("%s succeeded (run %s)", res.Action, res.RunID)})

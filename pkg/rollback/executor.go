@@ -171,6 +171,12 @@ type Result struct {
 	// what could not be.
 	Undone     []string
 	LeftBehind []string
+	// Unverified: the plan ran to its end but verify had no data to judge
+	// by; it says what is known.
+	Unverified string
+	// StateLeftBehind is, for a stopped run, the Deployment as it was
+	// left and what a human must decide.
+	StateLeftBehind *LeftState
 }
 
 // StepView describes one step for `rollguard plan`.
@@ -296,7 +302,8 @@ func (r *run) facts() Facts {
 	return Facts{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action, RunID: r.j.RunID,
 		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed, Incident: r.j.Incident,
-		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, GitOps: r.j.gitopsNote(r.t.GitOps.Target),
+		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Unverified: r.j.Unverified,
+		GitOps: r.j.gitopsNote(r.t.GitOps.Target),
 	}
 }
 
@@ -305,6 +312,7 @@ func (r *run) result() *Result {
 		RunID: r.j.RunID, Action: r.j.Action, DryRun: r.dryRun, Resumed: r.resumed, State: r.j.State, Incident: r.j.Incident,
 		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Steps: append([]StepRecord(nil), r.j.Steps...),
 		Undone: append([]string(nil), r.j.Undone...), LeftBehind: append([]string(nil), r.j.LeftBehind...),
+		Unverified: r.j.Unverified, StateLeftBehind: r.j.StateLeftBehind,
 	}
 }
 
@@ -341,6 +349,7 @@ func (r *run) execute(ctx context.Context) error {
 
 	f.Finished = e.opts.Now()
 	f.Err = err
+	f.Unverified = r.j.Unverified
 	switch {
 	case r.dryRun:
 	case err == nil:
@@ -378,7 +387,7 @@ func (r *run) execute(ctx context.Context) error {
 			state = RunAborted
 		}
 		r.close(ctx, state, err)
-		f.Undone, f.LeftBehind = r.j.Undone, r.j.LeftBehind
+		f.Undone, f.LeftBehind, f.StateLeftBehind = r.j.Undone, r.j.LeftBehind, r.j.StateLeftBehind
 	}
 	if !r.dryRun {
 		if err == nil {
@@ -416,6 +425,9 @@ func (r *run) close(ctx context.Context, state RunState, cause error) {
 	r.undo(ctx)
 	r.liftIfNothingWritten(ctx)
 	ctx = context.WithoutCancel(ctx)
+	if state == RunFailed || state == RunAborted {
+		r.j.StateLeftBehind = r.leftBehind(ctx)
+	}
 	r.j.State = state
 	r.j.Error = cause.Error()
 	r.j.Finished = ptrTime(r.e.opts.Now())
@@ -504,7 +516,7 @@ func (r *run) steps(ctx context.Context) error {
 
 		rec.Finished = ptrTime(e.opts.Now())
 		rec.Detail = detail
-		f.Finished, f.Detail, f.Err = *rec.Finished, detail, err
+		f.Finished, f.Detail, f.Err, f.Unverified = *rec.Finished, detail, err, r.j.Unverified
 		var notStarted *notStartedError
 		if errors.As(err, &notStarted) {
 			// The step refused to begin: nothing done, pending again.

@@ -83,8 +83,8 @@ func TestQuickRollback(t *testing.T) {
 	if j.State != rollback.RunSucceeded || !reflect.DeepEqual(stepNames(j), want) {
 		t.Errorf("journal %s %v, want succeeded %v", j.State, stepNames(j), want)
 	}
-	if health != 2 { // once between ramp steps, once in verify
-		t.Errorf("health checks = %d, want 2", health)
+	if health != 5 { // once between ramp steps, at each of verify's 4 polls (3s window, 1s apart)
+		t.Errorf("health checks = %d, want 5", health)
 	}
 	// Events on the Deployment, one per milestone, from rollguard.
 	evs, _ := c.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
@@ -507,7 +507,7 @@ func TestFullRollback(t *testing.T) {
 	// interrupted attempt left.
 	want := []string{"Inspect /backups/pre.dump", "Inspect /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump",
 		"Dump /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump",
-		"Inspect /backups/pre.dump", "Restore", "Ping", "CountRows", "MigrationApplied", "Ping"}
+		"Inspect /backups/pre.dump", "Restore", "Ping", "CountRows", "MigrationApplied", "Ping", "Ping", "Ping", "Ping"} // verify pings at each of its 4 polls
 	if got := db.Calls(); !reflect.DeepEqual(got, want) {
 		t.Errorf("db calls = %v\nwant %v", got, want)
 	}
@@ -532,7 +532,7 @@ func TestQuickSkipsDatabaseWhenMigrationNotApplied(t *testing.T) {
 			t.Errorf("database step %s in plan", s.Name)
 		}
 	}
-	if want := []string{"MigrationApplied", "Ping"}; !reflect.DeepEqual(db.Calls(), want) {
+	if want := []string{"MigrationApplied", "Ping", "Ping", "Ping", "Ping"}; !reflect.DeepEqual(db.Calls(), want) {
 		t.Errorf("db calls = %v", db.Calls())
 	}
 }
@@ -647,9 +647,18 @@ func TestVerifyFailsAfterWindow(t *testing.T) {
 	}
 }
 
+// verifierFunc reads one trigger, error-rate: breaching when f returns an
+// error, else under its threshold. Its queries read no history.
 type verifierFunc func(ctx context.Context, ns, name string) error
 
-func (f verifierFunc) Verify(ctx context.Context, ns, name string) error { return f(ctx, ns, name) }
+func (f verifierFunc) Lookback(string, string) time.Duration { return 0 }
+
+func (f verifierFunc) Verify(ctx context.Context, ns, name string, _ time.Time) []rollback.Signal {
+	if err := f(ctx, ns, name); err != nil {
+		return []rollback.Signal{{Trigger: "error-rate", State: rollback.SignalBreach, Detail: err.Error()}}
+	}
+	return []rollback.Signal{{Trigger: "error-rate", State: rollback.SignalOK, Detail: "= 0 (above 0.05)"}}
+}
 
 func TestNotConfigured(t *testing.T) {
 	c := newCluster(t)

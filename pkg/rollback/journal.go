@@ -146,6 +146,13 @@ type Journal struct {
 	Undone []string `json:"undone,omitempty"`
 	// LeftBehind says what a stopped run could not put back, for a human.
 	LeftBehind []string `json:"leftBehind,omitempty"`
+	// StateLeftBehind is the Deployment as a stopped run left it (read
+	// live when it stopped) and what a human must decide about it.
+	StateLeftBehind *LeftState `json:"stateLeftBehind,omitempty"`
+	// Unverified is set when the verify step ran to its end without data
+	// to judge by (a source down, too little traffic): the plan is done,
+	// but nothing says the service recovered. It says what is known.
+	Unverified string `json:"unverified,omitempty"`
 	// History summarises the Deployment's earlier runs, newest first: the
 	// interlocks are seeded from it after a restart, and the revisions it
 	// rolled back are never pinned as a target again.

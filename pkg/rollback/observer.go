@@ -33,6 +33,12 @@ type Facts struct {
 	Undone []string
 	// LeftBehind says what a stopped run could not put back.
 	LeftBehind []string
+	// StateLeftBehind is, in PlanFinished of a stopped run, the
+	// Deployment as the run left it and what a human must decide.
+	StateLeftBehind *LeftState
+	// Unverified, once the verify step has run without data to judge by,
+	// says so and what is known (health, rollout); "" when verified.
+	Unverified string
 
 	// Versions.
 	Bad      Revision

@@ -652,66 +652,200 @@ func describeVerify(r *run) string {
 		parts = append(parts, "SELECT 1")
 	}
 	if r.t.Verifier != nil {
-		parts = append(parts, "triggers back under threshold")
+		parts = append(parts, "every trigger with data and under threshold")
 	}
 	if len(parts) == 0 {
 		return "nothing to verify (no health URL, database or verifier)"
 	}
-	return strings.Join(parts, ", ") + fmt.Sprintf(" within %s", r.t.VerifyWindow)
-}
-
-// runVerify retries the checks until they all pass or the window is over;
-// attempts are counted (window / poll interval) so an injected clock
-// works.
-func runVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
-	attempts := int(r.t.VerifyWindow/r.e.opts.PollInterval) + 1
-	var last error
-	for i := 0; i < attempts; i++ {
-		if i > 0 {
-			if err := r.e.opts.Sleep(ctx, r.e.opts.PollInterval); err != nil {
-				return "", fmt.Errorf("deployment %s: verify: %w (last: %v)", r.name(), err, last)
-			}
+	d := strings.Join(parts, ", ") + fmt.Sprintf(" at every poll for %s", r.t.VerifyWindow)
+	if r.t.Verifier != nil {
+		if lb := r.t.Verifier.Lookback(r.t.Namespace, r.t.Deployment); lb > 0 {
+			d += fmt.Sprintf(", judging only data that postdates the rollout (the queries read %s)", lb)
 		}
-		detail, err := r.verifyOnce(ctx)
-		if err == nil {
-			return detail, nil
-		}
-		last = err
-		r.log().Debug("verify not yet passing", zap.Int("attempt", i+1), zap.Error(err))
 	}
-	return "", fmt.Errorf("deployment %s: verify failed for %s: %w", r.name(), r.t.VerifyWindow, last)
+	return d
 }
 
-func (r *run) verifyOnce(ctx context.Context) (string, error) {
-	var parts []string
+// rolledOut is when the bad version stopped serving: the end of the run's
+// wait for the rollout of the pinned template (every Pod of the bad
+// version gone or terminating), or else when verify began.
+func (r *run) rolledOut(verifyStart time.Time) time.Time {
+	if s := r.j.step(StepWaitRollout); s != nil && s.State == StepDone && s.Finished != nil {
+		return *s.Finished
+	}
+	return verifyStart
+}
+
+// runVerify holds the checks for the whole verify window. Trigger queries
+// read history (rate(...[1m]) averages the last minute), so judging starts
+// only once that much time has passed since the rollout: before, a working
+// rollback would read as failed on the bad version's last errors. Then
+// every poll must pass: health 200, SELECT 1, and no trigger beyond its
+// threshold; one that fails ends the step as failed at once. A trigger
+// without data at a poll (a source down, too little traffic) cannot say
+// the service recovered: the step ends done but unverified, and the run's
+// Unverified says what is known instead. The window is measured by the
+// sleeps between polls, so an injected clock works.
+func runVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	r.j.Unverified = ""
+	start := r.e.opts.Now()
+	judgeFrom := start
+	var lookback time.Duration
+	if v := r.t.Verifier; v != nil {
+		lookback = v.Lookback(r.t.Namespace, r.t.Deployment)
+		if t := r.rolledOut(start).Add(lookback); t.After(start) {
+			judgeFrom = t
+		}
+	}
+	waited := judgeFrom.Sub(start)
+	if waited > 0 {
+		r.log().Info("verify waits for data that postdates the rollout", zap.Duration("lookback", lookback), zap.Time("judgeFrom", judgeFrom))
+		if err := r.e.opts.Sleep(ctx, waited); err != nil {
+			return "", fmt.Errorf("deployment %s: verify: waiting %s for data that postdates the rollout: %w", r.name(), waited, err)
+		}
+	}
+	v := &verdict{}
+	// A poll every PollInterval from the window's start, and one at its
+	// end: the checks hold over the whole window, not a poll short of it.
+	polls := 0
+	for held := time.Duration(0); ; {
+		if err := r.verifyOnce(ctx, r.e.opts.Now(), v); err != nil {
+			return v.summary(), err
+		}
+		polls++
+		if held >= r.t.VerifyWindow {
+			break
+		}
+		next := min(r.e.opts.PollInterval, r.t.VerifyWindow-held)
+		if err := r.e.opts.Sleep(ctx, next); err != nil {
+			return "", fmt.Errorf("deployment %s: verify: %w", r.name(), err)
+		}
+		held += next
+	}
+	detail := fmt.Sprintf("held %s (%d polls)", r.t.VerifyWindow, polls)
+	if waited > 0 {
+		detail += fmt.Sprintf(" after waiting %s for data that postdates the rollout", waited.Round(time.Millisecond))
+	}
+	detail += ": " + v.summary() + "; " + r.rolloutState(ctx)
+	if v.unverified() {
+		r.j.Unverified = "no data to judge by: " + v.summary() + "; " + r.rolloutState(ctx)
+		r.log().Warn("verify ran to its end without data: the rollback is unverified", zap.String("detail", r.j.Unverified))
+		return "UNVERIFIED: " + detail, nil
+	}
+	return detail, nil
+}
+
+// verifyOnce runs every check once at at; a failed check or a breach is
+// the step's error.
+func (r *run) verifyOnce(ctx context.Context, at time.Time, v *verdict) error {
 	if r.t.HealthURL != "" {
 		if err := r.health(ctx); err != nil {
-			return "", err
+			return err
 		}
-		parts = append(parts, "health 200")
+		v.health = "health " + r.t.HealthURL + " 200"
 	}
 	if r.t.Database != nil && r.t.Database.DB != nil {
 		qctx, cancel := r.dbCtx(ctx, false)
 		err := r.t.Database.DB.Ping(qctx)
 		cancel()
 		if err != nil {
-			return "", fmt.Errorf("deployment %s: SELECT 1: %w: %w", r.name(), ErrUnhealthy, err)
+			return fmt.Errorf("deployment %s: SELECT 1: %w: %w", r.name(), ErrUnhealthy, err)
 		}
-		parts = append(parts, "SELECT 1 ok")
+		v.ping = "SELECT 1 ok"
 	}
-	if r.t.Verifier != nil {
-		qctx, cancel := r.dbCtx(ctx, false)
-		err := r.t.Verifier.Verify(qctx, r.t.Namespace, r.t.Deployment)
-		cancel()
-		if err != nil {
-			return "", fmt.Errorf("deployment %s: triggers: %w: %w", r.name(), ErrUnhealthy, err)
+	if r.t.Verifier == nil {
+		return nil
+	}
+	qctx, cancel := r.dbCtx(ctx, false)
+	signals := r.t.Verifier.Verify(qctx, r.t.Namespace, r.t.Deployment, at)
+	cancel()
+	v.polls++
+	var breaches []string
+	for _, s := range signals {
+		v.record(s)
+		if s.State == SignalBreach {
+			breaches = append(breaches, s.Trigger+" "+s.Detail)
 		}
-		parts = append(parts, "triggers under threshold")
+	}
+	if len(breaches) > 0 {
+		sort.Strings(breaches)
+		return fmt.Errorf("deployment %s: triggers: %w: still breaching after the rollback: %s", r.name(), ErrUnhealthy, strings.Join(breaches, ", "))
+	}
+	return nil
+}
+
+// verdict accumulates the verify step's polls.
+type verdict struct {
+	health, ping string
+	polls        int
+	triggers     []string // in first-seen order
+	last         map[string]Signal
+	missing      map[string]int // polls without data, by trigger
+}
+
+func (v *verdict) record(s Signal) {
+	if v.last == nil {
+		v.last, v.missing = map[string]Signal{}, map[string]int{}
+	}
+	if _, ok := v.last[s.Trigger]; !ok {
+		v.triggers = append(v.triggers, s.Trigger)
+	}
+	if s.State == SignalNoData || s.State == SignalLowVolume {
+		v.missing[s.Trigger]++
+		// The reason of a missing poll is kept over a later value: it is
+		// why the step is unverified.
+		v.last[s.Trigger] = s
+		return
+	}
+	if prev, ok := v.last[s.Trigger]; !ok || v.missing[s.Trigger] == 0 || prev.State == SignalOK {
+		v.last[s.Trigger] = s
+	}
+}
+
+func (v *verdict) unverified() bool {
+	for _, n := range v.missing {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *verdict) summary() string {
+	var parts []string
+	for _, name := range v.triggers {
+		s := v.last[name]
+		switch n := v.missing[name]; {
+		case n == 0:
+			parts = append(parts, name+" "+s.Detail)
+		case s.State == SignalLowVolume:
+			parts = append(parts, fmt.Sprintf("%s low volume at %d of %d polls (%s)", name, n, v.polls, s.Detail))
+		default:
+			parts = append(parts, fmt.Sprintf("%s no data at %d of %d polls (%s)", name, n, v.polls, s.Detail))
+		}
+	}
+	for _, p := range []string{v.health, v.ping} {
+		if p != "" {
+			parts = append(parts, p)
+		}
 	}
 	if len(parts) == 0 {
-		return "nothing to verify", nil
+		return "nothing to verify"
 	}
-	return strings.Join(parts, "; "), nil
+	return strings.Join(parts, ", ")
+}
+
+// rolloutState is the Deployment as verify leaves it, for the record and
+// for a human reading an unverified page.
+func (r *run) rolloutState(ctx context.Context) string {
+	gctx, cancel := context.WithTimeout(ctx, r.e.opts.QueryTimeout)
+	defer cancel()
+	dep, err := r.e.cluster.Get(gctx, r.t.Namespace, r.t.Deployment)
+	if err != nil {
+		return fmt.Sprintf("deployment %s unreadable: %v", r.name(), err)
+	}
+	r.dep = dep
+	return "deployment " + kube.DescribeState(dep)
 }
 
 func (r *run) health(ctx context.Context) error {

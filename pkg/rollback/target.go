@@ -92,10 +92,41 @@ type Database interface {
 	SubscriptionSlot(ctx context.Context, name string) (string, error)
 }
 
-// Verifier tells whether the target is healthy again; the app implements it
-// with the target's trigger queries (back under threshold).
+// Verifier reads the target's own signals after a rollback; the app
+// implements it with the target's trigger queries.
 type Verifier interface {
-	Verify(ctx context.Context, namespace, deployment string) error
+	// Lookback is how long before an instant the target's queries read
+	// samples (their longest range selector, offsets included). The verify
+	// step judges only instants at least that long after the rollout, so
+	// what it judges never averages in the bad version.
+	Lookback(namespace, deployment string) time.Duration
+	// Verify evaluates each of the target's triggers at at.
+	Verify(ctx context.Context, namespace, deployment string, at time.Time) []Signal
+}
+
+// SignalState is how one trigger read at one poll of the verify step.
+type SignalState string
+
+// Signal states.
+const (
+	// SignalOK: a value, within the threshold.
+	SignalOK SignalState = "ok"
+	// SignalBreach: a value beyond the threshold, from data that
+	// postdates the rollout: the rollback did not cure it.
+	SignalBreach SignalState = "breach"
+	// SignalNoData: no value (a query error, a timeout, an empty result).
+	SignalNoData SignalState = "nodata"
+	// SignalLowVolume: the traffic was below the trigger's minRate, too
+	// little to judge a ratio by.
+	SignalLowVolume SignalState = "lowvolume"
+)
+
+// Signal is one trigger's reading at one poll.
+type Signal struct {
+	Trigger string
+	State   SignalState
+	// Detail is the value against the threshold, or why there was none.
+	Detail string
 }
 
 // DatabaseSettings configure the database steps.
@@ -168,7 +199,9 @@ type Target struct {
 	// is complete. Nil paces revert by the Deployment's own strategy. A
 	// Recreate Deployment is left as it is.
 	RevertMaxSurge *intstr.IntOrString
-	// VerifyWindow is how long verify keeps trying (default 60s).
+	// VerifyWindow is how long every check must keep passing, with data,
+	// once the trigger queries read only data that postdates the rollout
+	// (default 60s).
 	VerifyWindow time.Duration
 	Database     *DatabaseSettings
 	PoolRecovery PoolRecoverySettings

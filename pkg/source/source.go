@@ -62,6 +62,12 @@ var (
 	// free connection slot. For a connection-pool trigger this is itself
 	// evidence of the failure being watched (onError: breach).
 	ErrTooManyConnections = errors.New("too many connections")
+	// ErrRoleConnectionLimit is SQLSTATE 53300 for rollguard's own role:
+	// its CONNECTION LIMIT is reached (rollguard's pools, a leaked
+	// session), not the server's slots. Backends wrap ErrUnreachable with
+	// it: it says nothing about the application, so it is never a breach,
+	// not even with onError: breach.
+	ErrRoleConnectionLimit = errors.New("rollguard's role is at its connection limit")
 	// ErrAmbiguous means several series matched where exactly one was
 	// wanted; the trigger's query or match labels are too loose.
 	ErrAmbiguous = errors.New("ambiguous result: several series")

@@ -10,8 +10,10 @@
 //     the Deployment, and ErrNoData, ErrBadQuery and ErrAmbiguous describe
 //     our query; a typo or a database restart must never roll production
 //     back;
-//   - with MinRate > 0, a volume below MinRate, or an unknown (NaN) volume,
-//     → nodata (2 requests, 1 failed, is not a 50 % error rate);
+//   - with MinRate > 0, a known volume below MinRate → lowvolume (2
+//     requests, 1 failed, is not a 50 % error rate; and no request at all,
+//     a 0/0 ratio Prometheus returns as nothing, is a quiet night, not
+//     blindness); an unknown (NaN) volume → nodata;
 //   - otherwise strictly above / strictly below the threshold is a breach.
 package trigger
 
@@ -177,12 +179,17 @@ func (d Decision) MarshalJSON() ([]byte, error) {
 	}{plain(d), finite(d.Value)})
 }
 
-// Blind is emitted once per nodata episode, when it has lasted BlindAfter.
+// Blind is emitted once per nodata episode, when it has lasted BlindAfter,
+// and once more, Resolved, when that episode ends (the trigger has data
+// again: ok, pending, firing or lowvolume).
 type Blind struct {
 	Target    string    `json:"target"`
 	Trigger   string    `json:"trigger"`
 	Since     time.Time `json:"since"`
 	LastError string    `json:"lastError,omitempty"`
+	// Resolved: the episode is over; Until is the first sample with data.
+	Resolved bool      `json:"resolved,omitempty"`
+	Until    time.Time `json:"until,omitzero"`
 }
 
 func finite(v float64) *float64 {
@@ -203,8 +210,10 @@ type Trigger struct {
 	// nodata: a run restarted by a gap (firing → pending → firing) is the
 	// same incident and must not roll back twice.
 	fired bool
-	// blinded latches after a Blind report until the episode ends.
-	blinded bool
+	// blinded latches after a Blind report until the episode ends;
+	// blindSince is that episode's start, for its resolution.
+	blinded    bool
+	blindSince time.Time
 }
 
 // New returns a trigger for r whose window keeps capacity samples of
@@ -228,6 +237,11 @@ func (t *Trigger) Window() *window.Window { return t.win }
 
 // Classify maps an observation to a window sample kind.
 func (t *Trigger) Classify(o Observation) window.Kind {
+	if t.rule.MinRate > 0 && !math.IsNaN(o.Volume) && o.Volume < t.rule.MinRate && (o.Err == nil || errors.Is(o.Err, source.ErrNoData)) {
+		// Checked first: with no traffic the ratio itself is 0/0, which
+		// Prometheus answers with no series.
+		return window.LowVolume
+	}
 	if o.Err != nil {
 		if t.rule.OnError == OnErrorBreach && errorIsSignal(o.Err) {
 			return window.Breach
@@ -237,7 +251,7 @@ func (t *Trigger) Classify(o Observation) window.Kind {
 	if math.IsNaN(o.Value) || math.IsInf(o.Value, 0) {
 		return window.NoData
 	}
-	if t.rule.MinRate > 0 && (math.IsNaN(o.Volume) || o.Volume < t.rule.MinRate) {
+	if t.rule.MinRate > 0 && math.IsNaN(o.Volume) {
 		return window.NoData
 	}
 	switch t.rule.Op {
@@ -303,20 +317,25 @@ func (t *Trigger) observe(now time.Time, o Observation, live bool) (window.State
 
 	var d *Decision
 	var b *Blind
+	if st := t.win.State(); st != window.StateNoData && t.blinded {
+		// Data again after a reported episode: say it is over, once.
+		t.blinded = false
+		if live {
+			b = &Blind{Target: t.rule.Target, Trigger: t.rule.Name, Since: t.blindSince, Resolved: true, Until: now}
+		}
+	}
 	switch t.win.State() {
-	case window.StateOK:
-		t.fired, t.blinded = false, false
+	case window.StateOK, window.StateLowVolume:
+		t.fired = false
 	case window.StateNoData:
 		t.fired = false
 		since, ok := t.win.NoDataSince()
 		if live && ok && !t.blinded && t.rule.BlindAfter > 0 && now.Sub(since) >= t.rule.BlindAfter {
-			t.blinded = true
+			t.blinded, t.blindSince = true, since
 			b = &Blind{Target: t.rule.Target, Trigger: t.rule.Name, Since: since, LastError: errString(o.Err)}
 		}
 	case window.StatePending:
-		t.blinded = false
 	case window.StateFiring:
-		t.blinded = false
 		if live && !t.fired {
 			t.fired = true
 			d = t.decision(now, value, o.Err)

@@ -63,7 +63,9 @@ func TestClassify(t *testing.T) {
 		{"onError breach: ErrNoData stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrNoData)}, window.NoData},
 		{"onError breach: bad query stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrBadQuery)}, window.NoData},
 		{"onError breach: ambiguous stays nodata", withErr(above, OnErrorBreach), Observation{Err: wrapped(source.ErrAmbiguous)}, window.NoData},
-		{"minRate: 2 req/min is nodata", withRate(above, 1), Observation{Value: 1, Volume: 2.0 / 60}, window.NoData},
+		{"minRate: 2 req/min is low volume", withRate(above, 1), Observation{Value: 1, Volume: 2.0 / 60}, window.LowVolume},
+		{"minRate: no request, no ratio, is low volume", withRate(above, 1), Observation{Err: wrapped(source.ErrNoData), Volume: 0}, window.LowVolume},
+		{"minRate: a failed query with low volume stays nodata", withRate(above, 1), Observation{Err: wrapped(source.ErrUnreachable), Volume: 0}, window.NoData},
 		{"minRate: unknown volume is nodata", withRate(above, 1), Observation{Value: 1, Volume: nan}, window.NoData},
 		{"minRate: volume at minRate counts", withRate(above, 1), Observation{Value: 1, Volume: 1}, window.Breach},
 		{"minRate: ok with volume", withRate(above, 1), Observation{Value: 0, Volume: 10}, window.OK},
@@ -101,7 +103,7 @@ func cat(parts ...[]step) []step {
 }
 
 // drive feeds the steps and returns the seconds at which a Decision and a
-// Blind were emitted.
+// Blind were emitted (a resolution as minus its second).
 func drive(tr *Trigger, steps []step) (fired, blind []int, decisions []*Decision) {
 	for _, s := range steps {
 		_, d, b := tr.Observe(at(s.sec), s.obs)
@@ -109,7 +111,9 @@ func drive(tr *Trigger, steps []step) (fired, blind []int, decisions []*Decision
 			fired = append(fired, s.sec)
 			decisions = append(decisions, d)
 		}
-		if b != nil {
+		if b != nil && b.Resolved {
+			blind = append(blind, -s.sec)
+		} else if b != nil {
 			blind = append(blind, s.sec)
 		}
 	}
@@ -141,12 +145,12 @@ func TestDecisionsAndBlind(t *testing.T) {
 		{"20s gap with maxGap 10s resets", errorRate(),
 			cat(series(0, 40, 5, val(0.2)), series(60, 115, 5, val(0.2))), nil, nil},
 		{"NaN is nodata and never fires", errorRate(), series(0, 300, 5, val(nan)), nil, []int{120}},
-		{"2 requests a minute at 100% errors with minRate 1/s is nodata", ratio,
-			series(0, 300, 5, Observation{Value: 1, Volume: 2.0 / 60}), nil, []int{120}},
+		{"2 requests a minute at 100% errors with minRate 1/s is low volume, not blind", ratio,
+			series(0, 300, 5, Observation{Value: 1, Volume: 2.0 / 60}), nil, nil},
 		{"ratio with volume fires", ratio, series(0, 60, 5, Observation{Value: 1, Volume: 10}), []int{60}, nil},
 		{"onError breach with ErrTooManyConnections fires", pool, series(0, 90, 5, tooMany), []int{60}, nil},
 		{"source down is blind once per episode", errorRate(),
-			cat(series(0, 200, 5, down), series(205, 205, 5, val(0)), series(210, 400, 5, down)), nil, []int{120, 330}},
+			cat(series(0, 200, 5, down), series(205, 205, 5, val(0)), series(210, 400, 5, down)), nil, []int{120, -205, 330}},
 		{"blind needs the full blindAfter of one episode", errorRate(),
 			cat(series(0, 100, 5, down), series(105, 105, 5, val(0.2)), series(110, 200, 5, down)), nil, nil},
 		{"blindAfter 0 never reports", func() Rule { r := errorRate(); r.BlindAfter = 0; return r }(), series(0, 600, 5, down), nil, nil},

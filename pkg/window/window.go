@@ -26,13 +26,18 @@ const (
 	OK Kind = iota
 	// Breach is a sample that breached the threshold.
 	Breach
-	// NoData is a missing, non-finite, volume-guarded or failed sample.
-	// It resets the run, like Prometheus `for`: missing data is never
-	// evidence of a breach.
+	// NoData is a missing, non-finite or failed sample. It resets the
+	// run, like Prometheus `for`: missing data is never evidence of a
+	// breach.
 	NoData
+	// LowVolume is a sample taken while the traffic was below the
+	// trigger's volume guard: too little to judge a ratio by. It resets
+	// the run like NoData, but the trigger is not blind: it knows the
+	// traffic, and that it is low.
+	LowVolume
 )
 
-var kindNames = [...]string{OK: "ok", Breach: "breach", NoData: "nodata"}
+var kindNames = [...]string{OK: "ok", Breach: "breach", NoData: "nodata", LowVolume: "lowvolume"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
@@ -57,12 +62,15 @@ const (
 	StatePending
 	// StateFiring is a breaching run of at least `for`.
 	StateFiring
+	// StateLowVolume follows a LowVolume sample: the traffic is below the
+	// volume guard (a quiet night), which is not blindness.
+	StateLowVolume
 )
 
 // States lists every state, for metrics that export one series per state.
-var States = [...]State{StateNoData, StateOK, StatePending, StateFiring}
+var States = [...]State{StateNoData, StateOK, StatePending, StateFiring, StateLowVolume}
 
-var stateNames = [...]string{StateNoData: "nodata", StateOK: "ok", StatePending: "pending", StateFiring: "firing"}
+var stateNames = [...]string{StateNoData: "nodata", StateOK: "ok", StatePending: "pending", StateFiring: "firing", StateLowVolume: "lowvolume"}
 
 func (s State) String() string {
 	if int(s) < len(stateNames) {
@@ -221,6 +229,9 @@ func (w *Window) Observe(s Sample) bool {
 			w.hasNoData = true
 		}
 		w.state = StateNoData
+	case LowVolume:
+		w.state = StateLowVolume
+		w.hasNoData = false
 	default:
 		w.state = StateOK
 		w.hasNoData = false

@@ -324,7 +324,7 @@ global:
       - {name: error-rate, kind: errorRate, above: 0.05, minRate: 1, action: rollback}
       - {name: latency-p99, kind: latencyP99, above: 5, action: rollback}
       - {name: pool, kind: connections, database: primary, above: 0.95, onError: breach, action: page}
-      - {name: lag, kind: replicationLag, database: primary, above: 30, action: page}
+      - {name: lag, kind: replicationLag, database: primary, above: 30, action: page, match: {slot: sub_from_primary}}
 `, ns, name, ns, name)
 	}
 	path := filepath.Join(dir, "rollguard.yaml")

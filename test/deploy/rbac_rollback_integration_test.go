@@ -303,7 +303,7 @@ targets:
       rampSteps: [2]
       rampPause: 1s
       rolloutTimeout: 30s
-      verifyWindow: 30s
+      verifyWindow: 3s
 `, env.Get(t, "PROMETHEUS_URL"), kubeconfig, filepath.Join(dir, "incidents"), ns, name,
 		fmt.Sprintf("%s/health/%s/%s", env.Get(t, "SIM_URL"), ns, name), ns, name)
 	p := filepath.Join(dir, "rollguard.yaml")

@@ -229,7 +229,8 @@ func testReplicationLag(t *testing.T, sb *sandbox) {
 		Databases: map[string]string{"primary": sb.env.Get(t, "PG_PRIMARY_DSN")},
 		Inbox:     &ib,
 		Target: map[string]any{"namespace": ns, "triggers": []map[string]any{
-			{"name": "replication-lag", "kind": "replicationLag", "database": "primary", "above": threshold, "action": "page"},
+			{"name": "replication-lag", "kind": "replicationLag", "database": "primary", "above": threshold, "action": "page",
+				"match": map[string]string{"slot": sb.env.Get(t, "PG_SUBSCRIPTION")}},
 		}},
 	})
 	d.watch(t, "replication-lag", 20*time.Second, stateIs("ok"))

@@ -303,7 +303,7 @@ func TestPrometheusDownMidBreach(t *testing.T) {
 	ib := sb.newInbox(t, "promdown")
 	d := startDaemon(t, sb, daemonSpec{PrometheusURL: promURL, Inbox: &ib, BlindAfter: blindAfter, Target: map[string]any{
 		"namespace": ns,
-		"rollback":  map[string]any{"strategy": "quick", "rampSteps": []int{2}, "rampPause": "1s", "rolloutTimeout": "30s", "verifyWindow": "30s"},
+		"rollback":  map[string]any{"strategy": "quick", "rampSteps": []int{2}, "rampPause": "1s", "rolloutTimeout": "30s", "verifyWindow": "5s"},
 		"triggers": []map[string]any{
 			{"name": "error-rate", "kind": "errorRate", "above": 0.05, "minRate": 1, "action": "rollback"},
 		},

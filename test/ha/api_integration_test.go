@@ -90,8 +90,8 @@ func TestManualRollbackAPI(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second) // a queued plan would have started by now
 	w.assertNone()
-	if n := len(h.events("rollback_started")); n != 0 {
-		t.Errorf("%d rollback_started events before the allowed call", n)
+	if n := h.startedChanges(); n != 0 {
+		t.Errorf("%d rollbacks started before the allowed call: %q", n, h.changeEvents())
 	}
 
 	if code, b := d.call(http.MethodPost, "/api/v1/targets/"+deployName+"/unfreeze", apiToken, map[string]string{"reason": "done"}); code != http.StatusOK {
@@ -164,8 +164,8 @@ func TestAlertmanagerWebhook(t *testing.T) {
 	}
 	time.Sleep(3 * time.Second)
 	w.assertNone()
-	if n := len(h.events("rollback_started")); n != 0 {
-		t.Errorf("%d rollback_started events before the allowed alert", n)
+	if n := h.startedChanges(); n != 0 {
+		t.Errorf("%d rollbacks started before the allowed alert: %q", n, h.changeEvents())
 	}
 	if _, err := d.tryStatus(); err != nil {
 		t.Fatalf("daemon gone after the payloads: %v", err)

@@ -635,7 +635,7 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 			triggers = append(triggers, x)
 		}
 		rb := map[string]any{"strategy": "quick", "rampSteps": []int{2}, "rampPause": orS(t.rampPause, "1s"),
-			"rolloutTimeout": "30s", "verifyWindow": "20s"}
+			"rolloutTimeout": "30s", "verifyWindow": "3s"}
 		maps.Copy(rb, t.rollback)
 		m := map[string]any{
 			"name": t.name, "namespace": h.ns, "deployment": t.deployment, "containers": []string{"api"},
@@ -936,6 +936,20 @@ func (h *harness) changeEvents() []string {
 		out = append(out, e.Payload.Summary)
 	}
 	return out
+}
+
+// startedChanges counts the "rollback ... started" change events: a plan
+// that starts (or resumes) is a change to the service; only the detection
+// and the outcome are pages.
+func (h *harness) startedChanges() int {
+	h.t.Helper()
+	n := 0
+	for _, s := range h.changeEvents() {
+		if strings.HasSuffix(strings.SplitN(s, " (", 2)[0], " started") {
+			n++
+		}
+	}
+	return n
 }
 
 func summaries(es []pdEvent) []string {

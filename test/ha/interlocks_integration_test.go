@@ -173,8 +173,8 @@ func TestInterlocksBlockWithoutWrites(t *testing.T) {
 					}
 				}
 			}
-			if n := len(h.events("rollback_started")); n != tt.prior {
-				t.Errorf("%d rollback_started events, want %d: %q", n, tt.prior, summaries(all))
+			if n := h.startedChanges(); n != tt.prior {
+				t.Errorf("%d rollbacks started, want %d: %q", n, tt.prior, h.changeEvents())
 			}
 			var kinds []string
 			for _, e := range all {

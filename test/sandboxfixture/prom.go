@@ -7,13 +7,23 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 )
 
 // PromValue runs an instant query against the Prometheus at base and
 // returns its single sample; ok is false when the result is empty, and more
 // than one series is an error because the caller asked about one thing.
 func PromValue(ctx context.Context, base, query string) (v float64, ok bool, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/query?query="+url.QueryEscape(query), nil)
+	return promValue(ctx, base+"/api/v1/query?query="+url.QueryEscape(query))
+}
+
+// PromValueAt is PromValue evaluated at the instant at.
+func PromValueAt(ctx context.Context, base, query string, at time.Time) (v float64, ok bool, err error) {
+	return promValue(ctx, fmt.Sprintf("%s/api/v1/query?time=%.3f&query=%s", base, float64(at.UnixMilli())/1000, url.QueryEscape(query)))
+}
+
+func promValue(ctx context.Context, u string) (v float64, ok bool, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return 0, false, err
 	}

@@ -206,7 +206,7 @@ func (n *Notifier) Alert(e notify.Event) Alert {
 		EndsAt:      e.Time.Add(n.opts.ActiveFor),
 	}
 	switch e.Kind {
-	case notify.KindRollbackSucceeded:
+	case notify.KindRollbackSucceeded, notify.KindBlindResolved:
 		// Resolved: Alertmanager sends the resolved notification to
 		// receivers with send_resolved.
 		a.EndsAt = e.Time
@@ -235,7 +235,7 @@ func (n *Notifier) Alert(e notify.Event) Alert {
 // event fixes them, so every later event updates the same alert even when
 // it carries less (a step event names no trigger).
 func (n *Notifier) identity(e notify.Event) (map[string]string, time.Time) {
-	if e.IncidentID != "" && e.Kind != notify.KindTest && e.Kind != notify.KindBlind && e.Kind != notify.KindRecordFailed {
+	if e.IncidentID != "" && e.Kind != notify.KindTest && e.Kind != notify.KindBlind && e.Kind != notify.KindBlindResolved && e.Kind != notify.KindRecordFailed {
 		n.mu.Lock()
 		defer n.mu.Unlock()
 		if t, ok := n.tracked[e.IncidentID]; ok {
@@ -259,7 +259,7 @@ func (n *Notifier) labels(e notify.Event) map[string]string {
 		l = map[string]string{}
 	}
 	switch e.Kind {
-	case notify.KindBlind:
+	case notify.KindBlind, notify.KindBlindResolved:
 		l[LabelAlertname] = AlertBlind
 	case notify.KindTest:
 		l[LabelAlertname] = AlertTest

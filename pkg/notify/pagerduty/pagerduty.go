@@ -1,7 +1,10 @@
 // Package pagerduty pages through the PagerDuty Events API v2 with
-// go-pagerduty's Client. Every event of an incident uses one dedup_key, so
-// the on-call engineer sees one alert that is updated as the rollback
-// proceeds, and a change event records the rollback itself on the service.
+// go-pagerduty's Client. An incident is one alert (one dedup_key):
+// triggered when the trigger fires, updated with the rollback's outcome
+// (succeeded, unverified, failed, cannot roll back) and resolved when
+// configured; the steps in between are not paged (they go to the incident
+// record and Slack). A change event records the rollback itself on the
+// service.
 package pagerduty
 
 import (
@@ -126,10 +129,10 @@ func New(opts Options, logger *zap.Logger) (*Notifier, error) {
 // Name implements notify.Notifier.
 func (n *Notifier) Name() string { return "pagerduty" }
 
-// Notify sends e: an alert event (trigger, or resolve after success when
-// configured) to the routing key, and to the security routing key too for
-// a security event; plus a change event when a rollback starts or
-// succeeds.
+// Notify sends e: an alert event to the routing key, and to the security
+// routing key too for a security event, when e is one on-call acts on (see
+// Events); plus a change event when a rollback starts or ends having
+// rolled back.
 func (n *Notifier) Notify(ctx context.Context, e notify.Event) error {
 	keys := []string{n.opts.RoutingKey}
 	if e.Security && n.opts.SecurityRoutingKey != "" && n.opts.SecurityRoutingKey != n.opts.RoutingKey {
@@ -205,7 +208,7 @@ func DedupKey(e notify.Event) string {
 	}
 	var k string
 	switch e.Kind {
-	case notify.KindBlind:
+	case notify.KindBlind, notify.KindBlindResolved:
 		k = fmt.Sprintf("%s/%s/blind", e.Target, e.Trigger)
 	case notify.KindWouldRollback:
 		k = base + "/dry-run"
@@ -270,8 +273,35 @@ func (n *Notifier) incidentLink(e notify.Event) (notify.Link, bool) {
 	}, true
 }
 
-// Events returns the Events API v2 events e maps to for routingKey.
+// paged reports whether e is an alert event: a page is what on-call acts
+// on, so an incident is triggered (detected, or a run resumed by another
+// rollguard), updated with its outcome, and resolved; the steps in between
+// go to the incident record and Slack. A page per step (14 for a quick
+// rollback) buries the outcome in the alert's log.
+func paged(e notify.Event) bool {
+	switch e.Kind {
+	case notify.KindStepStarted, notify.KindStepFinished:
+		return false
+	case notify.KindRollbackStarted:
+		// The detection already triggered the alert; a resumed run is
+		// taken up by a rollguard that may never have paged it.
+		resumed, _ := e.Details[notify.DetailResumed].(bool)
+		return resumed
+	}
+	return true
+}
+
+// Events returns the Events API v2 events e maps to for routingKey: none
+// for progress that is not paged (see paged), a resolve for a blind
+// trigger with data again, else a trigger (and a resolve after a success
+// when configured).
 func (n *Notifier) Events(e notify.Event, routingKey string) []*pd.V2Event {
+	if !paged(e) {
+		return nil
+	}
+	if e.Kind == notify.KindBlindResolved {
+		return []*pd.V2Event{{RoutingKey: routingKey, Action: "resolve", DedupKey: DedupKey(e), Client: "rollguard"}}
+	}
 	summary := e.Summary
 	if summary == "" {
 		summary = notify.DefaultSummary(e)
@@ -368,6 +398,8 @@ func (n *Notifier) ChangeEvent(e notify.Event) (pd.ChangeEvent, bool) {
 		what = "started"
 	case notify.KindRollbackSucceeded:
 		what = "succeeded"
+	case notify.KindRollbackUnverified:
+		what = "done, unverified"
 	default:
 		return pd.ChangeEvent{}, false
 	}

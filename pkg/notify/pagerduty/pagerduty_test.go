@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -168,6 +169,7 @@ func TestEventMapping(t *testing.T) {
 	with := func(k notify.Kind, mod func(*notify.Event)) notify.Event {
 		e := base
 		e.Kind = k
+		e.Details = maps.Clone(base.Details)
 		if mod != nil {
 			mod(&e)
 		}
@@ -181,16 +183,22 @@ func TestEventMapping(t *testing.T) {
 		want    []sent
 		summary string
 	}{
-		{name: "rollback started: trigger and change event", e: with(notify.KindRollbackStarted, nil),
+		{name: "rollback started: a change event, the detection paged", e: with(notify.KindRollbackStarted, nil),
+			want: []sent{{"/v2/change/enqueue", "", "", "", routingKey}}},
+		{name: "rollback resumed: trigger and change event", e: with(notify.KindRollbackStarted, func(e *notify.Event) { e.Details[notify.DetailResumed] = true }),
 			want: []sent{{"/v2/enqueue", "trigger", inc, "critical", routingKey}, {"/v2/change/enqueue", "", "", "", routingKey}}},
-		{name: "step update keeps the dedup key", e: with(notify.KindStepFinished, func(e *notify.Event) { e.Severity = "" }),
-			want: []sent{{"/v2/enqueue", "trigger", inc, "critical", routingKey}}},
+		{name: "a step is not paged", e: with(notify.KindStepFinished, func(e *notify.Event) { e.Severity = "" }),
+			want: nil},
+		{name: "unverified: trigger and change event, never resolved", opts: Options{ResolveOnSuccess: true}, e: with(notify.KindRollbackUnverified, nil),
+			want: []sent{{"/v2/enqueue", "trigger", inc, "critical", routingKey}, {"/v2/change/enqueue", "", "", "", routingKey}}},
 		{name: "success without resolve", e: with(notify.KindRollbackSucceeded, nil),
 			want: []sent{{"/v2/enqueue", "trigger", inc, "critical", routingKey}, {"/v2/change/enqueue", "", "", "", routingKey}}},
 		{name: "success with resolve", opts: Options{ResolveOnSuccess: true, DisableChangeEvents: true}, e: with(notify.KindRollbackSucceeded, nil),
 			want: []sent{{"/v2/enqueue", "trigger", inc, "critical", routingKey}, {"/v2/enqueue", "resolve", inc, "", routingKey}}},
 		{name: "blind is a warning with its own key", e: with(notify.KindBlind, nil),
 			want: []sent{{"/v2/enqueue", "trigger", "production/pggit-api/error-rate/blind", "warning", routingKey}}},
+		{name: "data back resolves the blind page", e: with(notify.KindBlindResolved, nil),
+			want: []sent{{"/v2/enqueue", "resolve", "production/pggit-api/error-rate/blind", "", routingKey}}},
 		{name: "cannot roll back", e: with(notify.KindCannotRollback, func(e *notify.Event) { e.Severity = notify.SeverityError }),
 			want: []sent{{"/v2/enqueue", "trigger", inc, "error", routingKey}}},
 		{name: "would roll back is info", e: with(notify.KindWouldRollback, nil),
@@ -244,7 +252,7 @@ func TestChangeEventBody(t *testing.T) {
 	if err := n.Notify(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}
-	r := f.requests()[1]
+	r := f.requests()[0]
 	p := r.body["payload"].(map[string]any)
 	if r.body["routing_key"] != routingKey || p["summary"] != "rollguard rollback of production/pggit-api started (v1.1.0 -> v1.0.3)" || p["source"] != "rollguard/eu1" {
 		t.Errorf("change event = %v", r.body)

@@ -157,7 +157,7 @@ func (n *Notifier) Notify(ctx context.Context, e notify.Event) error {
 
 func terminal(k notify.Kind) bool {
 	switch k {
-	case notify.KindRollbackSucceeded, notify.KindRollbackFailed, notify.KindCannotRollback, notify.KindWouldRollback:
+	case notify.KindRollbackSucceeded, notify.KindRollbackFailed, notify.KindRollbackUnverified, notify.KindCannotRollback, notify.KindWouldRollback:
 		return true
 	}
 	return false
@@ -193,9 +193,23 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 		return b.String(), true
 	case notify.KindRollbackSucceeded:
 		return n.final(e, rec), true
+	case notify.KindRollbackUnverified:
+		var b strings.Builder
+		fmt.Fprintf(&b, "⚠️ ROLLBACK DONE, UNVERIFIED: %s\nrollguard rolled back but had no data to judge the recovery by; a human must check.", t)
+		if v, ok := e.Details[notify.DetailVerification].(string); ok && v != "" {
+			fmt.Fprintf(&b, "\nWhat is known: %s", v)
+		}
+		if rec != nil {
+			b.WriteString("\n\n" + incident.SlackText(rec, n.opts.Template))
+		}
+		n.appendLinks(&b, e)
+		return b.String(), true
 	case notify.KindRollbackFailed:
 		var b strings.Builder
 		fmt.Fprintf(&b, "🔥 ROLLBACK FAILED: %s: %s\nA human must take over now; rollguard has stopped.", t, summary)
+		if v, ok := e.Details[notify.DetailLeftBehind].(string); ok && v != "" {
+			fmt.Fprintf(&b, "\nLeft behind: %s", v)
+		}
 		if rec != nil {
 			if step := failedStep(rec); step != "" {
 				fmt.Fprintf(&b, "\nFailed step: %s", step)
@@ -223,6 +237,8 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 		return b.String(), true
 	case notify.KindBlind:
 		return fmt.Sprintf("👁️ rollguard is BLIND on %s: trigger %s has had no data; it cannot roll back on it until data returns.", t, e.Trigger), true
+	case notify.KindBlindResolved:
+		return fmt.Sprintf("✅ rollguard sees again on %s: trigger %s has data again.", t, e.Trigger), true
 	case notify.KindTest:
 		return "✅ rollguard test notification: " + summary, true
 	case notify.KindRecordFailed:
@@ -265,7 +281,7 @@ func (n *Notifier) appendLinks(b *strings.Builder, e notify.Event) {
 // track folds e into its incident's record and returns it (nil for events
 // outside an incident).
 func (n *Notifier) track(e notify.Event) *incident.Record {
-	if e.IncidentID == "" || e.Kind == notify.KindTest || e.Kind == notify.KindBlind {
+	if e.IncidentID == "" || e.Kind == notify.KindTest || e.Kind == notify.KindBlind || e.Kind == notify.KindBlindResolved {
 		return nil
 	}
 	n.mu.Lock()

@@ -510,9 +510,24 @@ type queryer interface {
 func (s *Source) classifyConnect(query string, err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "53300" {
-		return s.wrap(query, source.ErrTooManyConnections, err)
+		return s.tooMany(query, pgErr, err)
 	}
 	return s.wrap(query, source.ErrUnreachable, err)
+}
+
+// tooMany classifies SQLSTATE 53300. The server out of slots ("sorry,
+// too many clients already", the reserved slots) or the database at its
+// CONNECTION LIMIT is the pool exhaustion a trigger watches. rollguard's
+// own role at its CONNECTION LIMIT is not: the application's sessions do
+// not count against it, so it is rollguard unable to connect, never
+// evidence. PostgreSQL tells them apart only in the message, which this
+// reads in English (lc_messages C or en); a translated message counts as
+// the server's.
+func (s *Source) tooMany(query string, pgErr *pgconn.PgError, err error) error {
+	if strings.HasPrefix(pgErr.Message, "too many connections for role") {
+		return fmt.Errorf("postgres %q query %q: %w: %w: %w", s.name, query, source.ErrUnreachable, source.ErrRoleConnectionLimit, err)
+	}
+	return s.wrap(query, source.ErrTooManyConnections, err)
 }
 
 // classify wraps err with the source sentinel that fits it.
@@ -521,7 +536,7 @@ func (s *Source) classify(ctx context.Context, query string, err error) error {
 	if errors.As(err, &pgErr) {
 		switch {
 		case pgErr.Code == "53300": // too_many_connections; also a role's or database's CONNECTION LIMIT
-			return s.wrap(query, source.ErrTooManyConnections, err)
+			return s.tooMany(query, pgErr, err)
 		case pgErr.Code == "57014": // query_canceled: statement_timeout
 			return s.wrap(query, source.ErrTimeout, err)
 		case strings.HasPrefix(pgErr.Code, "42"): // syntax error or access rule violation

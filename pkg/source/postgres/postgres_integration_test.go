@@ -205,7 +205,10 @@ func TestIntegrationConnections(t *testing.T) {
 
 // TestIntegrationTooManyConnections gets a real SQLSTATE 53300 without
 // exhausting the shared server: a throwaway role with CONNECTION LIMIT 1
-// is refused with the same code as a full server.
+// is refused with the same code as a full server. That is rollguard's own
+// role at its limit, which says nothing about the application: never
+// ErrTooManyConnections. A database at its CONNECTION LIMIT, which the
+// application's sessions fill, is.
 func TestIntegrationTooManyConnections(t *testing.T) {
 	env := sandboxenv.Load(t)
 	super := connect(t, env.Get(t, "PG_PRIMARY_DSN"), nil)
@@ -235,10 +238,34 @@ func TestIntegrationTooManyConnections(t *testing.T) {
 	connect(t, dsn, nil) // hold the only slot
 	s2 := newIntegrationSource(t, dsn, Options{})
 	_, err = s2.Query(context.Background(), BuiltinConnections, time.Now())
+	if !errors.Is(err, source.ErrRoleConnectionLimit) || !errors.Is(err, source.ErrUnreachable) || errors.Is(err, source.ErrTooManyConnections) {
+		t.Fatalf("err = %v, want ErrRoleConnectionLimit (unreachable), not ErrTooManyConnections", err)
+	}
+	t.Logf("own role refused as expected: %v", err)
+
+	// The database at its limit: a second role (the application's) holds
+	// the only connection the database allows.
+	db := fmt.Sprintf("rollguard_srctest_db_%d", os.Getpid())
+	exec(t, super, fmt.Sprintf(`CREATE DATABASE %s CONNECTION LIMIT 1`, db))
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_, _ = super.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db)
+		_, _ = super.Exec(ctx, "DROP DATABASE IF EXISTS "+db)
+	})
+	app := role + "_app"
+	exec(t, super, fmt.Sprintf(`CREATE ROLE %s LOGIN PASSWORD '%s'`, app, password))
+	t.Cleanup(func() { _, _ = super.Exec(context.Background(), "DROP ROLE IF EXISTS "+app) })
+	exec(t, super, fmt.Sprintf(`ALTER ROLE %s CONNECTION LIMIT -1`, role))
+	u.Path = "/" + db
+	u.User = url.UserPassword(app, password)
+	connect(t, u.String(), nil) // the application takes the slot
+	u.User = url.UserPassword(role, password)
+	s3 := newIntegrationSource(t, u.String(), Options{})
+	_, err = s3.Query(context.Background(), BuiltinConnections, time.Now())
 	if !errors.Is(err, source.ErrTooManyConnections) {
 		t.Fatalf("err = %v, want ErrTooManyConnections", err)
 	}
-	t.Logf("refused as expected: %v", err)
+	t.Logf("database full, as expected: %v", err)
 }
 
 func TestIntegrationReplicationLag(t *testing.T) {

@@ -18,6 +18,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/source"
+	"github.com/rollguard/rollguard/pkg/trigger"
+	"github.com/rollguard/rollguard/pkg/window"
 )
 
 func TestNewAppliesOptions(t *testing.T) {
@@ -173,7 +175,11 @@ func TestConnectTimeErrors(t *testing.T) {
 		want      error
 	}{
 		{"53300", "sorry, too many clients already", source.ErrTooManyConnections},
-		{"53300", `too many connections for role "rollguard"`, source.ErrTooManyConnections},
+		{"53300", "remaining connection slots are reserved for roles with the SUPERUSER attribute", source.ErrTooManyConnections},
+		{"53300", `too many connections for database "pggit"`, source.ErrTooManyConnections},
+		// rollguard's own role at its CONNECTION LIMIT says nothing about
+		// the application's pool: rollguard cannot connect, that is all.
+		{"53300", `too many connections for role "rollguard"`, source.ErrUnreachable},
 		{"57P03", "the database system is starting up", source.ErrUnreachable},
 		{"28P01", `password authentication failed for user "rollguard"`, source.ErrUnreachable},
 	}
@@ -188,6 +194,11 @@ func TestConnectTimeErrors(t *testing.T) {
 			_, err = s.Query(context.Background(), BuiltinConnections, time.Time{})
 			if !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			// What a pool trigger with onError: breach makes of it.
+			pool := trigger.New(trigger.Rule{Op: trigger.Above, Threshold: 0.95, OnError: trigger.OnErrorBreach}, 0)
+			if got, want := pool.Classify(trigger.Observation{Err: err}), map[bool]window.Kind{true: window.Breach, false: window.NoData}[tc.want == source.ErrTooManyConnections]; got != want {
+				t.Errorf("onError breach reads it as %s, want %s", got, want)
 			}
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) || pgErr.Code != tc.code {

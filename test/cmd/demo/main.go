@@ -292,7 +292,7 @@ targets:
       rampSteps: [2]
       rampPause: 3s
       rolloutTimeout: 30s
-      verifyWindow: 30s
+      verifyWindow: 10s
 `, window, port, env["PROMETHEUS_URL"], env["KUBECONFIG"], env["RECEIVER_URL"]+prefix,
 		namespace, port, namespace, deployment, env["SIM_URL"], namespace, deployment)
 	path := filepath.Join(dir, "rollguard.yaml")
