@@ -38,7 +38,7 @@ func (g *Global) setDefaults() {
 }
 
 func (p *Prometheus) setDefaults() {
-	*p = Prometheus{Timeout: dur(10 * time.Second)}
+	*p = Prometheus{Timeout: dur(10 * time.Second), Resolution: dur(time.Second)}
 }
 
 func (d *Database) setDefaults() {
@@ -131,6 +131,9 @@ func (c *Config) inherit(given func(path string) bool) {
 	g := &c.Global
 	if g.MaxGap == 0 {
 		g.MaxGap = 2 * g.Interval
+	}
+	if !given("global.prometheus.resolution") && g.Prometheus.Resolution > g.Interval {
+		g.Prometheus.Resolution = g.Interval
 	}
 	tpl := func(t Template, query, volume string) Template {
 		if t.Query == "" {
