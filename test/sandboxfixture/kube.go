@@ -1,7 +1,7 @@
 // Package sandboxfixture holds what integration tests share on the sandbox:
 // a clientset from its admin kubeconfig, a namespace of the test's own, a
 // pggit-api-shaped Deployment rolled through images, a polling wait with a
-// deadline, and one-sample Prometheus queries.
+// deadline, one-sample Prometheus queries and a private Alertmanager.
 package sandboxfixture
 
 import (
