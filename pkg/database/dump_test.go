@@ -66,7 +66,7 @@ func TestDump(t *testing.T) {
 	if strings.Contains(strings.Join(lines(log, "pg_"), "\n"), secret) {
 		t.Errorf("password on a command line:\n%s", log)
 	}
-	for _, want := range []string{"PGPASSWORD=" + secret, "PGHOST=127.0.0.1", "PGPORT=1", "PGUSER=rollguard", "PGDATABASE=pggit", "PGSSLMODE=disable", "pg_dump --format=custom --no-password --file=" + dir + "/.forensic.dump.tmp-", "pg_restore --list " + dir + "/.forensic.dump.tmp-", "pg_restore --file=/dev/null "} {
+	for _, want := range []string{"PGPASSWORD=" + secret, "PGHOST=127.0.0.1", "PGPORT=1", "PGUSER=rollguard", "PGDATABASE=pggit", "PGSSLMODE=disable", "pg_dump --format=custom --compress=1 --no-password --file=" + dir + "/.forensic.dump.tmp-", "pg_restore --list " + dir + "/.forensic.dump.tmp-", "pg_restore --file=/dev/null "} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}

@@ -25,6 +25,8 @@ type report struct {
 	outDir            string
 	latency           []*latencyResult
 	rollback          *rollbackResult
+	anchor            *anchorResult
+	database          *dbResult
 	scale             *scaleRun
 }
 
@@ -160,6 +162,14 @@ func (r *report) markdown() string {
 		b.WriteString("\n")
 	}
 
+	if an := r.anchor; an != nil && len(an.runs) > 0 {
+		an.markdown(&b)
+	}
+
+	if db := r.database; db != nil && len(db.runs) > 0 {
+		db.markdown(&b)
+	}
+
 	if sc := r.scale; sc != nil && len(sc.results) > 0 {
 		b.WriteString("### Scale (one evaluator tick of N targets × 4 triggers)\n\n")
 		fmt.Fprintf(&b, "Real sources: `pkg/source/prometheus` against a Prometheus of the bench's own (%s, scrape %s) scraping "+
@@ -167,7 +177,10 @@ func (r *report) markdown() string {
 			"`http_request_duration_seconds_bucket{…,le}` with test/pggitsim's 12 buckets; one deployment in 50 unhealthy), and "+
 			"`pkg/source/postgres` against the sandbox's primary. Triggers per target: error rate and P99 on rollguard's default "+
 			"templates (`[1m]` rates, matched by `{namespace, deployment}`), pool (`builtin:connections`), lag "+
-			"(`builtin:replication_lag`). `pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
+			"(`builtin:replication_lag`). The Prometheus triggers are sampled at rollguard's default `global.prometheus.resolution` of 1 s: "+
+			"each tick is one `query_range` per query over the instants since the previous tick (5 points per series at the 5 s interval); "+
+			"the row \"(one sample per tick)\" is the largest N again with `resolution: 0s`, one instant query per query and tick. "+
+			"`pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
 			"interval %s; %d ticks measured after %d warm-up ticks. CPU is the process's user+system time per interval, "+
 			"whatever ran in it (tick, GC, HTTP); \"evaluator\" is the tick minus its slowest query. The harness runs with the "+
 			"Deployment's `GOMEMLIMIT=%s` (`deploy/base/deployment.yaml`). RSS: after the last tick / peak during the ticks "+
@@ -215,6 +228,23 @@ func (r *report) markdown() string {
 	}
 	return b.String()
 }
+
+type fstats struct{ min, med, max float64 }
+
+func fstatsOf(fs []float64) fstats {
+	if len(fs) == 0 {
+		return fstats{}
+	}
+	s := append([]float64(nil), fs...)
+	sort.Float64s(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fstats{s[0], med, s[len(s)-1]}
+}
+
+func (f fstats) String() string { return fmt.Sprintf("%.3f / %.3f / %.3f", f.min, f.med, f.max) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
