@@ -144,11 +144,14 @@ func TestRestoreRefusesBadDumps(t *testing.T) {
 		name, mode, content string
 		missing             bool
 		want                error
+		// ran: the restore itself was attempted (and, in one
+		// transaction, rolled back).
+		ran bool
 	}{
 		{name: "missing", missing: true, want: ErrDumpInvalid},
 		{name: "not an archive", content: "-- plain SQL", want: ErrDumpInvalid},
-		{name: "truncated", mode: "truncated", content: "PGDMP", want: ErrDumpInvalid},
-		{name: "restore fails", mode: "restorefail", content: "PGDMP", want: ErrCommandFailed},
+		{name: "truncated", mode: "truncated", content: "PGDMP", want: ErrDumpInvalid, ran: true},
+		{name: "restore fails", mode: "restorefail", content: "PGDMP", want: ErrCommandFailed, ran: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, dir, logFile := setupFake(t, tc.mode)
@@ -165,8 +168,11 @@ func TestRestoreRefusesBadDumps(t *testing.T) {
 			restored := slices.ContainsFunc(lines(readLog(t, logFile), "pg_restore"), func(l string) bool {
 				return strings.Contains(l, "--single-transaction")
 			})
-			if wantRun := tc.want == ErrCommandFailed; restored != wantRun {
-				t.Fatalf("restore ran = %v, want %v", restored, wantRun)
+			if restored != tc.ran {
+				t.Fatalf("restore ran = %v, want %v", restored, tc.ran)
+			}
+			if read := strings.Contains(readLog(t, logFile), "--file=/dev/null"); read {
+				t.Errorf("the dump was read in full before the restore; the transaction is what keeps a bad dump from changing anything")
 			}
 		})
 	}

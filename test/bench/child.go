@@ -167,10 +167,10 @@ func scaleChild(ctx context.Context, n int, promURL, dir string, ticks int, prof
 	if err := ev.SetTriggers(specs); err != nil {
 		return err
 	}
-	// The specs stay referenced to the end, as the daemon keeps its config.
-	cfg = nil
 	res := &scaleResult{Targets: n, Triggers: len(specs), Ticks: ticks, QueriesPerTick: map[string]int{}, RSSStart: rssStart, ConfigError: configErr,
 		MemLimit: os.Getenv("GOMEMLIMIT"), P99Query: p99Query, Resolution: time.Duration(cfg.Global.Prometheus.Resolution)}
+	// The specs stay referenced to the end, as the daemon keeps its config.
+	cfg = nil
 	// The start (config parse, specs, SetTriggers) happens once; the ticks
 	// repeat. Their peaks are reported apart: VmHWM now, then reset (5 to
 	// clear_refs, Linux ≥ 4.0) so the end's VmHWM is the ticks' own.

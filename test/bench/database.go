@@ -39,8 +39,17 @@ type dbRun struct {
 	// wall: exec → exit; ready: exec → 4 Ready of the previous image;
 	// both with the ramp pause taken out.
 	wall, ready time.Duration
-	// phases: where the time went, by phase name.
+	// phases: where the time went, by phase name, in the order they ran
+	// (the PostgreSQL client runs inside rollguard's steps last).
 	phases map[string]time.Duration
+	order  []string
+}
+
+func (r *dbRun) add(name string, d time.Duration) {
+	if _, ok := r.phases[name]; !ok {
+		r.order = append(r.order, name)
+	}
+	r.phases[name] += d
 }
 
 type dbResult struct {
@@ -147,7 +156,11 @@ func phaseString(p map[string]time.Duration) string {
 }
 
 func (d *dbEnv) exec(ctx context.Context, port, sql string, args ...any) error {
-	conn, err := pgx.Connect(ctx, d.dsn(port))
+	return d.execIn(ctx, d.dsn(port), sql, args...)
+}
+
+func (d *dbEnv) execIn(ctx context.Context, dsn, sql string, args ...any) error {
+	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err
 	}
@@ -159,7 +172,16 @@ func (d *dbEnv) exec(ctx context.Context, port, sql string, args ...any) error {
 }
 
 func (d *dbEnv) query(ctx context.Context, port, sql string, dst ...any) error {
-	conn, err := pgx.Connect(ctx, d.dsn(port))
+	return d.queryIn(ctx, d.dsn(port), sql, dst...)
+}
+
+// admin is the server's maintenance database.
+func (d *dbEnv) admin(port string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable", port)
+}
+
+func (d *dbEnv) queryIn(ctx context.Context, dsn, sql string, dst ...any) error {
+	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return err
 	}
@@ -170,7 +192,7 @@ func (d *dbEnv) query(ctx context.Context, port, sql string, dst ...any) error {
 // dropSecondary removes the bench's subscription (and its slot) and
 // database on the subscriber, if a previous run left them.
 func (d *dbEnv) dropSecondary(ctx context.Context) error {
-	admin, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable", d.secPort))
+	admin, err := pgx.Connect(ctx, d.admin(d.secPort))
 	if err != nil {
 		return err
 	}
@@ -204,7 +226,7 @@ func (d *dbEnv) createSecondary(ctx context.Context) (time.Duration, error) {
 	if err := d.dropSecondary(ctx); err != nil {
 		return 0, err
 	}
-	admin, err := pgx.Connect(ctx, fmt.Sprintf("postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable", d.secPort))
+	admin, err := pgx.Connect(ctx, d.admin(d.secPort))
 	if err != nil {
 		return 0, err
 	}
@@ -247,6 +269,47 @@ func (d *dbEnv) waitSecondary(ctx context.Context, timeout time.Duration) error 
 			return fmt.Errorf("secondary %s not caught up within %s (pending tables: %d, %v)", dbName, timeout, pending, err)
 		}
 	}
+}
+
+// quiesce waits until neither server runs an autovacuum worker and every
+// active logical walsender of the primary has confirmed the WAL written so
+// far, then checkpoints both: each timed run starts from the same quiet
+// servers, not while the previous run's restore is still being vacuumed,
+// decoded by the sandbox's other subscription and written out.
+func (d *dbEnv) quiesce(ctx context.Context) error {
+	idle := func(port string) (bool, error) {
+		var workers int64
+		err := d.queryIn(ctx, d.admin(port), "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'", &workers)
+		return workers == 0, err
+	}
+	for deadline := time.Now().Add(5 * time.Minute); ; sleep(ctx, 500*time.Millisecond) {
+		a, err := idle(d.primaryPort)
+		if err != nil {
+			return err
+		}
+		b, err := idle(d.secPort)
+		if err != nil {
+			return err
+		}
+		var behind int64
+		if err := d.queryIn(ctx, d.admin(d.primaryPort), `SELECT count(*) FROM pg_replication_slots
+			WHERE active AND slot_type = 'logical' AND pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) > 1048576`, &behind); err != nil {
+			return err
+		}
+		if a && b && behind == 0 {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			say("   (servers not quiet after 5m: autovacuum idle %v/%v, walsenders behind %d; timing anyway)", a, b, behind)
+			break
+		}
+	}
+	for _, port := range []string{d.primaryPort, d.secPort} {
+		if err := d.execIn(ctx, d.admin(port), "CHECKPOINT"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (d *dbEnv) counts(ctx context.Context, port string) (string, error) {
@@ -304,6 +367,9 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 		}
 	}
 	sleep(ctx, o.settle)
+	if err := d.quiesce(ctx); err != nil {
+		return r, err
+	}
 
 	logPath := filepath.Join(dir, "rollback.log")
 	health := fmt.Sprintf("%s/health/%s/%s", d.env["SIM_URL"], benchNamespace, name)
@@ -369,9 +435,12 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 	}
 	r.ready = readyAt.Sub(start) - pauses
 	if method == methodRunbk {
-		scriptPhases(stdout.String(), r.phases)
+		scriptPhases(stdout.String(), &r)
 	} else {
-		rollguardPhases(logPath, r.phases)
+		rollguardPhases(logPath, &r)
+		if _, ok := r.phases["ramp"]; ok {
+			r.phases["ramp"] -= pauses
+		}
 	}
 
 	// Both must leave the database as the pre-deploy dump has it, and the
@@ -392,7 +461,7 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 }
 
 // scriptPhases reads the scripts' "phase NAME START END" lines.
-func scriptPhases(out string, into map[string]time.Duration) {
+func scriptPhases(out string, into *dbRun) {
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -402,7 +471,7 @@ func scriptPhases(out string, into map[string]time.Duration) {
 		a, err1 := strconv.ParseFloat(f[2], 64)
 		b, err2 := strconv.ParseFloat(f[3], 64)
 		if err1 == nil && err2 == nil {
-			into[f[1]] += time.Duration((b - a) * float64(time.Second))
+			into.add(f[1], time.Duration((b-a)*float64(time.Second)))
 		}
 	}
 }
@@ -410,19 +479,23 @@ func scriptPhases(out string, into map[string]time.Duration) {
 // rollguardPhases reads the plan's step durations from its log, and splits
 // the database steps into the client runs (pg_dump, pg_restore reading a
 // dump back, pg_restore restoring) the debug log times.
-func rollguardPhases(logPath string, into map[string]time.Duration) {
+func rollguardPhases(logPath string, into *dbRun) {
 	started := map[string]time.Time{}
+	clients := &dbRun{phases: map[string]time.Duration{}}
 	for _, l := range jsonlog.Read[dbLogLine](logPath) {
 		switch l.Msg {
 		case "rollback step started":
 			started[l.Step] = l.time()
 		case "rollback step done":
 			if s, ok := started[l.Step]; ok {
-				into[l.Step] += l.time().Sub(s)
+				into.add(l.Step, l.time().Sub(s))
 			}
 		case "postgres client done":
-			into["  "+l.Binary+" "+l.What] += time.Duration(l.Seconds * float64(time.Second))
+			clients.add(l.Binary+" "+l.What, time.Duration(l.Seconds*float64(time.Second)))
 		}
+	}
+	for _, k := range clients.order {
+		into.add("("+k+")", clients.phases[k])
 	}
 }
 
@@ -575,32 +648,30 @@ func (res *dbResult) markdown(b *strings.Builder) {
 			fmt.Fprintf(b, "| %s | %s | %d | %s | %s | %.2f |\n", plan, m, len(wall), statsOf(wall), statsOf(ready), ratio(med, base))
 		}
 	}
-	b.WriteString("\nWhere the time goes (median seconds per phase): the scripts' steps, rollguard's plan steps and, indented, the PostgreSQL " +
-		"client runs inside them (`pg_dump`; `pg_restore` listing or reading an archive back to check it, and restoring).\n\n")
+	b.WriteString("\nWhere the time goes (median seconds per phase, in the order they run, the ramp pause taken out): the scripts' steps, " +
+		"rollguard's plan steps and, in parentheses, the PostgreSQL client runs inside rollguard's steps (`pg_dump`; `pg_restore` " +
+		"listing an archive, reading one back in full to check it, restoring).\n\n")
 	for _, plan := range []string{planFull, planMulti} {
 		for _, m := range []string{methodRunbk, methodRG} {
 			phases := map[string][]time.Duration{}
-			n := 0
+			var keys []string
 			for _, r := range res.runs {
 				if r.plan != plan || r.method != m {
 					continue
 				}
-				n++
-				for k, v := range r.phases {
-					phases[k] = append(phases[k], v)
+				for _, k := range r.order {
+					if _, ok := phases[k]; !ok {
+						keys = append(keys, k)
+					}
+					phases[k] = append(phases[k], r.phases[k])
 				}
 			}
-			if n == 0 {
+			if len(keys) == 0 {
 				continue
 			}
-			var keys []string
-			for k := range phases {
-				keys = append(keys, k)
-			}
-			sort.Strings(keys)
 			var parts []string
 			for _, k := range keys {
-				parts = append(parts, fmt.Sprintf("%s %.2f", strings.TrimSpace(k), statsOf(phases[k]).med.Seconds()))
+				parts = append(parts, fmt.Sprintf("%s %.2f", k, statsOf(phases[k]).med.Seconds()))
 			}
 			fmt.Fprintf(b, "- %s, %s: %s\n", plan, m, strings.Join(parts, "; "))
 		}

@@ -1,4 +1,4 @@
-// Command bench is `make bench` (test/bench/run builds and runs it): three
+// Command bench is `make bench` (test/bench/run builds and runs it): five
 // benchmarks on the running sandbox, printed as tables and written between
 // markers in docs/benchmarks.md with the machine, date and commit.
 //
@@ -8,6 +8,12 @@
 //   - rollback: `rollguard rollback --local` quick and revert against the
 //     runbook's Quick Rollback kubectl commands (quick-rollback.sh),
 //     alternating on the same cluster;
+//   - anchor: the same fault seen by a Prometheus alerting rule with the
+//     production trigger's expression, routed by Alertmanager to a webhook,
+//     and by rollguard with the production configuration, side by side;
+//   - database: the full and multi-region plans against the runbook's own
+//     commands (full-rollback.sh, multi-region-rollback.sh) on a seeded
+//     database of 500 MiB (test/pgseed), alternating;
 //   - scale: one evaluator tick of N targets × 4 triggers against a real
 //     Prometheus scraping a synthetic exporter (test/cmd/seriesgen) and the
 //     sandbox's PostgreSQL, with a CPU and heap profile at the largest N.
