@@ -46,6 +46,7 @@ var anchorIntervals = []time.Duration{5 * time.Second, time.Second}
 // templates and the error-rate trigger (the rule gets the same expression,
 // threshold and window) and the rollback's ramp and verification.
 type production struct {
+	Resolution             string
 	ErrorRate, Volume, P99 string
 	Above                  float64
 	For, MinRate           string
@@ -64,6 +65,9 @@ func readProduction() (*production, error) {
 	}
 	var doc struct {
 		Global struct {
+			Prometheus struct {
+				Resolution string `json:"resolution"`
+			} `json:"prometheus"`
 			Templates struct {
 				ErrorRate  struct{ Query, VolumeQuery string } `json:"errorRate"`
 				LatencyP99 struct{ Query string }              `json:"latencyP99"`
@@ -89,7 +93,10 @@ func readProduction() (*production, error) {
 		return nil, fmt.Errorf("%s: %w", productionConfig, err)
 	}
 	t := doc.Global.Templates
-	p := &production{ErrorRate: t.ErrorRate.Query, Volume: t.ErrorRate.VolumeQuery, P99: t.LatencyP99.Query}
+	p := &production{ErrorRate: t.ErrorRate.Query, Volume: t.ErrorRate.VolumeQuery, P99: t.LatencyP99.Query, Resolution: doc.Global.Prometheus.Resolution}
+	if p.Resolution == "" {
+		p.Resolution = "1s" // rollguard's default
+	}
 	if len(doc.Targets) == 0 {
 		return nil, fmt.Errorf("%s: no target", productionConfig)
 	}
@@ -579,9 +586,9 @@ func triggerOK(ctx context.Context, client *api.Client, name string) bool {
 }
 
 // writeAnchorConfig is the production configuration for one bench
-// Deployment: its templates and triggers, its quick rollback with the
-// ramp pause and verification window, at the given interval; the rest of
-// global (resolution included) at rollguard's defaults.
+// Deployment: its resolution, templates and triggers, its quick rollback
+// with the ramp pause and verification window, at the given interval; the
+// rest of global at rollguard's defaults.
 func writeAnchorConfig(dir string, env sandboxenv.Env, prod *production, name, promURL string, port int, interval time.Duration) (string, string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", "", err
@@ -600,7 +607,7 @@ global:
   interval: %s
   listenAddress: 127.0.0.1:%d
   logLevel: info
-  prometheus: {url: %q}
+  prometheus: {url: %q, resolution: %s}
   kubernetes: {kubeconfig: %q}
   interlocks: {cooldown: 1m, maxRollbacksPerHour: 100, maxRevisionAge: 1h}
   api: {tokenFile: token}
@@ -627,7 +634,7 @@ targets:
       rampPause: %s
       rolloutTimeout: %s
       verifyWindow: %s
-`, productionConfig, model(interval), port, promURL, env["KUBECONFIG"], filepath.Join(dir, "incidents"),
+`, productionConfig, model(interval), port, promURL, prod.Resolution, env["KUBECONFIG"], filepath.Join(dir, "incidents"),
 		q(prod.ErrorRate), q(prod.Volume), q(prod.P99),
 		name, benchNamespace, name, env["SIM_URL"], benchNamespace, name,
 		prod.Above, prod.For, prod.MinRate, prod.For, strings.Join(steps, ", "), prod.RampPause, prod.Rollout, prod.VerifyWindow)
@@ -645,13 +652,13 @@ func (an *anchorResult) markdown(b *strings.Builder) {
 		"binary, a process of the bench's own so that each row's scrape and rule intervals can be set; it scrapes the sandbox's simulator). "+
 		"Alerting rule: the error-rate trigger of `%s` (its template, threshold and volume guard) with `for: %s`: `%s`; routed by "+
 		"Debian's Alertmanager (`group_by: [alertname, namespace, deployment]`) to a webhook receiver in the bench. rollguard: that "+
-		"configuration's templates and triggers and its quick rollback (ramp %v, pause %s, verify window %s), the rest at rollguard's "+
-		"defaults (`global.prometheus.resolution` 1s). The Deployments' 5xx series exist (at 0) before t0 in every run (column \"5xx before t0\"), "+
+		"configuration's `global.prometheus.resolution` (%s), templates and triggers and its quick rollback (ramp %v, pause %s, verify "+
+		"window %s), the rest at rollguard's defaults. The Deployments' 5xx series exist (at 0) before t0 in every run (column \"5xx before t0\"), "+
 		"and a whole rate window of healthy samples plus two scrapes precedes the fault. \"Webhook\": the control's first firing notification "+
 		"reached the receiver. \"First step\": rollguard's first rollback step started. \"Serving\": no Pod of the bad version serving "+
 		"(Ready and not terminating) and one of the previous version Ready. \"Finished\": 4 Ready on the previous version, the ramp pause "+
 		"included. Times from t0 in seconds (a Pod watch, the logs, the receiver); ratios per run, then min / median / max.\n\n",
-		len(anchorIntervals)+1, fmtIntervals(), productionConfig, p.For, p.ruleExpr(), p.RampSteps, p.RampPause, p.VerifyWindow)
+		len(anchorIntervals)+1, fmtIntervals(), productionConfig, p.For, p.ruleExpr(), p.Resolution, p.RampSteps, p.RampPause, p.VerifyWindow)
 	b.WriteString("| Prometheus + Alertmanager | rollguard interval | runs | t0 → webhook | t0 → first step | first step − webhook | t0 → serving | t0 → finished | serving / webhook (goal ≤ 1.0) | finished / webhook |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, setup := range an.setups {

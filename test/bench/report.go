@@ -102,7 +102,8 @@ func (r *report) markdown() string {
 		b.WriteString("### Detection latency (fault injected at t0 → the rollback's first step starts)\n\n")
 		b.WriteString("The simulator's profile of the running tag turns to 20 % errors at t0; the error-rate trigger is `> 5 %` " +
 			"over `rate(...[5s])` (the sandbox scrapes every 1 s). \"Scrape\" is the first Prometheus sample after t0 in which a 5xx counter " +
-			"of the Deployment had grown. Floor = window + scrape interval + poll interval + the rate window's lag " +
+			"of the Deployment had grown. Floor = window + scrape interval + the resolution the window is sampled at (1 s, rollguard's " +
+			"default `global.prometheus.resolution`; a window is evaluated when it completes, not at the next poll) + the rate window's lag " +
 			"(5 % / 20 % of 5 s = 1.25 s); goal = window + poll interval + 2 s after the first faulty scrape.\n\n")
 		b.WriteString("| configuration | runs | t0 → first step, min / median / max | floor | first faulty scrape → first step, min / median / max | goal | runs within goal |\n")
 		b.WriteString("|---|---|---|---|---|---|---|\n")
@@ -179,7 +180,8 @@ func (r *report) markdown() string {
 			"templates (`[1m]` rates, matched by `{namespace, deployment}`), pool (`builtin:connections`), lag "+
 			"(`builtin:replication_lag`). The Prometheus triggers are sampled at rollguard's default `global.prometheus.resolution` of 1 s: "+
 			"each tick is one `query_range` per query over the instants since the previous tick (5 points per series at the 5 s interval); "+
-			"the row \"(one sample per tick)\" is the largest N again with `resolution: 0s`, one instant query per query and tick. "+
+			"the row \"(resolution 5s)\" is the largest N again with `resolution: 5s`, the interval: one point per series and tick, as an "+
+			"instant query per tick was before. "+
 			"`pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
 			"interval %s; %d ticks measured after %d warm-up ticks. CPU is the process's user+system time per interval, "+
 			"whatever ran in it (tick, GC, HTTP); \"evaluator\" is the tick minus its slowest query. The harness runs with the "+

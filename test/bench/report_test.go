@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -72,5 +73,54 @@ func TestLogLineTime(t *testing.T) {
 	}
 	if got := (logLine{TS: "garbage"}).time(); !got.IsZero() {
 		t.Errorf("time() of garbage = %s, want zero", got)
+	}
+}
+
+func TestFstatsOf(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want fstats
+	}{
+		{nil, fstats{}},
+		{[]float64{1.02, 0.98, 1.5}, fstats{0.98, 1.02, 1.5}},
+		{[]float64{0.5, 1, 0.7, 0.9}, fstats{0.5, 0.8, 1}},
+	}
+	for _, tt := range tests {
+		if got := fstatsOf(tt.in); got != tt.want {
+			t.Errorf("fstatsOf(%v) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestAnchorRatios: a run's ratios are its times over the webhook's, both
+// from t0; a missing time gives 0, not a ratio.
+func TestAnchorRatios(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	r := anchorRun{t0: t0, webhook: t0.Add(75 * time.Second), serving: t0.Add(60 * time.Second), finished: t0.Add(90 * time.Second)}
+	if got := r.ratio(r.serving); got != 0.8 {
+		t.Errorf("serving / webhook = %v, want 0.8", got)
+	}
+	if got := r.ratio(r.finished); got != 1.2 {
+		t.Errorf("finished / webhook = %v, want 1.2", got)
+	}
+	if got := r.ratio(time.Time{}); got != 0 {
+		t.Errorf("ratio of a missing time = %v, want 0", got)
+	}
+	if got := r.since(time.Time{}); got != -1 {
+		t.Errorf("since a missing time = %v, want -1", got)
+	}
+}
+
+func TestScriptPhases(t *testing.T) {
+	r := dbRun{phases: map[string]time.Duration{}}
+	scriptPhases("3\nphase dump 100.5 110.75\nnoise\nphase restore 111 131.5\nphase ramp 140 140.25\nphase ramp 150 150.5\n", &r)
+	want := map[string]time.Duration{"dump": 10250 * time.Millisecond, "restore": 20500 * time.Millisecond, "ramp": 750 * time.Millisecond}
+	for k, v := range want {
+		if got := r.phases[k]; got != v {
+			t.Errorf("phase %s = %s, want %s", k, got, v)
+		}
+	}
+	if got := fmt.Sprint(r.order); got != "[dump restore ramp]" {
+		t.Errorf("order %s, want [dump restore ramp]", got)
 	}
 }
