@@ -262,6 +262,9 @@ func runAnchor(ctx context.Context, c *cluster, env sandboxenv.Env, o options) (
 	if err != nil {
 		return nil, err
 	}
+	if o.anchorRes != "" {
+		prod.Resolution = o.anchorRes
+	}
 	res := &anchorResult{prod: prod}
 	for _, setup := range anchorSetups {
 		if !o.anchorSetups[setup.key] {

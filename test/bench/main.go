@@ -46,6 +46,7 @@ type options struct {
 	runs         int
 	anchorRuns   int
 	anchorSetups map[string]bool
+	anchorRes    string
 	dbSizeMiB    int
 	dbCache      string
 	dbRounds     int
@@ -81,6 +82,7 @@ func run() int {
 	flag.StringVar(&o.dbCache, "db-cache", pgseed.DefaultCacheDir(), "database: directory keeping the seeded database's dump between runs")
 	flag.IntVar(&o.dbRounds, "db-rounds", 3, "database: rounds per plan (each: the runbook's commands and rollguard, alternating)")
 	dbPlans := flag.String("db-plans", "full,multi-region", "database: plans to time")
+	flag.StringVar(&o.anchorRes, "anchor-resolution", "", "anchor: rollguard's global.prometheus.resolution (empty: the production config's); 0s samples once per tick, as rollguard did before it had one")
 	flag.IntVar(&o.anchorRuns, "anchor-runs", 5, "anchor: runs per row (each run times rollguard at every interval on the same fault)")
 	flag.IntVar(&o.rounds, "rounds", 5, "rollback rounds (each: script, quick, revert, revert-paced in rotating order)")
 	flag.IntVar(&o.scaleTicks, "ticks", 6, "measured ticks per scale size")
