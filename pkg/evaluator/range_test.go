@@ -16,8 +16,8 @@ import (
 )
 
 // history answers instant and range queries from a function of time, like
-// a Prometheus whose data is known at every instant. It records the range
-// queries it was asked.
+// a Prometheus whose data is known at every instant. It records the
+// instants it was asked for (an instant query is a range of one).
 type history struct {
 	mu     sync.Mutex
 	series func(query string, t time.Time) []source.Series
@@ -29,6 +29,7 @@ type history struct {
 func (h *history) Query(_ context.Context, q string, ts time.Time) ([]source.Series, error) {
 	h.mu.Lock()
 	h.calls = append(h.calls, fmt.Sprintf("instant %s @%s", q, ts.Sub(t0)))
+	h.ranges = append(h.ranges, [2]time.Time{ts, ts}) // one instant of a range
 	h.mu.Unlock()
 	return h.series(q, ts), nil
 }
@@ -409,5 +410,31 @@ func TestStepGrid(t *testing.T) {
 		if f.UnixNano()%int64(tc.step) != 0 || !ceilStep(f, tc.step).Equal(f) {
 			t.Errorf("step %s: floor %s is not on the grid", tc.step, f)
 		}
+	}
+}
+
+// TestOneInstantIsAnInstantQuery: an evaluation of a single instant (a
+// resolution equal to the interval) asks Prometheus an instant query, half
+// the cost of a one-point query_range, and samples the same instants.
+func TestOneInstantIsAnInstantQuery(t *testing.T) {
+	h := &history{series: breachFrom(at(7))}
+	rec := &recorder{}
+	e := newEval(t, map[string]Querier{"prom": h}, rec, nil)
+	r := rule("a", 0.05)
+	r.For = 20 * time.Second
+	s := spec("a", "prom", "errors", lbl("d", "a"), r)
+	s.Resolution = 5 * time.Second
+	if err := e.SetTriggers([]Spec{s}); err != nil {
+		t.Fatal(err)
+	}
+	for _, sec := range []int{1, 6, 11, 16, 21, 26, 31, 36} {
+		e.Tick(context.Background(), at(sec).Add(ms(300)))
+	}
+	want := "[instant errors @0s instant errors @5s instant errors @10s instant errors @15s instant errors @20s instant errors @25s instant errors @30s instant errors @35s]"
+	if got := fmt.Sprint(h.calls); got != want {
+		t.Errorf("calls %s\nwant  %s", got, want)
+	}
+	if got := fmt.Sprint(rec.fired()); got != "[a@30s]" {
+		t.Errorf("fired %s, want [a@30s] (first breach at the 10 s instant + 20 s)", got)
 	}
 }

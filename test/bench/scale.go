@@ -77,6 +77,8 @@ type scaleResult struct {
 // tick.
 func (r *scaleResult) label() string {
 	switch {
+	case r.P99Query != "" && r.Resolution != time.Second:
+		return fmt.Sprintf(" (P99 recorded, resolution %s)", r.Resolution)
 	case r.P99Query != "":
 		return " (P99 recorded)"
 	case r.Resolution != time.Second:
@@ -119,7 +121,9 @@ func runScale(ctx context.Context, env sandboxenv.Env, o options) (*scaleRun, er
 		if err != nil {
 			return nil, err
 		}
-		sizes = append(sizes, size{n: o.scaleN[len(o.scaleN)-1], rules: rules})
+		// As README advises a large fleet: the fleet rule and a resolution
+		// of the interval.
+		sizes = append(sizes, size{n: o.scaleN[len(o.scaleN)-1], rules: rules, resolution: "5s"})
 	}
 	for _, sz := range sizes {
 		r, err := scaleOnce(ctx, env, o, self, sz.n, sz.profile, sz.rules, sz.resolution)
