@@ -244,11 +244,18 @@ func TestIntegrationRollbackLocal(t *testing.T) {
 		t.Errorf("incident dir %s: %d files, err %v; want the incident record", s.incidents, len(files), err)
 	}
 
-	// Rolling back again finds nothing older that differs and must not
-	// flip the Deployment back to the bad version.
+	// A second --local rollback within the cooldown is refused: the
+	// interlocks are seeded from the journal, as the daemon's are.
 	r = rollguard(t, "rollback", "--local", "--config", s.config, "--target", "pggit-api", "--reason", "again")
-	if r.code != exitOK || !strings.HasPrefix(r.stdout, "already rolled back for revision ") {
-		t.Errorf("second rollback: exit %d, stdout %q; want 0 and \"already rolled back for revision ...\"\n%s", r.code, r.stdout, r.stderr)
+	if r.code != exitFail || r.stdout != "" || !strings.Contains(r.stderr, "cannot roll back: cooldown: last rollback of pggit-api started ") {
+		t.Errorf("second rollback: exit %d, stdout %q; want %d and the cooldown on stderr\n%s", r.code, r.stdout, exitFail, r.stderr)
+	}
+	// --force passes the cooldown, and rolling back again finds nothing
+	// older that differs: it must not flip the Deployment back to the bad
+	// version.
+	r = rollguard(t, "rollback", "--local", "--force", "--config", s.config, "--target", "pggit-api", "--reason", "again, forced")
+	if r.code != exitOK || !strings.HasPrefix(r.stdout, "already rolled back for revision ") || !strings.Contains(r.stderr, "interlocks overridden by a human (--force)") {
+		t.Errorf("forced rollback: exit %d, stdout %q; want 0, \"already rolled back for revision ...\" and the override logged\n%s", r.code, r.stdout, r.stderr)
 	}
 	if got := s.deployment(t).Spec.Template.Spec.Containers[0].Image; got != goodImage {
 		t.Errorf("a second rollback set the image to %s, want %s kept", got, goodImage)

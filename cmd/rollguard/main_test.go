@@ -29,7 +29,7 @@ func rollguard(t *testing.T, args ...string) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
-	code := dispatch(ctx, args, &stdout, &stderr)
+	code := dispatch(ctx, "rollguard", args, &stdout, &stderr)
 	return result{code: code, stdout: stdout.String(), stderr: stderr.String()}
 }
 
@@ -62,7 +62,7 @@ targets:
 func TestDispatch(t *testing.T) {
 	dir := t.TempDir()
 	valid := writeFile(t, dir, "valid.yaml", validConfig)
-	usageHead := "usage: rollguard <command> [flags]\n\ncommands:\n"
+	usageHead := "Usage:\n  rollguard [flags]\n  rollguard [command]\n"
 
 	tests := []struct {
 		name       string
@@ -73,16 +73,21 @@ func TestDispatch(t *testing.T) {
 		// exactStdout, when set, is the whole of stdout.
 		exactStdout string
 	}{
-		{name: "no args", args: nil, wantCode: exitUsage, wantStderr: []string{usageHead, "  validate   check a config file and print a summary\n"}},
-		{name: "help", args: []string{"help"}, wantCode: exitOK, wantStderr: []string{usageHead}},
+		{name: "no args", args: nil, wantCode: exitUsage, wantStderr: []string{usageHead, "  validate      check a config file and print a summary\n"}},
+		{name: "help", args: []string{"help"}, wantCode: exitOK, wantStdout: []string{usageHead, "Reading (-o table|json|yaml):\n"}},
+		{name: "-h", args: []string{"-h"}, wantCode: exitOK, wantStdout: []string{usageHead}},
+		{name: "a command's help", args: []string{"plan", "--help"}, wantCode: exitOK,
+			wantStdout: []string{"Usage:\n  rollguard plan [flags]\n", "  -n, --namespace string ", "  -o, --output format ", "      --context string "}},
 		{name: "unknown command", args: []string{"frobnicate"}, wantCode: exitUsage,
-			wantStderr: []string{"rollguard: unknown command \"frobnicate\"\n\n" + usageHead}},
+			wantStderr: []string{"rollguard: unknown command \"frobnicate\" for \"rollguard\"\nRun 'rollguard --help' for usage.\n"}},
 		{name: "version", args: []string{"version"}, wantCode: exitOK,
 			exactStdout: "rollguard " + version.Get().Version + " (revision " + version.Get().Revision + ", " + runtime.Version() + ")\n"},
 		{name: "version with an argument", args: []string{"version", "extra"}, wantCode: exitUsage,
 			wantStderr: []string{`rollguard version: unexpected arguments ["extra"]`}},
 		{name: "bad flag", args: []string{"validate", "--no-such-flag"}, wantCode: exitUsage,
-			wantStderr: []string{"flag provided but not defined: -no-such-flag"}},
+			wantStderr: []string{"rollguard validate: unknown flag: --no-such-flag\nRun 'rollguard validate --help' for usage.\n"}},
+		{name: "flag without its value", args: []string{"plan", "--target"}, wantCode: exitUsage,
+			wantStderr: []string{"rollguard plan: flag needs an argument: --target\n"}},
 		{name: "validate production without secrets", args: []string{"validate", "--config", productionConfig, "--skip-secrets"}, wantCode: exitOK,
 			exactStdout: productionConfig + `: valid
 1 target, 5 triggers; interval 5s
@@ -99,8 +104,12 @@ target pggit-api: production/pggit-api, strategy quick, live
 			wantStderr: []string{"rollguard rollback: --target and --reason are required\n"}},
 		{name: "rollback with a blank reason", args: []string{"rollback", "--target", "pggit-api", "--reason", "  "}, wantCode: exitUsage,
 			wantStderr: []string{"rollguard rollback: --target and --reason are required\n"}},
+		{name: "rollback --force without --local", args: []string{"rollback", "--force", "--target", "pggit-api", "--reason", "x"}, wantCode: exitUsage,
+			wantStderr: []string{"rollguard rollback: --force goes with --local (the daemon's API takes no override)\n"}},
 		{name: "rollback --local without config", args: []string{"rollback", "--local", "--target", "pggit-api", "--reason", "x"}, wantCode: exitUsage,
-			wantStderr: []string{"rollguard rollback --local: --config is required\n"}},
+			wantStderr: []string{"rollguard rollback: --local: --config is required\n"}},
+		{name: "cluster flags without --local", args: []string{"rollback", "--target", "pggit-api", "--reason", "x", "--context", "prod"}, wantCode: exitUsage,
+			wantStderr: []string{"rollguard rollback: --kubeconfig, --context and -n/--namespace apply only with --local (the daemon uses its own cluster access)\n"}},
 		{name: "rollback --local of an unknown target", args: []string{"rollback", "--local", "--config", valid, "--target", "nope", "--reason", "x"}, wantCode: exitUsage,
 			wantStderr: []string{`usage: target "nope" is not in ` + valid + "\n"}},
 		{name: "freeze without token file", args: []string{"freeze", "--target", "pggit-api", "--reason", "release", "--token-file", ""}, wantCode: exitUsage,

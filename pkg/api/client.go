@@ -43,6 +43,15 @@ func (c *Client) Freeze(ctx context.Context, target string, frozen bool, reason 
 	return c.do(ctx, http.MethodPost, "/api/v1/targets/"+url.PathEscape(target)+"/"+verb, FreezeRequest{Reason: reason}, nil)
 }
 
+// ResumeGitOps lifts rollguard's suspension of a target's GitOps owner.
+func (c *Client) ResumeGitOps(ctx context.Context, target, reason string) (string, error) {
+	var out struct {
+		Detail string `json:"detail"`
+	}
+	err := c.do(ctx, http.MethodPost, "/api/v1/targets/"+url.PathEscape(target)+"/resume-gitops", ResumeRequest{Reason: reason}, &out)
+	return out.Detail, err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
 	if in != nil {

@@ -1,6 +1,8 @@
 // Package api owns rollguard's HTTP interface: health, readiness, metrics,
 // the status and incident API, and the authenticated endpoints that change
 // something (manual rollback, freeze, the Alertmanager webhook, reload).
+// It mounts the web console (pkg/console) at / and sets the console's
+// security headers (a strict Content-Security-Policy) on every response.
 //
 // Every mutating endpoint requires a bearer token compared in constant
 // time: 401 without one, 403 with a wrong one, and in both cases nothing
@@ -24,6 +26,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/alertmanager"
+	"github.com/rollguard/rollguard/pkg/console"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -73,6 +77,19 @@ type TargetStatus struct {
 	Running string `json:"running,omitempty"`
 	// LastResult is the outcome of the last action on this target.
 	LastResult string `json:"lastResult,omitempty"`
+	// GitOps is the Flux or Argo CD object reconciling the Deployment and
+	// whether rollguard holds its reconciliation suspended (nil: none).
+	GitOps *gitops.Status `json:"gitops,omitempty"`
+}
+
+// GitOpsResumer lifts rollguard's suspension of a target's GitOps owner.
+type GitOpsResumer interface {
+	ResumeGitOps(ctx context.Context, target, reason string) (string, error)
+}
+
+// ResumeRequest is the body of POST /api/v1/targets/{target}/resume-gitops.
+type ResumeRequest struct {
+	Reason string `json:"reason"`
 }
 
 // ActionRequest is the body of POST /api/v1/targets/{target}/rollback.
@@ -103,6 +120,11 @@ type Options struct {
 	Incidents http.Handler // serves /api/v1/incidents and /api/v1/incidents/{id}
 	// RequestTimeout bounds each mutating request's work.
 	RequestTimeout time.Duration
+	// Console serves the web console at / (nil: none).
+	Console http.Handler
+	// GitOps serves POST /api/v1/targets/{target}/resume-gitops (nil: no
+	// such endpoint).
+	GitOps GitOpsResumer
 }
 
 // maxBody bounds request bodies of the JSON endpoints.
@@ -129,8 +151,14 @@ func NewHandler(c Controller, o Options, logger *zap.Logger) http.Handler {
 	mux.HandleFunc("POST /api/v1/targets/{target}/freeze", h.auth(h.freeze(true)))
 	mux.HandleFunc("POST /api/v1/targets/{target}/unfreeze", h.auth(h.freeze(false)))
 	mux.HandleFunc("POST /api/v1/alerts/alertmanager", h.auth(h.alerts))
+	if o.GitOps != nil {
+		mux.HandleFunc("POST /api/v1/targets/{target}/resume-gitops", h.auth(h.resumeGitOps))
+	}
 	mux.HandleFunc("POST /-/reload", h.auth(h.reload))
-	return mux
+	if o.Console != nil {
+		mux.Handle("/", o.Console)
+	}
+	return console.SecureHeaders(mux)
 }
 
 type handler struct {
@@ -211,6 +239,25 @@ func (h *handler) freeze(frozen bool) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "frozen": frozen})
 	}
+}
+
+func (h *handler) resumeGitOps(w http.ResponseWriter, r *http.Request) {
+	var req ResumeRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	if strings.TrimSpace(req.Reason) == "" {
+		writeError(w, http.StatusBadRequest, "reason: must not be empty")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.o.RequestTimeout)
+	defer cancel()
+	detail, err := h.o.GitOps.ResumeGitOps(ctx, r.PathValue("target"), req.Reason)
+	if err != nil {
+		writeError(w, statusOf(err), err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"target": r.PathValue("target"), "detail": detail})
 }
 
 func (h *handler) alerts(w http.ResponseWriter, r *http.Request) {

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/alertmanager"
+	"github.com/rollguard/rollguard/pkg/console"
 )
 
 type fakeController struct {
@@ -119,4 +121,43 @@ func TestClient(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 	_ = http.StatusOK
+}
+
+// Every response of the listener carries the console's security headers,
+// and the console gets what the API does not route.
+func TestSecurityHeadersAndConsoleMount(t *testing.T) {
+	consoleHit := false
+	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { consoleHit = true; io.WriteString(w, "console") })
+	for _, withConsole := range []bool{false, true} {
+		o := Options{Token: []byte("tok")}
+		if withConsole {
+			o.Console = page
+		}
+		h := NewHandler(&fakeController{ready: true}, o, zap.NewNop())
+		for _, tc := range []struct {
+			method, path string
+			code         int
+		}{
+			{"GET", "/healthz", 200},
+			{"GET", "/api/v1/status", 200},
+			{"POST", "/api/v1/targets/x/freeze", 401},
+			{"GET", "/", map[bool]int{false: 404, true: 200}[withConsole]},
+		} {
+			consoleHit = false
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, nil))
+			if rec.Code != tc.code {
+				t.Errorf("console %v: %s %s: %d, want %d", withConsole, tc.method, tc.path, rec.Code, tc.code)
+			}
+			if got := rec.Header().Get("Content-Security-Policy"); got != console.ContentSecurityPolicy {
+				t.Errorf("console %v: %s %s: Content-Security-Policy %q", withConsole, tc.method, tc.path, got)
+			}
+			if rec.Header().Get("X-Content-Type-Options") != "nosniff" || rec.Header().Get("X-Frame-Options") != "DENY" {
+				t.Errorf("console %v: %s %s: headers %v", withConsole, tc.method, tc.path, rec.Header())
+			}
+			if consoleHit != (withConsole && tc.path == "/") {
+				t.Errorf("console %v: %s %s reached the console: %v", withConsole, tc.method, tc.path, consoleHit)
+			}
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -24,11 +25,13 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/leader"
@@ -50,6 +53,13 @@ type Options struct {
 	// ReloadInterval is how often the config file is checked for changes
 	// (default 5s; a mounted ConfigMap changes in place).
 	ReloadInterval time.Duration
+	// CrashAt is fault injection for the crash tests: "STEP:start" or
+	// "STEP:done" kills the process (SIGKILL, no cleanup) right after that
+	// journal write. Set from $ROLLGUARD_CRASH_AT; never in production.
+	CrashAt string
+	// Kubeconfig and KubeContext override global.kubernetes (the command
+	// line's --kubeconfig and --context).
+	Kubeconfig, KubeContext string
 }
 
 func (o *Options) defaults() {
@@ -68,6 +78,27 @@ func (o *Options) defaults() {
 	}
 	if o.ReloadInterval <= 0 {
 		o.ReloadInterval = 5 * time.Second
+	}
+	if o.CrashAt == "" {
+		o.CrashAt = os.Getenv("ROLLGUARD_CRASH_AT")
+	}
+}
+
+// crashAt returns the executor's Journaled hook for CrashAt.
+func crashAt(spec string, logger *zap.Logger) func(step string, done bool) {
+	if spec == "" {
+		return nil
+	}
+	logger.Warn("fault injection: this process kills itself at a journal write", zap.String("crashAt", spec))
+	return func(step string, done bool) {
+		phase := "start"
+		if done {
+			phase = "done"
+		}
+		if step+":"+phase == spec {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is delivered; nothing else runs
+		}
 	}
 }
 
@@ -99,6 +130,10 @@ type daemon struct {
 	exec   *rollback.Executor
 	elect  *leader.Elector
 	store  http.Handler
+	// deliveries remembers what was paged, for the console.
+	deliveries *notify.DeliveryLog
+	gitops     *gitops.Manager
+	watch      *gitops.Watcher
 
 	mu       sync.RWMutex
 	cfg      *config.Config
@@ -141,8 +176,14 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
 	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
 
-	var err error
-	if d.client, _, err = kubeClient(cfg); err != nil {
+	var (
+		err error
+		rc  *rest.Config
+	)
+	if d.client, rc, err = kubeClient(cfg, opts); err != nil {
+		return nil, err
+	}
+	if d.gitops, err = gitopsManager(rc, logger); err != nil {
 		return nil, err
 	}
 	d.kube = kube.New(d.client, kube.Options{Instance: opts.Identity}, logger.Named("kube"))
@@ -159,7 +200,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		return nil, err
 	}
 	d.store = store
-	d.queue = notify.NewQueue(notify.Options{}, notifiers, logger.Named("notify"), d.reg)
+	d.deliveries = notify.NewDeliveryLog(0)
+	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries}, notifiers, logger.Named("notify"), d.reg)
 
 	if cfg.Global.LeaderElection.Enabled {
 		le := cfg.Global.LeaderElection
@@ -173,17 +215,23 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		}
 	}
 	d.guard = guard.New(guardOptions(cfg))
-	d.resp = response.New(nil, d.kube, d.queue, d.guard, response.Options{
-		IsLeader: d.isLeader, WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
-		Integrity: d.integrity,
+	d.exec = rollback.NewExecutor(d.kube, d.client.CoreV1(), rollback.Options{Journaled: crashAt(opts.CrashAt, logger)}, logger.Named("rollback"))
+	// The evaluator hands decisions to the responder, and the responder
+	// asks the evaluator what fires when it becomes leader.
+	triggers := &lateTriggers{}
+	d.resp = response.New(d.exec, d.kube, d.queue, d.guard, response.Options{
+		WouldRollback: cfg.Global.Notify.WouldRollback != "off", StatusURL: cfg.Global.Notify.StatusURL,
+		Integrity: d.integrity, Triggers: triggers,
+		// The drain must end before the shutdown stops waiting for it.
+		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
 	}, logger.Named("response"), d.reg)
-	d.exec = rollback.NewExecutor(d.kube, d.client.CoreV1(), rollback.Options{Observer: d.resp.Observer()}, logger.Named("rollback"))
-	d.resp.SetExecutor(d.exec)
-
+	d.watch = gitops.NewWatcher(d.gitops, d.kube, d.queue, gitops.WatchOptions{Interval: time.Duration(cfg.Global.Interval), IsLeader: d.isLeader},
+		logger.Named("gitops"), d.reg)
 	d.eval = evaluator.New(evaluator.Options{
 		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
 		QueryTimeout: queryTimeout(cfg),
 	}, d.src.queriers(), d.resp, logger.Named("evaluator"), d.reg)
+	triggers.Triggers = d.eval
 	if err := d.apply(cfg); err != nil {
 		d.close()
 		return nil, err
@@ -204,8 +252,11 @@ func queryTimeout(cfg *config.Config) time.Duration {
 func guardOptions(cfg *config.Config) guard.Options {
 	il := cfg.Global.Interlocks
 	return guard.Options{Cooldown: time.Duration(il.Cooldown), MaxRollbacksPerHour: il.MaxRollbacksPerHour,
-		MaxRevisionAge: time.Duration(il.MaxRevisionAge), Freeze: il.Freeze}
+		MaxRevisionAge: time.Duration(il.MaxRevisionAge), Freeze: il.Freeze, MaxResumeAge: time.Duration(il.MaxResumeAge)}
 }
+
+// lateTriggers lets the responder be built before the evaluator it asks.
+type lateTriggers struct{ response.Triggers }
 
 // apply installs a config's hot-reloadable parts: triggers (keeping the
 // windows of unchanged ones), targets, interlocks. It fails without
@@ -214,7 +265,8 @@ func (d *daemon) apply(cfg *config.Config) error {
 	if err := d.eval.SetTriggers(specs(cfg)); err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
-	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}))
+	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
+	d.watch.SetTargets(watchTargets(cfg))
 	d.guard.SetOptions(guardOptions(cfg))
 	sum := sha256.Sum256([]byte(cfg.String()))
 	d.mu.Lock()
@@ -276,7 +328,7 @@ func (d *daemon) run(ctx context.Context) error {
 		return fmt.Errorf("listen on %s (global.listenAddress): %w", cfg.Global.ListenAddress, err)
 	}
 	srv := &http.Server{
-		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store}, d.log.Named("api")),
+		Handler:           api.NewHandler(&controller{d: d}, api.Options{Token: []byte(cfg.Global.API.Token), Gatherer: d.reg, Incidents: d.store, Console: d.newConsole(cfg), GitOps: &controller{d: d}}, d.log.Named("api")),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      2 * time.Minute,
@@ -304,18 +356,16 @@ func (d *daemon) run(ctx context.Context) error {
 	goFn(func() { _ = d.eval.Run(runCtx) })
 	goFn(func() { d.resp.Run(runCtx) })
 	goFn(func() { d.watchReload(runCtx) })
+	goFn(func() { d.watch.Run(runCtx) })
 
+	// Each leadership term is one call of Lead, which returns only once
+	// its plans have stopped (at a step boundary, or cancelled after the
+	// drain timeout): the elector releases the lease after that.
 	leaderErr := make(chan error, 1)
 	if d.elect != nil {
-		goFn(func() {
-			leaderErr <- d.elect.Run(runCtx, func(lctx context.Context) {
-				d.resp.SeedHistory(lctx, d.exec.LastRun)
-				d.resp.Resume(lctx)
-			})
-		})
+		goFn(func() { leaderErr <- d.elect.Run(runCtx, d.resp.Lead) })
 	} else {
-		d.resp.SeedHistory(runCtx, d.exec.LastRun)
-		d.resp.Resume(runCtx)
+		goFn(func() { d.resp.Lead(runCtx) })
 	}
 
 	var result error
@@ -436,7 +486,10 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	cur := d.config().Global
 	n := next.Global
 	var changed []string
-	if cur.Prometheus != n.Prometheus {
+	// DeepEqual: the HTTP client settings hold pointers and maps. Rotated
+	// credential and certificate files need no reload: prometheus/common
+	// reads them on use.
+	if !reflect.DeepEqual(cur.Prometheus, n.Prometheus) {
 		changed = append(changed, "global.prometheus")
 	}
 	if fmt.Sprint(cur.Databases) != fmt.Sprint(n.Databases) {
@@ -451,7 +504,7 @@ func (d *daemon) checkRestartOnly(next *config.Config) error {
 	if cur.Kubernetes != n.Kubernetes {
 		changed = append(changed, "global.kubernetes")
 	}
-	if fmt.Sprint(cur.Notify) != fmt.Sprint(n.Notify) {
+	if !reflect.DeepEqual(cur.Notify, n.Notify) {
 		changed = append(changed, "global.notify")
 	}
 	if cur.Interval != n.Interval {

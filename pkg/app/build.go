@@ -4,18 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/gitops"
+	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -46,22 +47,11 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// kubeClient builds the clientset: the config's kubeconfig, else in-cluster,
-// else $KUBECONFIG (for running out of cluster, as the demo does).
-func kubeClient(cfg *config.Config) (kubernetes.Interface, *rest.Config, error) {
-	var (
-		rc  *rest.Config
-		err error
-	)
-	switch path := cfg.Global.Kubernetes.Kubeconfig; {
-	case path != "":
-		rc, err = clientcmd.BuildConfigFromFlags("", path)
-	default:
-		rc, err = rest.InClusterConfig()
-		if errors.Is(err, rest.ErrNotInCluster) && os.Getenv("KUBECONFIG") != "" {
-			rc, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
-		}
-	}
+// kubeClient builds the clientset the way kubectl finds a cluster: the
+// command line's --kubeconfig and --context, else the config's
+// global.kubernetes, else $KUBECONFIG, ~/.kube/config or in-cluster.
+func kubeClient(cfg *config.Config, opts Options) (kubernetes.Interface, *rest.Config, error) {
+	rc, err := kube.RESTConfig(KubeClientOptions(cfg, opts.Kubeconfig, opts.KubeContext))
 	if err != nil {
 		return nil, nil, fmt.Errorf("kubernetes client config: %w", err)
 	}
@@ -72,6 +62,15 @@ func kubeClient(cfg *config.Config) (kubernetes.Interface, *rest.Config, error) 
 		return nil, nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	return cs, rc, nil
+}
+
+// KubeClientOptions merges the command line's --kubeconfig and --context
+// (when set) over the config's global.kubernetes.
+func KubeClientOptions(cfg *config.Config, kubeconfig, kubeContext string) kube.ClientOptions {
+	return kube.ClientOptions{
+		Kubeconfig: cfg.Global.Kubernetes.Kubeconfig, KubeconfigFrom: "global.kubernetes.kubeconfig",
+		Context: cfg.Global.Kubernetes.Context, ContextFrom: "global.kubernetes.context",
+	}.Overlay(kubeconfig, kubeContext)
 }
 
 // sources are the metric backends, by evaluator backend name.
@@ -100,7 +99,7 @@ func (s *sources) close() {
 func buildSources(cfg *config.Config, logger *zap.Logger) (*sources, error) {
 	s := &sources{pg: map[string]*postgres.Source{}}
 	if cfg.Global.Prometheus.URL != "" {
-		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout)}, logger.Named("prometheus"))
+		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout), HTTPConfig: &cfg.Global.Prometheus.HTTPConfig}, logger.Named("prometheus"))
 		if err != nil {
 			return nil, fmt.Errorf("prometheus source: %w", err)
 		}
@@ -237,8 +236,40 @@ func rollbackTarget(t *config.Target, dbs map[string]*database.DB, v rollback.Ve
 	return out
 }
 
+// gitopsManager reads and suspends the GitOps owners of targets through
+// the dynamic client.
+func gitopsManager(rc *rest.Config, logger *zap.Logger) (*gitops.Manager, error) {
+	dc, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes dynamic client: %w", err)
+	}
+	return gitops.NewManager(dc, gitops.Options{}, logger.Named("gitops")), nil
+}
+
+// gitopsPolicy is a target's GitOps policy for the executor.
+func gitopsPolicy(t *config.Target, owners rollback.GitOpsOwners) rollback.GitOpsPolicy {
+	return rollback.GitOpsPolicy{Mode: t.GitOps.Mode, ArgoNamespace: t.GitOps.ArgoCDNamespace, Target: t.Name, Owners: owners}
+}
+
+// watchTargets maps the config's targets with gitops.mode suspend for the
+// GitOps watcher: only they can hold a suspension to show and lift, and
+// reading every target's Deployment each interval would spend the client's
+// rate limit (shared with rollbacks) on a fleet of thousands.
+func watchTargets(cfg *config.Config) []gitops.WatchTarget {
+	var out []gitops.WatchTarget
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		if t.GitOps.Mode != config.GitOpsSuspend {
+			continue
+		}
+		out = append(out, gitops.WatchTarget{Name: t.Name, Namespace: t.Namespace, Deployment: t.Deployment,
+			Mode: t.GitOps.Mode, ArgoNamespace: t.GitOps.ArgoCDNamespace})
+	}
+	return out
+}
+
 // responderTargets maps the config's targets for the responder.
-func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollback.Verifier) []response.Target {
+func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollback.Verifier, owners rollback.GitOpsOwners) []response.Target {
 	out := make([]response.Target, 0, len(cfg.Targets))
 	for i := range cfg.Targets {
 		t := &cfg.Targets[i]
@@ -246,8 +277,10 @@ func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollbac
 		if t.DryRun != nil {
 			dry = dry || *t.DryRun
 		}
+		rt := rollbackTarget(t, dbs, v)
+		rt.GitOps = gitopsPolicy(t, owners)
 		out = append(out, response.Target{
-			Name: t.Name, Rollback: rollbackTarget(t, dbs, v), DryRun: dry, Frozen: t.Freeze,
+			Name: t.Name, Rollback: rt, DryRun: dry, Frozen: t.Freeze,
 			Severity:      notify.Severity(t.Notify.Severity),
 			RestartMemory: time.Duration(cfg.Global.Interlocks.Cooldown),
 		})

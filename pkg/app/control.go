@@ -17,6 +17,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
@@ -61,6 +62,11 @@ func buildNotifiers(cfg *config.Config, logger *zap.Logger) ([]notify.Notifier, 
 		}
 		out = append(out, notify.Filter(sl, wants(func(t *config.TargetNotify) *bool { return t.Slack })))
 	}
+	more, err := buildHTTPNotifiers(cfg, wants)
+	if err != nil {
+		return nil, nil, err
+	}
+	out = append(out, more...)
 	var handler http.Handler
 	if n.IncidentDir != "" {
 		store, err := incident.NewStore(n.IncidentDir, tmpl)
@@ -89,8 +95,12 @@ func (c *controller) Status() api.Status {
 	}
 	for _, t := range cfg.Targets {
 		rs := byName[t.Name]
-		s.Targets = append(s.Targets, api.TargetStatus{Name: t.Name, Namespace: t.Namespace, Deployment: t.Deployment,
-			DryRun: rs.DryRun, Frozen: t.Freeze || cfg.Global.Interlocks.Freeze, Running: rs.Running, LastResult: rs.LastResult})
+		ts := api.TargetStatus{Name: t.Name, Namespace: t.Namespace, Deployment: t.Deployment,
+			DryRun: rs.DryRun, Frozen: t.Freeze || cfg.Global.Interlocks.Freeze, Running: rs.Running, LastResult: rs.LastResult}
+		if g, ok := c.d.watch.Status(t.Name); ok && (g.Owner != "" || g.Error != "") {
+			ts.GitOps = &g
+		}
+		s.Targets = append(s.Targets, ts)
 	}
 	return s
 }
@@ -157,6 +167,24 @@ func (c *controller) Alerts(ctx context.Context, reqs []alertmanager.Request) ([
 }
 
 func (c *controller) Reload(ctx context.Context) error { return c.d.reload(ctx) }
+
+// ResumeGitOps lifts rollguard's suspension of a target's GitOps owner.
+func (c *controller) ResumeGitOps(ctx context.Context, target, reason string) (string, error) {
+	if !c.d.isLeader() {
+		return "", fmt.Errorf("%w: not the leader: ask the replica holding the lease", api.ErrRefused)
+	}
+	detail, err := c.d.watch.Resume(ctx, target, reason)
+	switch {
+	case errors.Is(err, gitops.ErrUnknownTarget):
+		return "", fmt.Errorf("%w: %q", api.ErrUnknownTarget, target)
+	case errors.Is(err, gitops.ErrNotMarked):
+		return "", fmt.Errorf("%w: %v", api.ErrRefused, err)
+	case err != nil:
+		return "", err
+	}
+	c.d.log.Info("gitops suspension lifted by a human", zap.String("target", target), zap.String("reason", reason))
+	return detail, nil
+}
 
 func (c *controller) AlertOptions() alertmanager.Options {
 	cfg := c.d.config()

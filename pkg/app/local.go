@@ -17,33 +17,47 @@ import (
 // Plan prints the plan a rollback of target would run now, for the live
 // cluster state, without writing anything.
 func Plan(ctx context.Context, opts Options, target, action string) (string, error) {
-	opts.defaults()
-	cfg, err := loadConfig(opts.ConfigFile)
+	pv, err := PlanView(ctx, opts, target, action)
 	if err != nil {
 		return "", err
 	}
+	return RenderPlan(pv), nil
+}
+
+// PlanView is the plan a rollback of target would run now, for the live
+// cluster state, read without writing anything.
+func PlanView(ctx context.Context, opts Options, target, action string) (*rollback.PlanView, error) {
+	opts.defaults()
+	cfg, err := loadConfig(opts.ConfigFile)
+	if err != nil {
+		return nil, err
+	}
 	t, ok := findTarget(cfg.Targets, target)
 	if !ok {
-		return "", fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
+		return nil, fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
 	}
 	plan := rollback.Action(action)
 	switch action {
 	case "", string(rollback.ActionQuick), string(rollback.ActionRevert), string(rollback.ActionFull),
 		string(rollback.ActionPoolRecovery), string(rollback.ActionMultiRegion):
 	default:
-		return "", fmt.Errorf("%w: --action %q: want quick, revert, full, pool-recovery or multi-region", ErrUsage, action)
+		return nil, fmt.Errorf("%w: --action %q: want quick, revert, full, pool-recovery or multi-region", ErrUsage, action)
 	}
 	logger, err := NewLogger("warn", opts.LogOutput)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	client, _, err := kubeClient(cfg)
+	client, rc, err := kubeClient(cfg, opts)
 	if err != nil {
-		return "", err
+		return nil, err
+	}
+	owners, err := gitopsManager(rc, logger)
+	if err != nil {
+		return nil, err
 	}
 	dbs, err := openDatabases(ctx, cfg, logger)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	defer func() {
 		for _, db := range dbs {
@@ -53,14 +67,17 @@ func Plan(ctx context.Context, opts Options, target, action string) (string, err
 	exec := rollback.NewExecutor(kube.New(client, kube.Options{}, logger), client.CoreV1(), rollback.Options{}, logger)
 	// The real run verifies with the target's triggers; say so in the plan
 	// (Plan never runs a step, so the verifier is only described).
-	pv, err := exec.Plan(ctx, rollbackTarget(t, dbs, describedVerifier{}), plan)
+	rt := rollbackTarget(t, dbs, describedVerifier{})
+	rt.GitOps = gitopsPolicy(t, owners)
+	pv, err := exec.Plan(ctx, rt, plan)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
-	return renderPlan(pv), nil
+	return pv, nil
 }
 
-func renderPlan(pv *rollback.PlanView) string {
+// RenderPlan is the plan as `rollguard plan` prints it.
+func RenderPlan(pv *rollback.PlanView) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "plan %s for deployment %s/%s\n", pv.Action, pv.Namespace, pv.Deployment)
 	if pv.Resume {
@@ -74,6 +91,18 @@ func renderPlan(pv *rollback.PlanView) string {
 	if pv.MigrationApplied {
 		b.WriteString("  database migration applied: the database steps will run\n")
 	}
+	if g := pv.GitOps; g != nil {
+		fmt.Fprintf(&b, "  gitops: %s, policy %s", g.Owner.Describe(), g.Mode)
+		switch {
+		case g.Owner.SuspendedByRollguard():
+			b.WriteString(" (suspended by rollguard)")
+		case g.Owner.Suspended:
+			b.WriteString(" (its reconciliation is already suspended)")
+		}
+		b.WriteString("\n")
+	} else {
+		b.WriteString("  gitops: no Flux or Argo CD object reconciles it\n")
+	}
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tSTEP\tSTATE\tIDEMPOTENT\tWHAT IT DOES")
@@ -85,8 +114,11 @@ func renderPlan(pv *rollback.PlanView) string {
 }
 
 // RollbackLocal runs a rollback in this process (no daemon needed), through
-// the same interlocks, plan, journal and notifications as the daemon.
-func RollbackLocal(ctx context.Context, opts Options, target, action, reason string) (string, error) {
+// the same interlocks, plan, journal and notifications as the daemon: the
+// interlocks are seeded from the journals first, so the cooldown, the
+// budget and one rollback per revision hold for a human at a terminal too.
+// force passes those (not a freeze or dry-run), and is logged.
+func RollbackLocal(ctx context.Context, opts Options, target, action, reason string, force bool) (string, error) {
 	opts.defaults()
 	cfg, err := loadConfig(opts.ConfigFile)
 	if err != nil {
@@ -111,24 +143,20 @@ func RollbackLocal(ctx context.Context, opts Options, target, action, reason str
 	done := make(chan struct{})
 	go func() { defer close(done); d.queue.Run(qctx) }()
 	defer func() { stop(); <-done }()
-	out, err := d.resp.Execute(ctx, target, normalizeAction(action), reason)
+	d.resp.SeedHistory(ctx)
+	out, err := d.resp.Execute(ctx, target, normalizeAction(action), reason, force)
 	if errors.Is(err, response.ErrUnknownAction) {
 		err = fmt.Errorf("%w: %v", ErrUsage, err)
 	}
-	logger.Info("manual rollback finished", zap.String("target", target), zap.String("result", out))
-	if err == nil && !succeeded(out) {
-		err = errors.New(out)
-		out = ""
-	}
-	if out == "" {
-		// Nothing to print: a failure goes to stderr only.
+	if err != nil {
 		return "", err
 	}
-	return out + "\n", err
-}
-
-func succeeded(result string) bool {
-	return strings.Contains(result, "succeeded") || strings.HasPrefix(result, "dry-run") || strings.HasPrefix(result, "already rolled back") || result == "paged"
+	logger.Info("manual rollback finished", zap.String("target", target), zap.String("result", out.Detail), zap.Bool("force", force))
+	if !out.OK() {
+		// Nothing to print: a failure goes to stderr only.
+		return "", errors.New(out.Detail)
+	}
+	return out.Detail + "\n", nil
 }
 
 // describedVerifier stands for the daemon's verifier in `rollguard plan`,

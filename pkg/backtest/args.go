@@ -2,7 +2,6 @@ package backtest
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"math"
@@ -12,8 +11,10 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/spf13/pflag"
 
 	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/output"
 )
 
 // ErrUsage marks bad input from the command line (a time that does not
@@ -211,7 +212,7 @@ func setDuration(d *model.Duration, s Set) error {
 	return nil
 }
 
-// SetList collects repeated --set flags; it is a flag.Value.
+// SetList collects repeated --set flags; it is a pflag.Value.
 type SetList []string
 
 // String renders the list for flag's help.
@@ -226,6 +227,9 @@ func (l *SetList) Set(v string) error {
 	return nil
 }
 
+// Type names the value in help.
+func (l *SetList) Type() string { return "PATH=VALUE" }
+
 // Flags are the command-line flags of `rollguard backtest`, so the CLI only
 // registers, parses and calls Run.
 type Flags struct {
@@ -234,19 +238,19 @@ type Flags struct {
 	Step       time.Duration
 	Target     string
 	Sets       SetList
-	Output     string
+	Output     output.Format
 	Plot       string
 }
 
 // Register binds the flags to fs.
-func (f *Flags) Register(fs *flag.FlagSet) {
+func (f *Flags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.ConfigFile, "config", "rollguard.yaml", "config file")
 	fs.StringVar(&f.From, "from", "", "start: RFC 3339, unix seconds, or now-DURATION (e.g. now-2h); required")
 	fs.StringVar(&f.To, "to", "now", "end: RFC 3339, unix seconds, or now-DURATION")
 	fs.DurationVar(&f.Step, "step", 0, "evaluation step (default global.interval, the daemon's tick)")
 	fs.StringVar(&f.Target, "target", "", "replay only this target (default all)")
 	fs.Var(&f.Sets, "set", "what-if override PATH=VALUE, repeatable, e.g. targets.pggit-api.triggers.error-rate.above=0.03")
-	fs.StringVar(&f.Output, "output", OutputTable, "output format: table or json")
+	output.Register(fs, &f.Output)
 	fs.StringVar(&f.Plot, "plot", "", "also draw the triggers to this .png or .svg file")
 }
 
@@ -266,6 +270,6 @@ func (f *Flags) Options(cfg *config.Config, now time.Time, stdout io.Writer) (Op
 	}
 	return Options{
 		Config: cfg, From: from, To: to, Step: f.Step, Target: f.Target,
-		Sets: []string(f.Sets), Output: f.Output, PlotFile: f.Plot, Stdout: stdout,
+		Sets: []string(f.Sets), Output: string(f.Output), PlotFile: f.Plot, Stdout: stdout,
 	}, nil
 }

@@ -2,7 +2,6 @@ package backtest
 
 import (
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/spf13/pflag"
 
 	"github.com/rollguard/rollguard/pkg/config"
 )
@@ -146,12 +146,12 @@ func TestFlags(t *testing.T) {
 		{[]string{"--from", "1764081310", "--to", "2026-11-25T14:00:00Z"}, "2025-11-25T14:35:10Z 2026-11-25T14:00:00Z 0s table  []", ""},
 		{[]string{}, "", "usage: --from is required"},
 		{[]string{"--from", "now-2h", "--to", "later"}, "", `--to: usage: time "later": want RFC 3339`},
-		{[]string{"--from", "now-2h", "--set", "nonsense"}, "", `invalid value "nonsense" for flag -set: usage: --set "nonsense": want PATH=VALUE`},
+		{[]string{"--from", "now-2h", "--set", "nonsense"}, "", `invalid argument "nonsense" for "--set" flag: usage: --set "nonsense": want PATH=VALUE`},
 	}
 	for _, tc := range tests {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
 			var f Flags
-			fs := flag.NewFlagSet("backtest", flag.ContinueOnError)
+			fs := pflag.NewFlagSet("backtest", pflag.ContinueOnError)
 			fs.SetOutput(io.Discard)
 			f.Register(fs)
 			err := fs.Parse(tc.args)

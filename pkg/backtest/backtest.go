@@ -1,7 +1,7 @@
 // Package backtest replays a configuration's triggers over Prometheus
 // history ("would have rolled back at 14:35:10") through the daemon's own
 // trigger and interlock code, so a what-if answer is the answer the daemon
-// would have given (DESIGN §6, issue 9).
+// would have given (docs/design.md §2).
 //
 // The replay is exact by construction: Prometheus evaluates a range query
 // as instant queries at start + k·step, so each step's instant result is
@@ -27,11 +27,13 @@ import (
 	"strings"
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/guard"
+	"github.com/rollguard/rollguard/pkg/output"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
@@ -49,10 +51,11 @@ type RangeQuerier interface {
 // replayable trigger's history could not be fetched.
 var ErrIncomplete = errors.New("backtest incomplete")
 
-// Output formats.
+// Output formats (the -o values every read command takes).
 const (
-	OutputTable = "table"
-	OutputJSON  = "json"
+	OutputTable = string(output.Table)
+	OutputJSON  = string(output.JSON)
+	OutputYAML  = string(output.YAML)
 )
 
 // MaxSteps bounds the instants of one backtest (per trigger), which bounds
@@ -75,7 +78,7 @@ type Options struct {
 	Target string
 	// Sets are --set PATH=VALUE what-if overrides (see ApplySets).
 	Sets []string
-	// Output is OutputTable (default) or OutputJSON.
+	// Output is OutputTable (default), OutputJSON or OutputYAML.
 	Output string
 	// PlotFile, when set, is written as a PNG or SVG by its extension.
 	PlotFile string
@@ -126,8 +129,9 @@ func (o *Options) defaults() error {
 	if o.Output == "" {
 		o.Output = OutputTable
 	}
-	if o.Output != OutputTable && o.Output != OutputJSON {
-		return usagef("--output %q: want %s or %s", o.Output, OutputTable, OutputJSON)
+	var f output.Format
+	if err := f.Set(o.Output); err != nil {
+		return usagef("--output %q: %v", o.Output, err)
 	}
 	if o.PlotFile != "" {
 		if _, err := plotFormat(o.PlotFile); err != nil {
@@ -207,7 +211,7 @@ func Backtest(ctx context.Context, o Options) (*Report, error) {
 
 	src := o.Source
 	if src == nil {
-		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout)}, o.Logger)
+		p, err := prometheus.New(prometheus.Options{URL: cfg.Global.Prometheus.URL, Timeout: time.Duration(cfg.Global.Prometheus.Timeout), HTTPConfig: &cfg.Global.Prometheus.HTTPConfig}, o.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("backtest: prometheus source: %w", err)
 		}
@@ -420,7 +424,7 @@ func (rep *Report) judge(cfg *config.Config) {
 			f.Verdict, f.BlockedBy, f.Detail = VerdictBlocked, v.Reason, v.Detail+"; degrades to a page"
 			continue
 		}
-		g.Record(target, f.Revision, f.At)
+		g.Record(target, f.Revision, f.At, true)
 		f.Verdict = VerdictWouldAct
 		f.Detail = "would run " + f.Action
 	}
@@ -488,8 +492,11 @@ func (o *Options) checkRetention(ctx context.Context, from time.Time) error {
 		if url == "" {
 			return nil
 		}
-		var err error
-		ret, err = PrometheusRetention(ctx, o.httpClient(), url)
+		c, err := o.httpClient()
+		if err != nil {
+			return err
+		}
+		ret, err = PrometheusRetention(ctx, c, url)
 		if err != nil {
 			o.Logger.Warn("cannot read prometheus retention; range not checked", zap.Error(err))
 			return nil
@@ -502,11 +509,17 @@ func (o *Options) checkRetention(ctx context.Context, from time.Time) error {
 	return nil
 }
 
-func (o *Options) httpClient() *http.Client {
+func (o *Options) httpClient() (*http.Client, error) {
 	if o.HTTPClient != nil {
-		return o.HTTPClient
+		return o.HTTPClient, nil
 	}
-	return &http.Client{Timeout: time.Duration(o.Config.Global.Prometheus.Timeout)}
+	// The same credentials and TLS settings as the queries.
+	c, err := commoncfg.NewClientFromConfig(o.Config.Global.Prometheus.HTTPConfig, prometheus.ClientName, commoncfg.WithUserAgent(prometheus.ClientName))
+	if err != nil {
+		return nil, fmt.Errorf("prometheus http client (global.prometheus.httpConfig): %w", err)
+	}
+	c.Timeout = time.Duration(o.Config.Global.Prometheus.Timeout)
+	return c, nil
 }
 
 // PrometheusRetention reads storage.tsdb.retention.time from the server's

@@ -231,7 +231,7 @@ func TestBacktestUsageErrors(t *testing.T) {
 		{"unknown target in set", func(o *Options) { o.Sets = []string{"targets.nope.triggers.error-rate.above=1"} },
 			"usage: --set targets.nope.triggers.error-rate.above: no target \"nope\" (targets: api, web)"},
 		{"unknown target", func(o *Options) { o.Target = "nope" }, "usage: --target \"nope\": no such target in the configuration"},
-		{"output", func(o *Options) { o.Output = "yaml" }, "usage: --output \"yaml\": want table or json"},
+		{"output", func(o *Options) { o.Output = "xml" }, "usage: --output \"xml\": want table, json or yaml"},
 		{"plot ext", func(o *Options) { o.PlotFile = "x.gif" }, "usage: --plot \"x.gif\": the file must end in .png or .svg"},
 		{"retention", func(o *Options) {
 			o.Retention = time.Hour

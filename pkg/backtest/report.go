@@ -1,7 +1,6 @@
 package backtest
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -13,6 +12,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rollguard/rollguard/pkg/guard"
+	"github.com/rollguard/rollguard/pkg/output"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
 )
@@ -100,14 +100,9 @@ type Fire struct {
 	Evidence []window.Sample `json:"evidence"`
 }
 
-// Write renders the report as a table or as JSON.
+// Write renders the report as a table, JSON or YAML.
 func (rep *Report) Write(w io.Writer, format string) error {
-	if format == OutputJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
-	}
-	return rep.writeTable(w)
+	return output.Write(w, output.Format(format), rep, rep.writeTable)
 }
 
 const tsFormat = "2006-01-02T15:04:05Z07:00"

@@ -11,6 +11,7 @@
 package config
 
 import (
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -41,7 +42,7 @@ const (
 	BuiltinReplicationLag = "builtin:replication_lag"
 )
 
-// Actions a firing trigger asks for (DESIGN §3).
+// Actions a firing trigger asks for (docs/design.md §4).
 const (
 	ActionRollback            = "rollback"
 	ActionRestartThenRollback = "restart-then-rollback"
@@ -49,7 +50,7 @@ const (
 	ActionPage                = "page"
 )
 
-// Rollback strategies (DESIGN §4).
+// Rollback strategies (docs/design.md §4).
 const (
 	StrategyQuick  = "quick"
 	StrategyRevert = "revert"
@@ -131,7 +132,7 @@ type Global struct {
 	Kubernetes Kubernetes `yaml:"kubernetes"`
 	// Leader election between replicas of rollguard on a Lease.
 	LeaderElection LeaderElection `yaml:"leaderElection"`
-	// Safety interlocks that can stop an automated rollback (DESIGN §5).
+	// Safety interlocks that can stop an automated rollback (docs/design.md §5).
 	Interlocks Interlocks `yaml:"interlocks"`
 	// The HTTP API's authentication.
 	API API `yaml:"api"`
@@ -161,6 +162,16 @@ type Prometheus struct {
 	// between ticks. At most global.interval. Default 1s (global.interval
 	// if shorter).
 	Resolution model.Duration `yaml:"resolution"`
+	// How to reach it: basic auth, authorization (bearer) credentials,
+	// OAuth2, TLS (CA, client certificate), custom headers and a proxy, in
+	// prometheus/common's HTTP client shape and snake_case keys (the same
+	// block as a Prometheus scrape config or an Alertmanager receiver's
+	// http_config; see the global.prometheus.httpConfig section). Secrets
+	// only from files (password_file, credentials_file, ...); relative
+	// paths are relative to the config file. Files are read on use, so a
+	// rotated credential or certificate needs neither reload nor restart.
+	// Default: no authentication, system CAs, redirects followed, HTTP/2.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"httpConfig"`
 }
 
 // Database is a named PostgreSQL connection.
@@ -190,11 +201,16 @@ type Database struct {
 	DSN Secret `yaml:"-"`
 }
 
-// Kubernetes says how to reach the Kubernetes API.
+// Kubernetes says how to reach the Kubernetes API. The command line's
+// --kubeconfig and --context override it.
 type Kubernetes struct {
-	// Path of a kubeconfig file. Default empty, which means the in-cluster
-	// service account.
+	// Path of a kubeconfig file. Default empty, which means kubectl's
+	// rules: the files of $KUBECONFIG, else ~/.kube/config, else the
+	// in-cluster service account (what a Pod has).
 	Kubeconfig string `yaml:"kubeconfig"`
+	// Context of the kubeconfig to use; it must exist. Default empty: the
+	// kubeconfig's current-context.
+	Context string `yaml:"context,omitempty"`
 }
 
 // LeaderElection configures client-go leader election on a Lease. The lease
@@ -228,6 +244,10 @@ type Interlocks struct {
 	// Act only when the current ReplicaSet is younger than this; an older
 	// version is paged, not rolled back. Default 2h.
 	MaxRevisionAge model.Duration `yaml:"maxRevisionAge"`
+	// Resume a rollback left unfinished (a crash, a leader change, a failed
+	// step) only while it started less than this ago; an older one is
+	// closed and paged for a human. Default 30m.
+	MaxResumeAge model.Duration `yaml:"maxResumeAge"`
 	// Freeze every target: page instead of acting. Default false.
 	Freeze bool `yaml:"freeze"`
 }
@@ -258,6 +278,63 @@ type Notify struct {
 	// External base URL of rollguard, for links in pages. Default empty
 	// (no links).
 	StatusURL string `yaml:"statusURL,omitempty"`
+	// Generic webhooks: every milestone POSTed as one versioned JSON
+	// document (docs/webhook.md), through the same retry queue as
+	// PagerDuty and Slack. Default none.
+	Webhooks []Webhook `yaml:"webhooks,omitempty"`
+	// Alertmanager's v2 API: each incident pushed as one alert, routed by
+	// the Alertmanager an organisation already runs (Opsgenie, Teams,
+	// email, silences). Default none.
+	Alertmanager *Alertmanager `yaml:"alertmanager,omitempty"`
+}
+
+// Webhook is one generic JSON webhook.
+type Webhook struct {
+	// Name in logs and metrics (notifier webhook:<name>): a DNS label,
+	// unique. Required.
+	Name string `yaml:"name"`
+	// URL the events are POSTed to, http or https. Exactly one of url and
+	// urlFile is required.
+	URL string `yaml:"url,omitempty"`
+	// File holding the URL, when the URL itself is the credential (a token
+	// in its path or query). Exactly one of url and urlFile is required.
+	URLFile string `yaml:"urlFile,omitempty"`
+	// Event kinds sent: detected, rollback_started, step_started,
+	// step_finished, rollback_succeeded, rollback_failed, cannot_rollback,
+	// would_rollback, blind, test. Default empty: every kind.
+	Kinds []string `yaml:"kinds,omitempty"`
+	// Timeout of each request. Default 10s.
+	Timeout model.Duration `yaml:"timeout"`
+	// Authentication, TLS and proxy of the requests: the keys of
+	// global.prometheus.httpConfig (e.g. authorization.credentials_file
+	// for a bearer token). Default: none, system CAs.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"httpConfig"`
+
+	// URLSecret is the URL read from urlFile, set by ResolveSecrets.
+	URLSecret Secret `yaml:"-"`
+}
+
+// Alertmanager pushes incidents to Alertmanager's v2 API as alerts: one
+// alert an incident (labels alertname RollguardIncident, namespace,
+// deployment, trigger, severity, rollguard_incident), resolved by a
+// successful rollback; RollguardBlind for a blind trigger.
+type Alertmanager struct {
+	// Base URLs of the Alertmanagers, e.g. http://alertmanager:9093; every
+	// alert goes to each (the members of an HA cluster deduplicate).
+	// Required, at least one.
+	URLs []string `yaml:"urls"`
+	// Labels added to every alert, for routing (team, service). The labels
+	// rollguard sets are refused. Default none.
+	Labels map[string]string `yaml:"labels,omitempty"`
+	// How long an alert stays firing after its incident's last event
+	// unless a successful rollback resolves it: a failed or blocked
+	// rollback, or a blind trigger, stays visible this long. Default 24h.
+	ActiveFor model.Duration `yaml:"activeFor"`
+	// Timeout of each request. Default 10s.
+	Timeout model.Duration `yaml:"timeout"`
+	// Authentication, TLS and proxy of the requests: the keys of
+	// global.prometheus.httpConfig. Default: none, system CAs.
+	HTTPConfig commoncfg.HTTPClientConfig `yaml:"httpConfig"`
 }
 
 // PagerDuty configures the PagerDuty Events API v2.
@@ -352,7 +429,35 @@ type Target struct {
 	Rollback Rollback `yaml:"rollback"`
 	// Who hears about this target.
 	Notify TargetNotify `yaml:"notify"`
+	// What happens when a GitOps controller (Flux, Argo CD) reconciles the
+	// Deployment and would undo a rollback.
+	GitOps GitOps `yaml:"gitops"`
 }
+
+// GitOps is the policy for a Deployment that Flux (a Kustomization or a
+// HelmRelease, named by the kustomize.toolkit.fluxcd.io or
+// helm.toolkit.fluxcd.io labels) or Argo CD (an Application, named by its
+// tracking annotation or instance label) reconciles.
+type GitOps struct {
+	// refuse: do not roll back a Deployment whose owner reconciles, page
+	// "cannot roll back: managed by ...; revert commit ... in Git".
+	// suspend: suspend exactly the owning object (Flux spec.suspend, Argo
+	// CD automated sync off) before the first write, journaled; lifted by
+	// `rollguard resume-gitops` or by itself when the source's revision
+	// moves on. ignore: roll back as if nothing reconciled it. Default
+	// refuse.
+	Mode string `yaml:"mode"`
+	// Namespace of Argo CD's Applications (a tracking value without a
+	// namespace refers to it). Default argocd.
+	ArgoCDNamespace string `yaml:"argocdNamespace"`
+}
+
+// GitOps policies.
+const (
+	GitOpsRefuse  = "refuse"
+	GitOpsSuspend = "suspend"
+	GitOpsIgnore  = "ignore"
+)
 
 // Trigger is a query, a comparison and a window, and the action to take
 // when the comparison has held for the whole window.
@@ -415,7 +520,7 @@ type Trigger struct {
 	Security bool `yaml:"security,omitempty"`
 }
 
-// Rollback says how a target is rolled back (DESIGN §4).
+// Rollback says how a target is rolled back (docs/design.md §4).
 type Rollback struct {
 	// quick (scale to 0, restore, ramp up: the runbook's), revert (patch the
 	// template and let the rolling update keep serving: no downtime, but
@@ -526,4 +631,10 @@ type TargetNotify struct {
 	// Post to Slack. Default: true when global.notify.slack has a
 	// webhookURLFile.
 	Slack *bool `yaml:"slack"`
+	// Send to the generic webhooks. Default: true when
+	// global.notify.webhooks has any.
+	Webhooks *bool `yaml:"webhooks,omitempty"`
+	// Push to Alertmanager. Default: true when global.notify.alertmanager
+	// is set.
+	Alertmanager *bool `yaml:"alertmanager,omitempty"`
 }

@@ -10,11 +10,13 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
 	"gopkg.in/yaml.v3"
 )
 
@@ -64,6 +66,9 @@ func LoadFile(path string) (*Config, error) {
 	}
 	cfg.baseDir = filepath.Dir(path)
 	cfg.file = path
+	// As Prometheus does: relative files of the HTTP client settings are
+	// relative to the config file.
+	cfg.setDirectory(cfg.baseDir)
 	return cfg, nil
 }
 
@@ -169,6 +174,7 @@ var (
 	defaulterType           = reflect.TypeFor[defaulter]()
 	textUnmarshalerType     = reflect.TypeFor[encoding.TextUnmarshaler]()
 	durationType            = reflect.TypeFor[time.Duration]()
+	httpClientConfigType    = reflect.TypeFor[commoncfg.HTTPClientConfig]()
 )
 
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
@@ -207,6 +213,23 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	if pt := reflect.PointerTo(t); pt.Implements(unmarshalerType) || pt.Implements(obsoleteUnmarshalerType) {
+		if walkable[t] {
+			// Decoded field by field like our own structs, so an unknown
+			// or misspelt key is reported with its path, then checked the
+			// way the type's own UnmarshalYAML would.
+			if t == httpClientConfigType {
+				// Its UnmarshalYAML starts from the defaults (follow
+				// redirects, HTTP/2).
+				v.Set(reflect.ValueOf(commoncfg.DefaultHTTPClientConfig))
+			}
+			d.decodeStruct(n, v, path)
+			if val, ok := v.Addr().Interface().(validator); ok && !under(path, d.errs) {
+				if err := val.Validate(); err != nil {
+					d.errs.add(path, n.Line, "%v", err)
+				}
+			}
+			return
+		}
 		if n.Kind != yaml.ScalarNode {
 			d.errs.add(path, n.Line, "expected a scalar, got %s", describe(n))
 			return
@@ -240,6 +263,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		v.Set(s)
 	case reflect.Map:
 		d.decodeMap(n, v, path)
+	case reflect.Interface:
+		// Free-form values (an OAuth2 claim): whatever YAML holds.
+		if err := n.Decode(v.Addr().Interface()); err != nil {
+			d.errs.add(path, n.Line, "%s", typeErrorMsg(err))
+		}
 	case reflect.String, reflect.Bool, reflect.Int, reflect.Int64, reflect.Float64:
 		if n.Kind != yaml.ScalarNode {
 			d.errs.add(path, n.Line, "expected %s, got %s", kindName(t.Kind()), describe(n))
@@ -300,6 +328,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	fields := fieldsOf(v.Type())
 	merged, own := pairs(n)
 	seen := map[string]int{}
+	var rest reflect.Value // the ",inline" map, made on its first key
 	for i, p := range append(merged, own...) {
 		if p.key.Kind != yaml.ScalarNode {
 			d.errs.add(path, p.key.Line, "expected a string key, got %s", describe(p.key))
@@ -314,13 +343,26 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			}
 			seen[name] = p.key.Line
 		}
-		idx, ok := fields[name]
+		idx, ok := fields.byKey[name]
+		if !ok && fields.inlineMap != nil {
+			if !rest.IsValid() {
+				rest = v.FieldByIndex(fields.inlineMap)
+				if rest.IsNil() {
+					rest.Set(reflect.MakeMap(rest.Type()))
+				}
+			}
+			d.given[fp] = true
+			ev := reflect.New(rest.Type().Elem()).Elem()
+			d.decode(p.val, ev, fp)
+			rest.SetMapIndex(reflect.ValueOf(name).Convert(rest.Type().Key()), ev)
+			continue
+		}
 		if !ok {
 			d.errs.add(fp, p.key.Line, "unknown field")
 			continue
 		}
 		d.given[fp] = true
-		d.decode(p.val, v.Field(idx), fp)
+		d.decode(p.val, v.FieldByIndex(idx), fp)
 	}
 }
 
@@ -359,32 +401,76 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 	v.Set(m)
 }
 
-var fieldCache sync.Map // reflect.Type → map[string]int
+var fieldCache sync.Map // reflect.Type → *structFields
 
-// fieldsOf maps the YAML keys of a struct type to field indexes. Fields
-// tagged "-" and unexported fields are not keys.
-func fieldsOf(t reflect.Type) map[string]int {
+// structFields maps the YAML keys of a struct type to field index paths.
+type structFields struct {
+	byKey map[string][]int
+	// inlineMap is the index path of a `yaml:",inline"` map field, which
+	// takes every key that is not a field; nil when there is none.
+	inlineMap []int
+}
+
+// fieldsOf maps the YAML keys of a struct type to field index paths. Fields
+// tagged "-" and unexported fields are not keys; the fields of a struct
+// tagged ",inline" are keys of the outer mapping, as yaml.v2 and yaml.v3
+// read them (prometheus/common's config types inline their proxy settings
+// and their header map).
+func fieldsOf(t reflect.Type) *structFields {
 	if f, ok := fieldCache.Load(t); ok {
-		return f.(map[string]int)
+		return f.(*structFields)
 	}
-	out := map[string]int{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		if !f.IsExported() {
-			continue
+	out := &structFields{byKey: map[string][]int{}}
+	var walk func(t reflect.Type, prefix []int)
+	walk = func(t reflect.Type, prefix []int) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() {
+				continue
+			}
+			idx := append(append([]int(nil), prefix...), i)
+			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" && slices.Contains(strings.Split(opts, ","), "inline") {
+				switch f.Type.Kind() {
+				case reflect.Struct:
+					walk(f.Type, idx)
+					continue
+				case reflect.Map:
+					out.inlineMap = idx
+					continue
+				}
+			}
+			switch name {
+			case "-":
+				continue
+			case "":
+				name = strings.ToLower(f.Name)
+			}
+			out.byKey[name] = idx
 		}
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		switch name {
-		case "-":
-			continue
-		case "":
-			name = strings.ToLower(f.Name)
-		}
-		out[name] = i
 	}
+	walk(t, nil)
 	fieldCache.Store(t, out)
 	return out
 }
+
+// walkable are the struct types with their own UnmarshalYAML that are
+// decoded field by field here: prometheus/common's HTTP client settings,
+// the shape every Prometheus-ecosystem tool reads. Each of their
+// UnmarshalYAML methods decodes the plain struct and then calls Validate,
+// which decode does in the same order (TestHTTPConfigDecodesLikeUpstream
+// holds the two together). Its other types either have no UnmarshalYAML
+// (walked anyway) or are scalars (a URL, a TLS version, a secret).
+var walkable = map[reflect.Type]bool{
+	httpClientConfigType:                   true,
+	reflect.TypeFor[commoncfg.BasicAuth](): true,
+	reflect.TypeFor[commoncfg.OAuth2]():    true,
+	reflect.TypeFor[commoncfg.TLSConfig](): true,
+}
+
+// validator is the check prometheus/common's config types run after
+// decoding.
+type validator interface{ Validate() error }
 
 // describe names a node for an error message, with a scalar's value.
 func describe(n *yaml.Node) string {

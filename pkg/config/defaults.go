@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 )
 
@@ -38,7 +39,7 @@ func (g *Global) setDefaults() {
 }
 
 func (p *Prometheus) setDefaults() {
-	*p = Prometheus{Timeout: dur(10 * time.Second), Resolution: dur(time.Second)}
+	*p = Prometheus{Timeout: dur(10 * time.Second), Resolution: dur(time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
 }
 
 func (d *Database) setDefaults() {
@@ -64,6 +65,7 @@ func (i *Interlocks) setDefaults() {
 		Cooldown:            dur(30 * time.Minute),
 		MaxRollbacksPerHour: 3,
 		MaxRevisionAge:      dur(2 * time.Hour),
+		MaxResumeAge:        dur(30 * time.Minute),
 	}
 }
 
@@ -91,6 +93,11 @@ func (t *Target) setDefaults() {
 	*t = Target{}
 	t.Rollback.setDefaults()
 	t.Notify.setDefaults()
+	t.GitOps.setDefaults()
+}
+
+func (g *GitOps) setDefaults() {
+	*g = GitOps{Mode: GitOpsRefuse, ArgoCDNamespace: "argocd"}
 }
 
 func (t *Trigger) setDefaults() {
@@ -214,4 +221,12 @@ func copyMap(m map[string]string) map[string]string {
 		out[k] = v
 	}
 	return out
+}
+
+func (w *Webhook) setDefaults() {
+	*w = Webhook{Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
+}
+
+func (a *Alertmanager) setDefaults() {
+	*a = Alertmanager{ActiveFor: dur(24 * time.Hour), Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
 }

@@ -25,8 +25,8 @@ func TestFieldDocsStateDefaults(t *testing.T) {
 	}
 	defaults := map[string]reflect.Value{}
 	for _, v := range []any{&Config{}, &Global{}, &Prometheus{}, &Database{}, &Kubernetes{}, &LeaderElection{},
-		&Interlocks{}, &API{}, &Notify{}, &PagerDuty{}, &Slack{}, &Templates{}, &Template{}, &Target{},
-		&Trigger{}, &Rollback{}, &RollbackDatabase{}, &PoolRecovery{}, &MultiRegion{}, &TargetNotify{}} {
+		&Interlocks{}, &API{}, &Notify{}, &PagerDuty{}, &Slack{}, &Webhook{}, &Alertmanager{}, &Templates{}, &Template{}, &Target{},
+		&Trigger{}, &Rollback{}, &RollbackDatabase{}, &PoolRecovery{}, &MultiRegion{}, &TargetNotify{}, &GitOps{}} {
 		if d, ok := v.(defaulter); ok {
 			d.setDefaults()
 		}

@@ -40,7 +40,10 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 // ResolveSecrets reads every configured secret file and environment
 // variable into the Secret fields (Database.DSN, PagerDuty.RoutingKey and
 // SecurityRoutingKey, Slack.WebhookURL, API.Token) and checks their
-// contents: a DSN must parse, a webhook URL must be a URL. Surrounding
+// contents: a DSN must parse, a webhook URL must be a URL. The files of
+// global.prometheus.httpConfig are checked the same way (readable, not
+// empty, a CA file holds certificates, a client certificate matches its
+// key) but not kept: prometheus/common reads them on every use. Surrounding
 // whitespace (a trailing newline) is trimmed. Relative file paths are
 // relative to the config file's directory. Every problem is returned at
 // once in an *Errors whose messages name the field and the file or
@@ -102,6 +105,8 @@ func (c *Config) resolveSecrets(readFile func(string) ([]byte, error), lookupEnv
 			}
 		}
 	}
+	r.resolveHTTPConfig("global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig)
+	r.resolveNotifiers(&c.Global.Notify)
 	if c.Global.API.TokenFile != "" {
 		c.Global.API.Token, _ = r.file("global.api.tokenFile", c.Global.API.TokenFile)
 	}

@@ -31,6 +31,7 @@ var (
 	onErrors    = []string{OnErrorNoData, OnErrorBreach}
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	wouldValues = []string{"info", "off"}
+	gitopsModes = []string{GitOpsRefuse, GitOpsSuspend, GitOpsIgnore}
 )
 
 // IsPrometheusKind reports whether a trigger kind queries Prometheus (the
@@ -48,6 +49,8 @@ func IsPrometheusKind(kind string) bool {
 // where it was written, not again at every trigger that inherits it.
 func (c *Config) validate(errs *errList, given func(path string) bool) {
 	c.Global.validate(errs)
+	validateHTTPConfig(errs, "global.prometheus.httpConfig", &c.Global.Prometheus.HTTPConfig, given)
+	c.validateNotifiers(errs, given)
 
 	if len(c.Targets) == 0 {
 		errs.addf("targets", "at least one target is required")
@@ -149,6 +152,7 @@ func (g *Global) validate(errs *errList) {
 		errs.addf("global.interlocks.maxRollbacksPerHour", "must be >= 1 (use freeze to stop every rollback), got %d", g.Interlocks.MaxRollbacksPerHour)
 	}
 	positive(errs, "global.interlocks.maxRevisionAge", g.Interlocks.MaxRevisionAge)
+	positive(errs, "global.interlocks.maxResumeAge", g.Interlocks.MaxResumeAge)
 
 	if err == nil && !loopback && g.API.TokenFile == "" {
 		errs.addf("global.api.tokenFile", "required when listenAddress is not a loopback address, got listenAddress %q", g.ListenAddress)
@@ -266,6 +270,9 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 		positive(errs, mp+".maxLag", mr.MaxLag)
 		positive(errs, mp+".timeout", mr.Timeout)
 	}
+
+	oneOf(errs, p+".gitops.mode", t.GitOps.Mode, gitopsModes)
+	dnsLabel(errs, p+".gitops.argocdNamespace", t.GitOps.ArgoCDNamespace)
 
 	np := p + ".notify"
 	oneOf(errs, np+".severity", t.Notify.Severity, severities)

@@ -441,6 +441,15 @@ targets:
 			},
 		},
 
+		{
+			name: "gitops policy",
+			src:  parts{target: "    gitops: {mode: fight, argocdNamespace: Argo_CD}\n"}.yaml(),
+			want: []string{
+				`targets[0].gitops.mode: must be one of refuse|suspend|ignore, got "fight"`,
+				`targets[0].gitops.argocdNamespace: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63), got "Argo_CD"`,
+			},
+		},
+
 		// Rollback.
 		{
 			name: "rollback settings",

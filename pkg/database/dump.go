@@ -180,26 +180,50 @@ func (d *DB) RestoreInto(ctx context.Context, path, database string) error {
 // of contents (pg_restore --list), after reading the whole archive so a
 // truncated dump is reported as ErrDumpInvalid.
 func (d *DB) ListDump(ctx context.Context, path string) ([]string, error) {
-	entries, err := d.verify(ctx, path)
+	a, err := d.verify(ctx, path)
 	if err != nil {
 		return nil, fmt.Errorf("database %s: list dump %s: %w", d.name, path, err)
 	}
-	return tablesOf(entries), nil
+	return tablesOf(a.entries), nil
+}
+
+// InspectDump verifies that path is a complete archive (read in full, as
+// Dump reads its own) and returns when it was taken and its size. The time
+// is the archive header's "Archive created at" when it names UTC or a
+// numeric offset, else the file's modification time (a zone abbreviation
+// cannot be resolved safely).
+func (d *DB) InspectDump(ctx context.Context, path string) (created time.Time, size int64, err error) {
+	a, err := d.verify(ctx, path)
+	if err != nil {
+		return time.Time{}, 0, fmt.Errorf("database %s: inspect dump %s: %w", d.name, path, err)
+	}
+	created = a.created
+	if created.IsZero() {
+		created = a.info.ModTime()
+	}
+	return created, a.info.Size(), nil
+}
+
+// archive is what toc learns of a dump.
+type archive struct {
+	entries []TOCEntry
+	info    os.FileInfo
+	created time.Time // zero when the header's time cannot be read safely
 }
 
 // verify checks path is a complete, readable custom-format archive: its
 // table of contents parses and is not empty, and pg_restore can read every
 // entry (writing the SQL script to /dev/null). --list alone reads only the
 // header and would accept a dump cut off in its data.
-func (d *DB) verify(ctx context.Context, path string) ([]TOCEntry, error) {
-	entries, err := d.toc(ctx, path)
+func (d *DB) verify(ctx context.Context, path string) (archive, error) {
+	a, err := d.toc(ctx, path)
 	if err != nil {
-		return nil, err
+		return archive{}, err
 	}
 	if _, err := d.run(ctx, d.pgRestore, "--file="+os.DevNull, path); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
+		return archive{}, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
 	}
-	return entries, nil
+	return a, nil
 }
 
 // archiveUnreadable: pg_restore failed reading the archive itself (cut
@@ -217,26 +241,53 @@ func archiveUnreadable(err error) bool {
 // toc reads path's table of contents (pg_restore --list): the file exists,
 // is a custom-format archive and lists something. It does not read the
 // data.
-func (d *DB) toc(ctx context.Context, path string) ([]TOCEntry, error) {
+func (d *DB) toc(ctx context.Context, path string) (archive, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
+		return archive{}, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: not a regular file", ErrDumpInvalid)
+		return archive{}, fmt.Errorf("%w: not a regular file", ErrDumpInvalid)
 	}
 	out, err := d.run(ctx, d.pgRestore, "--list", path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
+		return archive{}, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
 	}
 	entries, err := ParseTOC(strings.NewReader(out))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
+		return archive{}, fmt.Errorf("%w: %w", ErrDumpInvalid, err)
 	}
 	if len(entries) == 0 {
-		return nil, fmt.Errorf("%w: empty table of contents", ErrDumpInvalid)
+		return archive{}, fmt.Errorf("%w: empty table of contents", ErrDumpInvalid)
 	}
-	return entries, nil
+	return archive{entries: entries, info: fi, created: ArchiveCreated(out)}, nil
+}
+
+// ArchiveCreated reads the "; Archive created at ..." line of pg_restore
+// --list output. It returns the zero time unless the zone is UTC, GMT or a
+// numeric offset: Go would read any other abbreviation as UTC+0 silently.
+func ArchiveCreated(list string) time.Time {
+	for _, line := range strings.Split(list, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "; Archive created at ")
+		if !ok {
+			continue
+		}
+		rest = strings.TrimSpace(rest)
+		for _, zone := range []string{" UTC", " GMT"} {
+			if v, ok := strings.CutSuffix(rest, zone); ok {
+				if t, err := time.ParseInLocation(time.DateTime, v, time.UTC); err == nil {
+					return t
+				}
+			}
+		}
+		for _, layout := range []string{time.DateTime + " -0700", time.DateTime + " -07"} {
+			if t, err := time.Parse(layout, rest); err == nil {
+				return t
+			}
+		}
+		return time.Time{}
+	}
+	return time.Time{}
 }
 
 // TOCEntry is one line of pg_restore --list.

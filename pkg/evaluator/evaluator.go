@@ -1,7 +1,7 @@
 // Package evaluator is the tick loop: every interval it runs each distinct
 // source query once, fans the results out to the triggers by label match,
 // feeds each trigger's window and hands decisions and blind reports to the
-// handler.
+// handler (docs/design.md §1, §2).
 //
 // A trigger with a Resolution (PromQL, whose history Prometheus keeps) is
 // sampled at every multiple of its resolution since its previous sample,
@@ -386,7 +386,7 @@ func (e *Evaluator) SetTriggers(specs []Spec) error {
 	return nil
 }
 
-// newEntry builds a fresh trigger. A MaxGap of 0 takes DESIGN's default of
+// newEntry builds a fresh trigger. A MaxGap of 0 takes the default of
 // 2 × Interval here, where the interval is known: the window itself would
 // read 0 as "no gap check", and a stalled evaluator must not count as a
 // continuous breach.
@@ -1178,6 +1178,47 @@ func (e *Evaluator) SeedWithVolume(id string, points, volume []source.Point) err
 	return nil
 }
 
+// Firing returns the Decision of every trigger firing now, for a replica
+// that has just become leader: the edges into firing it saw as a follower
+// (or in a rebuilt window) were not acted on.
+func (e *Evaluator) Firing() []trigger.Decision {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []trigger.Decision
+	for _, b := range e.plan.bindings {
+		if d := b.e.trig.Firing(); d != nil && !b.e.dropped {
+			out = append(out, *d)
+		}
+	}
+	return out
+}
+
+// Blinded returns the Blind report of every trigger in a reported nodata
+// episode, for a replica that has just become leader.
+func (e *Evaluator) Blinded() []trigger.Blind {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []trigger.Blind
+	for _, b := range e.plan.bindings {
+		if bl := b.e.trig.Blinded(); bl != nil && !b.e.dropped {
+			out = append(out, *bl)
+		}
+	}
+	return out
+}
+
+// Rearm restarts the breaching run of target's trigger at at (see
+// trigger.Rearm); an unknown trigger is ignored (reloaded away).
+func (e *Evaluator) Rearm(target, name string, at time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, en := range e.entries {
+		if r := en.trig.Rule(); r.Target == target && r.Name == name {
+			en.trig.Rearm(at)
+		}
+	}
+}
+
 // Status returns every trigger's status, ordered by ID.
 func (e *Evaluator) Status() []trigger.Status {
 	e.mu.Lock()
@@ -1223,6 +1264,10 @@ func errKind(err error) string {
 		return "nodata"
 	case errors.Is(err, source.ErrTimeout):
 		return "timeout"
+	case errors.Is(err, source.ErrUnauthorized):
+		return "unauthorized"
+	case errors.Is(err, source.ErrTLS):
+		return "tls"
 	case errors.Is(err, source.ErrUnreachable):
 		return "unreachable"
 	case errors.Is(err, source.ErrTooManyConnections):
@@ -1236,4 +1281,25 @@ func errKind(err error) string {
 	default:
 		return "other"
 	}
+}
+
+// View is one trigger as a human looks at it: its status, its rule (with
+// the defaults the evaluator applied) and the samples of its window.
+type View struct {
+	Status  trigger.Status
+	Rule    trigger.Rule
+	Samples []window.Sample
+}
+
+// Views returns every trigger's view, ordered by ID. The samples are
+// copies: the caller may keep them.
+func (e *Evaluator) Views() []View {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]View, 0, len(e.plan.bindings))
+	for _, b := range e.plan.bindings {
+		w := b.e.trig.Window()
+		out = append(out, View{Status: b.e.trig.Status(), Rule: b.e.trig.Rule(), Samples: w.Samples(make([]window.Sample, 0, w.Len()))})
+	}
+	return out
 }

@@ -504,6 +504,8 @@ func TestMetrics(t *testing.T) {
 		{"rollguard_trigger_state", tl("state", "nodata"), 0},
 		{"rollguard_trigger_breach_seconds", tl(), 65},
 		{"rollguard_trigger_last_value", tl(), 0.25},
+		{"rollguard_trigger_threshold", tl(), 0.05},
+		{"rollguard_trigger_for_seconds", tl(), 60},
 		{"rollguard_evaluations_total", nil, 14},
 		{"rollguard_source_query_duration_seconds", lbl("backend", "prom"), 14}, // sample count
 	}

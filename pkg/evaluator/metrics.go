@@ -25,7 +25,7 @@ func newMetrics() *metrics {
 		}, []string{"backend"}),
 		serr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "rollguard_source_errors_total",
-			Help: "Failed source queries by error kind (timeout, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
+			Help: "Failed source queries by error kind (timeout, unauthorized, tls, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
 		}, []string{"backend", "kind"}),
 	}
 }
@@ -40,6 +40,12 @@ var (
 	valueDesc = prometheus.NewDesc("rollguard_trigger_last_value",
 		"The trigger's last observed value; NaN when it had none.",
 		[]string{"target", "trigger"}, nil)
+	thresholdDesc = prometheus.NewDesc("rollguard_trigger_threshold",
+		"The trigger's threshold (compared above or below, as configured).",
+		[]string{"target", "trigger"}, nil)
+	forDesc = prometheus.NewDesc("rollguard_trigger_for_seconds",
+		"The trigger's window: a breach fires when it has lasted this long.",
+		[]string{"target", "trigger"}, nil)
 )
 
 // triggerCollector exports the per-trigger series at scrape time from the
@@ -51,6 +57,8 @@ func (c triggerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- stateDesc
 	ch <- breachDesc
 	ch <- valueDesc
+	ch <- thresholdDesc
+	ch <- forDesc
 }
 
 func (c triggerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -68,5 +76,7 @@ func (c triggerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(breachDesc, prometheus.GaugeValue, breach, st.Target, st.Trigger)
 		ch <- prometheus.MustNewConstMetric(valueDesc, prometheus.GaugeValue, st.Value, st.Target, st.Trigger)
+		ch <- prometheus.MustNewConstMetric(thresholdDesc, prometheus.GaugeValue, st.Threshold, st.Target, st.Trigger)
+		ch <- prometheus.MustNewConstMetric(forDesc, prometheus.GaugeValue, st.For.Seconds(), st.Target, st.Trigger)
 	}
 }

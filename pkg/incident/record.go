@@ -161,6 +161,13 @@ func Apply(r *Record, e notify.Event) {
 		r.RollbackStartedAt = first(r.RollbackStartedAt, e.Time)
 		r.advance(StatusInProgress)
 		what := "Rollback initiated"
+		if resumed, _ := e.Details[notify.DetailResumed].(bool); resumed {
+			// The run outlived the rollguard that started it.
+			what = "Rollback resumed after rollguard restarted or lost its lease mid-plan"
+			if id := str(e.Details, "run_id"); id != "" {
+				what += " (run " + id + ")"
+			}
+		}
 		if r.Strategy != "" {
 			what += " (strategy " + r.Strategy + ")"
 		}

@@ -73,9 +73,14 @@ type ConcurrentChangeError struct {
 	// spec.strategy... or metadata.uid (the Deployment was deleted and
 	// recreated).
 	Field string
+	// Detail, if set, says what the field is now against what was expected.
+	Detail string
 }
 
 func (e *ConcurrentChangeError) Error() string {
+	if e.Detail != "" {
+		return fmt.Sprintf("deployment %s/%s: %s changed by someone else (%s): %v", e.Namespace, e.Name, e.Field, e.Detail, ErrConcurrentChange)
+	}
 	return fmt.Sprintf("deployment %s/%s: %s changed by someone else: %v", e.Namespace, e.Name, e.Field, ErrConcurrentChange)
 }
 
@@ -149,6 +154,33 @@ func (d *Deployments) Get(ctx context.Context, ns, name string) (*appsv1.Deploym
 		return nil, fmt.Errorf("get deployment %s/%s: %w", ns, name, err)
 	}
 	return dep, nil
+}
+
+// Pods counts the Pods matching dep's selector that have not terminated
+// (terminating ones count: they may still write). Before a database step
+// this is the ground truth the Deployment's status can lag behind: a Pod
+// a human or another controller started is counted too.
+func (d *Deployments) Pods(ctx context.Context, dep *appsv1.Deployment) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.opts.Timeout)
+	defer cancel()
+	sel, err := metav1.LabelSelectorAsSelector(dep.Spec.Selector)
+	if err != nil {
+		return 0, fmt.Errorf("deployment %s/%s: selector: %w", dep.Namespace, dep.Name, err)
+	}
+	if sel.Empty() {
+		return 0, fmt.Errorf("deployment %s/%s: empty selector matches every pod", dep.Namespace, dep.Name)
+	}
+	pods, err := d.client.CoreV1().Pods(dep.Namespace).List(ctx, metav1.ListOptions{LabelSelector: sel.String()})
+	if err != nil {
+		return 0, fmt.Errorf("list pods of deployment %s/%s: %w", dep.Namespace, dep.Name, err)
+	}
+	n := 0
+	for i := range pods.Items {
+		if p := pods.Items[i].Status.Phase; p != corev1.PodSucceeded && p != corev1.PodFailed {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // ReplicaSets lists the ReplicaSets owned (by ownerReferences UID) by dep,

@@ -125,6 +125,7 @@ const (
 	DetailStepOutcome     = "step_result" // string: ok, failed, skipped
 	DetailSteps           = "steps"       // []StepResult, on the final events
 	DetailMilestone       = "milestone"   // string: MilestoneRestored or MilestoneStable
+	DetailResumed         = "resumed"     // bool: the run continues one a crash or a leader change interrupted
 	DetailReason          = "reason"      // string, why it cannot / did not roll back
 	DetailVerification    = "verification"
 	DetailDataIntegrity   = "data_integrity" // DataIntegrity

@@ -42,6 +42,8 @@ type Options struct {
 	Sleep func(ctx context.Context, d time.Duration) error
 	// Jitter maps a backoff to the actual wait [uniform in [d/2, d)].
 	Jitter func(d time.Duration) time.Duration
+	// Log, when set, records each event's final outcome per notifier.
+	Log *DeliveryLog
 }
 
 func (o *Options) defaults() {
@@ -185,6 +187,7 @@ func (q *Queue) Enqueue(e Event) {
 
 func (q *Queue) drop(w *worker, e Event, why string) {
 	name := w.n.Name()
+	q.record(name, e, ResultDropped, 0, why)
 	q.total.WithLabelValues(name, ResultDropped).Inc()
 	w.mu.Lock()
 	w.status.Dropped++
@@ -275,10 +278,14 @@ func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
 	backoff := q.opts.BaseBackoff
 	for attempt := 1; ; attempt++ {
 		actx, cancel := context.WithTimeout(dctx, q.opts.Timeout)
+		actx, sent := withSentFlag(actx)
 		err := w.n.Notify(actx, e)
 		timedOut := errors.Is(actx.Err(), context.DeadlineExceeded)
 		cancel()
 		if err == nil {
+			if sent.Load() {
+				q.record(name, e, ResultDelivered, attempt, "")
+			}
 			q.total.WithLabelValues(name, ResultDelivered).Inc()
 			w.mu.Lock()
 			w.status.Delivered++
@@ -324,6 +331,7 @@ func (q *Queue) deliver(dctx context.Context, w *worker, e Event) {
 
 func (q *Queue) fail(w *worker, e Event, err error, attempts int, why string) {
 	name := w.n.Name()
+	q.record(name, e, ResultFailed, attempts, err.Error())
 	q.total.WithLabelValues(name, ResultFailed).Inc()
 	w.mu.Lock()
 	w.status.Failed++
@@ -334,4 +342,9 @@ func (q *Queue) fail(w *worker, e Event, err error, attempts int, why string) {
 		zap.String("notifier", name), zap.String("kind", string(e.Kind)),
 		zap.String("incident", e.IncidentID), zap.String("target", e.Target.String()),
 		zap.Int("attempts", attempts), zap.String("reason", why), zap.Error(err))
+}
+
+func (q *Queue) record(notifier string, e Event, result string, attempts int, errText string) {
+	q.opts.Log.add(Delivery{Time: q.opts.Now(), Notifier: notifier, Kind: e.Kind, IncidentID: e.IncidentID,
+		Summary: e.Summary, Result: result, Attempts: attempts, Error: errText})
 }

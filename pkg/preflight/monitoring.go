@@ -47,7 +47,7 @@ func (r *runner) source(tr *config.Trigger) (querier, error) {
 		if r.cfg.Global.Prometheus.URL == "" {
 			return nil, errors.New("global.prometheus.url is not set")
 		}
-		p, err := prometheus.New(prometheus.Options{URL: r.cfg.Global.Prometheus.URL, Timeout: time.Duration(r.cfg.Global.Prometheus.Timeout)}, r.logger)
+		p, err := prometheus.New(prometheus.Options{URL: r.cfg.Global.Prometheus.URL, Timeout: time.Duration(r.cfg.Global.Prometheus.Timeout), HTTPConfig: &r.cfg.Global.Prometheus.HTTPConfig}, r.logger)
 		if err != nil {
 			return nil, err
 		}

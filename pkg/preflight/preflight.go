@@ -196,8 +196,9 @@ type Options struct {
 	DaemonURL string
 	// DaemonToken is sent as a bearer token (the read endpoints need none).
 	DaemonToken string
-	// Kubeconfig overrides global.kubernetes.kubeconfig.
-	Kubeconfig string
+	// Kubeconfig and KubeContext override global.kubernetes.kubeconfig
+	// and .context (the command line's --kubeconfig and --context).
+	Kubeconfig, KubeContext string
 	// Kube is used instead of building a client from the kubeconfig.
 	Kube kubernetes.Interface
 	// HTTPClient reaches the daemon (default: a client with CheckTimeout).

@@ -9,11 +9,11 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/backup"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/database"
+	"github.com/rollguard/rollguard/pkg/kube"
 )
 
 // runner holds what the checks share: the config, the target, the clients
@@ -164,16 +164,13 @@ func (r *runner) kube() (kubernetes.Interface, error) {
 	if r.opts.Kube != nil {
 		return r.opts.Kube, nil
 	}
-	path := r.opts.Kubeconfig
-	if path == "" {
-		path = r.cfg.Global.Kubernetes.Kubeconfig
-	}
-	rc, err := clientcmd.BuildConfigFromFlags("", path)
+	k := r.cfg.Global.Kubernetes
+	rc, err := kube.RESTConfig(kube.ClientOptions{
+		Kubeconfig: k.Kubeconfig, KubeconfigFrom: "global.kubernetes.kubeconfig",
+		Context: k.Context, ContextFrom: "global.kubernetes.context",
+	}.Overlay(r.opts.Kubeconfig, r.opts.KubeContext))
 	if err != nil {
-		if path == "" {
-			return nil, fmt.Errorf("kubernetes client (in-cluster, no kubeconfig configured): %w", err)
-		}
-		return nil, fmt.Errorf("kubernetes client from kubeconfig %s: %w", path, err)
+		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	rc.Timeout = r.opts.CheckTimeout
 	cs, err := kubernetes.NewForConfig(rc)

@@ -2,16 +2,16 @@ package response
 
 import (
 	"context"
-	"time"
-
 	"errors"
 	"fmt"
-	"go.uber.org/zap"
 	"maps"
-	"sort"
+	"slices"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -40,43 +40,49 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// Observer returns the rollback.Observer to give the executor: it turns
-// each milestone of a plan into a notification of the incident the plan
-// belongs to.
-func (r *Responder) Observer() rollback.Observer { return (*observer)(r) }
-
-type observer Responder
-
-type runRef struct {
+// runObserver is the rollback.Observer of one run: it turns each
+// milestone into an event of the run's incident, and records the run in
+// the interlocks the moment it starts writing (a refusal or a failed
+// preflight consumes nothing).
+type runObserver struct {
 	r    *Responder
-	key  string
-	base notify.Event
+	j    job
+	t    Target
+	info revisionInfo
+	id   string
+
+	mu      sync.Mutex
+	base    *notify.Event
+	started bool // PlanStarted saw the run begin
 }
 
-func (r *Responder) observe(target string, base notify.Event) *runRef {
-	key := base.Target.Namespace + "/" + base.Target.Deployment
-	r.runsMu.Lock()
-	r.runs[key] = base
-	r.runsMu.Unlock()
-	return &runRef{r: r, key: key, base: base}
+// observe returns the observer of a run of j. A resumed run's incident and
+// bad revision are the journal's: with id empty they are taken from the
+// run's facts.
+func (r *Responder) observe(j job, t Target, info revisionInfo, id string, _ rollback.Action) *runObserver {
+	return &runObserver{r: r, j: j, t: t, info: info, id: id}
 }
 
-func (rr *runRef) done() {
-	rr.r.runsMu.Lock()
-	delete(rr.r.runs, rr.key)
-	rr.r.runsMu.Unlock()
-}
-
-func (o *observer) base(f rollback.Facts) (notify.Event, bool) {
-	r := (*Responder)(o)
-	r.runsMu.Lock()
-	defer r.runsMu.Unlock()
-	e, ok := r.runs[f.Namespace+"/"+f.Deployment]
-	if !ok || f.DryRun {
+func (o *runObserver) event(f rollback.Facts) (notify.Event, bool) {
+	if f.DryRun {
 		return notify.Event{}, false
 	}
+	o.mu.Lock()
+	if o.base == nil {
+		if o.id == "" {
+			o.info = revisionOf(f.Bad)
+			o.id = f.Incident
+			if o.id == "" {
+				o.id = notify.IncidentID(o.r.notifyTarget(o.t), o.info.revision)
+			}
+		}
+		b := o.r.event(o.j, o.t, o.info, o.id)
+		o.base = &b
+	}
+	e := *o.base
+	o.mu.Unlock()
 	e.Details = maps.Clone(e.Details)
-	e.Time = r.opts.Now()
+	e.Time = o.r.opts.Now()
 	if f.RunID != "" {
 		e.Details["run_id"] = f.RunID
 	}
@@ -87,35 +93,59 @@ func (o *observer) base(f rollback.Facts) (notify.Event, bool) {
 	if f.Pinned != nil {
 		e.Details[notify.DetailRestoredVersion] = images(f.Pinned.Images)
 	}
+	if f.GitOps != "" {
+		e.Details["gitops"] = f.GitOps
+	}
 	return e, true
 }
 
-func (o *observer) PlanStarted(f rollback.Facts) {
-	e, ok := o.base(f)
-	if !ok || f.Err != nil {
+func (o *runObserver) PlanStarted(f rollback.Facts) {
+	if f.Err != nil || f.DryRun {
 		return
 	}
+	o.mu.Lock()
+	o.started = true
+	o.mu.Unlock()
+	r := o.r
+	if !f.Resumed {
+		// The run has written its journal: from now on it counts.
+		rev := o.info.revision
+		if rev == "" {
+			rev = revisionOf(f.Bad).revision
+		}
+		now := r.opts.Now()
+		r.guard.Record(o.t.Name, rev, now, f.Action != rollback.ActionPoolRecovery)
+		if f.Action == rollback.ActionPoolRecovery {
+			r.mu.Lock()
+			if st := r.targets[o.t.Name]; st != nil {
+				st.restarted = now
+			}
+			r.mu.Unlock()
+		}
+	}
+	e, _ := o.event(f)
 	e.Kind = notify.KindRollbackStarted
 	verb := "ROLLBACK INITIATED"
 	if f.Resumed {
 		verb = "ROLLBACK RESUMED"
+		e.Details[notify.DetailResumed] = true
 	}
 	e.Summary = fmt.Sprintf("%s: %s/%s with plan %s (%s)", verb, f.Namespace, f.Deployment, f.Action, f.Reason)
-	o.queue.Enqueue(e)
+	r.queue.Enqueue(e)
 }
 
-func (o *observer) StepStarted(f rollback.Facts) {
-	e, ok := o.base(f)
+func (o *runObserver) StepStarted(f rollback.Facts) {
+	e, ok := o.event(f)
 	if !ok || f.Skipped {
 		return
 	}
 	e.Kind = notify.KindStepStarted
 	e.Details[notify.DetailStep] = f.Step
 	e.Summary = fmt.Sprintf("%s/%s: step %d/%d %s started: %s", f.Namespace, f.Deployment, f.StepIndex, f.Steps, f.Step, f.Description)
-	o.queue.Enqueue(e)
+	o.r.queue.Enqueue(e)
 }
 
-func (o *observer) StepFinished(f rollback.Facts) {
+func (o *runObserver) StepFinished(f rollback.Facts) {
 	outcome := notify.OutcomeOK
 	switch {
 	case f.Err != nil:
@@ -127,9 +157,9 @@ func (o *observer) StepFinished(f rollback.Facts) {
 		outcome = notify.OutcomeSkipped
 	}
 	if !f.Skipped && !f.Finished.IsZero() && !f.Started.IsZero() {
-		o.m.steps.WithLabelValues(string(f.Action), f.Step, outcome).Observe(f.Finished.Sub(f.Started).Seconds())
+		o.r.m.steps.WithLabelValues(string(f.Action), f.Step, outcome).Observe(f.Finished.Sub(f.Started).Seconds())
 	}
-	e, ok := o.base(f)
+	e, ok := o.event(f)
 	if !ok {
 		return
 	}
@@ -151,26 +181,40 @@ func (o *observer) StepFinished(f rollback.Facts) {
 	if f.Detail != "" {
 		e.Summary += ": " + f.Detail
 	}
-	o.queue.Enqueue(e)
+	o.r.queue.Enqueue(e)
 }
 
-func (o *observer) PlanFinished(f rollback.Facts) {
-	e, ok := o.base(f)
+func (o *runObserver) PlanFinished(f rollback.Facts) {
+	var refused *rollback.RefusedError
+	var blocked *blockedError
+	if errors.As(f.Err, &refused) || errors.As(f.Err, &blocked) || errors.Is(f.Err, rollback.ErrHandedOver) ||
+		errors.Is(f.Err, rollback.ErrJournalConflict) {
+		// Refusals page "cannot roll back" once per episode (the
+		// responder); a hand-over is not an end: the next leader resumes;
+		// a journal written by another rollguard is that one's run, and
+		// it reports it.
+		return
+	}
+	o.mu.Lock()
+	started := o.started
+	o.mu.Unlock()
+	if !started {
+		// It never began: the responder reports why.
+		return
+	}
+	e, ok := o.event(f)
 	if !ok {
 		return
 	}
-	var refused *rollback.RefusedError
-	if errors.As(f.Err, &refused) {
-		return // the responder pages "cannot roll back" once per episode
-	}
+	r := o.r
 	if f.Err == nil {
 		// The plan is over: a bounded read here delays only this page.
-		if o.opts.Integrity != nil {
+		if r.opts.Integrity != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			di, err := o.opts.Integrity(ctx, f.Namespace, f.Deployment)
+			di, err := r.opts.Integrity(ctx, f.Namespace, f.Deployment)
 			cancel()
 			if err != nil {
-				o.log.Warn("data integrity check failed", zap.String("namespace", f.Namespace), zap.String("deployment", f.Deployment), zap.Error(err))
+				r.log.Warn("data integrity check failed", zap.String("namespace", f.Namespace), zap.String("deployment", f.Deployment), zap.Error(err))
 			} else if di != nil {
 				e.Details[notify.DetailDataIntegrity] = *di
 			}
@@ -181,19 +225,24 @@ func (o *observer) PlanFinished(f rollback.Facts) {
 		e.Kind = notify.KindRollbackFailed
 		e.Details[notify.DetailError] = f.Err.Error()
 		e.Summary = fmt.Sprintf("ROLLBACK STOPPED: %s/%s: %v", f.Namespace, f.Deployment, f.Err)
+		if len(f.Undone) > 0 {
+			e.Details["undone"] = f.Undone
+			e.Summary += fmt.Sprintf(" (put back: %v)", f.Undone)
+		}
+		if len(f.LeftBehind) > 0 {
+			e.Details["left_behind"] = f.LeftBehind
+			e.Summary += fmt.Sprintf(" (NOT put back: %v)", f.LeftBehind)
+		}
 	}
-	o.queue.Enqueue(e)
+	r.queue.Enqueue(e)
 }
 
+// images is a version as the pages show it: the images, in container
+// order, without the container names.
 func images(m map[string]string) string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	parts := make([]string, 0, len(keys))
-	for _, k := range keys {
-		parts = append(parts, m[k])
+	parts := make([]string, 0, len(m))
+	for _, c := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, m[c])
 	}
 	return strings.Join(parts, ",")
 }

@@ -2,12 +2,23 @@
 // an Alertmanager alert asks): it names the bad revision, passes the
 // interlocks, runs the executor's plan, and tells humans at each
 // milestone. It is the "guard → action → executor → notifier" part of the
-// data flow (DESIGN §1).
+// data flow (docs/design.md).
 //
 // The evaluator must never wait on a rollback, and a rollback must never
 // wait on a pager: Fire and Blind only queue, one worker per target runs
 // plans (so two decisions for one Deployment never race), and every
 // notification goes through the non-blocking notify queue.
+//
+// Leadership. Only a leader acts; its authority is a term, one call of
+// Lead. A term begins by seeding the interlocks from the journals,
+// resuming what the previous leader left unfinished, and acting on every
+// trigger firing (and paging every trigger blind) now: those edges may
+// have passed while this replica was a follower. It ends when Lead's
+// context does (shutdown, lost lease): running plans are drained, stopping
+// at their next step boundary with their journal left for the next leader,
+// and Lead returns only then (bounded by DrainTimeout, after which the
+// step is cancelled and journaled as interrupted), so the lease is
+// released after, never before, the work it protects.
 package response
 
 import (
@@ -15,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,7 +60,15 @@ var ErrBusy = errors.New("a plan is already running for this target")
 // Executor runs plans; *rollback.Executor implements it.
 type Executor interface {
 	Run(ctx context.Context, req rollback.Request) (*rollback.Result, error)
-	Plan(ctx context.Context, target rollback.Target, action rollback.Action) (*rollback.PlanView, error)
+	LastRun(ctx context.Context, ns, name string) (*rollback.Journal, error)
+}
+
+// Triggers is what a new leader asks the evaluator, and what a pool
+// recovery rearms; *evaluator.Evaluator implements it.
+type Triggers interface {
+	Firing() []trigger.Decision
+	Blinded() []trigger.Blind
+	Rearm(target, trigger string, at time.Time)
 }
 
 // plans a request may name directly instead of an action.
@@ -96,12 +116,14 @@ type Target struct {
 
 // Options configure the responder.
 type Options struct {
-	Now      func() time.Time
-	IsLeader func() bool
+	Now func() time.Time
 	// RunTimeout bounds one plan run (default 30m).
 	RunTimeout time.Duration
 	// ReadTimeout bounds the reads before a plan (default 10s).
 	ReadTimeout time.Duration
+	// DrainTimeout is how long the end of a term waits for a running step
+	// to finish before cancelling it (default 20s).
+	DrainTimeout time.Duration
 	// WouldRollback: send dry-run "would roll back" notifications.
 	WouldRollback bool
 	// StatusURL links pages to the incident API.
@@ -109,38 +131,53 @@ type Options struct {
 	// Integrity runs the runbook's data integrity check after a successful
 	// rollback (nil: not checked; the incident record says so).
 	Integrity func(ctx context.Context, namespace, deployment string) (*notify.DataIntegrity, error)
+	// Triggers, if set, tells a new leader what fires now and is rearmed
+	// after a pool recovery.
+	Triggers Triggers
 }
 
 // Responder turns decisions into actions.
 type Responder struct {
-	exec   Executor
-	kube   Deployments
-	queue  Queue
-	guard  *guard.Guard
-	opts   Options
-	log    *zap.Logger
-	m      *metrics
-	jobs   chan job
-	wakeup chan struct{}
+	exec  Executor
+	kube  Deployments
+	queue Queue
+	guard *guard.Guard
+	opts  Options
+	log   *zap.Logger
+	m     *metrics
+	jobs  chan job
+	// open counts jobs queued and not yet done (or dropped).
+	open atomic.Int64
 
 	mu      sync.Mutex
 	targets map[string]*targetState
+	term    *term // the current leadership term; nil while following
 	// pageOnce remembers "cannot roll back" pages per episode (target,
 	// revision, reason), so a trigger that stays firing pages once.
 	pageOnce map[string]time.Time
+	// episodes remembers the firing episodes (target, trigger, first
+	// breach) a leader took up, so a replay on a new term acts on each
+	// once; blindPaged likewise for blind episodes.
+	episodes   map[string]time.Time
+	blindPaged map[string]time.Time
+}
 
-	// runs maps namespace/deployment to the event template of the plan in
-	// flight (one plan per Deployment at a time), for the Observer.
-	runsMu sync.Mutex
-	runs   map[string]notify.Event
+// term is one leadership term's authority to act.
+type term struct {
+	ctx   context.Context // cancelled DrainTimeout after the term ends
+	drain chan struct{}   // closed when the term ends
+	wg    sync.WaitGroup  // its running plans
 }
 
 type targetState struct {
 	cfg        Target
 	running    string // action in flight
 	lastResult string
-	restarted  time.Time // last pool recovery started
-	pending    []job
+	restarted  time.Time // last pool recovery that started writing
+	// parked is a decision that arrived while the term's resume of this
+	// target was looking for unfinished work: it runs if there was none,
+	// and is the resumed run's own incident if there was.
+	parked *job
 }
 
 type job struct {
@@ -148,19 +185,19 @@ type job struct {
 	action   string
 	reason   string
 	manual   bool
-	resume   bool // continue an in-flight journal (after a restart or a leader change)
+	resume   bool // finish the run the journal left unfinished
+	force    bool // a human passing the stateful interlocks (--force)
 	security bool
 	severity notify.Severity
 	decision *trigger.Decision
+	episode  string // the firing episode a decision belongs to
 }
 
-// New returns a Responder; call Run to start its workers.
+// New returns a Responder; call Run to dispatch its jobs and Lead for each
+// leadership term.
 func New(exec Executor, kube Deployments, queue Queue, g *guard.Guard, opts Options, logger *zap.Logger, reg prometheus.Registerer) *Responder {
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.IsLeader == nil {
-		opts.IsLeader = func() bool { return true }
 	}
 	if opts.RunTimeout <= 0 {
 		opts.RunTimeout = 30 * time.Minute
@@ -168,20 +205,19 @@ func New(exec Executor, kube Deployments, queue Queue, g *guard.Guard, opts Opti
 	if opts.ReadTimeout <= 0 {
 		opts.ReadTimeout = 10 * time.Second
 	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = 20 * time.Second
+	}
 	return &Responder{
 		exec: exec, kube: kube, queue: queue, guard: g, opts: opts, log: logger,
-		m:        newMetrics(reg),
-		jobs:     make(chan job, 1024),
-		wakeup:   make(chan struct{}, 1),
-		targets:  map[string]*targetState{},
-		pageOnce: map[string]time.Time{},
-		runs:     map[string]notify.Event{},
+		m:          newMetrics(reg),
+		jobs:       make(chan job, 1024),
+		targets:    map[string]*targetState{},
+		pageOnce:   map[string]time.Time{},
+		episodes:   map[string]time.Time{},
+		blindPaged: map[string]time.Time{},
 	}
 }
-
-// SetExecutor sets the executor; call it before Run. (The executor needs
-// the responder's Observer, so they cannot be built in one step.)
-func (r *Responder) SetExecutor(e Executor) { r.exec = e }
 
 // SetTargets installs the targets (hot reload). A target whose plan is
 // running keeps running with the settings it started with.
@@ -200,27 +236,105 @@ func (r *Responder) SetTargets(ts []Target) {
 	r.targets = next
 }
 
-// Fire queues a firing trigger's action. It never blocks.
-func (r *Responder) Fire(d trigger.Decision) {
-	j := job{target: d.Target, action: d.Action, reason: fmt.Sprintf("trigger %s: %s %s %g", d.Trigger, describeValue(d), d.Op, d.Threshold),
-		security: d.Security, severity: notify.Severity(d.Severity), decision: &d}
+// Leading reports whether a leadership term is in progress.
+func (r *Responder) Leading() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.term != nil
+}
+
+// Lead runs one leadership term until ctx is done (see the package
+// comment). Call it from the leader election's callback, or once with the
+// process's context where there is no election.
+func (r *Responder) Lead(ctx context.Context) {
+	hard, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	tm := &term{ctx: hard, drain: make(chan struct{})}
+	r.mu.Lock()
+	r.term = tm
+	r.mu.Unlock()
+	r.log.Info("leadership term started")
+
+	r.SeedHistory(ctx)
+	r.Resume(ctx)
+	if tr := r.opts.Triggers; tr != nil {
+		for _, d := range tr.Firing() {
+			r.Fire(d)
+		}
+		for _, b := range tr.Blinded() {
+			r.Blind(b)
+		}
+	}
+
+	<-ctx.Done()
+	r.mu.Lock()
+	r.term = nil // no plan starts in this term from now on
+	r.mu.Unlock()
+	close(tm.drain)
+	done := make(chan struct{})
+	go func() { tm.wg.Wait(); close(done) }()
 	select {
-	case r.jobs <- j:
-	default:
+	case <-done:
+	case <-time.After(r.opts.DrainTimeout):
+		r.log.Warn("running step did not finish within the drain timeout; cancelling it", zap.Duration("drainTimeout", r.opts.DrainTimeout))
+		cancel()
+		<-done
+	}
+	r.log.Info("leadership term ended")
+}
+
+// Fire queues a firing trigger's action. It never blocks. A firing episode
+// already taken up by a leader of this process is not queued again.
+func (r *Responder) Fire(d trigger.Decision) {
+	key := d.Target + "|" + d.Trigger + "|" + d.FirstBreach.UTC().Format(time.RFC3339Nano)
+	r.mu.Lock()
+	_, seen := r.episodes[key]
+	r.mu.Unlock()
+	if seen {
+		r.log.Debug("firing episode already acted on", zap.String("target", d.Target), zap.String("trigger", d.Trigger))
+		return
+	}
+	j := job{target: d.Target, action: d.Action, reason: fmt.Sprintf("trigger %s: %s %s %g", d.Trigger, describeValue(d), d.Op, d.Threshold),
+		security: d.Security, severity: notify.Severity(d.Severity), decision: &d, episode: key}
+	if !r.enqueue(j) {
 		r.log.Error("decision dropped: responder queue full", zap.String("target", d.Target), zap.String("trigger", d.Trigger))
 	}
 }
 
-// Blind pages that a trigger has been without data for blindAfter.
+// enqueue queues j without blocking; false when the queue is full.
+func (r *Responder) enqueue(j job) bool {
+	r.open.Add(1)
+	select {
+	case r.jobs <- j:
+		return true
+	default:
+		r.open.Add(-1)
+		return false
+	}
+}
+
+// idle reports whether every queued job is done.
+func (r *Responder) idle() bool { return r.open.Load() == 0 }
+
+// Blind pages that a trigger has been without data for blindAfter, once
+// per episode, and only from a leader: every replica evaluates, one
+// speaks.
 func (r *Responder) Blind(b trigger.Blind) {
-	t, ok := r.target(b.Target)
-	if !ok || !r.opts.IsLeader() {
-		// Followers evaluate to keep their windows warm; only the leader
-		// speaks, or every replica would page.
+	key := b.Target + "|" + b.Trigger + "|" + b.Since.UTC().Format(time.RFC3339Nano)
+	r.mu.Lock()
+	st, ok := r.targets[b.Target]
+	_, paged := r.blindPaged[key]
+	leading := r.term != nil
+	if ok && leading && !paged {
+		r.blindPaged[key] = r.opts.Now()
+		prune(r.blindPaged, r.opts.Now())
+	}
+	r.mu.Unlock()
+	if !ok || !leading || paged {
 		return
 	}
 	r.queue.Enqueue(notify.Event{
-		Kind: notify.KindBlind, Time: r.opts.Now(), Target: r.notifyTarget(t), Trigger: b.Trigger,
+		Kind: notify.KindBlind, Time: r.opts.Now(), Target: r.notifyTarget(st.cfg), Trigger: b.Trigger,
 		Severity: notify.SeverityWarning,
 		Summary:  fmt.Sprintf("rollguard is blind on %s/%s: no data since %s", b.Target, b.Trigger, b.Since.UTC().Format(time.RFC3339)),
 		Details:  map[string]any{notify.DetailError: b.LastError, "since": b.Since},
@@ -250,31 +364,22 @@ func (r *Responder) Request(ctx context.Context, target, action, reason string, 
 	if err != nil {
 		return "", err
 	}
-	if v := r.check(j, t, info); !v.Allowed() {
+	if v := r.check(j, t, info, r.Leading(), time.Time{}); !v.Allowed() {
 		return v.String(), fmt.Errorf("%s: %w", v.String(), ErrRefusedByInterlock)
 	}
-	select {
-	case r.jobs <- j:
-		return "accepted: " + r.planFor(j, t) + " plan queued", nil
-	default:
+	if !r.enqueue(j) {
 		return "", errors.New("responder queue full")
 	}
+	return "accepted: " + string(r.planFor(j, t)) + " plan queued", nil
 }
 
-// SeedHistory feeds the interlocks the last journaled run of every target,
-// so a restart or a leader change keeps the cooldown, the budget and
-// one-rollback-per-revision. (Each journal holds the Deployment's latest
-// run only: the hourly budget is seeded approximately.)
-func (r *Responder) SeedHistory(ctx context.Context, last func(ctx context.Context, ns, name string) (*rollback.Journal, error)) {
-	r.mu.Lock()
-	targets := make([]Target, 0, len(r.targets))
-	for _, st := range r.targets {
-		targets = append(targets, st.cfg)
-	}
-	r.mu.Unlock()
-	for _, t := range targets {
-		ctx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout)
-		j, err := last(ctx, t.Rollback.Namespace, t.Rollback.Deployment)
+// SeedHistory feeds the interlocks every run the journals remember (each
+// Deployment's last run and its history), so a restart or a leader change
+// keeps the cooldown, the budget and one rollback per revision.
+func (r *Responder) SeedHistory(ctx context.Context) {
+	for _, t := range r.targetList() {
+		rctx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout)
+		j, err := r.exec.LastRun(rctx, t.Rollback.Namespace, t.Rollback.Deployment)
 		cancel()
 		if err != nil {
 			r.log.Warn("cannot read the journal to seed the interlocks", zap.String("target", t.Name), zap.Error(err))
@@ -283,40 +388,24 @@ func (r *Responder) SeedHistory(ctx context.Context, last func(ctx context.Conte
 		if j == nil || j.Started.IsZero() {
 			continue
 		}
-		rev := j.Bad.Hash
-		if rev == "" && j.Bad.Revision != 0 {
-			rev = fmt.Sprintf("rev%d", j.Bad.Revision)
+		for _, run := range j.Runs() {
+			r.guard.Record(t.Name, run.BadHash, run.Started, run.Action != rollback.ActionPoolRecovery)
 		}
-		r.guard.Record(t.Name, rev, j.Started)
-		r.log.Info("interlocks seeded from the journal", zap.String("target", t.Name), zap.String("revision", rev),
-			zap.Time("started", j.Started), zap.String("state", string(j.State)))
+		r.log.Info("interlocks seeded from the journal", zap.String("target", t.Name), zap.String("revision", j.Bad.Hash),
+			zap.Time("started", j.Started), zap.String("state", string(j.State)), zap.Int("runs", len(j.History)+1))
 	}
 }
 
-// Resume looks for plans a previous leader left in flight and finishes
-// them (the journal says where they stopped; completed destructive steps
-// are never repeated). Call it on becoming leader.
+// Resume queues, for every target, the continuation of a run the journal
+// left unfinished (the executor finds none, or closes one too old or
+// superseded). Completed destructive steps are never repeated, and the
+// continuation passes the interlocks again.
 func (r *Responder) Resume(ctx context.Context) {
-	r.mu.Lock()
-	targets := make([]Target, 0, len(r.targets))
-	for _, st := range r.targets {
-		targets = append(targets, st.cfg)
-	}
-	r.mu.Unlock()
-	for _, t := range targets {
+	for _, t := range r.targetList() {
 		if t.DryRun {
 			continue
 		}
-		pctx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout)
-		pv, err := r.exec.Plan(pctx, t.Rollback, "")
-		cancel()
-		if err != nil || pv == nil || !pv.Resume {
-			continue
-		}
-		r.log.Info("resuming an in-flight plan", zap.String("target", t.Name), zap.String("plan", string(pv.Action)), zap.String("run", pv.RunID))
-		select {
-		case r.jobs <- job{target: t.Name, action: string(pv.Action), reason: "resume run " + pv.RunID + " after a restart or leader change", resume: true, manual: true, severity: t.Severity}:
-		default:
+		if !r.enqueue(job{target: t.Name, reason: "resume after a restart or a leader change", resume: true, manual: true, severity: t.Severity}) {
 			r.log.Error("resume dropped: responder queue full", zap.String("target", t.Name))
 		}
 	}
@@ -324,64 +413,129 @@ func (r *Responder) Resume(ctx context.Context) {
 
 // Execute runs a human's request in the caller's goroutine, through the
 // same interlocks and plan as the daemon, and returns the outcome (the CLI's
-// `rollback --local`).
-func (r *Responder) Execute(ctx context.Context, target, action, reason string) (string, error) {
+// `rollback --local`). force passes the stateful interlocks (see
+// guard.Request.Force) and is logged.
+func (r *Responder) Execute(ctx context.Context, target, action, reason string, force bool) (Outcome, error) {
 	t, ok := r.target(target)
 	if !ok {
-		return "", fmt.Errorf("target %q: %w", target, ErrUnknownTarget)
+		return Outcome{}, fmt.Errorf("target %q: %w", target, ErrUnknownTarget)
 	}
 	if action == "" {
 		action = ActionRollback
 	}
 	if !ValidAction(action) {
-		return "", fmt.Errorf("action %q: %w", action, ErrUnknownAction)
+		return Outcome{}, fmt.Errorf("action %q: %w", action, ErrUnknownAction)
 	}
-	return r.handle(ctx, job{target: target, action: action, reason: reason, manual: true, severity: t.Severity}, t), nil
+	if force {
+		r.log.Warn("interlocks overridden by a human (--force)", zap.String("target", target), zap.String("action", action), zap.String("reason", reason))
+	}
+	// A human at a terminal is the leader of this one action; the journal
+	// still fences it against a running daemon.
+	return r.handle(ctx, nil, job{target: target, action: action, reason: reason, manual: true, force: force, severity: t.Severity}, t), nil
 }
 
 // ErrRefusedByInterlock wraps a guard verdict returned to a requester.
 var ErrRefusedByInterlock = errors.New("refused by an interlock")
 
-// Run dispatches queued jobs to per-target workers until ctx is done, then
-// waits for running plans to stop.
+// Run dispatches queued jobs to per-target workers of the current term
+// until ctx is done. A follower drops what it is handed: a decision that
+// still fires is acted on when this replica becomes leader.
 func (r *Responder) Run(ctx context.Context) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case j := <-r.jobs:
-			r.mu.Lock()
-			st := r.targets[j.target]
-			switch {
-			case st == nil:
-				r.mu.Unlock()
-				r.log.Warn("decision for a target no longer configured", zap.String("target", j.target))
-				continue
-			case st.running != "":
-				// One plan per Deployment at a time. A second decision while
-				// a plan runs is the same incident (or a human who will see
-				// the running plan in the status API): log, do not queue.
-				r.mu.Unlock()
-				r.log.Info("plan already running; decision not queued", zap.String("target", j.target),
-					zap.String("running", st.running), zap.String("action", j.action))
-				continue
+			r.dispatch(j)
+		}
+	}
+}
+
+func (r *Responder) dispatch(j job) {
+	started := false
+	defer func() {
+		if !started {
+			r.open.Add(-1)
+		}
+	}()
+	r.mu.Lock()
+	st := r.targets[j.target]
+	tm := r.term
+	switch {
+	case st == nil:
+		r.mu.Unlock()
+		r.log.Warn("decision for a target no longer configured", zap.String("target", j.target))
+		return
+	case tm == nil:
+		r.mu.Unlock()
+		r.log.Debug("not leader: decision left to the leader", zap.String("target", j.target), zap.String("action", j.action))
+		return
+	case st.running == "resume" && !j.resume:
+		if st.parked != nil {
+			r.open.Add(-1) // the newer decision replaces it
+		}
+		st.parked = &j
+		started = true // done when the resume is
+		r.mu.Unlock()
+		return
+	case st.running != "":
+		// One plan per Deployment at a time. A second decision while a
+		// plan runs is the same incident (or a human who will see the
+		// running plan in the status API): log, do not queue.
+		r.mu.Unlock()
+		r.log.Info("plan already running; decision not queued", zap.String("target", j.target),
+			zap.String("running", st.running), zap.String("action", j.action))
+		return
+	}
+	if j.episode != "" {
+		r.episodes[j.episode] = r.opts.Now()
+		prune(r.episodes, r.opts.Now())
+	}
+	st.running = j.action
+	if j.resume {
+		st.running = "resume"
+	}
+	cfg := st.cfg
+	// Added under mu, before Lead (which clears r.term under mu) waits.
+	tm.wg.Add(1)
+	started = true
+	r.mu.Unlock()
+	go func() {
+		defer tm.wg.Done()
+		defer r.open.Add(-1)
+		out := r.handle(tm.ctx, tm.drain, j, cfg)
+		var parked *job
+		r.mu.Lock()
+		if st := r.targets[j.target]; st != nil {
+			st.running = ""
+			if !(j.resume && out.Result == ResultNothing) {
+				st.lastResult = out.Detail
 			}
-			st.running = j.action
-			cfg := st.cfg
-			r.mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				res := r.handle(ctx, j, cfg)
+			parked, st.parked = st.parked, nil
+		}
+		r.mu.Unlock()
+		if parked != nil {
+			if out.Result == ResultNothing {
+				r.dispatch(*parked)
+				return
+			}
+			r.log.Info("decision taken up by the resumed plan", zap.String("target", parked.target), zap.String("action", parked.action))
+			if parked.episode != "" {
 				r.mu.Lock()
-				if st := r.targets[j.target]; st != nil {
-					st.running = ""
-					st.lastResult = res
-				}
+				r.episodes[parked.episode] = r.opts.Now()
 				r.mu.Unlock()
-			}()
+			}
+			r.open.Add(-1)
+		}
+	}()
+}
+
+// prune forgets episodes older than a day, which bounds the maps by the
+// episodes of a day.
+func prune(m map[string]time.Time, now time.Time) {
+	for k, at := range m {
+		if now.Sub(at) > 24*time.Hour {
+			delete(m, k)
 		}
 	}
 }
@@ -413,18 +567,38 @@ func (r *Responder) target(name string) (Target, bool) {
 	return st.cfg, true
 }
 
+func (r *Responder) targetList() []Target {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Target, 0, len(r.targets))
+	for _, st := range r.targets {
+		out = append(out, st.cfg)
+	}
+	return out
+}
+
 // revisionInfo is what the interlocks need from the cluster.
 type revisionInfo struct {
 	revision   string // the bad revision's pod-template-hash (or number)
-	number     int64
 	image      string
 	deployedAt time.Time
 	frozen     bool
 	freezeNote string
 }
 
-// inspect reads the Deployment and finds its current ReplicaSet: the bad
-// revision, when it was deployed, and the freeze annotation.
+// revisionOf names a revision for the interlocks and the incident: its
+// pod-template-hash, or its number while the controller has not created
+// its ReplicaSet yet.
+func revisionOf(rev rollback.Revision) revisionInfo {
+	info := revisionInfo{revision: rev.Hash, image: images(rev.Images), deployedAt: rev.DeployedAt}
+	if info.revision == "" && rev.Revision != 0 {
+		info.revision = fmt.Sprintf("rev%d", rev.Revision)
+	}
+	return info
+}
+
+// inspect reads the Deployment and its current revision (the bad one),
+// when it was deployed, and the freeze annotation.
 func (r *Responder) inspect(ctx context.Context, t Target) (revisionInfo, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout)
 	defer cancel()
@@ -433,92 +607,97 @@ func (r *Responder) inspect(ctx context.Context, t Target) (revisionInfo, error)
 	if err != nil {
 		return revisionInfo{}, err
 	}
-	info := revisionInfo{frozen: kube.Frozen(dep), freezeNote: dep.Annotations[kube.FreezeAnnotation]}
 	rss, err := r.kube.ReplicaSets(ctx, dep)
 	if err != nil {
 		return revisionInfo{}, err
 	}
-	for i := range rss {
-		rs := &rss[i]
-		tmpl := kube.TemplateOf(rs)
-		if kube.EqualTemplates(&tmpl, &dep.Spec.Template) {
-			info.revision = rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey]
-			info.number, _ = kube.Revision(rs)
-			info.deployedAt = rs.CreationTimestamp.Time
-			break
-		}
-	}
+	info := revisionOf(rollback.CurrentRevision(dep, rss))
 	if info.revision == "" {
-		// The controller has not created the ReplicaSet yet; fall back to
-		// the Deployment's revision so one-per-revision still holds.
-		info.number, _ = kube.Revision(dep)
-		info.revision = fmt.Sprintf("rev%d", info.number)
+		// The controller has not created the ReplicaSet yet; the
+		// Deployment's revision keeps one-per-revision holding.
+		n, _ := kube.Revision(dep)
+		info.revision = fmt.Sprintf("rev%d", n)
 	}
-	for _, img := range kube.Images(&dep.Spec.Template) {
-		if info.image != "" {
-			info.image += ","
-		}
-		info.image += img
-	}
+	info.frozen, info.freezeNote = kube.Frozen(dep), dep.Annotations[kube.FreezeAnnotation]
 	return info, nil
 }
 
-func (r *Responder) check(j job, t Target, info revisionInfo) guard.Verdict {
-	if j.resume {
-		// Finishing a plan that already passed the interlocks: only
-		// leadership, dry-run and freeze still apply (a human who froze
-		// the Deployment mid-plan wins).
-		return guard.New(guard.Options{}).Check(guard.Request{Target: t.Name, Action: j.action,
-			Frozen: info.frozen, FrozenInConfig: t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: r.opts.IsLeader(), Manual: true}, r.opts.Now())
-	}
+// check applies the interlocks. own is the start of the run a resume
+// continues (zero for a new action).
+func (r *Responder) check(j job, t Target, info revisionInfo, leader bool, own time.Time) guard.Verdict {
 	return r.guard.Check(guard.Request{
 		Target: t.Name, Revision: info.revision, Action: j.action, DeployedAt: info.deployedAt,
-		Frozen: info.frozen, FrozenInConfig: t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: r.opts.IsLeader(), Manual: j.manual,
+		Frozen: info.frozen, FrozenInConfig: t.Frozen, FreezeNote: info.freezeNote, DryRun: t.DryRun, Leader: leader, Manual: j.manual,
+		Own: own, Force: j.force,
 	}, r.opts.Now())
 }
 
 // planFor maps the requested action to an executor plan.
-func (r *Responder) planFor(j job, t Target) string {
+func (r *Responder) planFor(j job, t Target) rollback.Action {
 	if plans[j.action] {
-		return j.action
+		return rollback.Action(j.action)
 	}
 	switch j.action {
 	case ActionFullRollback:
-		return string(rollback.ActionFull)
+		return rollback.ActionFull
 	case ActionRestartThenRollback:
 		r.mu.Lock()
 		st := r.targets[t.Name]
 		recent := st != nil && !st.restarted.IsZero() && r.opts.Now().Sub(st.restarted) < t.RestartMemory
 		r.mu.Unlock()
 		if !recent {
-			return string(rollback.ActionPoolRecovery)
+			return rollback.ActionPoolRecovery
 		}
 	}
 	if t.Rollback.Strategy != "" {
-		return string(t.Rollback.Strategy)
+		return t.Rollback.Strategy
 	}
-	return string(rollback.ActionQuick)
+	return rollback.ActionQuick
 }
 
-// handle runs one job to its end and returns a one-line result.
-func (r *Responder) handle(ctx context.Context, j job, t Target) string {
-	if !r.opts.IsLeader() {
-		return "not leader" // followers keep their windows warm; only the leader pages and acts
-	}
+// blockedError is an interlock's verdict on a resumed run.
+type blockedError struct{ v guard.Verdict }
+
+func (e *blockedError) Error() string { return e.v.String() }
+
+// handle runs one job to its end. drain is the term's (nil for a human's
+// local action).
+func (r *Responder) handle(ctx context.Context, drain <-chan struct{}, j job, t Target) Outcome {
 	if j.action == ActionPage {
 		r.page(j, t)
-		return "paged"
+		return Outcome{Result: ResultPaged, Detail: "paged"}
+	}
+	if j.resume {
+		return r.resume(ctx, drain, j, t)
+	}
+	if !t.DryRun {
+		// A half done plan is finished before another starts, under its
+		// own incident: the new request is that incident too.
+		if out := r.resume(ctx, drain, j, t); out.Result != ResultNothing {
+			return out
+		}
 	}
 	info, err := r.inspect(ctx, t)
 	if err != nil {
 		r.log.Error("cannot read target before acting", zap.String("target", t.Name), zap.Error(err))
 		r.cannot(j, t, revisionInfo{}, "read-failed", err.Error())
-		return "cannot roll back: " + err.Error()
+		return Outcome{Result: ResultFailed, Detail: "cannot roll back: " + err.Error()}
+	}
+	if d := j.decision; d != nil && !info.deployedAt.IsZero() && d.FirstBreach.Before(info.deployedAt) {
+		// The breach began under an earlier revision: it is no evidence
+		// against this one, which must breach a whole window on its own.
+		r.log.Info("evidence predates the current revision: not acting on it", zap.String("target", t.Name),
+			zap.String("trigger", d.Trigger), zap.Time("firstBreach", d.FirstBreach), zap.Time("deployedAt", info.deployedAt),
+			zap.String("revision", info.revision))
+		if r.opts.Triggers != nil {
+			r.opts.Triggers.Rearm(d.Target, d.Trigger, info.deployedAt)
+		}
+		return Outcome{Result: ResultNothing, Detail: fmt.Sprintf("trigger %s: breach since %s predates revision %s (deployed %s): re-judged on its own",
+			d.Trigger, d.FirstBreach.UTC().Format(time.RFC3339), info.revision, info.deployedAt.UTC().Format(time.RFC3339))}
 	}
 	plan := r.planFor(j, t)
 	id := notify.IncidentID(r.notifyTarget(t), info.revision)
-	base := r.event(j, t, info, id)
-	v := r.check(j, t, info)
+	v := r.check(j, t, info, true, time.Time{})
 	switch v.Reason {
 	case guard.DryRun:
 		// Dry-run (staging) says "would roll back" at info severity and
@@ -526,56 +705,122 @@ func (r *Responder) handle(ctx context.Context, j job, t Target) string {
 		// a rehearsal.
 		return r.dryRun(ctx, j, t, info, id, plan)
 	case guard.NotLeader:
-		return "not leader" // leadership lost since the check above
+		return Outcome{Result: ResultNotLeader, Plan: plan, Detail: "not leader"}
 	}
-	detected := base
+	detected := r.event(j, t, info, id)
 	detected.Kind = notify.KindDetected
 	detected.Summary = fmt.Sprintf("%s: %s (revision %s, %s)", t.Name, j.reason, info.revision, info.image)
 	r.queue.Enqueue(detected)
 	if !v.Allowed() {
 		r.cannot(j, t, info, string(v.Reason), v.Detail)
-		r.m.rollbacks.WithLabelValues(t.Name, plan, "blocked").Inc()
-		return v.String()
-	}
-	if !j.resume {
-		r.guard.Record(t.Name, info.revision, r.opts.Now())
-	}
-	if plan == string(rollback.ActionPoolRecovery) {
-		r.mu.Lock()
-		if st := r.targets[t.Name]; st != nil {
-			st.restarted = r.opts.Now()
-		}
-		r.mu.Unlock()
+		return r.count(t, Outcome{Result: ResultBlocked, Plan: plan, Detail: v.String()})
 	}
 	runCtx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
 	defer cancel()
-	obs := r.observe(t.Name, base)
-	defer obs.done()
-	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: rollback.Action(plan), Reason: j.reason})
+	obs := r.observe(j, t, info, id, plan)
+	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: plan, Reason: j.reason, Incident: id,
+		Observer: obs, Drain: drain, MaxResumeAge: r.guard.Options().MaxResumeAge})
+	return r.outcome(j, t, info, plan, res, err)
+}
+
+// resume continues the run the journal left unfinished, if any; its
+// identity (incident, bad revision) is the journal's, and it passes the
+// interlocks again, its own record aside.
+func (r *Responder) resume(ctx context.Context, drain <-chan struct{}, j job, t Target) Outcome {
+	var info revisionInfo
+	admit := func(ri rollback.RunInfo) error {
+		info = revisionOf(ri.Bad)
+		live, err := r.inspect(ctx, t)
+		if err != nil {
+			return err
+		}
+		// Freeze is read live: a human who froze the Deployment while the
+		// run was down wins.
+		info.frozen, info.freezeNote = live.frozen, live.freezeNote
+		if v := r.check(j, t, info, true, ri.Started); !v.Allowed() {
+			return &blockedError{v}
+		}
+		r.log.Info("resuming an in-flight plan", zap.String("target", t.Name), zap.String("plan", string(ri.Action)), zap.String("run", ri.RunID))
+		return nil
+	}
+	runCtx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
+	defer cancel()
+	obs := r.observe(j, t, revisionInfo{}, "", "")
+	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Reason: j.reason, ResumeOnly: true, Observer: obs,
+		Drain: drain, MaxResumeAge: r.guard.Options().MaxResumeAge, Admit: admit})
+	plan := rollback.Action("")
+	if res != nil {
+		plan = res.Action
+	}
+	var blocked *blockedError
+	switch {
+	case errors.Is(err, rollback.ErrNothingToResume):
+		return Outcome{Result: ResultNothing, Detail: "nothing to resume"}
+	case errors.As(err, &blocked):
+		if blocked.v.Reason == guard.DryRun {
+			return Outcome{Result: ResultDryRun, Detail: "dry-run: unfinished run left alone"}
+		}
+		r.cannot(j, t, info, string(blocked.v.Reason), "unfinished run not resumed: "+blocked.v.Detail)
+		return r.count(t, Outcome{Result: ResultBlocked, Plan: plan, Detail: blocked.v.String()})
+	}
+	var refused *rollback.RefusedError
+	if res == nil && err != nil && !errors.As(err, &refused) {
+		// No run found to continue: the journal or the Deployment could
+		// not be read (or the Deployment is gone). The next term, or the
+		// next firing, looks again.
+		r.log.Warn("cannot look for an unfinished plan", zap.String("target", t.Name), zap.Error(err))
+		return Outcome{Result: ResultNothing, Detail: "nothing resumed: " + err.Error()}
+	}
+	if info.revision == "" {
+		// Refused before Admit (too old, config missing): name the
+		// incident by what runs now.
+		info, _ = r.inspect(ctx, t)
+	}
+	return r.outcome(j, t, info, plan, res, err)
+}
+
+// outcome maps a run's end to the responder's Outcome, pages a refusal,
+// and counts it.
+func (r *Responder) outcome(j job, t Target, info revisionInfo, plan rollback.Action, res *rollback.Result, err error) Outcome {
+	var refused *rollback.RefusedError
 	switch {
 	case err == nil:
-		r.m.rollbacks.WithLabelValues(t.Name, plan, "succeeded").Inc()
-		return fmt.Sprintf("%s succeeded (run %s)", plan, res.RunID)
-	case errors.Is(err, rollback.ErrAlreadyRolledBack):
-		r.m.rollbacks.WithLabelValues(t.Name, plan, "noop").Inc()
-		return "already rolled back for revision " + info.revision
-	default:
-		var refused *rollback.RefusedError
-		if errors.As(err, &refused) {
-			r.m.rollbacks.WithLabelValues(t.Name, plan, "refused").Inc()
-			r.cannot(j, t, info, "refused", err.Error())
-			return "cannot roll back: " + err.Error()
+		if res.Action == rollback.ActionPoolRecovery && j.decision != nil && r.opts.Triggers != nil {
+			// The restart may have cured the pool: the trigger must hold a
+			// whole window from now to fire again, and then escalates.
+			r.opts.Triggers.Rearm(j.decision.Target, j.decision.Trigger, r.opts.Now())
 		}
-		r.m.rollbacks.WithLabelValues(t.Name, plan, "failed").Inc()
-		return plan + " failed: " + err.Error()
+		return r.count(t, Outcome{Result: ResultSucceeded, Plan: res.Action, RunID: res.RunID,
+			Detail: fmt.Sprintf("%s succeeded (run %s)", res.Action, res.RunID)})
+	case errors.Is(err, rollback.ErrHandedOver):
+		return Outcome{Result: ResultHandedOver, Plan: plan, Detail: fmt.Sprintf("%s handed over to the next leader: %v", plan, err)}
+	case errors.Is(err, rollback.ErrJournalConflict):
+		// Another rollguard (a leader whose lease this one took over, or
+		// the reverse) owns the journal: its run, its report.
+		r.log.Warn("journal written by another rollguard: leaving the run to it", zap.String("target", t.Name), zap.Error(err))
+		return Outcome{Result: ResultHandedOver, Plan: plan, Detail: fmt.Sprintf("%s left to another rollguard: %v", plan, err)}
+	case errors.Is(err, rollback.ErrAlreadyRolledBack):
+		return r.count(t, Outcome{Result: ResultNoop, Plan: plan, Detail: "already rolled back for revision " + info.revision})
+	case errors.As(err, &refused):
+		r.cannot(j, t, info, "refused", err.Error())
+		return r.count(t, Outcome{Result: ResultRefused, Plan: plan, Detail: "cannot roll back: " + err.Error()})
+	default:
+		if res != nil {
+			plan = res.Action
+		} else {
+			// It failed before it started (its preflight could not read the
+			// cluster or the database): no run to report, so page here.
+			r.cannot(j, t, info, "preflight-failed", err.Error())
+		}
+		return r.count(t, Outcome{Result: ResultFailed, Plan: plan, Detail: fmt.Sprintf("%s failed: %v", plan, err)})
 	}
 }
 
 // dryRun runs the plan without writes and reports what would happen.
-func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionInfo, id, plan string) string {
+func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionInfo, id string, plan rollback.Action) Outcome {
 	runCtx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout*3)
 	defer cancel()
-	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: rollback.Action(plan), Reason: j.reason, DryRun: true})
+	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: plan, Reason: j.reason, DryRun: true})
 	e := r.event(j, t, info, id)
 	e.Kind = notify.KindWouldRollback
 	e.Severity = notify.SeverityInfo
@@ -586,7 +831,7 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 		}
 	}
 	e.Details[notify.DetailPlan] = steps
-	e.Details[notify.DetailStrategy] = plan
+	e.Details[notify.DetailStrategy] = string(plan)
 	if err != nil {
 		e.Details[notify.DetailReason] = err.Error()
 		e.Summary = fmt.Sprintf("dry-run: %s: would roll back with %s, but: %v", t.Name, plan, err)
@@ -596,9 +841,8 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 	if r.opts.WouldRollback {
 		r.queue.Enqueue(e)
 	}
-	r.m.rollbacks.WithLabelValues(t.Name, plan, "dry-run").Inc()
-	r.log.Info("dry-run: would roll back", zap.String("target", t.Name), zap.String("plan", plan), zap.Strings("steps", steps), zap.Error(err))
-	return "dry-run: would run " + plan
+	r.log.Info("dry-run: would roll back", zap.String("target", t.Name), zap.String("plan", string(plan)), zap.Strings("steps", steps), zap.Error(err))
+	return r.count(t, Outcome{Result: ResultDryRun, Plan: plan, Detail: "dry-run: would run " + string(plan)})
 }
 
 // page sends a page-only action: a human decides.
@@ -616,11 +860,7 @@ func (r *Responder) cannot(j job, t Target, info revisionInfo, reason, detail st
 	r.mu.Lock()
 	last, seen := r.pageOnce[key]
 	// An episode ends after a quiet day; prune so the map stays bounded.
-	for k, at := range r.pageOnce {
-		if now.Sub(at) > 24*time.Hour {
-			delete(r.pageOnce, k)
-		}
-	}
+	prune(r.pageOnce, now)
 	if !seen || now.Sub(last) > 24*time.Hour {
 		r.pageOnce[key] = now
 	}

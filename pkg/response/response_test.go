@@ -73,19 +73,37 @@ type fixture struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	guard *guard.Guard
+
+	endLead  context.CancelFunc
+	leadDone chan struct{}
+}
+
+// fixtureOpts vary the fixture for the fault-path tests.
+type fixtureOpts struct {
+	follower bool // start without a leadership term
+	triggers Triggers
+	sleep    func(ctx context.Context, d time.Duration) error
+	drain    time.Duration
 }
 
 func newFixture(t *testing.T, target Target, g guard.Options) *fixture {
+	return newFixtureWith(t, target, g, fixtureOpts{})
+}
+
+func newFixtureWith(t *testing.T, target Target, g guard.Options, o fixtureOpts) *fixture {
 	t.Helper()
 	f := &fixture{c: newCluster(t), q: &recQueue{}, now: time.Now()}
 	dep := kube.New(f.c, kube.Options{PollInterval: time.Millisecond}, zap.NewNop())
 	f.guard = guard.New(g)
-	f.r = New(nil, dep, f.q, f.guard, Options{Now: func() time.Time { return f.now }, WouldRollback: true}, zap.NewNop(), nil)
+	sleep := o.sleep
+	if sleep == nil {
+		sleep = func(context.Context, time.Duration) error { return nil }
+	}
 	exec := rollback.NewExecutor(dep, f.c.CoreV1(), rollback.Options{
-		Observer: f.r.Observer(), Now: func() time.Time { return f.now },
-		Sleep: func(context.Context, time.Duration) error { return nil }, PollInterval: time.Millisecond,
+		Now: func() time.Time { return f.now }, Sleep: sleep, PollInterval: time.Millisecond,
 	}, zap.NewNop())
-	f.r.SetExecutor(exec)
+	f.r = New(exec, dep, f.q, f.guard, Options{Now: func() time.Time { return f.now }, WouldRollback: true,
+		Triggers: o.triggers, DrainTimeout: o.drain}, zap.NewNop(), nil)
 	target.Name = "pggit-api"
 	target.Rollback.Namespace, target.Rollback.Deployment = ns, name
 	target.Rollback.RampSteps = []int32{2}
@@ -94,37 +112,68 @@ func newFixture(t *testing.T, target Target, g guard.Options) *fixture {
 	ctx, cancel := context.WithCancel(context.Background())
 	f.stop, f.done = cancel, make(chan struct{})
 	go func() { defer close(f.done); f.r.Run(ctx) }()
-	t.Cleanup(func() { f.stop(); <-f.done })
+	t.Cleanup(func() {
+		if f.endLead != nil {
+			f.endLead()
+			<-f.leadDone
+		}
+		f.stop()
+		<-f.done
+	})
+	if !o.follower {
+		f.lead(t)
+	}
 	return f
+}
+
+// lead starts a leadership term and waits for its own work (the resume
+// of the journal, the replay of what fires) to be done.
+func (f *fixture) lead(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f.endLead, f.leadDone = cancel, make(chan struct{})
+	done := f.leadDone
+	go func() { defer close(done); f.r.Lead(ctx) }()
+	for !f.r.Leading() {
+		time.Sleep(time.Millisecond)
+	}
+	f.waitJobs(t)
+}
+
+// endTerm ends the leadership term and waits for Lead to return.
+func (f *fixture) endTerm(t *testing.T) {
+	t.Helper()
+	f.endLead()
+	select {
+	case <-f.leadDone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Lead did not return")
+	}
+	f.endLead = nil
+}
+
+// waitJobs waits until every queued job is done.
+func (f *fixture) waitJobs(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !f.r.idle() {
+		if time.Now().After(deadline) {
+			t.Fatalf("responder still busy: %+v", f.r.Status())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (f *fixture) fire(t *testing.T) {
 	t.Helper()
-	// Forget the last result so waitIdle sees this job's.
-	f.r.mu.Lock()
-	for _, st := range f.r.targets {
-		st.lastResult = ""
-	}
-	f.r.mu.Unlock()
-	f.r.Fire(trigger.Decision{Target: "pggit-api", Trigger: "error-rate", Action: ActionRollback, Severity: "critical",
-		Query: "q", Op: trigger.Above, Threshold: 0.05, Value: 0.2, FirstBreach: f.now.Add(-time.Minute), FiredAt: f.now})
-	f.waitIdle(t)
+	f.r.Fire(f.decision())
+	f.waitJobs(t)
 }
 
-// waitIdle waits until the responder has taken the job and finished it.
-func (f *fixture) waitIdle(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		st := f.r.Status()
-		if len(f.r.jobs) == 0 && len(st) == 1 && st[0].Running == "" && st[0].LastResult != "" {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("responder did not finish: %+v", st)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+// decision is the error-rate trigger firing now, its breach a minute old.
+func (f *fixture) decision() trigger.Decision {
+	return trigger.Decision{Target: "pggit-api", Trigger: "error-rate", Action: ActionRollback, Severity: "critical",
+		Query: "q", Op: trigger.Above, Threshold: 0.05, Value: 0.2, FirstBreach: f.now.Add(-time.Minute), FiredAt: f.now}
 }
 
 func image(c *kubetest.Cluster) string {
@@ -166,6 +215,9 @@ func TestSecondFiringOfTheSameRevisionPagesOnce(t *testing.T) {
 	n := len(f.q.events)
 	f.now = f.now.Add(time.Minute)
 	f.fire(t)
+	// A new episode of the same breach (the trigger flapped): refused again,
+	// and not paged again.
+	f.now = f.now.Add(time.Minute)
 	f.fire(t)
 	if w := len(f.c.Writes()); w != writes {
 		t.Fatalf("%d writes after the second firing, want none", w-writes)
@@ -239,8 +291,7 @@ func TestSeedHistoryKeepsCooldown(t *testing.T) {
 	}
 	// Failover: a fresh guard, seeded from the journal.
 	f.r.guard = guard.New(guard.Options{Cooldown: time.Hour})
-	exec := f.r.exec.(*rollback.Executor)
-	f.r.SeedHistory(context.Background(), exec.LastRun)
+	f.r.SeedHistory(context.Background())
 	// A second, different bad version ten minutes later.
 	f.now = f.now.Add(10 * time.Minute)
 	f.c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.2.0" })

@@ -227,7 +227,7 @@ func timed(t *testing.T) {
 // on v1.0.3 without the read-only flag; a second firing restores nothing.
 func TestDatabaseIntegrationFull(t *testing.T) {
 	timed(t)
-	s := newSandbox(t)
+	s := newSandboxBeforeDeploy(t)
 	env := sandboxenv.Load(t)
 	ctx := context.Background()
 	p := newPggitScratch(t, env, "rg_full_")
@@ -236,6 +236,7 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := pgCounts(t, p.conn)
+	s.shipBad(t)
 	p.deploy(t, 25)
 
 	forensicDir := t.TempDir()
@@ -344,7 +345,7 @@ func equalCounts(a, b map[string]int64) bool {
 func TestDatabaseIntegrationQuick(t *testing.T) {
 	t.Run("migration-applied", func(t *testing.T) {
 		timed(t)
-		s := newSandbox(t)
+		s := newSandboxBeforeDeploy(t)
 		env := sandboxenv.Load(t)
 		ctx := context.Background()
 		p := newPggitScratch(t, env, "rg_quick_")
@@ -352,6 +353,7 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		if _, err := p.db.Dump(ctx, pre); err != nil {
 			t.Fatal(err)
 		}
+		s.shipBad(t)
 		p.deploy(t, 10)
 		forensicDir := t.TempDir()
 		tg := s.target()
@@ -420,12 +422,13 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 	})
 }
 
-// TestDatabaseIntegrationFailedRestore: a truncated pre-deploy dump stops
-// the plan at db-restore with the database untouched and the Deployment
-// still at 0 replicas.
+// TestDatabaseIntegrationFailedRestore: a truncated pre-deploy dump is
+// refused before anything is written; one that breaks while the plan runs
+// is refused right before pg_restore, which never starts, so the database
+// is untouched and a resume may try again (it is no interrupted restore).
 func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 	timed(t)
-	s := newSandbox(t)
+	s := newSandboxBeforeDeploy(t)
 	env := sandboxenv.Load(t)
 	ctx := context.Background()
 	p := newPggitScratch(t, env, "rg_failed_")
@@ -442,55 +445,77 @@ func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 	if err := os.WriteFile(truncated, b[:len(b)*2/3], 0o600); err != nil {
 		t.Fatal(err)
 	}
+	s.shipBad(t)
 	p.deploy(t, 10)
 	before := pgCounts(t, p.conn)
-
-	forensicDir := t.TempDir()
-	tg := s.target()
-	tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: truncated, ForensicDir: forensicDir, Tables: pggitTables}
-	obs := &recorder{}
-	_, err = s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
-	if err == nil {
-		t.Fatal("quick with a truncated pre-deploy dump succeeded")
-	}
-	t.Logf("returned error: %v", err)
-	if !errors.Is(err, database.ErrDumpInvalid) || !errors.Is(err, rollback.ErrStepFailed) {
-		t.Errorf("err = %v, want database.ErrDumpInvalid", err)
-	}
-	if !strings.Contains(err.Error(), rollback.StepDBRestore) {
-		t.Errorf("err = %q does not name the step %s", err, rollback.StepDBRestore)
-	}
-	if after := pgCounts(t, p.conn); !equalCounts(after, before) || !p.migrationApplied(t) {
-		t.Errorf("row counts %v (migration applied %v), want untouched %v", after, p.migrationApplied(t), before)
-	}
-	d := s.get(t)
-	if *d.Spec.Replicas != 0 || d.Spec.Template.Spec.Containers[0].Image != bad {
-		t.Errorf("deployment %s with %d replicas, want %s stopped at 0", d.Spec.Template.Spec.Containers[0].Image, *d.Spec.Replicas, bad)
-	}
-	j, _ := s.liveJournal(t)
-	want := []string{"preflight=done", "stop=done", "db-dump=done", "db-restore=failed", "db-verify=pending", "application=pending", "wait-rollout=pending", "ramp=pending", "verify=pending"}
-	if got := stepNames(j); !slices.Equal(got, want) || j.State != rollback.RunFailed {
-		t.Errorf("journal %s %v, want failed %v", j.State, got, want)
-	}
-	if rec := journalStep(t, j, rollback.StepDBRestore); !strings.Contains(rec.Error, "invalid dump") || !strings.Contains(j.Error, rollback.StepDBRestore) {
-		t.Errorf("journal errors: step %q, run %q", rec.Error, j.Error)
-	}
-	for _, step := range []string{rollback.StepApplication, rollback.StepRamp} {
-		if n := obs.count("step-started", step); n != 0 {
-			t.Errorf("%s started after the failed restore", step)
+	untouched := func(t *testing.T, replicas int32) {
+		t.Helper()
+		if after := pgCounts(t, p.conn); !equalCounts(after, before) || !p.migrationApplied(t) {
+			t.Errorf("row counts %v (migration applied %v), want untouched %v", after, p.migrationApplied(t), before)
+		}
+		d := s.get(t)
+		if *d.Spec.Replicas != replicas || d.Spec.Template.Spec.Containers[0].Image != bad {
+			t.Errorf("deployment %s with %d replicas, want %s at %d", d.Spec.Template.Spec.Containers[0].Image, *d.Spec.Replicas, bad, replicas)
 		}
 	}
 
-	// The next firing does not run the restore again on its own.
-	_, err = s.executor(nil).Run(ctx, rollback.Request{Target: tg})
-	t.Logf("next run: %v", err)
-	var unsafe *rollback.UnsafeResumeError
-	if !errors.As(err, &unsafe) || unsafe.Step != rollback.StepDBRestore || !strings.Contains(unsafe.StepError, "invalid dump") {
-		t.Errorf("next run: %v, want an UnsafeResumeError at db-restore carrying the step's error", err)
-	}
-	if *s.get(t).Spec.Replicas != 0 {
-		t.Error("next run scaled up")
-	}
+	t.Run("invalid from the start", func(t *testing.T) {
+		tg := s.target()
+		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: truncated, ForensicDir: t.TempDir(), Tables: pggitTables}
+		_, err := s.executor(nil).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
+		var ref *rollback.RefusedError
+		if !errors.As(err, &ref) || !errors.Is(err, database.ErrDumpInvalid) {
+			t.Fatalf("err = %v, want a refusal for the invalid dump", err)
+		}
+		untouched(t, 4)
+		if _, err := s.client.CoreV1().ConfigMaps(s.ns).Get(ctx, rollback.JournalName(s.get(t).UID), metav1.GetOptions{}); err == nil {
+			t.Error("a refused run wrote its journal")
+		}
+	})
+
+	t.Run("broken while the plan runs", func(t *testing.T) {
+		pre := filepath.Join(dir, "pre-deploy-copy.dump")
+		if err := os.WriteFile(pre, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		tg := s.target()
+		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: t.TempDir(), Tables: pggitTables}
+		obs := &recorder{hook: func(kind string, f rollback.Facts) {
+			if kind == "step-started" && f.Step == rollback.StepDBDump {
+				// The volume holding the backup goes bad during the incident.
+				if err := os.WriteFile(pre, b[:len(b)*2/3], 0o600); err != nil {
+					panic(err)
+				}
+			}
+		}}
+		_, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
+		t.Logf("returned error: %v", err)
+		if !errors.Is(err, database.ErrDumpInvalid) || !errors.Is(err, rollback.ErrStepFailed) || !strings.Contains(err.Error(), rollback.StepDBRestore) {
+			t.Errorf("err = %v, want the restore step refusing the invalid dump", err)
+		}
+		untouched(t, 0)
+		j, _ := s.liveJournal(t)
+		want := []string{"preflight=done", "stop=done", "db-dump=done", "db-restore=pending", "db-verify=pending", "application=pending", "wait-rollout=pending", "ramp=pending", "verify=pending"}
+		if got := stepNames(j); !slices.Equal(got, want) || j.State != rollback.RunFailed {
+			t.Errorf("journal %s %v, want failed %v", j.State, got, want)
+		}
+		if rec := journalStep(t, j, rollback.StepDBRestore); !strings.Contains(rec.Detail, "not started") || !strings.Contains(rec.Detail, "invalid dump") {
+			t.Errorf("db-restore detail %q", rec.Detail)
+		}
+		for _, step := range []string{rollback.StepApplication, rollback.StepRamp} {
+			if n := obs.count("step-started", step); n != 0 {
+				t.Errorf("%s started after the refused restore", step)
+			}
+		}
+		// The next firing checks again and refuses again: no restore of a
+		// broken dump, and no scale up over a half-done plan.
+		_, err = s.executor(nil).Run(ctx, rollback.Request{Target: tg})
+		t.Logf("next run: %v", err)
+		if !errors.Is(err, database.ErrDumpInvalid) {
+			t.Errorf("next run: %v, want the invalid dump refused again", err)
+		}
+		untouched(t, 0)
+	})
 }
 
 // TestDatabaseIntegrationPoolRecovery: only the app's own old
@@ -787,7 +812,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 	// logical replication for good; the plan must rebuild the subscription.
 	t.Run("restore-in-place", func(t *testing.T) {
 		timed(t)
-		s := newSandbox(t)
+		s := newSandboxBeforeDeploy(t)
 		env := sandboxenv.Load(t)
 		ctx := context.Background()
 		p := newPggitScratch(t, env, "rg_mrpub_")
@@ -816,6 +841,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		if _, err := p.db.Dump(ctx, pre); err != nil {
 			t.Fatal(err)
 		}
+		s.shipBad(t)
 		p.deploy(t, 20)
 		if err := eventuallyErr(10*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
 			t.Fatalf("deploy rows did not replicate: %v", err)

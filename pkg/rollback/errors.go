@@ -9,7 +9,7 @@ import (
 )
 
 // Refusal reasons: the plan did not start and wrote nothing. The caller
-// pages (DESIGN §4) except for ErrAlreadyRolledBack.
+// pages (docs/design.md §4) except for ErrAlreadyRolledBack.
 var (
 	ErrPaused             = errors.New("deployment is paused")
 	ErrFrozen             = errors.New("deployment is frozen (" + kube.FreezeAnnotation + ")")
@@ -19,6 +19,15 @@ var (
 	// ErrNeedsHuman: an earlier run of this Deployment was stopped (a
 	// concurrent change, an unsafe resume) and nobody has cleared it.
 	ErrNeedsHuman = errors.New("an earlier rollback stopped and needs a human")
+	// ErrNothingToResume: a resume-only request found no unfinished run
+	// that still describes the Deployment.
+	ErrNothingToResume = errors.New("no unfinished run to resume")
+	// ErrPinnedBad: the only target found is a revision rolled back before.
+	ErrPinnedBad = errors.New("rollback target is a revision rolled back before")
+	// ErrDumpTooOld and ErrDumpAfterDeploy: the pre-deploy dump is not one
+	// to restore (checked at preflight and again right before the restore).
+	ErrDumpTooOld      = errors.New("pre-deploy dump older than maxDumpAge")
+	ErrDumpAfterDeploy = errors.New("pre-deploy dump taken after the bad revision was deployed")
 )
 
 // Errors that stop a running plan.
@@ -33,6 +42,13 @@ var (
 	ErrJournalConflict = errors.New("journal changed by another writer")
 	// ErrStepFailed wraps a step's own error, with the step's name.
 	ErrStepFailed = errors.New("step failed")
+	// ErrPodsRunning: a database step found Pods of the target running; it
+	// never runs over a live application.
+	ErrPodsRunning = errors.New("pods of the target are running")
+	// ErrHandedOver: the run stopped between two steps because its caller
+	// drained it (shutdown, lost leadership); the journal stays unfinished
+	// for the next leader to resume.
+	ErrHandedOver = errors.New("stopped between steps for the next leader")
 )
 
 // RefusedError says why a plan was refused; errors.Is matches its Reason.

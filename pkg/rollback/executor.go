@@ -28,6 +28,8 @@ type Cluster interface {
 	SetMaxSurge(ctx context.Context, ns, name string, from, to *intstr.IntOrString, exp kube.Expect) (*appsv1.Deployment, error)
 	WaitRollout(ctx context.Context, ns, name string, o kube.WaitOptions) (*appsv1.Deployment, kube.RolloutStatus, error)
 	RecordEvent(ctx context.Context, dep *appsv1.Deployment, eventType, reason, message string) error
+	// Pods counts the Pods matching dep's selector that have not ended.
+	Pods(ctx context.Context, dep *appsv1.Deployment) (int, error)
 }
 
 // Options tune the Executor. Zero values take the defaults.
@@ -46,6 +48,10 @@ type Options struct {
 	QueryTimeout time.Duration
 	// PollInterval paces verify and the lag wait (default 2s).
 	PollInterval time.Duration
+	// Journaled, if set, is called right after a step's start (done
+	// false) or end (done true) is in the journal: fault injection, so a
+	// test can kill the process at that exact point.
+	Journaled func(step string, done bool)
 }
 
 // Executor runs plans. It is safe for concurrent use on different
@@ -116,6 +122,37 @@ type Request struct {
 	// DryRun runs the same plan making no write to the cluster or the
 	// database: each step reports what it would do.
 	DryRun bool
+	// Incident is the incident a new run belongs to; it is journaled, and
+	// a resumed run keeps the journal's.
+	Incident string
+	// Observer is told about this run's milestones (default:
+	// Options.Observer). The caller's incident context travels in it.
+	Observer Observer
+	// ResumeOnly continues an unfinished run and never starts a new one
+	// (a new leader finishing its predecessor's work).
+	ResumeOnly bool
+	// MaxResumeAge bounds how old an unfinished run may be and still be
+	// resumed (default DefaultMaxResumeAge); an older one is closed for a
+	// human.
+	MaxResumeAge time.Duration
+	// Drain, when closed, stops the run at the next step boundary with
+	// ErrHandedOver, its journal left unfinished for the next leader.
+	Drain <-chan struct{}
+	// Admit, if set, is asked once the run is fixed (new or resumed, its
+	// incident, the bad revision) and before its first write; an error
+	// stops the run with nothing written and is returned as it is. The
+	// responder passes a resumed run through the interlocks here.
+	Admit func(RunInfo) error
+}
+
+// RunInfo identifies the run Admit is asked about.
+type RunInfo struct {
+	RunID    string
+	Action   Action
+	Resumed  bool
+	Started  time.Time
+	Incident string
+	Bad      Revision
 }
 
 // Result is the outcome of Run.
@@ -125,10 +162,15 @@ type Result struct {
 	DryRun   bool
 	Resumed  bool
 	State    RunState
+	Incident string
 	Bad      Revision
 	Pinned   *Pinned
 	Replicas int32
 	Steps    []StepRecord
+	// Undone lists the steps put back after the run stopped; LeftBehind
+	// what could not be.
+	Undone     []string
+	LeftBehind []string
 }
 
 // StepView describes one step for `rollguard plan`.
@@ -143,28 +185,46 @@ type StepView struct {
 
 // PlanView is the plan for the live cluster state.
 type PlanView struct {
-	Namespace        string
-	Deployment       string
-	Action           Action
-	Resume           bool
-	RunID            string
+	Namespace  string
+	Deployment string
+	Action     Action
+	Resume     bool
+	RunID      string
+	// Started is when the run began (the resumed run's start on resume).
+	Started time.Time
+	// Incident is the journaled incident of a resumed run.
+	Incident         string
 	Bad              Revision
 	Pinned           *Pinned
 	Replicas         int32
 	MigrationApplied bool
-	Steps            []StepView
+	// GitOps is the owner of a GitOps-managed Deployment (nil: none found,
+	// or not looked at).
+	GitOps *GitOpsRecord
+	Steps  []StepView
 }
 
 // Plan describes what Run would do now, without writing anything.
 func (e *Executor) Plan(ctx context.Context, target Target, action Action) (*PlanView, error) {
-	r, err := e.prepare(ctx, Request{Target: target, Action: action, DryRun: true})
+	return e.plan(ctx, Request{Target: target, Action: action, DryRun: true})
+}
+
+// PlanResume describes the unfinished run a resume-only request would
+// continue now; a *RefusedError (ErrNothingToResume, ErrNeedsHuman, ...)
+// when there is none to resume.
+func (e *Executor) PlanResume(ctx context.Context, target Target, maxAge time.Duration) (*PlanView, error) {
+	return e.plan(ctx, Request{Target: target, DryRun: true, ResumeOnly: true, MaxResumeAge: maxAge})
+}
+
+func (e *Executor) plan(ctx context.Context, req Request) (*PlanView, error) {
+	r, err := e.prepare(ctx, req)
 	if err != nil {
 		return nil, err
 	}
 	v := &PlanView{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action,
-		Resume: r.resumed, RunID: r.j.RunID, Bad: r.j.Bad, Pinned: r.j.Pinned,
-		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied,
+		Resume: r.resumed, RunID: r.j.RunID, Started: r.j.Started, Incident: r.j.Incident, Bad: r.j.Bad, Pinned: r.j.Pinned,
+		Replicas: r.j.Replicas, MigrationApplied: r.j.MigrationApplied, GitOps: r.j.GitOps,
 	}
 	for _, rec := range r.j.Steps {
 		def, _ := lookupStep(rec.Name)
@@ -175,14 +235,20 @@ func (e *Executor) Plan(ctx context.Context, target Target, action Action) (*Pla
 
 // Run runs (or resumes) the plan. A refusal is a *RefusedError and writes
 // nothing; a stop on a concurrent change wraps ErrConcurrentChange; a
-// destructive step found interrupted is an *UnsafeResumeError.
+// destructive step found interrupted is an *UnsafeResumeError; a drained
+// run returns ErrHandedOver.
 func (e *Executor) Run(ctx context.Context, req Request) (*Result, error) {
 	r, err := e.prepare(ctx, req)
-	base := Facts{Namespace: req.Target.Namespace, Deployment: req.Target.Deployment, Action: req.Action, Reason: req.Reason, DryRun: req.DryRun}
-	if base.Action == "" {
-		base.Action = req.Target.withDefaults().Strategy
-	}
 	if err != nil {
+		obs := req.Observer
+		if obs == nil {
+			obs = e.opts.Observer
+		}
+		base := Facts{Namespace: req.Target.Namespace, Deployment: req.Target.Deployment, Action: req.Action, Reason: req.Reason,
+			DryRun: req.DryRun, Incident: req.Incident}
+		if base.Action == "" {
+			base.Action = req.Target.withDefaults().Strategy
+		}
 		var ref *RefusedError
 		if errors.As(err, &ref) {
 			e.logger.Info("rollback refused", zap.String("namespace", base.Namespace), zap.String("deployment", base.Deployment), zap.Error(err))
@@ -191,9 +257,19 @@ func (e *Executor) Run(ctx context.Context, req Request) (*Result, error) {
 		}
 		now := e.opts.Now()
 		base.Started, base.Finished, base.Err = now, now, err
-		e.opts.Observer.PlanStarted(base)
-		e.opts.Observer.PlanFinished(base)
+		obs.PlanStarted(base)
+		obs.PlanFinished(base)
 		return nil, err
+	}
+	if req.Admit != nil && !req.DryRun {
+		if err := req.Admit(RunInfo{RunID: r.j.RunID, Action: r.j.Action, Resumed: r.resumed, Started: r.j.Started,
+			Incident: r.j.Incident, Bad: r.j.Bad}); err != nil {
+			f := r.facts()
+			f.Started, f.Finished, f.Err = e.opts.Now(), e.opts.Now(), err
+			r.obs.PlanStarted(f)
+			r.obs.PlanFinished(f)
+			return nil, err
+		}
 	}
 	err = r.execute(ctx)
 	return r.result(), err
@@ -209,6 +285,8 @@ type run struct {
 	exp     kube.Expect
 	dryRun  bool
 	resumed bool
+	obs     Observer
+	drain   <-chan struct{}
 	// prevJournal is the ConfigMap of a finished older run that a new run
 	// replaces (its resourceVersion fences the replacement).
 	prevJournal *corev1.ConfigMap
@@ -217,15 +295,16 @@ type run struct {
 func (r *run) facts() Facts {
 	return Facts{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Action: r.j.Action, RunID: r.j.RunID,
-		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed,
-		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas,
+		Reason: r.j.Reason, DryRun: r.dryRun, Resumed: r.resumed, Incident: r.j.Incident,
+		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, GitOps: r.j.gitopsNote(r.t.GitOps.Target),
 	}
 }
 
 func (r *run) result() *Result {
 	return &Result{
-		RunID: r.j.RunID, Action: r.j.Action, DryRun: r.dryRun, Resumed: r.resumed, State: r.j.State,
+		RunID: r.j.RunID, Action: r.j.Action, DryRun: r.dryRun, Resumed: r.resumed, State: r.j.State, Incident: r.j.Incident,
 		Bad: r.j.Bad, Pinned: r.j.Pinned, Replicas: r.j.Replicas, Steps: append([]StepRecord(nil), r.j.Steps...),
+		Undone: append([]string(nil), r.j.Undone...), LeftBehind: append([]string(nil), r.j.LeftBehind...),
 	}
 }
 
@@ -239,18 +318,21 @@ func (r *run) execute(ctx context.Context) error {
 	e := r.e
 	f := r.facts()
 	f.Started = e.opts.Now()
-	e.opts.Observer.PlanStarted(f)
-	if !r.dryRun {
-		if r.cm == nil {
-			// The first write of a new run: the journal, pinned target and
-			// recorded replicas are durable before the Deployment is touched.
-			if err := r.save(ctx); err != nil {
-				r.log().Error("rollback journal not written", zap.Error(err))
-				f.Finished, f.Err = e.opts.Now(), err
-				e.opts.Observer.PlanFinished(f)
-				return err
-			}
+	if !r.dryRun && r.cm == nil {
+		// The first write of a new run: the journal, pinned target and
+		// recorded replicas are durable before the Deployment is touched.
+		// Only from here on has the run started writing: PlanStarted
+		// without an error is what consumes the interlocks.
+		if err := r.save(ctx); err != nil {
+			r.log().Error("rollback journal not written", zap.Error(err))
+			f.Finished, f.Err = e.opts.Now(), err
+			r.obs.PlanStarted(f)
+			r.obs.PlanFinished(f)
+			return err
 		}
+	}
+	r.obs.PlanStarted(f)
+	if !r.dryRun {
 		r.event(ctx, corev1.EventTypeNormal, kube.ReasonPlanStarted, fmt.Sprintf("%s rollback (run %s, resumed %v): %s", r.j.Action, r.j.RunID, r.resumed, r.j.Reason))
 	}
 	r.log().Info("rollback plan started", zap.Bool("resumed", r.resumed), zap.Int32("replicas", r.j.Replicas))
@@ -269,24 +351,34 @@ func (r *run) execute(ctx context.Context) error {
 			err = serr
 			f.Err = err
 		}
-	default:
-		r.j.State = RunFailed
-		// A concurrent change or an unsafe resume is a human's business from
-		// now on: never resumed by the next firing.
-		if errors.Is(err, ErrConcurrentChange) || errors.Is(err, ErrUnsafeResume) {
-			r.j.State = RunAborted
-		}
-		r.j.Error = err.Error()
-		r.j.Finished = ptrTime(f.Finished)
-		if !errors.Is(err, ErrJournalConflict) {
-			// Record the stop even when ctx was cancelled (shutdown,
-			// lost leadership): the next run must know where this one ended.
+	case errors.Is(err, ErrJournalConflict):
+		// Another writer owns the journal now: nothing of ours to record
+		// or put back.
+	case handedOver(ctx, err):
+		// Drained between steps, or cancelled inside one (shutdown, lost
+		// leadership): the run is not over, the next leader resumes it.
+		// A step cut short is recorded as failed so the resume knows.
+		if !errors.Is(err, ErrHandedOver) {
+			err = fmt.Errorf("%w: interrupted: %w", ErrHandedOver, err)
+			f.Err = err
+			r.j.State = RunFailed
+			r.j.Error = err.Error()
+			r.j.Finished = ptrTime(f.Finished)
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.JournalTimeout)
 			if serr := r.save(sctx); serr != nil {
-				r.log().Error("journal write after failure failed", zap.Error(serr))
+				r.log().Error("journal write after cancellation failed", zap.Error(serr))
 			}
 			cancel()
 		}
+	default:
+		state := RunFailed
+		// A concurrent change or an unsafe resume is a human's business from
+		// now on: never resumed by the next firing.
+		if errors.Is(err, ErrConcurrentChange) || errors.Is(err, ErrUnsafeResume) {
+			state = RunAborted
+		}
+		r.close(ctx, state, err)
+		f.Undone, f.LeftBehind = r.j.Undone, r.j.LeftBehind
 	}
 	if !r.dryRun {
 		if err == nil {
@@ -295,13 +387,43 @@ func (r *run) execute(ctx context.Context) error {
 			r.event(context.WithoutCancel(ctx), corev1.EventTypeWarning, kube.ReasonPlanFailed, fmt.Sprintf("%s rollback stopped (run %s): %v", r.j.Action, r.j.RunID, err))
 		}
 	}
-	if err != nil {
-		r.log().Error("rollback plan stopped", zap.Error(err))
-	} else {
+	switch {
+	case err == nil:
 		r.log().Info("rollback plan finished")
+	case errors.Is(err, ErrHandedOver):
+		r.log().Info("rollback plan handed over between steps", zap.Error(err))
+	default:
+		r.log().Error("rollback plan stopped", zap.Error(err))
 	}
-	e.opts.Observer.PlanFinished(f)
+	r.obs.PlanFinished(f)
 	return err
+}
+
+// handedOver reports whether err ends the run only for this process: a
+// drain between steps, or a cancelled context (not a deadline: a run that
+// outlived its timeout has failed).
+func handedOver(ctx context.Context, err error) bool {
+	return errors.Is(err, ErrHandedOver) || errors.Is(ctx.Err(), context.Canceled)
+}
+
+// close ends an unfinished run in state (failed, aborted, superseded)
+// after putting back what it must not leave behind, and records it. The
+// record is written even when ctx was cancelled: the next run must know
+// where this one ended.
+func (r *run) close(ctx context.Context, state RunState, cause error) {
+	// The undo may be cut short by a shutdown (it then says so in
+	// LeftBehind); the record of the stop is written regardless.
+	r.undo(ctx)
+	r.liftIfNothingWritten(ctx)
+	ctx = context.WithoutCancel(ctx)
+	r.j.State = state
+	r.j.Error = cause.Error()
+	r.j.Finished = ptrTime(r.e.opts.Now())
+	sctx, cancel := context.WithTimeout(ctx, r.e.opts.JournalTimeout)
+	defer cancel()
+	if err := r.save(sctx); err != nil {
+		r.log().Error("journal write after the run stopped failed", zap.Error(err))
+	}
 }
 
 func (r *run) steps(ctx context.Context) error {
@@ -328,9 +450,9 @@ func (r *run) steps(ctx context.Context) error {
 				f.Finished = *rec.Finished
 			}
 			if r.resumed {
-				e.opts.Observer.StepStarted(f)
+				r.obs.StepStarted(f)
 			}
-			e.opts.Observer.StepFinished(f)
+			r.obs.StepFinished(f)
 			continue
 		}
 		if (rec.State == StepRunning || rec.State == StepFailed) && !def.idempotent {
@@ -343,16 +465,21 @@ func (r *run) steps(ctx context.Context) error {
 		}
 		if r.dryRun {
 			f.Started = e.opts.Now()
-			e.opts.Observer.StepStarted(f)
+			r.obs.StepStarted(f)
 			f.Finished = f.Started
 			f.Detail = "dry-run: would " + f.Description
-			e.opts.Observer.StepFinished(f)
+			r.obs.StepFinished(f)
 			rec.State = StepWouldRun
 			rec.Detail = f.Detail
 			continue
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("deployment %s/%s: before step %s: %w", r.t.Namespace, r.t.Deployment, rec.Name, err)
+		}
+		select {
+		case <-r.drain:
+			return fmt.Errorf("deployment %s/%s: before step %s: %w", r.t.Namespace, r.t.Deployment, rec.Name, ErrHandedOver)
+		default:
 		}
 
 		// Journal the start (and the step's intent) before acting.
@@ -367,22 +494,36 @@ func (r *run) steps(ctx context.Context) error {
 		if err := r.save(ctx); err != nil {
 			return err
 		}
+		r.journaled(rec.Name, false)
 		f.Started = *rec.Started
 		r.log().Info("rollback step started", zap.String("step", rec.Name), zap.Int("index", i+1))
 		r.event(ctx, corev1.EventTypeNormal, kube.ReasonStepStarted, fmt.Sprintf("%s %d/%d %s: %s", r.j.Action, i+1, n, rec.Name, f.Description))
-		e.opts.Observer.StepStarted(f)
+		r.obs.StepStarted(f)
 
 		detail, err := r.runStep(ctx, def, rec)
 
 		rec.Finished = ptrTime(e.opts.Now())
 		rec.Detail = detail
 		f.Finished, f.Detail, f.Err = *rec.Finished, detail, err
+		var notStarted *notStartedError
+		if errors.As(err, &notStarted) {
+			// The step refused to begin: nothing done, pending again.
+			rec.State = StepPending
+			rec.Started, rec.Finished = nil, nil
+			rec.Detail = "not started: " + err.Error()
+			r.log().Error("rollback step refused to start", zap.String("step", rec.Name), zap.Error(err))
+			r.obs.StepFinished(f)
+			if serr := r.save(ctx); serr != nil {
+				return serr
+			}
+			return fmt.Errorf("%w: %s: %w", ErrStepFailed, rec.Name, err)
+		}
 		if err != nil {
 			rec.State = StepFailed
 			rec.Error = err.Error()
 			r.log().Error("rollback step failed", zap.String("step", rec.Name), zap.Error(err))
 			r.event(context.WithoutCancel(ctx), corev1.EventTypeWarning, kube.ReasonStepFailed, fmt.Sprintf("%s %d/%d %s failed: %v", r.j.Action, i+1, n, rec.Name, err))
-			e.opts.Observer.StepFinished(f)
+			r.obs.StepFinished(f)
 			// The step's name goes into the returned (and journaled run)
 			// error: a page saying "invalid dump" must also say where the
 			// plan stopped.
@@ -392,9 +533,10 @@ func (r *run) steps(ctx context.Context) error {
 		if err := r.save(ctx); err != nil {
 			return err
 		}
+		r.journaled(rec.Name, true)
 		r.log().Info("rollback step done", zap.String("step", rec.Name), zap.String("detail", detail))
 		r.event(ctx, corev1.EventTypeNormal, kube.ReasonStepSucceeded, fmt.Sprintf("%s %d/%d %s: %s", r.j.Action, i+1, n, rec.Name, detail))
-		e.opts.Observer.StepFinished(f)
+		r.obs.StepFinished(f)
 	}
 	return nil
 }
@@ -436,6 +578,12 @@ func (r *run) event(ctx context.Context, typ, reason, msg string) {
 	}
 	if err := r.e.cluster.RecordEvent(ctx, r.dep, typ, reason, msg); err != nil {
 		r.log().Warn("event not recorded", zap.String("reason", reason), zap.Error(err))
+	}
+}
+
+func (r *run) journaled(step string, done bool) {
+	if f := r.e.opts.Journaled; f != nil && !r.dryRun {
+		f(step, done)
 	}
 }
 

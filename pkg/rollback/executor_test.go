@@ -224,7 +224,9 @@ func TestDryRunWritesNothing(t *testing.T) {
 				t.Fatalf("dry-run wrote %v", w)
 			}
 			for _, call := range append(db.Calls(), sec.Calls()...) {
-				if call != "MigrationApplied" {
+				// Reads only: the migration, and the pre-deploy dump the
+				// restore would be refused for.
+				if call != "MigrationApplied" && call != "Inspect /backups/pre.dump" {
 					t.Errorf("dry-run database call %s", call)
 				}
 			}
@@ -500,7 +502,12 @@ func TestFullRollback(t *testing.T) {
 	if image(c) != good || replicas(c) != 4 || len(d.Spec.Template.Spec.Containers[0].Env) != 0 {
 		t.Errorf("final %s x%d env %v", image(c), replicas(c), d.Spec.Template.Spec.Containers[0].Env)
 	}
-	want := []string{"Dump /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump", "Restore", "Ping", "CountRows", "MigrationApplied", "Ping"}
+	// The pre-deploy dump is inspected at preflight and again right
+	// before the restore; the forensic path is looked at for a dump an
+	// interrupted attempt left.
+	want := []string{"Inspect /backups/pre.dump", "Inspect /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump",
+		"Dump /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump",
+		"Inspect /backups/pre.dump", "Restore", "Ping", "CountRows", "MigrationApplied", "Ping"}
 	if got := db.Calls(); !reflect.DeepEqual(got, want) {
 		t.Errorf("db calls = %v\nwant %v", got, want)
 	}

@@ -3,6 +3,7 @@ package rollback_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"strings"
 	"sync"
 	"testing"
@@ -33,10 +34,17 @@ type fakeDB struct {
 	restores int
 	// onCall, if set, sees each call before it is answered.
 	onCall func(call string)
+	// dumps are the archives on disk and when each was taken.
+	dumps map[string]time.Time
 }
 
+// preDeployTaken is when the fixture's pre-deploy dump was taken: an hour
+// before fixedNow, before the bad revision was deployed.
+var preDeployTaken = fixedNow().Add(-time.Hour)
+
 func newFakeDB() *fakeDB {
-	return &fakeDB{applied: true, errs: map[string]error{}, panics: map[string]bool{}}
+	return &fakeDB{applied: true, errs: map[string]error{}, panics: map[string]bool{},
+		dumps: map[string]time.Time{"/backups/pre.dump": preDeployTaken}}
 }
 
 func (f *fakeDB) record(call string) error {
@@ -71,8 +79,31 @@ func (f *fakeDB) MigrationApplied(_ context.Context, m string) (bool, error) {
 	defer f.mu.Unlock()
 	return f.applied, nil
 }
+
+// Dump refuses an existing path, as the real one does.
 func (f *fakeDB) Dump(_ context.Context, path string) (int64, error) {
-	return 1234, f.record("Dump " + path)
+	if err := f.record("Dump " + path); err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if _, ok := f.dumps[path]; ok {
+		return 0, fmt.Errorf("dump to %s: dump file already exists", path)
+	}
+	f.dumps[path] = fixedNow()
+	return 1234, nil
+}
+func (f *fakeDB) InspectDump(_ context.Context, path string) (time.Time, int64, error) {
+	if err := f.record("Inspect " + path); err != nil {
+		return time.Time{}, 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	at, ok := f.dumps[path]
+	if !ok {
+		return time.Time{}, 0, fmt.Errorf("inspect %s: %w", path, fs.ErrNotExist)
+	}
+	return at, 1234, nil
 }
 func (f *fakeDB) Restore(_ context.Context, path string) error {
 	if err := f.record("Restore"); err != nil {
@@ -164,6 +195,9 @@ func (r *recorder) PlanFinished(f rollback.Facts) { r.add("plan-finished", f) }
 func newCluster(t *testing.T) *kubetest.Cluster {
 	t.Helper()
 	c := kubetest.New(kubetest.NewDeployment(ns, name, 4, map[string]string{"api": good}))
+	// The bad revision was deployed half an hour before fixedNow, after the
+	// pre-deploy dump (preDeployTaken).
+	c.Now = func() time.Time { return fixedNow().Add(-30 * time.Minute) }
 	c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = bad })
 	c.ClearActions()
 	return c

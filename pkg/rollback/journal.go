@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -47,7 +48,15 @@ const (
 	RunAborted RunState = "aborted"
 	// RunSucceeded: done; a second firing for the same revision is a no-op.
 	RunSucceeded RunState = "succeeded"
+	// RunSuperseded: closed unfinished because the target moved on (a
+	// human deployed another template while the run was failed or down);
+	// kept in the history, never resumed.
+	RunSuperseded RunState = "superseded"
 )
+
+// resumable reports whether a run in state s is unfinished and may be
+// resumed.
+func (s RunState) resumable() bool { return s == RunRunning || s == RunFailed }
 
 // StepState is one step's state.
 type StepState string
@@ -70,6 +79,9 @@ type Revision struct {
 	Revision   int64                  `json:"revision,omitempty"`
 	Images     map[string]string      `json:"images,omitempty"`
 	Template   corev1.PodTemplateSpec `json:"template"`
+	// DeployedAt is when the revision's ReplicaSet was created; zero when
+	// the controller had not created it yet.
+	DeployedAt time.Time `json:"deployedAt,omitzero"`
 }
 
 // Pinned is the target a rollback puts back, fixed before any write.
@@ -119,9 +131,92 @@ type Journal struct {
 	Pinned           *Pinned    `json:"pinned,omitempty"`
 	Replicas         int32      `json:"replicas"`
 	MigrationApplied bool       `json:"migrationApplied,omitempty"`
+	// Incident is the incident the run belongs to: a resume after a crash
+	// or a leader change reports under the same one.
+	Incident string `json:"incident,omitempty"`
 	// Surge is set when revert raises maxSurge for its rollout.
-	Surge *Surge       `json:"surge,omitempty"`
-	Steps []StepRecord `json:"steps"`
+	Surge *Surge `json:"surge,omitempty"`
+	// GitOps is the owner of a GitOps-managed Deployment, found at
+	// preflight.
+	GitOps *GitOpsRecord `json:"gitops,omitempty"`
+	Steps  []StepRecord  `json:"steps"`
+	// Undone lists the steps whose effect was put back after the run
+	// stopped (DB_READONLY, disabled subscriptions), so that a stopped run
+	// leaves neither behind; a resume runs them again.
+	Undone []string `json:"undone,omitempty"`
+	// LeftBehind says what a stopped run could not put back, for a human.
+	LeftBehind []string `json:"leftBehind,omitempty"`
+	// History summarises the Deployment's earlier runs, newest first: the
+	// interlocks are seeded from it after a restart, and the revisions it
+	// rolled back are never pinned as a target again.
+	History []RunSummary `json:"history,omitempty"`
+}
+
+// RunSummary is an earlier run, as kept in a journal's History.
+type RunSummary struct {
+	RunID    string     `json:"runID"`
+	Action   Action     `json:"action"`
+	State    RunState   `json:"state"`
+	Started  time.Time  `json:"started"`
+	Finished *time.Time `json:"finished,omitempty"`
+	// BadHash is the pod-template-hash of the revision the run acted on,
+	// BadImages its images.
+	BadHash   string            `json:"badHash,omitempty"`
+	BadImages map[string]string `json:"badImages,omitempty"`
+	Incident  string            `json:"incident,omitempty"`
+	Error     string            `json:"error,omitempty"`
+}
+
+// maxHistory bounds a journal's History: about 200 bytes a run, well
+// inside a ConfigMap, and more than an hour's budget of runs.
+const maxHistory = 20
+
+func (j *Journal) summary() RunSummary {
+	return RunSummary{RunID: j.RunID, Action: j.Action, State: j.State, Started: j.Started, Finished: j.Finished,
+		BadHash: j.Bad.Hash, BadImages: j.Bad.Images, Incident: j.Incident, Error: j.Error}
+}
+
+// Runs lists the journal's run and its History, newest first.
+func (j *Journal) Runs() []RunSummary {
+	return append([]RunSummary{j.summary()}, j.History...)
+}
+
+// knownBad is what this Deployment's rolling runs judged bad: the
+// revisions (pod-template-hash) and their versions (images). Neither is
+// ever a rollback target: a template that differs only by what a plan
+// added (DB_READONLY, a restart) is still the bad version.
+type knownBad struct {
+	hashes map[string]bool
+	images []map[string]string
+}
+
+func (j *Journal) knownBad() knownBad {
+	kb := knownBad{hashes: map[string]bool{}}
+	for _, s := range j.Runs() {
+		if !s.Action.Rolls() {
+			continue
+		}
+		if s.BadHash != "" {
+			kb.hashes[s.BadHash] = true
+		}
+		if len(s.BadImages) > 0 {
+			kb.images = append(kb.images, s.BadImages)
+		}
+	}
+	return kb
+}
+
+// has reports whether the ReplicaSet with hash and images is known bad.
+func (kb knownBad) has(hash string, images map[string]string) bool {
+	if hash != "" && kb.hashes[hash] {
+		return true
+	}
+	for _, im := range kb.images {
+		if maps.Equal(im, images) {
+			return true
+		}
+	}
+	return false
 }
 
 // Surge is the maxSurge a revert writes for its rollout and the

@@ -13,6 +13,8 @@ type Facts struct {
 	DryRun     bool
 	// Resumed: this run continues a journal left by an earlier one.
 	Resumed bool
+	// Incident is the incident the run belongs to (journaled).
+	Incident string
 
 	// Step facts (empty in PlanStarted / PlanFinished).
 	Step        string
@@ -26,11 +28,19 @@ type Facts struct {
 	Started  time.Time
 	Finished time.Time
 	Err      error
+	// Undone lists, in PlanFinished of a stopped run, the steps whose
+	// effect was put back (DB_READONLY, disabled subscriptions).
+	Undone []string
+	// LeftBehind says what a stopped run could not put back.
+	LeftBehind []string
 
 	// Versions.
 	Bad      Revision
 	Pinned   *Pinned
 	Replicas int32
+	// GitOps says what a GitOps-managed Deployment's owner is, what was
+	// suspended and what a human must revert in Git; empty otherwise.
+	GitOps string
 }
 
 // Observer is told about a plan's progress, synchronously and in order.

@@ -41,6 +41,22 @@ type sandbox struct {
 // from v1.0.3 to v1.1.0, 4 replicas, simulated.
 func newSandbox(t *testing.T) *sandbox {
 	t.Helper()
+	s := newSandboxBeforeDeploy(t)
+	s.shipBad(t)
+	return s
+}
+
+// shipBad deploys the bad version (after the pre-deploy dump a database
+// test takes: the restore refuses a dump taken after the deploy).
+func (s *sandbox) shipBad(t *testing.T) {
+	t.Helper()
+	sandboxfixture.RollThrough(t, s.client, s.kube, s.ns, deployName, "pggit-api:v1.1.0")
+}
+
+// newSandboxBeforeDeploy is newSandbox with only the good version rolled
+// out.
+func newSandboxBeforeDeploy(t *testing.T) *sandbox {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("integration test: skipped with -short")
 	}
@@ -51,7 +67,6 @@ func newSandbox(t *testing.T) *sandbox {
 		kube: kube.New(client, kube.Options{PollInterval: 100 * time.Millisecond}, logger)}
 	sandboxfixture.Namespace(t, client, s.ns)
 	sandboxfixture.CreateDeployment(t, client, sandboxfixture.Simulated(sandboxfixture.Deployment(s.ns, deployName, "pggit-api:v1.0.3", 4)))
-	sandboxfixture.RollThrough(t, client, s.kube, s.ns, deployName, "pggit-api:v1.1.0")
 	return s
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -68,7 +69,8 @@ type stepDef struct {
 	// prepare, if set, fixes the step's intent in rec before the start is
 	// journaled.
 	prepare func(r *run, rec *StepRecord)
-	run     func(ctx context.Context, r *run, rec *StepRecord) (string, error)
+
+	run func(ctx context.Context, r *run, rec *StepRecord) (string, error)
 	// unsafeDetail tells a human how to finish a non-idempotent step.
 	unsafeDetail func(r *run, rec *StepRecord) string
 }
@@ -80,10 +82,26 @@ type Shape struct {
 	Restore bool
 	// Surge: revert raises maxSurge for its rollout and puts it back.
 	Surge bool
+	// MultiRegion: full also handles the secondaries (an in-place restore
+	// of the primary breaks their logical replication for good otherwise).
+	MultiRegion bool
+	// Suspend: a GitOps controller reconciles the Deployment and the
+	// policy is suspend: its reconciliation is suspended right after
+	// preflight, before the first write, and checked as the last step.
+	Suspend bool
 }
 
 // Steps lists the steps of action's plan by the names the journal keeps.
 func Steps(action Action, s Shape) []string {
+	steps := plainSteps(action, s)
+	if s.Suspend && action.Rolls() {
+		out := append([]string{steps[0], StepGitOpsSuspend}, steps[1:]...)
+		return append(out, StepGitOpsCheck)
+	}
+	return steps
+}
+
+func plainSteps(action Action, s Shape) []string {
 	db := []string{}
 	if s.Restore {
 		db = []string{StepDBDump, StepDBRestore, StepDBVerify}
@@ -96,7 +114,14 @@ func Steps(action Action, s Shape) []string {
 		}
 		return []string{StepPreflight, StepApplication, StepWaitRollout, StepVerify}
 	case ActionFull:
-		return []string{StepPreflight, StepDBReadOnly, StepDBDump, StepStop, StepDBRestore, StepDBVerify, StepApplication, StepWaitRollout, StepRamp, StepVerify}
+		full := []string{StepDBReadOnly, StepDBDump, StepStop, StepDBRestore, StepDBVerify, StepApplication, StepWaitRollout, StepRamp, StepVerify}
+		if s.MultiRegion {
+			// As multi-region: the secondaries stop applying before the
+			// restore and are resynced from the restored primary after.
+			out := append([]string{StepPreflight, StepLagCheck, StepDisableSubs}, full...)
+			return append(out, StepEnableSubs, StepWaitLag)
+		}
+		return append([]string{StepPreflight}, full...)
 	case ActionPoolRecovery:
 		return []string{StepPreflight, StepTerminateIdle, StepRestart, StepWaitRollout}
 	case ActionMultiRegion:
@@ -111,7 +136,8 @@ func Steps(action Action, s Shape) []string {
 // planSteps lists a new run's steps; the list is journaled at preflight and
 // a resume follows the journal, not the (possibly reloaded) config.
 func planSteps(action Action, t Target, j *Journal) []string {
-	return Steps(action, Shape{Restore: t.Database != nil && t.Database.DB != nil && j.MigrationApplied, Surge: j.Surge != nil})
+	return Steps(action, Shape{Restore: t.Database != nil && t.Database.DB != nil && j.MigrationApplied, Surge: j.Surge != nil,
+		MultiRegion: t.MultiRegion != nil && len(t.MultiRegion.Secondaries) > 0, Suspend: j.suspends()})
 }
 
 // lookupStep returns the definition of a journaled step name.
@@ -147,7 +173,7 @@ func lookupStep(name string) (stepDef, bool) {
 		}, run: runDump}, true
 	case StepDBRestore:
 		return stepDef{idempotent: false, describe: func(r *run) string {
-			return "pg_restore --clean --if-exists --single-transaction " + r.t.Database.PreDeployDump
+			return "check that no pod runs and the pre-deploy dump is one to restore, then pg_restore --clean --if-exists --single-transaction " + r.t.Database.PreDeployDump
 		}, run: runRestore, unsafeDetail: func(r *run, rec *StepRecord) string {
 			return fmt.Sprintf("pg_restore of %s may or may not have committed; check the schema (migration %q) and row counts, finish the plan by hand "+
 				"(pinned %s, recorded replicas %d), then delete configmap %s/%s",
@@ -180,6 +206,14 @@ func lookupStep(name string) (stepDef, bool) {
 		}, run: runRamp}, true
 	case StepVerify:
 		return stepDef{idempotent: true, describe: describeVerify, run: runVerify}, true
+	case StepGitOpsSuspend:
+		// Idempotent: the write is absolute (suspended, with rollguard's
+		// mark) and the owner it suspends was journaled at preflight.
+		return stepDef{idempotent: true, describe: describeGitOpsSuspend, run: runGitOpsSuspend}, true
+	case StepGitOpsCheck:
+		return stepDef{idempotent: true, describe: func(r *run) string {
+			return fmt.Sprintf("check %s is still suspended and the template is still the pinned one", r.j.GitOps.Owner.String())
+		}, run: runGitOpsCheck}, true
 	case StepTerminateIdle:
 		return stepDef{idempotent: true, describe: func(r *run) string {
 			p := r.t.PoolRecovery
@@ -360,6 +394,16 @@ func runReadOnly(ctx context.Context, r *run, rec *StepRecord) (string, error) {
 func runDump(ctx context.Context, r *run, rec *StepRecord) (string, error) {
 	dctx, cancel := r.dbCtx(ctx, true)
 	defer cancel()
+	// An earlier attempt of this step may have published the dump
+	// (atomically: a file at the journaled path is whole) and died before
+	// its end was journaled. A dump that verifies is that attempt's; one
+	// that does not is evidence too and is never overwritten.
+	switch _, size, err := r.t.Database.DB.InspectDump(dctx, rec.Path); {
+	case err == nil:
+		return fmt.Sprintf("forensic dump %s (%d bytes), written by an earlier attempt", rec.Path, size), nil
+	case !errors.Is(err, fs.ErrNotExist):
+		return "", fmt.Errorf("deployment %s: forensic dump %s exists from an earlier attempt and does not verify: %w", r.name(), rec.Path, err)
+	}
 	// A missing forensic directory must not stop a rollback at 3 a.m.:
 	// create it (private: the dump holds the application's data).
 	if err := os.MkdirAll(filepath.Dir(rec.Path), 0o700); err != nil {
@@ -372,7 +416,69 @@ func runDump(ctx context.Context, r *run, rec *StepRecord) (string, error) {
 	return fmt.Sprintf("forensic dump %s (%d bytes)", rec.Path, n), nil
 }
 
+// checkPreDeployDump refuses a pre-deploy dump that is not one to restore:
+// older than maxDumpAge, or taken after the bad revision was deployed (it
+// would hold the bad version's writes).
+func (r *run) checkPreDeployDump(ctx context.Context) error {
+	db := r.t.Database
+	qctx, cancel := r.dbCtx(ctx, true)
+	defer cancel()
+	created, _, err := db.DB.InspectDump(qctx, db.PreDeployDump)
+	if err != nil {
+		return fmt.Errorf("deployment %s: pre-deploy dump %s: %w", r.name(), db.PreDeployDump, err)
+	}
+	if dep := r.j.Bad.DeployedAt; !dep.IsZero() && created.After(dep) {
+		return fmt.Errorf("deployment %s: %s taken at %s, after revision %s was deployed at %s: %w", r.name(), db.PreDeployDump,
+			created.UTC().Format(time.RFC3339), orNone(r.j.Bad.Hash), dep.UTC().Format(time.RFC3339), ErrDumpAfterDeploy)
+	}
+	if age := r.e.opts.Now().Sub(created); db.MaxDumpAge > 0 && age > db.MaxDumpAge {
+		return fmt.Errorf("deployment %s: %s taken at %s is %s old (maxDumpAge %s): %w", r.name(), db.PreDeployDump,
+			created.UTC().Format(time.RFC3339), age.Round(time.Second), db.MaxDumpAge, ErrDumpTooOld)
+	}
+	return nil
+}
+
+// requireNoPods checks, right before a database write, that no Pod of the
+// target runs: the Deployment asks for none, reports none, and no Pod
+// matching its selector is left (terminating ones included). Checked live,
+// never taken from the journal: a human may have scaled back up since the
+// stop.
+func (r *run) requireNoPods(ctx context.Context, step string) error {
+	dep, err := r.e.cluster.Get(ctx, r.t.Namespace, r.t.Deployment)
+	if err != nil {
+		return fmt.Errorf("deployment %s: before %s: %w", r.name(), step, err)
+	}
+	r.dep = dep
+	if n := kube.Replicas(dep); n != 0 || dep.Status.Replicas != 0 {
+		return fmt.Errorf("deployment %s: before %s: spec asks for %d replicas, status reports %d: %w", r.name(), step, n, dep.Status.Replicas, ErrPodsRunning)
+	}
+	pods, err := r.e.cluster.Pods(ctx, dep)
+	if err != nil {
+		return fmt.Errorf("deployment %s: before %s: %w", r.name(), step, err)
+	}
+	if pods != 0 {
+		return fmt.Errorf("deployment %s: before %s: %d pods match its selector: %w", r.name(), step, pods, ErrPodsRunning)
+	}
+	return nil
+}
+
+// notStartedError is a step's refusal to begin: nothing was done, so the
+// step goes back to pending and a resume may try it again (a restore
+// refused for running Pods is no interrupted restore).
+type notStartedError struct{ err error }
+
+func (e *notStartedError) Error() string { return e.err.Error() }
+func (e *notStartedError) Unwrap() error { return e.err }
+
 func runRestore(ctx context.Context, r *run, _ *StepRecord) (string, error) {
+	// Checked after the step's start is journaled and right before
+	// pg_restore, so nothing a human does in between goes unseen.
+	if err := r.requireNoPods(ctx, StepDBRestore); err != nil {
+		return "", &notStartedError{err}
+	}
+	if err := r.checkPreDeployDump(ctx); err != nil {
+		return "", &notStartedError{err}
+	}
 	dctx, cancel := r.dbCtx(ctx, true)
 	defer cancel()
 	if err := r.t.Database.DB.Restore(dctx, r.t.Database.PreDeployDump); err != nil {
@@ -769,4 +875,79 @@ func fmtTime(t *time.Time) string {
 		return "unknown"
 	}
 	return t.UTC().Format(time.RFC3339)
+}
+
+// errNothingToUndo: the step's effect is already gone.
+var errNothingToUndo = errors.New("nothing to undo")
+
+// undo puts back what a stopped run must not leave behind, newest first:
+// the secondaries' subscriptions it disabled (enabled again, or resynced
+// when the primary was or may have been restored in place) and the
+// DB_READONLY flag while the template is still the run's read-only one.
+// An undone step goes back to pending, so a resume does it again; what
+// cannot be undone is listed in LeftBehind for the page.
+func (r *run) undo(ctx context.Context) {
+	if r.dryRun {
+		return
+	}
+	r.j.Undone, r.j.LeftBehind = nil, nil
+	for i := len(r.j.Steps) - 1; i >= 0; i-- {
+		rec := &r.j.Steps[i]
+		if rec.State == StepPending || rec.State == StepSkipped || rec.State == StepWouldRun {
+			continue
+		}
+		var detail string
+		var err error
+		switch rec.Name {
+		case StepDisableSubs:
+			if en := r.j.step(StepEnableSubs); en != nil && en.State == StepDone {
+				continue
+			}
+			if r.t.MultiRegion == nil {
+				err = fmt.Errorf("deployment %s: no multiRegion settings to reach the secondaries: %w", r.name(), ErrNotConfigured)
+				break
+			}
+			detail, err = runEnableSubs(ctx, r, rec)
+		case StepDBReadOnly:
+			detail, err = r.undoReadOnly(ctx, rec)
+		default:
+			continue
+		}
+		switch {
+		case errors.Is(err, errNothingToUndo):
+		case err != nil:
+			r.log().Error("cannot put back what the stopped run changed", zap.String("step", rec.Name), zap.Error(err))
+			r.j.LeftBehind = append(r.j.LeftBehind, fmt.Sprintf("%s: %v", rec.Name, err))
+		default:
+			r.log().Info("put back what the stopped run changed", zap.String("step", rec.Name), zap.String("detail", detail))
+			rec.State = StepPending
+			rec.Detail = "undone after the run stopped: " + detail
+			r.j.Undone = append(r.j.Undone, rec.Name)
+		}
+	}
+}
+
+// undoReadOnly writes the template the run started from back over its
+// read-only one, fenced on the read-only one still being there.
+func (r *run) undoReadOnly(ctx context.Context, rec *StepRecord) (string, error) {
+	if rec.Intent == nil {
+		return "", errNothingToUndo
+	}
+	dep, err := r.e.cluster.Get(ctx, r.t.Namespace, r.t.Deployment)
+	if err != nil {
+		return "", err
+	}
+	if !kube.EqualTemplates(&dep.Spec.Template, rec.Intent) {
+		// Replaced since (the pinned version, or a human's): the flag went
+		// with it.
+		return "", errNothingToUndo
+	}
+	dep, err = r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, r.j.Bad.Template,
+		kube.Expect{UID: string(dep.UID), Template: rec.Intent})
+	if err != nil {
+		return "", err
+	}
+	r.dep = dep
+	r.exp.Template = r.j.Bad.Template.DeepCopy()
+	return fmt.Sprintf("%s removed again (template back to %s)", ReadOnlyEnv, kube.FormatImages(r.j.Bad.Images)), nil
 }

@@ -45,9 +45,9 @@ const (
 	ActionMultiRegion  Action = "multi-region"
 )
 
-// rolls reports whether a plan puts another version in place (a pool
+// Rolls reports whether a plan puts another version in place (a pool
 // recovery only restarts the running one).
-func (a Action) rolls() bool { return a != ActionPoolRecovery }
+func (a Action) Rolls() bool { return a != ActionPoolRecovery }
 
 // Runbook defaults.
 const (
@@ -57,6 +57,9 @@ const (
 	DefaultIdleOlderThan  = 5 * time.Minute
 	DefaultMaxLag         = time.Second
 	DefaultLagTimeout     = 5 * time.Minute
+	// DefaultMaxResumeAge bounds how old an unfinished run may be and still
+	// be resumed automatically (the responder's default run timeout).
+	DefaultMaxResumeAge = 30 * time.Minute
 )
 
 // DefaultRampSteps is the runbook's "scale to 2, pause, then the rest".
@@ -67,6 +70,9 @@ type Database interface {
 	MigrationApplied(ctx context.Context, migration string) (bool, error)
 	// Dump writes pg_dump -Fc to path atomically and returns its size.
 	Dump(ctx context.Context, path string) (int64, error)
+	// InspectDump verifies that path is a complete dump and returns when
+	// it was taken and its size.
+	InspectDump(ctx context.Context, path string) (created time.Time, size int64, err error)
 	// Restore runs pg_restore --clean --if-exists --single-transaction.
 	Restore(ctx context.Context, path string) error
 	// Ping runs SELECT 1.
@@ -100,6 +106,10 @@ type DatabaseSettings struct {
 	Migration string
 	// PreDeployDump is the pg_dump -Fc taken before the deploy.
 	PreDeployDump string
+	// MaxDumpAge is how old PreDeployDump may be when it is restored
+	// (0: no bound). A dump taken after the bad revision was deployed is
+	// refused whatever its age: it may hold the bad version's writes.
+	MaxDumpAge time.Duration
 	// ForensicDir receives the forensic dump taken before a restore.
 	ForensicDir string
 	// Tables are counted after a restore (reported, for the incident).
@@ -164,6 +174,9 @@ type Target struct {
 	PoolRecovery PoolRecoverySettings
 	MultiRegion  *MultiRegionSettings
 	Verifier     Verifier
+	// GitOps is the policy for a Deployment a GitOps controller (Flux,
+	// Argo CD) reconciles.
+	GitOps GitOpsPolicy
 }
 
 // withDefaults fills the runbook's defaults.
@@ -223,13 +236,16 @@ func (t Target) check(action Action) error {
 		if !hasDB || t.MultiRegion == nil || len(t.MultiRegion.Secondaries) == 0 {
 			return fmt.Errorf("target %s: plan multi-region needs database.db and multiRegion.secondaries: %w", name, ErrNotConfigured)
 		}
+	default:
+		return fmt.Errorf("target %s: unknown plan %q: %w", name, action, ErrNotConfigured)
+	}
+	if (action == ActionMultiRegion || action == ActionFull) && t.MultiRegion != nil {
+		// full handles the secondaries too when there are any.
 		for i, s := range t.MultiRegion.Secondaries {
 			if s.DB == nil || s.Subscription == "" {
 				return fmt.Errorf("target %s: multiRegion.secondaries[%d]: db and subscription are required: %w", name, i, ErrNotConfigured)
 			}
 		}
-	default:
-		return fmt.Errorf("target %s: unknown plan %q: %w", name, action, ErrNotConfigured)
 	}
 	if t.Database != nil && t.Database.DB != nil && t.Database.Migration != "" && (action == ActionQuick || action == ActionMultiRegion) {
 		if t.Database.PreDeployDump == "" || t.Database.ForensicDir == "" {

@@ -44,6 +44,15 @@ var (
 	// ErrUnreachable means the backend could not be contacted
 	// (connection refused, DNS, TLS, 5xx from a proxy).
 	ErrUnreachable = errors.New("source unreachable")
+	// ErrUnauthorized means the backend refused rollguard's credentials
+	// (HTTP 401 or 403). Backends wrap ErrUnreachable with it: no data,
+	// never a breach.
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrTLS means the TLS handshake failed or was never tried: an unknown
+	// CA, a certificate for another name, a client certificate refused or
+	// missing, plain HTTP spoken to a TLS server or the other way round.
+	// Backends wrap ErrUnreachable with it: no data, never a breach.
+	ErrTLS = errors.New("TLS handshake failed")
 	// ErrTimeout means the query did not finish within its deadline.
 	ErrTimeout = errors.New("source query timed out")
 	// ErrBadQuery means the backend rejected the query itself (syntax,

@@ -1,5 +1,5 @@
 // Package trigger turns a rule and its window into a state, and on the edge
-// into firing, a Decision carrying the evidence (DESIGN §2).
+// into firing, a Decision carrying the evidence (docs/design.md §2).
 //
 // Classification of one observation:
 //   - NaN, ±Inf, source.ErrNoData, and any other error → nodata;
@@ -103,6 +103,9 @@ type Status struct {
 	State     window.State `json:"state"`
 	Op        Op           `json:"op"`
 	Threshold float64      `json:"threshold"`
+	// For is the rule's window (exported as a metric, so dashboards can
+	// show how far a breach has got).
+	For time.Duration `json:"-"`
 	// Value is the last observation's value; NaN when it had none.
 	Value float64 `json:"-"`
 	// LastSample is the time of the last accepted observation.
@@ -323,25 +326,60 @@ func (t *Trigger) observe(now time.Time, o Observation, live bool) (window.State
 		t.blinded = false
 		if live && !t.fired {
 			t.fired = true
-			first, _ := t.win.BreachStart()
-			d = &Decision{
-				Target:      t.rule.Target,
-				Trigger:     t.rule.Name,
-				Action:      t.rule.Action,
-				Severity:    t.rule.Severity,
-				Security:    t.rule.Security,
-				Query:       t.rule.Query,
-				Op:          t.rule.Op,
-				Threshold:   t.rule.Threshold,
-				Value:       value,
-				FirstBreach: first,
-				FiredAt:     now,
-				Samples:     t.win.Samples(make([]window.Sample, 0, t.win.Len())),
-				Error:       errString(o.Err),
-			}
+			d = t.decision(now, value, o.Err)
 		}
 	}
 	return t.win.State(), d, b
+}
+
+func (t *Trigger) decision(at time.Time, value float64, err error) *Decision {
+	first, _ := t.win.BreachStart()
+	return &Decision{
+		Target:      t.rule.Target,
+		Trigger:     t.rule.Name,
+		Action:      t.rule.Action,
+		Severity:    t.rule.Severity,
+		Security:    t.rule.Security,
+		Query:       t.rule.Query,
+		Op:          t.rule.Op,
+		Threshold:   t.rule.Threshold,
+		Value:       value,
+		FirstBreach: first,
+		FiredAt:     at,
+		Samples:     t.win.Samples(make([]window.Sample, 0, t.win.Len())),
+		Error:       errString(err),
+	}
+}
+
+// Firing returns the Decision of the current firing run, as the edge into
+// it would have (FiredAt is the last sample's time), or nil when the
+// trigger is not firing. A replica that gains leadership acts on it: the
+// edge may have passed while it was a follower, or in a rebuilt window.
+func (t *Trigger) Firing() *Decision {
+	if t.win.State() != window.StateFiring {
+		return nil
+	}
+	last, _ := t.win.Last()
+	return t.decision(last.Time, t.lastValue, t.lastErr)
+}
+
+// Blinded returns the Blind report of the current nodata episode once it
+// has been reported (it lasted BlindAfter), or nil.
+func (t *Trigger) Blinded() *Blind {
+	since, ok := t.win.NoDataSince()
+	if !ok || !t.blinded {
+		return nil
+	}
+	return &Blind{Target: t.rule.Target, Trigger: t.rule.Name, Since: since, LastError: errString(t.lastErr)}
+}
+
+// Rearm makes a firing (or pending) run start again at at and clears the
+// fired latch: if the breach holds for a whole window after at, the
+// trigger fires again. The responder calls it after a pool recovery, so
+// that "still exhausted after the restart" escalates to a rollback.
+func (t *Trigger) Rearm(at time.Time) {
+	t.win.Restart(at)
+	t.fired = false
 }
 
 // Status returns the current status.
@@ -352,6 +390,7 @@ func (t *Trigger) Status() Status {
 		State:     t.win.State(),
 		Op:        t.rule.Op,
 		Threshold: t.rule.Threshold,
+		For:       t.rule.For,
 		Value:     t.lastValue,
 		LastError: errString(t.lastErr),
 	}

@@ -324,3 +324,55 @@ func TestStatusJSONRoundTrip(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+// Firing and Blinded describe the current episode as the edge into it did,
+// for a replica that becomes leader after the edge; Rearm makes a firing
+// run hold a whole window again.
+func TestFiringBlindedRearm(t *testing.T) {
+	tr := New(errorRate(), 0)
+	if tr.Firing() != nil || tr.Blinded() != nil {
+		t.Fatal("an empty trigger reports an episode")
+	}
+	fired, _, _ := drive(tr, series(0, 60, 5, val(0.2)))
+	if fmt.Sprint(fired) != "[60]" {
+		t.Fatalf("fired at %v", fired)
+	}
+	d := tr.Firing()
+	if d == nil || !d.FirstBreach.Equal(at(0)) || !d.FiredAt.Equal(at(60)) || d.Value != 0.2 || len(d.Samples) != 13 {
+		t.Fatalf("Firing() = %+v", d)
+	}
+	// Still firing later: the same episode (same first breach).
+	drive(tr, series(65, 70, 5, val(0.3)))
+	if d2 := tr.Firing(); d2 == nil || !d2.FirstBreach.Equal(d.FirstBreach) || !d2.FiredAt.Equal(at(70)) {
+		t.Fatalf("Firing() later = %+v", d2)
+	}
+	// A restart at 72: pending until the breach has held 60 s from it,
+	// then a new edge.
+	tr.Rearm(at(72))
+	if tr.Firing() != nil {
+		t.Fatal("still firing right after Rearm")
+	}
+	fired, _, _ = drive(tr, series(75, 140, 5, val(0.2)))
+	if fmt.Sprint(fired) != "[135]" {
+		t.Fatalf("after Rearm fired at %v, want [135] (72 + 60, on the 5 s grid)", fired)
+	}
+	// Rearm outside a run is a no-op; a recovery still resets.
+	drive(tr, series(145, 145, 5, val(0)))
+	tr.Rearm(at(146))
+	if st := tr.Status(); st.State != window.StateOK {
+		t.Fatalf("state %v", st.State)
+	}
+
+	b := New(errorRate(), 0)
+	_, blinds, _ := drive(b, series(0, 125, 5, Observation{Err: source.ErrUnreachable}))
+	if len(blinds) != 1 {
+		t.Fatalf("blinds %v", blinds)
+	}
+	if bl := b.Blinded(); bl == nil || !bl.Since.Equal(at(0)) || bl.Trigger != "error-rate" {
+		t.Fatalf("Blinded() = %+v", bl)
+	}
+	drive(b, series(130, 130, 5, val(0)))
+	if b.Blinded() != nil {
+		t.Fatal("blind after data came back")
+	}
+}

@@ -1,4 +1,4 @@
-// Package window is the sliding "for" window of one trigger (DESIGN §2).
+// Package window is the sliding "for" window of one trigger (docs/design.md §2).
 //
 // It is pure: it has no clock of its own; every observation carries its
 // time, so tests and backtests are exact. A window FIRES at t only when
@@ -266,6 +266,27 @@ func (w *Window) record(r rec) {
 
 // State returns the current state.
 func (w *Window) State() State { return w.state }
+
+// Restart makes a breaching run start again at at (when at is later than
+// its start): the breach must then hold a whole `for` from at before the
+// window fires again. It is how an action that may have cured the
+// condition (a restart) gets a fair chance to show it did. Outside a run it
+// does nothing.
+func (w *Window) Restart(at time.Time) {
+	if w.state != StatePending && w.state != StateFiring {
+		return
+	}
+	t := at.UnixNano()
+	if t <= w.runStart {
+		return
+	}
+	w.runStart = t
+	if w.last.t-w.runStart >= w.forNs {
+		w.state = StateFiring
+	} else {
+		w.state = StatePending
+	}
+}
 
 // BreachStart returns the first breaching sample's time of the current run,
 // if a run is in progress.

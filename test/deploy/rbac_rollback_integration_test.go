@@ -83,7 +83,7 @@ func TestRollbackUnderServiceAccountRBAC(t *testing.T) {
 		rec.reset()
 
 		var logs bytes.Buffer
-		out, err := app.RollbackLocal(ctxTimeout(t, 2*time.Minute), app.Options{ConfigFile: cfg, LogOutput: &logs}, "api", "", "rbac test: v1.1.0 is bad")
+		out, err := app.RollbackLocal(ctxTimeout(t, 2*time.Minute), app.Options{ConfigFile: cfg, LogOutput: &logs}, "api", "", "rbac test: v1.1.0 is bad", false)
 		if err != nil || !strings.HasPrefix(out, "quick succeeded") {
 			t.Fatalf("rollback as %s: out %q, err %v\nlog:\n%s", serviceAccount, out, err, logs.String())
 		}
@@ -170,7 +170,7 @@ func TestRollbackUnderServiceAccountRBAC(t *testing.T) {
 		rec.reset()
 
 		var logs bytes.Buffer
-		out, err := app.RollbackLocal(ctxTimeout(t, time.Minute), app.Options{ConfigFile: cfg, LogOutput: &logs}, "api", "", "rbac test: no role here")
+		out, err := app.RollbackLocal(ctxTimeout(t, time.Minute), app.Options{ConfigFile: cfg, LogOutput: &logs}, "api", "", "rbac test: no role here", false)
 		if err == nil {
 			t.Fatalf("rollback in %s as %s succeeded (%q), want forbidden", noRoleNamespace, serviceAccount, out)
 		}

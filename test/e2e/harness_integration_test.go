@@ -357,6 +357,11 @@ func (ib inbox) slack(ctx context.Context) ([]slackMessage, error) {
 // listen address, secrets, kubeconfig, templates and notifiers.
 type daemonSpec struct {
 	PrometheusURL string
+	// PrometheusHTTPConfig is global.prometheus.httpConfig; nil for none.
+	PrometheusHTTPConfig map[string]any
+	// Notify and Global are merged into global.notify and global (e.g.
+	// webhooks, leaderElection); nil for nothing more.
+	Notify, Global map[string]any
 	// Databases maps a name to its DSN (written to a secret file).
 	Databases  map[string]string
 	Inbox      *inbox // PagerDuty and Slack; nil for none
@@ -434,8 +439,18 @@ func writeConfig(t *testing.T, sb *sandbox, dir string, spec daemonSpec) (string
 			"latencyP99": map[string]any{"query": latencyP99Query},
 		},
 	}
+	for k, v := range spec.Notify {
+		notifyCfg[k] = v
+	}
+	for k, v := range spec.Global {
+		global[k] = v
+	}
 	if spec.PrometheusURL != "" {
-		global["prometheus"] = map[string]any{"url": spec.PrometheusURL, "timeout": "1s"}
+		prom := map[string]any{"url": spec.PrometheusURL, "timeout": "1s"}
+		if spec.PrometheusHTTPConfig != nil {
+			prom["httpConfig"] = spec.PrometheusHTTPConfig
+		}
+		global["prometheus"] = prom
 	}
 	var dbs []map[string]any
 	for name, dsn := range spec.Databases {

@@ -312,7 +312,7 @@ func TestLeaderKilledMidPlan(t *testing.T) {
 // TestFailoverKeepsCooldown rolls a bad deploy back, stops the leader
 // (SIGTERM) so the follower takes over, and deploys another bad revision
 // within the cooldown: the new leader must honour the cooldown the old one
-// started (the guard's history comes from the journal, DESIGN §5), paging
+// started (the guard's history comes from the journal, docs/design.md §5), paging
 // once and writing nothing.
 func TestFailoverKeepsCooldown(t *testing.T) {
 	t.Parallel()

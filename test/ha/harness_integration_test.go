@@ -8,12 +8,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -523,6 +525,9 @@ type target struct {
 	// extra triggers, as YAML maps.
 	extra     []map[string]any
 	rampPause string // default 1s
+	// rollback holds settings merged over the default rollback section
+	// (database, multiRegion...).
+	rollback map[string]any
 }
 
 // daemonConfig is what a test varies in the config.
@@ -531,11 +536,13 @@ type daemonConfig struct {
 	dryRun         bool
 	interlocks     map[string]any // over cooldown 10m, budget 10/h, maxRevisionAge 1h
 	targets        []target
+	// databases are name → DSN (written to files next to the config).
+	databases map[string]string
 }
 
 // writeConfig writes the config (and its token and routing key files)
 // into dir and returns its path. It follows the shape of the example that
-// caught a real bad deploy (/tmp/rg/shared/example-rollguard.yaml).
+// caught a real bad deploy (configs/production.yaml's shape).
 func (h *harness) writeConfig(dir string, c daemonConfig) string {
 	h.t.Helper()
 	for name, content := range map[string]string{"token": apiToken, "routing-key": "ha-" + h.ns} {
@@ -575,6 +582,18 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 			"latencyP99": map[string]any{"query": latencyP99Query},
 		},
 	}
+	var dbs []any
+	for _, name := range slices.Sorted(maps.Keys(c.databases)) {
+		file := filepath.Join(dir, "dsn-"+name)
+		if err := os.WriteFile(file, []byte(c.databases[name]), 0o600); err != nil {
+			h.t.Fatal(err)
+		}
+		dbs = append(dbs, map[string]any{"name": name, "dsnFile": file, "binDir": h.env.Get(h.t, "PG_BIN_DIR"),
+			"connectTimeout": "2s", "statementTimeout": "10s"})
+	}
+	if len(dbs) > 0 {
+		global["databases"] = dbs
+	}
 	if c.leaderElection {
 		global["leaderElection"] = map[string]any{"enabled": true, "namespace": h.ns, "leaseName": "rollguard",
 			"leaseDuration": "2s", "renewDeadline": "1500ms", "retryPeriod": "200ms"}
@@ -587,11 +606,12 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 		for _, x := range t.extra {
 			triggers = append(triggers, x)
 		}
+		rb := map[string]any{"strategy": "quick", "rampSteps": []int{2}, "rampPause": orS(t.rampPause, "1s"),
+			"rolloutTimeout": "30s", "verifyWindow": "20s"}
+		maps.Copy(rb, t.rollback)
 		m := map[string]any{
 			"name": t.name, "namespace": h.ns, "deployment": t.deployment, "containers": []string{"api"},
-			"freeze": t.freeze, "triggers": triggers,
-			"rollback": map[string]any{"strategy": "quick", "rampSteps": []int{2}, "rampPause": orS(t.rampPause, "1s"),
-				"rolloutTimeout": "30s", "verifyWindow": "20s"},
+			"freeze": t.freeze, "triggers": triggers, "rollback": rb,
 		}
 		if t.dryRun != nil {
 			m["dryRun"] = *t.dryRun
@@ -663,11 +683,11 @@ func (d *daemon) logLines(msg string) []map[string]any {
 
 // startDaemon runs `rollguard run --config cfg` as identity and waits for
 // its HTTP server. Its log is printed when the test fails.
-func (h *harness) startDaemon(cfg, identity string) *daemon {
+func (h *harness) startDaemon(cfg, identity string, env ...string) *daemon {
 	h.t.Helper()
 	d := &daemon{h: h, identity: identity, logs: &syncBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(h.bin, "run", "--config", cfg)
-	d.cmd.Env = append(os.Environ(), "POD_NAME="+identity)
+	d.cmd.Env = append(append(os.Environ(), "POD_NAME="+identity), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := d.cmd.Start(); err != nil {

@@ -1,5 +1,5 @@
-// Package receiver is a local stand-in for PagerDuty's Events API v2 and a
-// Slack incoming webhook. It validates what it gets the way those services
+// Package receiver is a local stand-in for PagerDuty's Events API v2, a
+// Slack incoming webhook and a generic JSON webhook endpoint. It validates what it gets the way those services
 // do, records every request, and plays scripted faults (429 with
 // Retry-After, 5xx, hangs) so notification retries can be tested for real.
 package receiver
@@ -23,7 +23,10 @@ const (
 	PagerDutyEventsPath = "/v2/enqueue"
 	PagerDutyChangePath = "/v2/change/enqueue"
 	SlackWebhookPath    = "/slack/webhook"
-	controlPrefix       = "/_/"
+	// GenericWebhookPath stands for any JSON webhook endpoint (rollguard's
+	// generic webhook notifier posts there in tests).
+	GenericWebhookPath = "/webhook"
+	controlPrefix      = "/_/"
 	// maxBody is read in full; PagerDuty rejects events over 512 KB, and
 	// reading more lets the receiver say so instead of truncating.
 	maxBody = 4 << 20
@@ -297,6 +300,8 @@ func (rc *Receiver) handle(r *http.Request, body []byte) answer {
 		serve = func() answer { return pagerDutyChange(body) }
 	case strings.HasSuffix(p, SlackWebhookPath):
 		serve = func() answer { return slackWebhook(r.Header.Get("Content-Type"), body) }
+	case strings.HasSuffix(p, GenericWebhookPath):
+		serve = func() answer { return genericWebhook(r.Header.Get("Content-Type"), body) }
 	default:
 		return answer{status: http.StatusNotFound, contentType: "text/plain; charset=utf-8", body: []byte("not found")}
 	}

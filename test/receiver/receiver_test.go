@@ -143,6 +143,30 @@ func TestSlackWebhook(t *testing.T) {
 	}
 }
 
+func TestGenericWebhook(t *testing.T) {
+	for _, tc := range []struct {
+		name, contentType, body string
+		code                    int
+		want                    string
+	}{
+		{"object", "application/json", `{"version":"1","kind":"test"}`, 200, `{"ok":true}`},
+		{"with a charset", "application/json; charset=utf-8", `{}`, 200, `{"ok":true}`},
+		{"not an object", "application/json", `[1]`, 400, `{"error":"want a JSON object"}`},
+		{"null", "application/json", `null`, 400, `{"error":"want a JSON object"}`},
+		{"not json", "application/json", `hello`, 400, `{"error":"want a JSON object"}`},
+		{"form", "application/x-www-form-urlencoded", `a=b`, 415, `{"error":"want application/json"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rc := newTestReceiver()
+			srv := httptest.NewServer(rc)
+			defer srv.Close()
+			if code, _, body := post(t, srv.URL+"/t/x"+GenericWebhookPath, tc.contentType, tc.body); code != tc.code || body != tc.want {
+				t.Fatalf("POST = %d %s, want %d %s", code, body, tc.code, tc.want)
+			}
+		})
+	}
+}
+
 func TestUnknownPathAndMethod(t *testing.T) {
 	rc := newTestReceiver()
 	srv := httptest.NewServer(rc)

@@ -179,6 +179,19 @@ func slackWebhook(contentType string, body []byte) answer {
 	return textAnswer(200, "ok")
 }
 
+// genericWebhook accepts what a typical JSON webhook endpoint accepts: a
+// JSON object sent as application/json.
+func genericWebhook(contentType string, body []byte) answer {
+	var obj map[string]json.RawMessage
+	switch {
+	case !strings.HasPrefix(contentType, "application/json"):
+		return jsonAnswer(415, map[string]string{"error": "want application/json"})
+	case json.Unmarshal(body, &obj) != nil || obj == nil:
+		return jsonAnswer(400, map[string]string{"error": "want a JSON object"})
+	}
+	return jsonAnswer(200, map[string]bool{"ok": true})
+}
+
 func jsonAnswer(status int, v any) answer {
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -19,7 +19,7 @@ SANDBOX_PIDS=$SANDBOX_STATE/pids
 SANDBOX_ENV_FILE=$SANDBOX_STATE/env
 
 # Start order; down stops in reverse.
-SANDBOX_COMPONENTS=(prometheus etcd kube-apiserver kube-controller-manager kube-scheduler kwok pg-primary pg-subscriber receiver pggitsim)
+SANDBOX_COMPONENTS=(prometheus etcd kube-apiserver kube-controller-manager kube-scheduler kwok pg-primary pg-subscriber receiver pggitsim flux-source flux-kustomize)
 
 sb_now() { printf '%s' "${EPOCHREALTIME/[.,]/}"; } # microseconds
 

@@ -11,6 +11,7 @@ import (
 	"hash/fnv"
 	"strconv"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
@@ -40,6 +41,9 @@ type Cluster struct {
 	// Rollout, when false, leaves the status of a changed Deployment
 	// unobserved (generation > observedGeneration) until Complete is called.
 	Rollout bool
+	// Now, when set, stamps the creationTimestamp of new ReplicaSets (the
+	// deploy time the interlocks and the dump checks read).
+	Now func() time.Time
 }
 
 // New returns a Cluster holding objs.
@@ -332,6 +336,9 @@ func (c *Cluster) controller(d *appsv1.Deployment) error {
 			Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, Selector: d.Spec.Selector, Template: *tmpl},
 		}
 		current.Status = appsv1.ReplicaSetStatus{Replicas: replicas, ReadyReplicas: replicas, AvailableReplicas: replicas}
+		if c.Now != nil {
+			current.CreationTimestamp = metav1.NewTime(c.Now())
+		}
 		if err := c.Tracker().Create(replicaSetsGVR, current, d.Namespace); err != nil {
 			return err
 		}

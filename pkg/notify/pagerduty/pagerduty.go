@@ -156,11 +156,13 @@ func (n *Notifier) Notify(ctx context.Context, e notify.Event) error {
 	for _, p := range parts {
 		pk := eventKey + "|" + p.id
 		if n.wasSent(pk) {
+			notify.Sent(ctx) // by an earlier attempt of this event
 			continue
 		}
 		if err := p.send(ctx); err != nil {
 			return err
 		}
+		notify.Sent(ctx)
 		n.markSent(pk)
 	}
 	n.forget(eventKey)

@@ -139,6 +139,9 @@ func (n *Notifier) Notify(ctx context.Context, e notify.Event) error {
 	msg := Message{Text: text, Channel: n.opts.Channel, Username: n.opts.Username, Mrkdwn: true}
 	msg.Blocks = blocks(text)
 	err := n.post(ctx, msg)
+	if err == nil {
+		notify.Sent(ctx)
+	}
 	if terminal(e.Kind) && (err == nil || !notify.IsRetryable(err)) {
 		// Keep the record while the queue may retry, so the retry renders
 		// the same full template.

@@ -236,7 +236,9 @@ func decodeInstant(code int, body []byte) (instantResponse, error) {
 		return res, &v1.Error{Type: v1.ErrBadResponse, Msg: "no content"}
 	}
 	if err := json.Unmarshal(body, &res); err != nil {
-		return instantResponse{Warnings: res.Warnings}, &v1.Error{Type: v1.ErrBadResponse, Msg: err.Error()}
+		// Detail (never printed) keeps the start of the body so classify
+		// can tell what answered, e.g. a TLS server spoken to in plain HTTP.
+		return instantResponse{Warnings: res.Warnings}, &v1.Error{Type: v1.ErrBadResponse, Msg: err.Error(), Detail: string(body[:min(len(body), maxErrorDetail)])}
 	}
 	if apiErrorCode && res.Status == "success" {
 		return res, &v1.Error{Type: v1.ErrBadResponse, Msg: "inconsistent body for response code"}

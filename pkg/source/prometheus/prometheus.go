@@ -11,6 +11,8 @@ package prometheus
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +28,7 @@ import (
 
 	promapi "github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 	"go.uber.org/zap"
 
@@ -53,10 +56,19 @@ type Options struct {
 	// Timeout bounds each HTTP request, client and server side.
 	// Zero means DefaultTimeout.
 	Timeout time.Duration
-	// RoundTripper is optional (TLS, auth, tests); nil means client_golang's
-	// default transport.
+	// HTTPConfig is how to reach the server (basic auth, authorization
+	// credentials, OAuth2, TLS, headers, proxy), built by prometheus/common:
+	// credential and certificate files are read on use, so rotating them
+	// needs no restart. nil means no authentication and the system CAs.
+	HTTPConfig *commoncfg.HTTPClientConfig
+	// RoundTripper is optional (tests); nil means client_golang's default
+	// transport. Not together with HTTPConfig.
 	RoundTripper http.RoundTripper
 }
+
+// ClientName is the name of rollguard's HTTP client to prometheus/common
+// (its connection tracking) and its User-Agent.
+const ClientName = "rollguard"
 
 // Source queries one Prometheus server. It is safe for concurrent use.
 type Source struct {
@@ -94,13 +106,27 @@ func New(opts Options, logger *zap.Logger) (*Source, error) {
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("prometheus source: URL %q: want http(s)://host[:port][/path]", u.Redacted())
 	}
-	client, err := promapi.NewClient(promapi.Config{Address: opts.URL, RoundTripper: opts.RoundTripper})
+	var hc *http.Client
+	switch {
+	case opts.HTTPConfig != nil && opts.RoundTripper != nil:
+		return nil, errors.New("prometheus source: HTTPConfig and RoundTripper are mutually exclusive")
+	case opts.HTTPConfig != nil:
+		// Reads the CA file now (an unreadable one is an error here);
+		// secrets are read on each request.
+		hc, err = commoncfg.NewClientFromConfig(*opts.HTTPConfig, ClientName, commoncfg.WithUserAgent(ClientName))
+		if err != nil {
+			return nil, fmt.Errorf("prometheus source %q: http client: %w", u.Redacted(), err)
+		}
+	default:
+		rt := opts.RoundTripper
+		if rt == nil {
+			rt = promapi.DefaultRoundTripper
+		}
+		hc = &http.Client{Transport: rt}
+	}
+	client, err := promapi.NewClient(promapi.Config{Address: opts.URL, Client: hc})
 	if err != nil {
 		return nil, fmt.Errorf("prometheus source %q: %w", u.Redacted(), err)
-	}
-	rt := opts.RoundTripper
-	if rt == nil {
-		rt = promapi.DefaultRoundTripper
 	}
 	// The same endpoint client_golang would build, and the same transport,
 	// so instant and range queries share connections.
@@ -111,7 +137,7 @@ func New(opts Options, logger *zap.Logger) (*Source, error) {
 	ru.Path += "_range"
 	return &Source{
 		api:           v1.NewAPI(client),
-		client:        &http.Client{Transport: rt},
+		client:        hc,
 		queryURL:      qu.String(),
 		rangeURL:      ru.String(),
 		bodies:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
@@ -300,8 +326,20 @@ func classify(what, query string, err error) error {
 		return fmt.Errorf("%s %q: %w: %w", what, query, source.ErrBadQuery, err)
 	}
 
+	if tlsFailure(err) {
+		return fmt.Errorf("%s %q: %w: %w: %w", what, query, source.ErrUnreachable, source.ErrTLS, err)
+	}
 	var apiErr *v1.Error
 	if errors.As(err, &apiErr) {
+		if apiErr.Type == v1.ErrClient && (strings.HasSuffix(apiErr.Msg, " 401") || strings.HasSuffix(apiErr.Msg, " 403")) {
+			// Wrong or missing credentials: say so rather than "client
+			// error", which reads like a bad query.
+			return fmt.Errorf("%s %q: %w: %w: %w", what, query, source.ErrUnreachable, source.ErrUnauthorized, err)
+		}
+		if apiErr.Type == v1.ErrBadResponse && strings.Contains(apiErr.Detail, "HTTP request to an HTTPS server") {
+			// Go's TLS server answers plain HTTP with a 400 and this text.
+			return fmt.Errorf("%s %q: %w: %w: the server speaks HTTPS, use an https:// URL", what, query, source.ErrUnreachable, source.ErrTLS)
+		}
 		switch apiErr.Type {
 		case v1.ErrBadData, v1.ErrExec:
 			// 400 bad_data: the query does not parse or has a bad
@@ -334,6 +372,29 @@ func classify(what, query string, err error) error {
 	}
 	// Connection refused, DNS, TLS, reset: the server cannot be reached.
 	return fmt.Errorf("%s %q: %w: %w", what, query, source.ErrUnreachable, err)
+}
+
+// tlsFailure reports whether err is a failed or impossible TLS handshake:
+// the server's certificate did not verify, the server refused the client
+// certificate (a TLS alert), or the server did not speak TLS at all.
+func tlsFailure(err error) bool {
+	var (
+		verify   *tls.CertificateVerificationError
+		unknown  x509.UnknownAuthorityError
+		hostname x509.HostnameError
+		invalid  x509.CertificateInvalidError
+		alert    tls.AlertError
+		record   tls.RecordHeaderError
+	)
+	if errors.As(err, &verify) || errors.As(err, &unknown) || errors.As(err, &hostname) ||
+		errors.As(err, &invalid) || errors.As(err, &alert) || errors.As(err, &record) {
+		return true
+	}
+	// A TLS alert from the peer arrives as a *net.OpError wrapping an
+	// unexported type whose text is "remote error: tls: ..."; net/http
+	// reports a plain HTTP answer to a TLS hello by text only.
+	msg := err.Error()
+	return strings.Contains(msg, "remote error: tls:") || strings.Contains(msg, "server gave HTTP response to HTTPS client")
 }
 
 // isTimeoutBody reports whether a non-2xx body is Prometheus's JSON error

@@ -2,8 +2,10 @@
 // v1.0.3, runs rollguard with short demo windows, deploys the bad v1.1.0,
 // and shows rollguard catch it and roll it back: trigger states as the
 // window fills, each executor step, the page PagerDuty received, the Slack
-// messages and the incident timeline. It exits non-zero when the rollback
-// did not happen.
+// messages and the incident timeline, all of it also live in rollguard's
+// web console, whose address it prints. It exits non-zero when the
+// rollback did not happen; with --keep it leaves rollguard (and so the
+// console) running until interrupted.
 package main
 
 import (
@@ -51,8 +53,9 @@ func run() int {
 	defer stop()
 	bin := flag.String("rollguard", "bin/rollguard", "rollguard binary")
 	window := flag.Duration("for", 15*time.Second, "the demo trigger window (the runbook's is 60s)")
+	keep := flag.Bool("keep", false, "leave rollguard and its console running after the demo, until interrupted")
 	flag.Parse()
-	if err := demo(ctx, *bin, *window); err != nil {
+	if err := demo(ctx, *bin, *window, *keep); err != nil {
 		fmt.Fprintf(os.Stderr, "\ndemo FAILED: %v\n", err)
 		return 1
 	}
@@ -63,7 +66,7 @@ func say(format string, args ...any) {
 	fmt.Printf("[%s] "+format+"\n", append([]any{time.Now().Format("15:04:05")}, args...)...)
 }
 
-func demo(ctx context.Context, bin string, window time.Duration) error {
+func demo(ctx context.Context, bin string, window time.Duration, keep bool) error {
 	env, err := sandboxenv.Read(sandboxenv.Path())
 	if err != nil {
 		return fmt.Errorf("sandbox env (is the sandbox up? make sandbox-up): %w", err)
@@ -139,6 +142,7 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 		return fmt.Errorf("%w (log: %s)", err, logPath)
 	}
 	say("   rollguard is ready at %s (log: %s)", apiURL, logPath)
+	say("   web console: %s/ (actions unlock with the token in %s)", apiURL, filepath.Join(dir, "api-token"))
 	settle := 6 * time.Second
 	say("   letting healthy traffic flow for %s", settle)
 	sleep(ctx, settle)
@@ -218,6 +222,13 @@ func demo(ctx context.Context, bin string, window time.Duration) error {
 	printPages(env["RECEIVER_URL"], prefix)
 	printIncident(ctx, apiURL)
 	fmt.Printf("\nDemo OK: the bad deploy was caught and rolled back. Logs and incident files: %s\n", dir)
+	if keep {
+		fmt.Printf("\nrollguard keeps running (--keep). Web console: %s/\n", apiURL)
+		fmt.Printf("The API token (for freeze, unfreeze, rollback in the console) is in %s\n", filepath.Join(dir, "api-token"))
+		fmt.Printf("Press Ctrl-C to stop rollguard; the sandbox stays up until make sandbox-down.\n")
+		<-ctx.Done()
+		say("stopping rollguard")
+	}
 	return nil
 }
 
