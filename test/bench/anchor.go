@@ -541,6 +541,9 @@ func anchorOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options, 
 						r.stepStart = l.time()
 					}
 				case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
+					if l.nothingToResume() {
+						continue
+					}
 					return nil, fmt.Errorf("rollguard %s: %s %s (log %s)", d.name, l.Msg, l.Error, d.proc.log)
 				}
 			}

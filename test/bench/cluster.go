@@ -206,6 +206,13 @@ type logLine struct {
 	Error       string `json:"error"`
 }
 
+// nothingToResume: the refusal a leader's term logs when it starts by
+// resuming what an earlier leader left unfinished and finds nothing. No
+// failure of the run being timed.
+func (l logLine) nothingToResume() bool {
+	return l.Msg == "rollback refused" && strings.Contains(l.Error, "no unfinished run to resume")
+}
+
 // time parses zap's ISO8601 encoder output (millisecond precision).
 func (l logLine) time() time.Time {
 	t, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)

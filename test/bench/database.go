@@ -43,6 +43,8 @@ type dbRun struct {
 	// (the PostgreSQL client runs inside rollguard's steps last).
 	phases map[string]time.Duration
 	order  []string
+	// predeployDump: the untimed pg_dump -Fc before the deploy.
+	predeployDump time.Duration
 }
 
 func (r *dbRun) add(name string, d time.Duration) {
@@ -91,6 +93,20 @@ func runDatabase(ctx context.Context, c *cluster, env sandboxenv.Env, o options)
 	if d.secPort, err = pgPort(env["PG_SUBSCRIBER_DSN"]); err != nil {
 		return nil, err
 	}
+	// A secondary left by an earlier run holds a replication slot on the
+	// bench database: the seed could not drop it. The full plan is
+	// single-region anyway: no subscriber while it restores (an in-place
+	// restore would break the subscription it then does not repair).
+	if err := d.dropSecondary(ctx); err != nil {
+		return nil, err
+	}
+	// Nor is one left behind: its walsender would decode every later
+	// write of the primary (the other benchmarks, the tests).
+	defer func() {
+		if err := d.dropSecondary(context.WithoutCancel(ctx)); err != nil {
+			say("   (could not drop the secondary %s: %v)", dbName, err)
+		}
+	}()
 	say("== database: seeding %s with %d MiB of pggit rows (cache %s)", dbName, o.dbSizeMiB, o.dbCache)
 	seed, err := pgseed.Ensure(ctx, pgseed.Options{
 		Admin: fmt.Sprintf("postgres://postgres@127.0.0.1:%s/postgres?sslmode=disable", d.primaryPort), Database: dbName,
@@ -105,12 +121,6 @@ func runDatabase(ctx context.Context, c *cluster, env sandboxenv.Env, o options)
 		pgseed.MiB(seed.TableBytes), pgseed.MiB(seed.DatabaseBytes), seed.Dump, pgseed.MiB(seed.DumpBytes))
 	res := &dbResult{seed: seed, pause: o.rampPause, primaryPG: pgVersion(env["PG_BIN_DIR"])}
 
-	// The full plan is single-region: no subscriber while it restores (an
-	// in-place restore would break the subscription it then does not
-	// repair).
-	if err := d.dropSecondary(ctx); err != nil {
-		return nil, err
-	}
 	for _, plan := range []string{planFull, planMulti} {
 		if !o.dbPlans[plan] {
 			continue
@@ -332,6 +342,17 @@ func (d *dbEnv) seedCounts() string {
 	return strings.Join(parts, " ")
 }
 
+// preDeployDump takes the runbook's pre-deploy backup of the bench
+// database (pg_dump -Fc, its checklist's command) to path.
+func (d *dbEnv) preDeployDump(ctx context.Context, path string) (time.Duration, error) {
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(d.env["PG_BIN_DIR"], "pg_dump"), "--format=custom", "--file="+path, "--dbname="+d.dsn(d.primaryPort))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("pre-deploy dump of %s: %w: %s", dbName, err, out)
+	}
+	return time.Since(start), nil
+}
+
 // deploy is what the bad version did to the database: its migration, and
 // rows written since.
 func (d *dbEnv) deploy(ctx context.Context) error {
@@ -355,6 +376,19 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 	}
 	// Forensic dumps are as big as the database: none is kept.
 	defer os.RemoveAll(filepath.Join(dir, "forensics"))
+	// The runbook's pre-deploy backup, taken right before the deploy as its
+	// checklist says. rollguard restores only a dump taken before the bad
+	// revision was deployed (an older one could not hold the bad version's
+	// writes): the archive's "created at" and the ReplicaSet's creation
+	// time both have 1 s resolution, so a second passes between them.
+	predeploy := filepath.Join(dir, "pre-deploy.dump")
+	defer os.Remove(predeploy)
+	took, err := d.preDeployDump(ctx, predeploy)
+	if err != nil {
+		return r, err
+	}
+	r.predeployDump = took
+	sleep(ctx, time.Second)
 	if err := c.prepare(ctx, name, badImage); err != nil {
 		return r, err
 	}
@@ -387,16 +421,16 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 			if err := os.WriteFile(manifest, []byte(stableManifest(name)), 0o644); err != nil {
 				return r, err
 			}
-			cmd = exec.CommandContext(ctx, "test/bench/full-rollback.sh", benchNamespace, name, manifest, d.seed.Dump,
+			cmd = exec.CommandContext(ctx, "test/bench/full-rollback.sh", benchNamespace, name, manifest, predeploy,
 				filepath.Join(dir, "forensics", "post-rollback.dump"), health)
 		} else {
-			cmd = exec.CommandContext(ctx, "test/bench/multi-region-rollback.sh", benchNamespace, name, goodImage, d.seed.Dump, dbSub,
+			cmd = exec.CommandContext(ctx, "test/bench/multi-region-rollback.sh", benchNamespace, name, goodImage, predeploy, dbSub,
 				pgseed.Publication, fmt.Sprintf("%g", o.rampPause.Seconds()))
 			pauses = o.rampPause
 		}
 		cmd.Env = append(os.Environ(), pgEnv...)
 	default:
-		cfg, err := writeDatabaseConfig(dir, d, plan, name, o.rampPause)
+		cfg, err := writeDatabaseConfig(dir, d, plan, name, predeploy, o.rampPause)
 		if err != nil {
 			return r, err
 		}
@@ -529,7 +563,7 @@ spec:
 `, name, benchNamespace, replicas, name, name, container, goodImage)
 }
 
-func writeDatabaseConfig(dir string, d *dbEnv, plan, name string, pause time.Duration) (string, error) {
+func writeDatabaseConfig(dir string, d *dbEnv, plan, name, predeploy string, pause time.Duration) (string, error) {
 	for file, port := range map[string]string{"primary-dsn": d.primaryPort, "replica-dsn": d.secPort} {
 		if err := os.WriteFile(filepath.Join(dir, file), []byte(d.dsn(port)), 0o600); err != nil {
 			return "", err
@@ -586,7 +620,7 @@ targets:
         forensicDir: %s
         verifyTables: [pggit.alert_delivery_queue, pggit.webhook_health_metrics]
 %s`, port, d.env["PROMETHEUS_URL"], d.env["KUBECONFIG"], filepath.Join(dir, "incidents"), d.env["PG_BIN_DIR"], d.env["PG_BIN_DIR"],
-		name, benchNamespace, name, d.env["SIM_URL"], benchNamespace, name, model(pause), pgseed.Migration, d.seed.Dump,
+		name, benchNamespace, name, d.env["SIM_URL"], benchNamespace, name, model(pause), pgseed.Migration, predeploy,
 		filepath.Join(dir, "forensics"), multi)
 	path := filepath.Join(dir, "rollguard.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o644)
@@ -611,13 +645,25 @@ func (r dbRun) figure() time.Duration {
 	return r.wall
 }
 
+func (res *dbResult) predeployMedian() time.Duration {
+	var ds []time.Duration
+	for _, r := range res.runs {
+		ds = append(ds, r.predeployDump)
+	}
+	if len(ds) == 0 {
+		return 0
+	}
+	return statsOf(ds).med
+}
+
 func (res *dbResult) markdown(b *strings.Builder) {
 	s := res.seed
 	fmt.Fprintf(b, "### Database: the full and multi-region plans against the runbook's commands (%s of rows)\n\n", pgseed.MiB(s.TableBytes))
 	fmt.Fprintf(b, "`%s` on the sandbox's primary (%s): the pggit schema with %s of generated rows (%d alert deliveries with JSON payloads, "+
-		"%d webhook health checks; %s with indexes), built by `test/pgseed` (`--db-size-mib`, this run: %s) and kept as its pre-deploy dump "+
-		"(`pg_dump -Fc`, %s) in the cache between runs. Each run deploys a bad version whose migration is applied and which wrote %d rows, "+
-		"then rolls back; both sides must leave the primary exactly as the pre-deploy dump has it (checked), and for multi-region the "+
+		"%d webhook health checks; %s with indexes), built by `test/pgseed` (`--db-size-mib`, this run: %s) and kept as a dump "+
+		"(`pg_dump -Fc`, %s) in the cache between runs. Each run takes the runbook's pre-deploy backup (`pg_dump -Fc`, untimed, "+
+		"median %s), deploys a bad version a second later (rollguard restores only a dump taken before the bad revision was deployed), "+
+		"whose migration is applied and which wrote %d rows, then rolls back to that dump; both sides must leave the primary exactly as the pre-deploy dump has it (checked), and for multi-region the "+
 		"secondary (a subscription on the sandbox's subscriber, first copy %s) caught up with it (checked). \"runbook\" is "+
 		"`test/bench/full-rollback.sh` or `test/bench/multi-region-rollback.sh`: the runbook's kubectl, pg_dump, pg_restore and "+
 		"ALTER SUBSCRIPTION commands in its order (the scripts say where the runbook's text cannot run as written). \"rollguard\" is "+
@@ -625,7 +671,7 @@ func (res *dbResult) markdown(b *strings.Builder) {
 		"ramp pause (%s) taken out. The figure compared is, for full, exec → 4 Ready of the previous version (the runbook's commands "+
 		"exit before), and for multi-region exec → exit, once the secondary has caught up (both wait for it).\n\n",
 		dbName, res.primaryPG, pgseed.MiB(s.TableBytes), s.Rows["pggit.alert_delivery_queue"], s.Rows["pggit.webhook_health_metrics"],
-		pgseed.MiB(s.DatabaseBytes), s.How, pgseed.MiB(s.DumpBytes), dbDeployRows, res.syncTook.Round(100*time.Millisecond),
+		pgseed.MiB(s.DatabaseBytes), s.How, pgseed.MiB(s.DumpBytes), res.predeployMedian().Round(100*time.Millisecond), dbDeployRows, res.syncTook.Round(100*time.Millisecond),
 		5*time.Second, res.pause)
 	b.WriteString("| plan | method | runs | exec → exit, min / median / max | exec → 4 ready, min / median / max | ratio to the runbook (median of the figure, goal ≤ 1.0) |\n")
 	b.WriteString("|---|---|---|---|---|---|\n")

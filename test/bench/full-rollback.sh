@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The runbook's Full Rollback with Database Recovery (phase8-rollback-runbook.md)
-# as an on-call engineer would type it: the baseline make bench times
-# rollguard's full plan against. kubectl is the sandbox's ($SANDBOX_BIN_DIR,
-# $KUBECONFIG); the PostgreSQL client binaries are $PG_BIN_DIR's, connected
-# by PGHOST, PGPORT, PGUSER and PGDATABASE (the runbook's -U postgres -d pggit).
+# The runbook's Full Rollback with Database Recovery as an on-call engineer
+# would type it: the baseline make bench times rollguard's full plan
+# against. kubectl is the sandbox's ($SANDBOX_BIN_DIR, $KUBECONFIG); the
+# PostgreSQL client binaries are $PG_BIN_DIR's, connected by PGHOST, PGPORT,
+# PGUSER and PGDATABASE (the runbook's -U postgres -d pggit).
 #
 # usage: full-rollback.sh NAMESPACE DEPLOYMENT MANIFEST PRE_DEPLOY_DUMP FORENSIC_DUMP HEALTH_URL
 #

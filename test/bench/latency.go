@@ -163,6 +163,9 @@ func latencyOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options,
 			case "rollback plan finished":
 				r.finished = true
 			case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
+				if l.nothingToResume() {
+					continue
+				}
 				return r, fmt.Errorf("rollguard: %s %s (log %s)", l.Msg, l.Error, p.log)
 			}
 		}

@@ -156,7 +156,11 @@ func bench(ctx context.Context, o options) error {
 			*p = abs
 		}
 	}
-	rep := &report{started: time.Now(), sandboxNote: o.sandboxNote, outDir: o.outDir}
+	repo, err := os.Getwd() // test/bench/run starts the bench in the repository
+	if err != nil {
+		return err
+	}
+	rep := &report{started: time.Now(), sandboxNote: o.sandboxNote, outDir: o.outDir, repoDir: repo, stateDir: env["SANDBOX_STATE_DIR"]}
 	rep.machine = machineInfo()
 	say("machine: %s; logs and profiles in %s", rep.machine, o.outDir)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The runbook's Multi-Region Rollback (phase8-rollback-runbook.md) around its
-# Quick Rollback with the database step, as an on-call engineer would type
-# it: the baseline make bench times rollguard's multi-region plan against.
+# The runbook's Multi-Region Rollback around its Quick Rollback with the
+# database step, as an on-call engineer would type it: the baseline make
+# bench times rollguard's multi-region plan against.
 # kubectl is the sandbox's ($SANDBOX_BIN_DIR, $KUBECONFIG); the PostgreSQL
 # clients are $PG_BIN_DIR's: the primary by PGHOST, PGPORT, PGUSER and
 # PGDATABASE, the secondary region at SECONDARY_PGPORT on the same host.

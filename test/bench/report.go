@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -23,6 +24,9 @@ type report struct {
 	machine           string
 	sandboxNote       string
 	outDir            string
+	// repoDir and stateDir: what the report's paths are shown relative to
+	// (shown).
+	repoDir, stateDir string
 	latency           []*latencyResult
 	rollback          *rollbackResult
 	anchor            *anchorResult
@@ -96,7 +100,7 @@ func (r *report) markdown() string {
 	if r.sandboxNote != "" {
 		fmt.Fprintf(&b, "- Sandbox: %s\n", r.sandboxNote)
 	}
-	fmt.Fprintf(&b, "- Logs, configs and profiles: `%s`\n\n", r.outDir)
+	fmt.Fprintf(&b, "- Logs, configs and profiles: `%s`\n\n", r.shown(r.outDir))
 
 	if len(r.latency) > 0 {
 		b.WriteString("### Detection latency (fault injected at t0 → the rollback's first step starts)\n\n")
@@ -223,7 +227,7 @@ func (r *report) markdown() string {
 		}
 		if last != nil {
 			fmt.Fprintf(&b, "CPU profile of the %d measured ticks at %d targets (`go tool pprof -top %s/cpu.pprof`):\n\n```\n%s```\n\n",
-				last.Ticks, last.Targets, last.Profile, trimPprof(last.TopCPU))
+				last.Ticks, last.Targets, r.shown(last.Profile), trimPprof(last.TopCPU))
 			fmt.Fprintf(&b, "Allocations during those ticks (`go tool pprof -top -sample_index=alloc_space -diff_base=heap-before.pprof heap-after.pprof`):\n\n```\n%s```\n\n",
 				trimPprof(last.TopHeap))
 		}
@@ -264,6 +268,38 @@ func field(runs []rollbackRun, f func(rollbackRun) time.Duration) []time.Duratio
 	}
 	return out
 }
+
+// shownPath is how the report names a file of the run: relative to the
+// repository when it is inside it, else relative to the sandbox's state
+// directory ($SANDBOX_STATE_DIR/...), else by its name alone: the
+// generated section is committed and must not carry this machine's paths.
+func shownPath(p, repo, state string) string {
+	within := func(root string) (string, bool) {
+		if root == "" || !filepath.IsAbs(p) {
+			return "", false
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return "", false
+		}
+		return rel, true
+	}
+	if !filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	if rel, ok := within(repo); ok {
+		return rel
+	}
+	if rel, ok := within(state); ok {
+		if rel == "." {
+			return "$SANDBOX_STATE_DIR"
+		}
+		return "$SANDBOX_STATE_DIR/" + filepath.ToSlash(rel)
+	}
+	return filepath.Base(p)
+}
+
+func (r *report) shown(p string) string { return shownPath(p, r.repoDir, r.stateDir) }
 
 // trimPprof drops pprof's file/type header lines that name temp paths.
 func trimPprof(s string) string {

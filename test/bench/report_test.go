@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -122,5 +123,60 @@ func TestScriptPhases(t *testing.T) {
 	}
 	if got := fmt.Sprint(r.order); got != "[dump restore ramp]" {
 		t.Errorf("order %s, want [dump restore ramp]", got)
+	}
+}
+
+func TestShownPath(t *testing.T) {
+	const repo, state = "/src/rollguard", "/var/lib/sandbox"
+	tests := []struct{ name, path, want string }{
+		{"inside the repository", "/src/rollguard/test/sandbox/.state/bench", "test/sandbox/.state/bench"},
+		{"the profile of a scale run", "/src/rollguard/test/sandbox/.state/bench/scale-10000", "test/sandbox/.state/bench/scale-10000"},
+		{"the repository itself", "/src/rollguard", "."},
+		{"a sibling with the repository's name as prefix", "/src/rollguard2/bench", "bench"},
+		{"inside the state directory", "/var/lib/sandbox/bench/scale-100", "$SANDBOX_STATE_DIR/bench/scale-100"},
+		{"the state directory itself", "/var/lib/sandbox", "$SANDBOX_STATE_DIR"},
+		{"elsewhere: its name only", "/home/someone/out", "out"},
+		{"already relative", "test/sandbox/.state/bench/", "test/sandbox/.state/bench"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := shownPath(tt.path, repo, state); got != tt.want {
+				t.Errorf("shownPath(%q) = %q, want %q", tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
+// The generated section names no absolute path of the machine that ran
+// it, whatever the directories.
+func TestMarkdownNamesNoMachinePath(t *testing.T) {
+	r := &report{
+		started: time.Unix(0, 0), finished: time.Unix(60, 0), machine: "2 CPUs",
+		sandboxNote: "the running sandbox (test/sandbox/.state/env), left up",
+		outDir:      "/src/rollguard/test/sandbox/.state/bench", repoDir: "/src/rollguard", stateDir: "/src/rollguard/test/sandbox/.state",
+		scale: &scaleRun{results: []*scaleResult{{Targets: 10, Ticks: 6, Profile: "/src/rollguard/test/sandbox/.state/bench/scale-10", TopCPU: "x\n"}}},
+	}
+	md := r.markdown()
+	if strings.Contains(md, "/src/") {
+		t.Errorf("markdown names a machine path:\n%s", md)
+	}
+	if !strings.Contains(md, "`test/sandbox/.state/bench`") || !strings.Contains(md, "go tool pprof -top test/sandbox/.state/bench/scale-10/cpu.pprof") {
+		t.Errorf("markdown does not name the run's files relative to the repository:\n%s", md)
+	}
+}
+
+func TestNothingToResume(t *testing.T) {
+	tests := []struct {
+		l    logLine
+		want bool
+	}{
+		{logLine{Msg: "rollback refused", Error: "rollback of deployment ns/d refused: no unfinished run to resume"}, true},
+		{logLine{Msg: "rollback refused", Error: "rollback of deployment ns/d refused: cooldown"}, false},
+		{logLine{Msg: "rollback plan stopped", Error: "no unfinished run to resume"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.l.nothingToResume(); got != tt.want {
+			t.Errorf("%+v.nothingToResume() = %v, want %v", tt.l, got, tt.want)
+		}
 	}
 }
