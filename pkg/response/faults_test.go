@@ -380,8 +380,14 @@ func TestModelCounterexamplesResponder(t *testing.T) {
 
 	t.Run("a journal taken by another rollguard is no failure to page", func(t *testing.T) {
 		f := newFixture(t, Target{}, guard.Options{})
-		f.c.PrependReactor("create", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
-			return true, nil, apierrors.NewAlreadyExists(corev1.Resource("configmaps"), "rollguard-journal-uid-1")
+		// Mid-plan, another rollguard (which took the lease) writes the
+		// journal first.
+		updates := 0
+		f.c.PrependReactor("update", "configmaps", func(k8stesting.Action) (bool, runtime.Object, error) {
+			if updates++; updates == 3 {
+				return true, nil, apierrors.NewConflict(corev1.Resource("configmaps"), "rollguard-journal-uid-1", errors.New("modified"))
+			}
+			return false, nil, nil
 		})
 		f.fire(t)
 		if n := f.q.count(notify.KindRollbackFailed); n != 0 {
