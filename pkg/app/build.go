@@ -135,10 +135,20 @@ func specs(cfg *config.Config) []evaluator.Spec {
 	var out []evaluator.Spec
 	for _, t := range cfg.Targets {
 		for _, tr := range t.Triggers {
-			out = append(out, TriggerSpec(t.Name, &tr))
+			out = append(out, Sampled(cfg, TriggerSpec(t.Name, &tr)))
 		}
 	}
 	return out
+}
+
+// Sampled sets how the daemon samples a trigger: a PromQL one at
+// global.prometheus.resolution (exported, like TriggerSpec, so benchmarks
+// evaluate exactly what the daemon does).
+func Sampled(cfg *config.Config, s evaluator.Spec) evaluator.Spec {
+	if s.Backend == backendPrometheus {
+		s.Resolution = time.Duration(cfg.Global.Prometheus.Resolution)
+	}
+	return s
 }
 
 func triggerID(target, trig string) string { return target + "/" + trig }

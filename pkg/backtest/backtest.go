@@ -68,9 +68,11 @@ type Options struct {
 	Config *config.Config
 	// From and To bound the replay; From must be before To.
 	From, To time.Time
-	// Step between evaluations; 0 means global.interval, the daemon's own
-	// tick. It must not exceed a replayed trigger's maxGap, or every sample
-	// would count as a gap.
+	// Step between evaluations; 0 means the daemon's own sampling:
+	// global.prometheus.resolution, or global.interval when that is 0s.
+	// The instants are the multiples of Step (Unix time) in [From, To], as
+	// the daemon's are. It must not exceed a replayed trigger's maxGap, or
+	// every sample would count as a gap.
 	Step time.Duration
 	// Target limits the replay to one target by name; "" means all.
 	Target string
@@ -161,9 +163,18 @@ func Backtest(ctx context.Context, o Options) (*Report, error) {
 	}
 	if o.Step == 0 {
 		o.Step = time.Duration(cfg.Global.Interval)
+		if r := time.Duration(cfg.Global.Prometheus.Resolution); r > 0 {
+			o.Step = r
+		}
 	}
-	// Prometheus stamps points in milliseconds; so must the grid.
+	// Prometheus stamps points in milliseconds; so must the grid. Its
+	// instants are multiples of the step, like the daemon's samples.
 	from, to := o.From.Truncate(time.Millisecond).UTC(), o.To.Truncate(time.Millisecond).UTC()
+	if o.Step >= time.Millisecond && o.Step%time.Millisecond == 0 {
+		if off := from.UnixNano() % int64(o.Step); off != 0 {
+			from = from.Add(o.Step - time.Duration(off))
+		}
+	}
 	switch {
 	case o.From.IsZero() || o.To.IsZero():
 		return nil, usagef("--from and --to are required")
@@ -320,9 +331,15 @@ func (o *Options) replayTrigger(ctx context.Context, f *fetcher, cfg *config.Con
 			return r
 		}
 	}
+	interval := time.Duration(cfg.Global.Interval)
+	var spacing time.Duration
+	if o.Step < interval {
+		spacing = interval // the daemon's evidence at a resolution
+	}
 	rp := Replay(Input{
 		Rule:     rule,
-		Capacity: window.CapacityFor(rule.For, o.Step),
+		Capacity: window.CapacityFor(rule.For, interval),
+		Spacing:  spacing,
 		Match:    c.Match,
 		Values:   values,
 		Volume:   volume,

@@ -156,6 +156,106 @@ func TestReplayMatchesEvaluator(t *testing.T) {
 	}
 }
 
+// rangeDaemon answers the evaluator's instant and range queries from the
+// same recording.
+type rangeDaemon struct {
+	instantOf
+	*fakeRange
+}
+
+// TestReplayMatchesEvaluatorAtResolution is TestReplayMatchesEvaluator for
+// a daemon sampling at a resolution finer than its interval: it ticks every
+// interval at an arbitrary phase, evaluates due windows in between (as Run
+// does), and must decide exactly what a backtest at that resolution
+// replays, with the same evidence.
+func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
+	const steps = 3000
+	above := 0.1
+	cfgTrigger := config.Trigger{
+		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
+		Match: map[string]string{"namespace": "prod", "deployment": "api"},
+		Above: &above, MinRate: 2, Action: config.ActionRollback, Severity: config.SeverityCritical,
+		OnError: config.OnErrorNoData,
+	}
+	for _, tc := range []struct {
+		name                 string
+		forDur, blind        time.Duration
+		interval, res, phase time.Duration
+	}{
+		{"5s interval, 1s resolution", 10 * time.Second, 5 * time.Second, 5 * time.Second, time.Second, 2300 * time.Millisecond},
+		// blindAfter 2s: low volume is not blindness, so only holes make
+		// blinds, and at 500ms a hole of 4 steps is one.
+		{"3s interval, 500ms resolution", 7 * time.Second, 2 * time.Second, 3 * time.Second, 500 * time.Millisecond, 10 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for seed := uint64(1); seed <= 4; seed++ {
+				data := recorded(seed, steps)
+				for _, rs := range data {
+					for i := range rs {
+						for j := range rs[i].Points {
+							k := rs[i].Points[j].Time.Sub(t0) / time.Second
+							rs[i].Points[j].Time = t0.Add(time.Duration(k) * tc.res)
+						}
+					}
+				}
+				ct := cfgTrigger
+				ct.For, ct.BlindAfter = modelDur(tc.forDur), modelDur(tc.blind)
+				rule := RuleFor(config.Target{Name: "api"}, ct, tc.interval)
+				to := t0.Add(time.Duration(steps-1) * tc.res)
+
+				cfg := &config.Config{}
+				cfg.Global.Interval = modelDur(tc.interval)
+				cfg.Global.Prometheus.Resolution = modelDur(tc.res)
+				cfg.Targets = []config.Target{{Name: "api", Namespace: "prod", Deployment: "api", Triggers: []config.Trigger{ct}}}
+				cfg.Targets[0].Triggers[0].MaxGap = modelDur(rule.MaxGap)
+				src := &fakeRange{data: data}
+				rep, err := Backtest(context.Background(), Options{Config: cfg, From: t0, To: to, Source: src, Retention: -1})
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := rep.Targets[0].Triggers[0].replayed
+
+				rec := &recorder{}
+				ev := evaluator.New(evaluator.Options{Interval: tc.interval}, map[string]evaluator.Querier{"prometheus": rangeDaemon{instantOf{data}, src}}, rec, zap.NewNop(), nil)
+				spec := evaluator.Spec{ID: "api/error-rate", Backend: "prometheus", Query: ct.Query, VolumeQuery: ct.VolumeQuery,
+					Match: ct.Match, Rule: rule, Resolution: tc.res}
+				spec.Rule.MaxGap = 0 // the evaluator's own default, 2 × interval
+				if err := ev.SetTriggers([]evaluator.Spec{spec}); err != nil {
+					t.Fatal(err)
+				}
+				// The first tick samples t0 (its instant at or before the tick).
+				tick := t0.Add(tc.phase % tc.res)
+				for !tick.After(to) {
+					for due, ok := ev.NextDue(); ok && due.Before(tick); due, ok = ev.NextDue() {
+						ev.EvaluateDue(context.Background(), due)
+					}
+					ev.Tick(context.Background(), tick)
+					tick = tick.Add(tc.interval)
+				}
+				ev.Tick(context.Background(), to)
+
+				if len(rec.fires) == 0 || len(rec.blinds) == 0 {
+					t.Fatalf("seed %d: the history must exercise fires and blinds: %d fires, %d blinds", seed, len(rec.fires), len(rec.blinds))
+				}
+				if len(got.Decisions) != len(rec.fires) {
+					t.Fatalf("seed %d: backtest %d fires, daemon %d", seed, len(got.Decisions), len(rec.fires))
+				}
+				for i := range rec.fires {
+					if !reflect.DeepEqual(normalize(got.Decisions[i]), normalize(rec.fires[i])) {
+						t.Fatalf("seed %d fire %d:\nbacktest %+v\ndaemon   %+v", seed, i, got.Decisions[i], rec.fires[i])
+					}
+				}
+				if !reflect.DeepEqual(got.Blinds, rec.blinds) {
+					t.Fatalf("seed %d blinds:\nbacktest %+v\ndaemon   %+v", seed, got.Blinds, rec.blinds)
+				}
+				if st := ev.Status()[0].State; st != got.States[len(got.States)-1] {
+					t.Errorf("seed %d: final state backtest %s, daemon %s", seed, got.States[len(got.States)-1], st)
+				}
+			}
+		})
+	}
+}
+
 // normalize makes NaN values comparable by DeepEqual.
 func normalize(d trigger.Decision) trigger.Decision {
 	if math.IsNaN(d.Value) {

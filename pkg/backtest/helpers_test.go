@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -58,18 +59,22 @@ func only(vals []float64, from, to int) []float64 {
 }
 
 // fakeRange answers range queries from recorded ranges, clipped to the
-// requested interval and aligned on start + k·step like Prometheus.
+// requested interval and aligned on start + k·step like Prometheus. Safe
+// for the evaluator's concurrent queries.
 type fakeRange struct {
 	data  map[string][]source.Range
 	err   map[string]error
+	mu    sync.Mutex
 	calls map[string]int
 }
 
 func (f *fakeRange) QueryRange(_ context.Context, q string, start, end time.Time, step time.Duration) ([]source.Range, error) {
+	f.mu.Lock()
 	if f.calls == nil {
 		f.calls = map[string]int{}
 	}
 	f.calls[q]++
+	f.mu.Unlock()
 	if err := f.err[q]; err != nil {
 		return nil, err
 	}

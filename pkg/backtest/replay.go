@@ -18,9 +18,11 @@ const VersionLabel = "version"
 // Input is one trigger's history, as a range query returned it.
 type Input struct {
 	Rule trigger.Rule
-	// Capacity is the evidence ring's size; the daemon uses
-	// window.CapacityFor(for, interval).
+	// Capacity is the evidence ring's size and Spacing its thinning; the
+	// daemon uses window.CapacityFor(for, interval), and a spacing of the
+	// interval when it samples at a finer resolution.
 	Capacity int
+	Spacing  time.Duration
 	// Match selects the trigger's series, as in evaluator.Spec.
 	Match map[string]string
 	// Values is the query's whole result over the range; Volume is the
@@ -114,7 +116,7 @@ func (in *instant) pick(t time.Time, match map[string]string) (float64, map[stri
 // Prometheus's data is what the live daemon sees as an empty result), and
 // the volume is the volume series' point at the same instant, or unknown.
 func Replay(in Input) *Replayed {
-	tr := trigger.New(in.Rule, in.Capacity)
+	tr := trigger.NewWithEvidence(in.Rule, in.Capacity, in.Spacing)
 	n := steps(in.From, in.To, in.Step)
 	out := &Replayed{
 		Rule:   tr.Rule(),

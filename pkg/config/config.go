@@ -157,6 +157,19 @@ type Prometheus struct {
 	URL string `yaml:"url"`
 	// Timeout of each query. Default 10s.
 	Timeout model.Duration `yaml:"timeout"`
+	// Step at which PromQL triggers are sampled: every evaluation asks for
+	// each multiple of it (Unix time) since the trigger's previous sample,
+	// one query_range per query, and a pending window is evaluated again at
+	// the moment it completes. A trigger so fires at its first breach + for
+	// whatever the interval, like a Prometheus alerting rule evaluated at
+	// this step. Set it to the scrape interval (or the rule evaluation
+	// interval to compare with); each query then reads interval/resolution
+	// points per series and tick, which for thousands of targets costs
+	// Prometheus about twice the tick (make bench): there, set it to the
+	// interval. 0s samples once per tick, at the tick, and never evaluates
+	// between ticks. At most global.interval. Default 1s (global.interval
+	// if shorter).
+	Resolution model.Duration `yaml:"resolution"`
 	// How to reach it: basic auth, authorization (bearer) credentials,
 	// OAuth2, TLS (CA, client certificate), custom headers and a proxy, in
 	// prometheus/common's HTTP client shape and snake_case keys (the same

@@ -39,7 +39,7 @@ func (g *Global) setDefaults() {
 }
 
 func (p *Prometheus) setDefaults() {
-	*p = Prometheus{Timeout: dur(10 * time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
+	*p = Prometheus{Timeout: dur(10 * time.Second), Resolution: dur(time.Second), HTTPConfig: commoncfg.DefaultHTTPClientConfig}
 }
 
 func (d *Database) setDefaults() {
@@ -143,6 +143,9 @@ func (c *Config) inherit(given func(path string) bool) {
 	g := &c.Global
 	if g.MaxGap == 0 {
 		g.MaxGap = 2 * g.Interval
+	}
+	if !given("global.prometheus.resolution") && g.Prometheus.Resolution > g.Interval {
+		g.Prometheus.Resolution = g.Interval
 	}
 	tpl := func(t Template, query, volume string) Template {
 		if t.Query == "" {

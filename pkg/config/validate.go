@@ -113,6 +113,9 @@ func (g *Global) validate(errs *errList) {
 		httpURL(errs, "global.prometheus.url", g.Prometheus.URL)
 	}
 	positive(errs, "global.prometheus.timeout", g.Prometheus.Timeout)
+	if r := g.Prometheus.Resolution; r < 0 || r > g.Interval {
+		errs.addf("global.prometheus.resolution", "must be between 0s and global.interval (%s), got %s", g.Interval, r)
+	}
 
 	dbs := map[string]int{}
 	for i := range g.Databases {

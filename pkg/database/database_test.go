@@ -385,6 +385,7 @@ case "$*" in
   [ "$FAKE_MODE" = truncated ] && { echo "pg_restore: error: could not read from input file: end of file" >&2; exit 1; }
   exit 0;;
 esac
+[ "$FAKE_MODE" = truncated ] && { echo "pg_restore: error: could not read from input file: end of file" >&2; exit 1; }
 [ "$FAKE_MODE" = restorefail ] && { echo "pg_restore: error: could not execute query: ERROR:  deadlock" >&2; exit 1; }
 exit 0
 `

@@ -66,7 +66,7 @@ func TestDump(t *testing.T) {
 	if strings.Contains(strings.Join(lines(log, "pg_"), "\n"), secret) {
 		t.Errorf("password on a command line:\n%s", log)
 	}
-	for _, want := range []string{"PGPASSWORD=" + secret, "PGHOST=127.0.0.1", "PGPORT=1", "PGUSER=rollguard", "PGDATABASE=pggit", "PGSSLMODE=disable", "pg_dump --format=custom --no-password --file=" + dir + "/.forensic.dump.tmp-", "pg_restore --list " + dir + "/.forensic.dump.tmp-", "pg_restore --file=/dev/null "} {
+	for _, want := range []string{"PGPASSWORD=" + secret, "PGHOST=127.0.0.1", "PGPORT=1", "PGUSER=rollguard", "PGDATABASE=pggit", "PGSSLMODE=disable", "pg_dump --format=custom --compress=1 --no-password --file=" + dir + "/.forensic.dump.tmp-", "pg_restore --list " + dir + "/.forensic.dump.tmp-", "pg_restore --file=/dev/null "} {
 		if !strings.Contains(log, want) {
 			t.Errorf("log lacks %q:\n%s", want, log)
 		}
@@ -144,11 +144,14 @@ func TestRestoreRefusesBadDumps(t *testing.T) {
 		name, mode, content string
 		missing             bool
 		want                error
+		// ran: the restore itself was attempted (and, in one
+		// transaction, rolled back).
+		ran bool
 	}{
 		{name: "missing", missing: true, want: ErrDumpInvalid},
 		{name: "not an archive", content: "-- plain SQL", want: ErrDumpInvalid},
-		{name: "truncated", mode: "truncated", content: "PGDMP", want: ErrDumpInvalid},
-		{name: "restore fails", mode: "restorefail", content: "PGDMP", want: ErrCommandFailed},
+		{name: "truncated", mode: "truncated", content: "PGDMP", want: ErrDumpInvalid, ran: true},
+		{name: "restore fails", mode: "restorefail", content: "PGDMP", want: ErrCommandFailed, ran: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, dir, logFile := setupFake(t, tc.mode)
@@ -165,8 +168,11 @@ func TestRestoreRefusesBadDumps(t *testing.T) {
 			restored := slices.ContainsFunc(lines(readLog(t, logFile), "pg_restore"), func(l string) bool {
 				return strings.Contains(l, "--single-transaction")
 			})
-			if wantRun := tc.want == ErrCommandFailed; restored != wantRun {
-				t.Fatalf("restore ran = %v, want %v", restored, wantRun)
+			if restored != tc.ran {
+				t.Fatalf("restore ran = %v, want %v", restored, tc.ran)
+			}
+			if read := strings.Contains(readLog(t, logFile), "--file=/dev/null"); read {
+				t.Errorf("the dump was read in full before the restore; the transaction is what keeps a bad dump from changing anything")
 			}
 		})
 	}

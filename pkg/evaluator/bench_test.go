@@ -24,6 +24,23 @@ func (m memQuerier) Query(_ context.Context, q string, _ time.Time) ([]source.Se
 	return m[q], nil
 }
 
+// QueryRange answers a range query with the prebuilt series' values at
+// every step, like a Prometheus whose data does not change.
+func (m memQuerier) QueryRange(_ context.Context, q string, start, end time.Time, step time.Duration) ([]source.Range, error) {
+	series := m[q]
+	n := int(end.Sub(start)/step) + 1
+	out := make([]source.Range, len(series))
+	pts := make([]source.Point, n*len(series))
+	for i, s := range series {
+		p := pts[i*n : (i+1)*n : (i+1)*n]
+		for k := range p {
+			p[k] = source.Point{Time: start.Add(time.Duration(k) * step), Value: s.Value}
+		}
+		out[i] = source.Range{Labels: s.Labels, Points: p}
+	}
+	return out, nil
+}
+
 type nopHandler struct{}
 
 func (nopHandler) Fire(trigger.Decision) {}
@@ -87,6 +104,35 @@ func BenchmarkTick(b *testing.B) {
 	ctx := context.Background()
 	now := t0
 	// Warm up: fill the windows and grow the index maps once.
+	for range 20 {
+		now = now.Add(5 * time.Second)
+		e.Tick(ctx, now)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		now = now.Add(5 * time.Second)
+		e.Tick(ctx, now)
+	}
+	b.ReportMetric(float64(len(specs)), "triggers")
+}
+
+// BenchmarkTickResolution is BenchmarkTick with the Prometheus triggers
+// (half of them) sampled every second: 5 points per series and trigger per
+// 5 s tick. The range results are built by the in-memory querier in the
+// loop (about what a decoder allocates for them).
+func BenchmarkTickResolution(b *testing.B) {
+	e, specs := benchSetup(prometheus.NewRegistry())
+	for i := range specs {
+		if specs[i].Backend == "prom" {
+			specs[i].Resolution = time.Second
+		}
+	}
+	if err := e.SetTriggers(specs); err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	now := t0
 	for range 20 {
 		now = now.Add(5 * time.Second)
 		e.Tick(ctx, now)

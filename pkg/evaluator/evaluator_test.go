@@ -231,7 +231,7 @@ func TestSelect(t *testing.T) {
 	if _, err := Select(append(withTotal, source.Series{Value: 1}), nil); !errors.Is(err, source.ErrAmbiguous) {
 		t.Errorf("two unlabelled series: err %v, want ErrAmbiguous", err)
 	}
-	q := &query{key: queryKey{"pg", "builtin:connections"}, series: withTotal}
+	q := &query{key: queryKey{backend: "pg", query: "builtin:connections"}, series: withTotal}
 	if got, err := q.pick(-1, 0, nil, nil); err != nil || got != 0.9 {
 		t.Errorf("pick without match = %v, %v; want 0.9", got, err)
 	}
@@ -250,7 +250,7 @@ func TestSelect(t *testing.T) {
 // TestIndexScanSlot checks the collision fallback: a scan slot must give
 // the same answers as Select.
 func TestIndexScanSlot(t *testing.T) {
-	q := &query{key: queryKey{"prom", "q"}, series: []source.Series{
+	q := &query{key: queryKey{backend: "prom", query: "q"}, series: []source.Series{
 		{Labels: lbl("d", "a"), Value: 1}, {Labels: lbl("d", "b"), Value: 2},
 	}, groups: []*group{{names: []string{"d"}, index: map[uint64]int32{42: slotScan}}}}
 	if v, err := q.pick(0, 42, []string{"b"}, lbl("d", "b")); err != nil || v != 2 {
@@ -553,23 +553,38 @@ func TestRunStopsOnCancel(t *testing.T) {
 	defer cancel()
 	var n int
 	prom := newFake(func(context.Context, string) ([]source.Series, error) {
-		n++ // Tick is serialised: one query per tick
+		n++ // evaluations are serialised: one query per tick
 		if n == 3 {
 			cancel()
 		}
 		return []source.Series{{Value: 0}}, nil
 	})
-	var clock int
-	e := New(Options{Interval: time.Millisecond, Now: func() time.Time { clock += 5; return at(clock) }},
+	clk := newFakeClock(at(0).Add(ms(7)))
+	e := New(Options{Interval: 5 * time.Second, Now: clk.Now, After: clk.After},
 		map[string]Querier{"prom": prom}, &recorder{}, zap.NewNop(), nil)
 	if err := e.SetTriggers([]Spec{spec("t", "prom", "q", nil, rule("t", 0.05))}); err != nil {
 		t.Fatal(err)
 	}
-	if err := e.Run(ctx); err != nil {
-		t.Fatalf("Run = %v", err)
+	done := make(chan error)
+	go func() { done <- e.Run(ctx) }()
+	for running := true; running; {
+		select {
+		case w := <-clk.waits:
+			clk.mu.Lock()
+			clk.now = w.at.Add(ms(2)) // timers wake a little late
+			clk.mu.Unlock()
+			w.ch <- w.at
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("Run = %v", err)
+			}
+			running = false
+		}
 	}
-	if st := statusOf(t, e, "t"); st.State != window.StateOK || !st.LastSample.Equal(at(10)) {
-		t.Fatalf("after Run: %v at %v, want ok at 10 s (the clock stamps ticks)", st.State, st.LastSample)
+	// Ticks at 0, 5 and 10 s (stamped on the schedule, not the late wake);
+	// the third was cancelled and fed nothing.
+	if st := statusOf(t, e, "t"); st.State != window.StateOK || !st.LastSample.Equal(at(5).Add(ms(7))) {
+		t.Fatalf("after Run: %v at +%s, want ok at +5.007s (the clock stamps ticks)", st.State, st.LastSample.Sub(t0))
 	}
 }
 

@@ -219,12 +219,19 @@ type Trigger struct {
 // New returns a trigger for r whose window keeps capacity samples of
 // evidence (window.DefaultCapacity when ≤ 0).
 func New(r Rule, capacity int) *Trigger {
+	return NewWithEvidence(r, capacity, 0)
+}
+
+// NewWithEvidence is New with the evidence ring thinned to a sample every
+// spacing (see window.Config.Spacing): for a trigger sampled more often
+// than its evaluation interval, so the evidence still spans the window.
+func NewWithEvidence(r Rule, capacity int, spacing time.Duration) *Trigger {
 	if r.OnError == "" {
 		r.OnError = OnErrorNoData
 	}
 	return &Trigger{
 		rule:      r,
-		win:       window.New(window.Config{For: r.For, MaxGap: r.MaxGap, Capacity: capacity}),
+		win:       window.New(window.Config{For: r.For, MaxGap: r.MaxGap, Capacity: capacity, Spacing: spacing}),
 		lastValue: math.NaN(),
 	}
 }

@@ -8,7 +8,10 @@
 //
 // Memory is O(1) plus a ring of the most recent samples kept as evidence;
 // the ring's capacity is fixed at construction (see Config.Capacity), so
-// nothing grows with uptime.
+// nothing grows with uptime. When samples come faster than the ring can
+// hold a whole window (a trigger sampled every second with a 60 s window),
+// Config.Spacing thins the evidence; the state is always computed from
+// every sample.
 package window
 
 import (
@@ -138,6 +141,12 @@ type Config struct {
 	// DefaultCapacity when ≤ 0, at most MaxCapacity. for/interval + 2
 	// covers the whole window plus the sample before it.
 	Capacity int
+	// Spacing thins the evidence ring: when > 0, consecutive samples of
+	// one kind closer than Spacing share one ring slot (the newer one
+	// replaces the older), so the ring keeps a sample every Spacing, every
+	// change of kind, and the newest sample. 0 keeps every sample. It does
+	// not affect the state.
+	Spacing time.Duration
 }
 
 // CapacityFor returns the evidence capacity that covers a window of length
@@ -166,7 +175,7 @@ type rec struct {
 // Window is the state of one trigger's window. It is not safe for
 // concurrent use; the evaluator serialises access.
 type Window struct {
-	forNs, maxGapNs int64
+	forNs, maxGapNs, spacingNs int64
 
 	state State
 	// hasLast is false until the first accepted sample.
@@ -195,9 +204,10 @@ func New(c Config) *Window {
 		capacity = MaxCapacity
 	}
 	return &Window{
-		forNs:    int64(c.For),
-		maxGapNs: int64(c.MaxGap),
-		ring:     make([]rec, capacity),
+		forNs:     int64(c.For),
+		maxGapNs:  int64(c.MaxGap),
+		spacingNs: int64(c.Spacing),
+		ring:      make([]rec, capacity),
 	}
 }
 
@@ -240,12 +250,29 @@ func (w *Window) Observe(s Sample) bool {
 	r := rec{t: t, v: s.Value, k: s.Kind}
 	w.last = r
 	w.hasLast = true
+	w.record(r)
+	return true
+}
+
+// record puts r in the evidence ring. With a spacing, r replaces the
+// newest entry when that entry and the one before it are of r's kind and
+// r is within Spacing of the one before it: a run of one kind keeps an
+// entry every Spacing (its first sample, then one per Spacing) and its
+// newest sample, and a change of kind is never thinned away.
+func (w *Window) record(r rec) {
+	if w.spacingNs > 0 && w.n >= 2 {
+		newest := (w.head - 1 + len(w.ring)) % len(w.ring)
+		prev := (w.head - 2 + len(w.ring)) % len(w.ring)
+		if w.ring[newest].k == r.k && w.ring[prev].k == r.k && r.t-w.ring[prev].t <= w.spacingNs {
+			w.ring[newest] = r
+			return
+		}
+	}
 	w.ring[w.head] = r
 	w.head = (w.head + 1) % len(w.ring)
 	if w.n < len(w.ring) {
 		w.n++
 	}
-	return true
 }
 
 // State returns the current state.

@@ -2,6 +2,7 @@ package window
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -191,6 +192,44 @@ func TestRing(t *testing.T) {
 		if want := i + 2; s.Value != float64(want) || !s.Time.Equal(at(want)) || s.Kind != Breach {
 			t.Fatalf("sample %d = %+v, want value/time %d", i, s, want)
 		}
+	}
+}
+
+// TestRingSpacing: with a spacing, a run of one kind keeps a sample every
+// spacing plus its newest, every change of kind is kept, and the state is
+// that of every sample.
+func TestRingSpacing(t *testing.T) {
+	tests := []struct {
+		name    string
+		steps   []obs
+		want    []int // seconds of the evidence, oldest first
+		capping int
+	}{
+		{"1 s breaches thinned to 5 s plus the newest", every(0, 12, 1, Breach), []int{0, 5, 10, 12}, 14},
+		{"kind changes are kept", cat(every(0, 3, 1, OK), every(4, 6, 1, Breach), []obs{{7, NoData}}, every(8, 9, 1, Breach)),
+			[]int{0, 3, 4, 6, 7, 8, 9}, 14},
+		{"samples already spaced are all kept", every(0, 20, 5, Breach), []int{0, 5, 10, 15, 20}, 14},
+		{"capacity still bounds it", every(0, 60, 1, Breach), []int{45, 50, 55, 60}, 4},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			w := New(Config{For: 60 * time.Second, Capacity: tc.capping, Spacing: 5 * time.Second})
+			ref := New(Config{For: 60 * time.Second, Capacity: tc.capping})
+			for _, s := range tc.steps {
+				w.Observe(Sample{Time: at(s.sec), Kind: s.kind})
+				ref.Observe(Sample{Time: at(s.sec), Kind: s.kind})
+				if w.State() != ref.State() {
+					t.Fatalf("at %d: state %s, without spacing %s", s.sec, w.State(), ref.State())
+				}
+			}
+			var got []int
+			for _, s := range w.Samples(nil) {
+				got = append(got, int(s.Time.Sub(t0)/time.Second))
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("evidence at %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
 

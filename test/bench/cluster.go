@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +20,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -203,6 +206,13 @@ type logLine struct {
 	Error       string `json:"error"`
 }
 
+// nothingToResume: the refusal a leader's term logs when it starts by
+// resuming what an earlier leader left unfinished and finds nothing. No
+// failure of the run being timed.
+func (l logLine) nothingToResume() bool {
+	return l.Msg == "rollback refused" && strings.Contains(l.Error, "no unfinished run to resume")
+}
+
 // time parses zap's ISO8601 encoder output (millisecond precision).
 func (l logLine) time() time.Time {
 	t, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
@@ -298,4 +308,161 @@ func sleep(ctx context.Context, d time.Duration) {
 	case <-ctx.Done():
 	case <-time.After(d):
 	}
+}
+
+// podTimeline is what a watch of a Deployment's Pods saw of its rollback:
+// when the previous version first served alone (no Pod of the bad image
+// serving, at least one of the previous image Ready) and when it was back
+// at full count (n Ready of the previous image, none of the bad one).
+// Serving is the endpoints controller's view: Ready and not terminating.
+type podTimeline struct {
+	mu                sync.Mutex
+	serving, finished time.Time
+}
+
+func (p *podTimeline) get() (time.Time, time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.serving, p.finished
+}
+
+// watchPods follows the Pods of Deployment name until ctx ends, stamping
+// each change as it arrives.
+func (c *cluster) watchPods(ctx context.Context, name, good, bad string, n int) *podTimeline {
+	tl := &podTimeline{}
+	go func() {
+		pods := map[types.UID]*corev1.Pod{}
+		check := func() {
+			goodReady, badServing := 0, 0
+			for _, p := range pods {
+				if !podServing(p) {
+					continue
+				}
+				switch podImage(p) {
+				case good:
+					goodReady++
+				case bad:
+					badServing++
+				}
+			}
+			now := time.Now()
+			tl.mu.Lock()
+			if tl.serving.IsZero() && badServing == 0 && goodReady > 0 {
+				tl.serving = now
+			}
+			if tl.finished.IsZero() && badServing == 0 && goodReady == n {
+				tl.finished = now
+			}
+			tl.mu.Unlock()
+		}
+		sel := "app=" + name
+		for ctx.Err() == nil {
+			list, err := c.kc.CoreV1().Pods(benchNamespace).List(ctx, metav1.ListOptions{LabelSelector: sel})
+			if err != nil {
+				sleep(ctx, 200*time.Millisecond)
+				continue
+			}
+			clear(pods)
+			for i := range list.Items {
+				pods[list.Items[i].UID] = &list.Items[i]
+			}
+			check()
+			w, err := c.kc.CoreV1().Pods(benchNamespace).Watch(ctx, metav1.ListOptions{LabelSelector: sel, ResourceVersion: list.ResourceVersion})
+			if err != nil {
+				sleep(ctx, 200*time.Millisecond)
+				continue
+			}
+			for ev := range w.ResultChan() {
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok {
+					continue
+				}
+				switch ev.Type {
+				case watch.Deleted:
+					delete(pods, p.UID)
+				case watch.Added, watch.Modified:
+					pods[p.UID] = p
+				}
+				check()
+			}
+			w.Stop()
+		}
+	}()
+	return tl
+}
+
+func podServing(p *corev1.Pod) bool {
+	if p.DeletionTimestamp != nil {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func podImage(p *corev1.Pod) string {
+	for _, c := range p.Spec.Containers {
+		if c.Name == container {
+			return c.Image
+		}
+	}
+	return ""
+}
+
+// promVector runs an instant query and returns its samples' values.
+func promVector(ctx context.Context, base, q string) ([]float64, error) {
+	u := base + "/api/v1/query?query=" + url.QueryEscape(q)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status string `json:"status"`
+		Error  string `json:"error"`
+		Data   struct {
+			Result []struct {
+				Value [2]any `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
+	}
+	if body.Status != "success" {
+		return nil, fmt.Errorf("prometheus query %q: %s", q, body.Error)
+	}
+	var out []float64
+	for _, r := range body.Data.Result {
+		s, _ := r.Value[1].(string)
+		if f, err := strconv.ParseFloat(s, 64); err == nil {
+			out = append(out, f)
+		}
+	}
+	return out, nil
+}
+
+// promCount is the number of series an instant query returns.
+func promCount(ctx context.Context, base, q string) (int, error) {
+	v, err := promVector(ctx, base, q)
+	return len(v), err
+}
+
+// promScalar is the value of a one-series instant query.
+func promScalar(ctx context.Context, base, q string) (float64, error) {
+	v, err := promVector(ctx, base, q)
+	if err != nil {
+		return 0, err
+	}
+	if len(v) != 1 {
+		return 0, fmt.Errorf("prometheus query %q: %d series, want 1", q, len(v))
+	}
+	return v[0], nil
 }

@@ -62,10 +62,14 @@ func runLatency(ctx context.Context, c *cluster, env sandboxenv.Env, o options, 
 	}
 	scrape := time.Second // test/sandbox/up's scrape_interval
 	res := &latencyResult{cfg: lc, scrape: scrape,
-		floor: lc.window + scrape + lc.interval + rateLag(),
+		// The window starts at the first sample of rollguard's grid (every
+		// second, global.prometheus.resolution's default, or every
+		// interval if shorter) after the rate crossed, and Run evaluates
+		// it when it completes: the poll interval no longer adds.
+		floor: lc.window + scrape + min(lc.interval, time.Second) + rateLag(),
 		goal:  lc.window + lc.interval + 2*time.Second,
 	}
-	say("== detection latency, %s window (for %s, interval %s): %d runs; floor %s (window + scrape %s + interval + rate lag %s)",
+	say("== detection latency, %s window (for %s, interval %s): %d runs; floor %s (window + scrape %s + resolution + rate lag %s)",
 		lc.name, lc.window, lc.interval, o.runs, res.floor, scrape, rateLag())
 	for i := 1; i <= o.runs; i++ {
 		r, err := latencyOnce(ctx, c, env, o, lc, i)
@@ -159,6 +163,9 @@ func latencyOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options,
 			case "rollback plan finished":
 				r.finished = true
 			case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
+				if l.nothingToResume() {
+					continue
+				}
 				return r, fmt.Errorf("rollguard: %s %s (log %s)", l.Msg, l.Error, p.log)
 			}
 		}

@@ -1,4 +1,4 @@
-// Command bench is `make bench` (test/bench/run builds and runs it): three
+// Command bench is `make bench` (test/bench/run builds and runs it): five
 // benchmarks on the running sandbox, printed as tables and written between
 // markers in docs/benchmarks.md with the machine, date and commit.
 //
@@ -8,6 +8,12 @@
 //   - rollback: `rollguard rollback --local` quick and revert against the
 //     runbook's Quick Rollback kubectl commands (quick-rollback.sh),
 //     alternating on the same cluster;
+//   - anchor: the same fault seen by a Prometheus alerting rule with the
+//     production trigger's expression, routed by Alertmanager to a webhook,
+//     and by rollguard with the production configuration, side by side;
+//   - database: the full and multi-region plans against the runbook's own
+//     commands (full-rollback.sh, multi-region-rollback.sh) on a seeded
+//     database of 500 MiB (test/pgseed), alternating;
 //   - scale: one evaluator tick of N targets × 4 triggers against a real
 //     Prometheus scraping a synthetic exporter (test/cmd/seriesgen) and the
 //     sandbox's PostgreSQL, with a CPU and heap profile at the largest N.
@@ -27,27 +33,35 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rollguard/rollguard/test/pgseed"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
 type options struct {
-	rollguard   string
-	seriesgen   string
-	doc         string
-	outDir      string
-	only        map[string]bool
-	runs        int
-	rounds      int
-	scaleN      []int
-	scaleTicks  int
-	longFor     time.Duration
-	longIval    time.Duration
-	shortFor    time.Duration
-	shortIval   time.Duration
-	rampPause   time.Duration
-	settle      time.Duration
-	recorded    bool
-	sandboxNote string
+	rollguard    string
+	seriesgen    string
+	doc          string
+	outDir       string
+	only         map[string]bool
+	runs         int
+	anchorRuns   int
+	anchorSetups map[string]bool
+	anchorRes    string
+	dbSizeMiB    int
+	dbCache      string
+	dbRounds     int
+	dbPlans      map[string]bool
+	rounds       int
+	scaleN       []int
+	scaleTicks   int
+	longFor      time.Duration
+	longIval     time.Duration
+	shortFor     time.Duration
+	shortIval    time.Duration
+	rampPause    time.Duration
+	settle       time.Duration
+	recorded     bool
+	sandboxNote  string
 }
 
 func main() { os.Exit(run()) }
@@ -56,13 +70,20 @@ func run() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var o options
-	only := flag.String("only", "latency,rollback,scale", "benchmarks to run, comma-separated")
+	only := flag.String("only", "latency,rollback,anchor,database,scale", "benchmarks to run, comma-separated (latency, rollback, anchor, database, scale)")
 	scale := flag.String("scale", "100,1000,10000", "target counts for the scale benchmark")
 	flag.StringVar(&o.rollguard, "rollguard", "bin/rollguard", "rollguard binary")
 	flag.StringVar(&o.seriesgen, "seriesgen", "bin/seriesgen", "seriesgen binary")
 	flag.StringVar(&o.doc, "doc", "docs/benchmarks.md", "markdown file whose marked section is rewritten (empty: print only)")
 	flag.StringVar(&o.outDir, "out", "", "directory for logs and profiles (default: $SANDBOX_STATE_DIR/bench)")
 	flag.IntVar(&o.runs, "runs", 5, "detection-latency runs per configuration")
+	anchorSetups := flag.String("anchor-setups", "1s,defaults", "anchor: rows to run (1s: scrape and rule every 1 s, group_wait 0s; defaults: 30 s and group_wait 30s)")
+	flag.IntVar(&o.dbSizeMiB, "db-size-mib", 500, "database: least size of the seeded rows in MiB")
+	flag.StringVar(&o.dbCache, "db-cache", pgseed.DefaultCacheDir(), "database: directory keeping the seeded database's dump between runs")
+	flag.IntVar(&o.dbRounds, "db-rounds", 3, "database: rounds per plan (each: the runbook's commands and rollguard, alternating)")
+	dbPlans := flag.String("db-plans", "full,multi-region", "database: plans to time")
+	flag.StringVar(&o.anchorRes, "anchor-resolution", "", "anchor: rollguard's global.prometheus.resolution (empty: the production config's); 0s samples once per tick, as rollguard did before it had one")
+	flag.IntVar(&o.anchorRuns, "anchor-runs", 5, "anchor: runs per row (each run times rollguard at every interval on the same fault)")
 	flag.IntVar(&o.rounds, "rounds", 5, "rollback rounds (each: script, quick, revert, revert-paced in rotating order)")
 	flag.IntVar(&o.scaleTicks, "ticks", 6, "measured ticks per scale size")
 	flag.DurationVar(&o.longFor, "long-for", 60*time.Second, "the runbook's window")
@@ -76,10 +97,11 @@ func run() int {
 	promURL := flag.String("prom", "", "internal: the scale child's Prometheus")
 	profile := flag.Bool("profile", false, "internal: the scale child writes CPU and heap profiles")
 	p99Query := flag.String("p99-query", "", "internal: the scale child's latencyP99 template (empty: the default)")
+	childResolution := flag.String("child-resolution", "", "internal: the scale child's global.prometheus.resolution (empty: the default)")
 	flag.BoolVar(&o.recorded, "recorded", true, "scale: measure the largest N again with the P99 template reading deploy/monitoring/fleet's recorded series")
 	flag.Parse()
 	if *child > 0 {
-		if err := scaleChild(ctx, *child, *promURL, o.outDir, o.scaleTicks, *profile, *p99Query); err != nil {
+		if err := scaleChild(ctx, *child, *promURL, o.outDir, o.scaleTicks, *profile, *p99Query, *childResolution); err != nil {
 			fmt.Fprintf(os.Stderr, "bench scale child: %v\n", err)
 			return 1
 		}
@@ -90,6 +112,14 @@ func run() int {
 		if s = strings.TrimSpace(s); s != "" {
 			o.only[s] = true
 		}
+	}
+	o.dbPlans = map[string]bool{}
+	for _, s := range strings.Split(*dbPlans, ",") {
+		o.dbPlans[strings.TrimSpace(s)] = true
+	}
+	o.anchorSetups = map[string]bool{}
+	for _, s := range strings.Split(*anchorSetups, ",") {
+		o.anchorSetups[strings.TrimSpace(s)] = true
 	}
 	for _, s := range strings.Split(*scale, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -126,11 +156,15 @@ func bench(ctx context.Context, o options) error {
 			*p = abs
 		}
 	}
-	rep := &report{started: time.Now(), sandboxNote: o.sandboxNote, outDir: o.outDir}
+	repo, err := os.Getwd() // test/bench/run starts the bench in the repository
+	if err != nil {
+		return err
+	}
+	rep := &report{started: time.Now(), sandboxNote: o.sandboxNote, outDir: o.outDir, repoDir: repo, stateDir: env["SANDBOX_STATE_DIR"]}
 	rep.machine = machineInfo()
 	say("machine: %s; logs and profiles in %s", rep.machine, o.outDir)
 
-	if o.only["latency"] || o.only["rollback"] {
+	if o.only["latency"] || o.only["rollback"] || o.only["anchor"] || o.only["database"] {
 		c, err := newCluster(env)
 		if err != nil {
 			return err
@@ -153,6 +187,20 @@ func bench(ctx context.Context, o options) error {
 				return fmt.Errorf("rollback: %w", err)
 			}
 			rep.rollback = res
+		}
+		if o.only["database"] {
+			res, err := runDatabase(ctx, c, env, o)
+			if err != nil {
+				return fmt.Errorf("database: %w", err)
+			}
+			rep.database = res
+		}
+		if o.only["anchor"] {
+			res, err := runAnchor(ctx, c, env, o)
+			if err != nil {
+				return fmt.Errorf("anchor: %w", err)
+			}
+			rep.anchor = res
 		}
 	}
 	if o.only["scale"] {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -23,8 +24,13 @@ type report struct {
 	machine           string
 	sandboxNote       string
 	outDir            string
+	// repoDir and stateDir: what the report's paths are shown relative to
+	// (shown).
+	repoDir, stateDir string
 	latency           []*latencyResult
 	rollback          *rollbackResult
+	anchor            *anchorResult
+	database          *dbResult
 	scale             *scaleRun
 }
 
@@ -94,13 +100,14 @@ func (r *report) markdown() string {
 	if r.sandboxNote != "" {
 		fmt.Fprintf(&b, "- Sandbox: %s\n", r.sandboxNote)
 	}
-	fmt.Fprintf(&b, "- Logs, configs and profiles: `%s`\n\n", r.outDir)
+	fmt.Fprintf(&b, "- Logs, configs and profiles: `%s`\n\n", r.shown(r.outDir))
 
 	if len(r.latency) > 0 {
 		b.WriteString("### Detection latency (fault injected at t0 → the rollback's first step starts)\n\n")
 		b.WriteString("The simulator's profile of the running tag turns to 20 % errors at t0; the error-rate trigger is `> 5 %` " +
 			"over `rate(...[5s])` (the sandbox scrapes every 1 s). \"Scrape\" is the first Prometheus sample after t0 in which a 5xx counter " +
-			"of the Deployment had grown. Floor = window + scrape interval + poll interval + the rate window's lag " +
+			"of the Deployment had grown. Floor = window + scrape interval + the resolution the window is sampled at (1 s, rollguard's " +
+			"default `global.prometheus.resolution`; a window is evaluated when it completes, not at the next poll) + the rate window's lag " +
 			"(5 % / 20 % of 5 s = 1.25 s); goal = window + poll interval + 2 s after the first faulty scrape.\n\n")
 		b.WriteString("| configuration | runs | t0 → first step, min / median / max | floor | first faulty scrape → first step, min / median / max | goal | runs within goal |\n")
 		b.WriteString("|---|---|---|---|---|---|---|\n")
@@ -160,6 +167,14 @@ func (r *report) markdown() string {
 		b.WriteString("\n")
 	}
 
+	if an := r.anchor; an != nil && len(an.runs) > 0 {
+		an.markdown(&b)
+	}
+
+	if db := r.database; db != nil && len(db.runs) > 0 {
+		db.markdown(&b)
+	}
+
 	if sc := r.scale; sc != nil && len(sc.results) > 0 {
 		b.WriteString("### Scale (one evaluator tick of N targets × 4 triggers)\n\n")
 		fmt.Fprintf(&b, "Real sources: `pkg/source/prometheus` against a Prometheus of the bench's own (%s, scrape %s) scraping "+
@@ -167,7 +182,11 @@ func (r *report) markdown() string {
 			"`http_request_duration_seconds_bucket{…,le}` with test/pggitsim's 12 buckets; one deployment in 50 unhealthy), and "+
 			"`pkg/source/postgres` against the sandbox's primary. Triggers per target: error rate and P99 on rollguard's default "+
 			"templates (`[1m]` rates, matched by `{namespace, deployment}`), pool (`builtin:connections`), lag "+
-			"(`builtin:replication_lag`). `pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
+			"(`builtin:replication_lag`). The Prometheus triggers are sampled at rollguard's default `global.prometheus.resolution` of 1 s: "+
+			"each tick is one `query_range` per query over the instants since the previous tick (5 points per series at the 5 s interval); "+
+			"the row \"(resolution 5s)\" is the largest N again with `resolution: 5s`, the interval: one point per series and tick, as an "+
+			"instant query per tick was before. "+
+			"`pkg/evaluator` is driven by a harness process of its own per N (so RSS is that N's); "+
 			"interval %s; %d ticks measured after %d warm-up ticks. CPU is the process's user+system time per interval, "+
 			"whatever ran in it (tick, GC, HTTP); \"evaluator\" is the tick minus its slowest query. The harness runs with the "+
 			"Deployment's `GOMEMLIMIT=%s` (`deploy/base/deployment.yaml`). RSS: after the last tick / peak during the ticks "+
@@ -208,13 +227,30 @@ func (r *report) markdown() string {
 		}
 		if last != nil {
 			fmt.Fprintf(&b, "CPU profile of the %d measured ticks at %d targets (`go tool pprof -top %s/cpu.pprof`):\n\n```\n%s```\n\n",
-				last.Ticks, last.Targets, last.Profile, trimPprof(last.TopCPU))
+				last.Ticks, last.Targets, r.shown(last.Profile), trimPprof(last.TopCPU))
 			fmt.Fprintf(&b, "Allocations during those ticks (`go tool pprof -top -sample_index=alloc_space -diff_base=heap-before.pprof heap-after.pprof`):\n\n```\n%s```\n\n",
 				trimPprof(last.TopHeap))
 		}
 	}
 	return b.String()
 }
+
+type fstats struct{ min, med, max float64 }
+
+func fstatsOf(fs []float64) fstats {
+	if len(fs) == 0 {
+		return fstats{}
+	}
+	s := append([]float64(nil), fs...)
+	sort.Float64s(s)
+	med := s[len(s)/2]
+	if len(s)%2 == 0 {
+		med = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	return fstats{s[0], med, s[len(s)-1]}
+}
+
+func (f fstats) String() string { return fmt.Sprintf("%.3f / %.3f / %.3f", f.min, f.med, f.max) }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
 
@@ -232,6 +268,38 @@ func field(runs []rollbackRun, f func(rollbackRun) time.Duration) []time.Duratio
 	}
 	return out
 }
+
+// shownPath is how the report names a file of the run: relative to the
+// repository when it is inside it, else relative to the sandbox's state
+// directory ($SANDBOX_STATE_DIR/...), else by its name alone: the
+// generated section is committed and must not carry this machine's paths.
+func shownPath(p, repo, state string) string {
+	within := func(root string) (string, bool) {
+		if root == "" || !filepath.IsAbs(p) {
+			return "", false
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return "", false
+		}
+		return rel, true
+	}
+	if !filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	if rel, ok := within(repo); ok {
+		return rel
+	}
+	if rel, ok := within(state); ok {
+		if rel == "." {
+			return "$SANDBOX_STATE_DIR"
+		}
+		return "$SANDBOX_STATE_DIR/" + filepath.ToSlash(rel)
+	}
+	return filepath.Base(p)
+}
+
+func (r *report) shown(p string) string { return shownPath(p, r.repoDir, r.stateDir) }
 
 // trimPprof drops pprof's file/type header lines that name temp paths.
 func trimPprof(s string) string {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,5 +74,109 @@ func TestLogLineTime(t *testing.T) {
 	}
 	if got := (logLine{TS: "garbage"}).time(); !got.IsZero() {
 		t.Errorf("time() of garbage = %s, want zero", got)
+	}
+}
+
+func TestFstatsOf(t *testing.T) {
+	tests := []struct {
+		in   []float64
+		want fstats
+	}{
+		{nil, fstats{}},
+		{[]float64{1.02, 0.98, 1.5}, fstats{0.98, 1.02, 1.5}},
+		{[]float64{0.5, 1, 0.7, 0.9}, fstats{0.5, 0.8, 1}},
+	}
+	for _, tt := range tests {
+		if got := fstatsOf(tt.in); got != tt.want {
+			t.Errorf("fstatsOf(%v) = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestAnchorRatios: a run's ratios are its times over the webhook's, both
+// from t0; a missing time gives 0, not a ratio.
+func TestAnchorRatios(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	r := anchorRun{t0: t0, webhook: t0.Add(75 * time.Second), serving: t0.Add(60 * time.Second), finished: t0.Add(90 * time.Second)}
+	if got := r.ratio(r.serving); got != 0.8 {
+		t.Errorf("serving / webhook = %v, want 0.8", got)
+	}
+	if got := r.ratio(r.finished); got != 1.2 {
+		t.Errorf("finished / webhook = %v, want 1.2", got)
+	}
+	if got := r.ratio(time.Time{}); got != 0 {
+		t.Errorf("ratio of a missing time = %v, want 0", got)
+	}
+	if got := r.since(time.Time{}); got != -1 {
+		t.Errorf("since a missing time = %v, want -1", got)
+	}
+}
+
+func TestScriptPhases(t *testing.T) {
+	r := dbRun{phases: map[string]time.Duration{}}
+	scriptPhases("3\nphase dump 100.5 110.75\nnoise\nphase restore 111 131.5\nphase ramp 140 140.25\nphase ramp 150 150.5\n", &r)
+	want := map[string]time.Duration{"dump": 10250 * time.Millisecond, "restore": 20500 * time.Millisecond, "ramp": 750 * time.Millisecond}
+	for k, v := range want {
+		if got := r.phases[k]; got != v {
+			t.Errorf("phase %s = %s, want %s", k, got, v)
+		}
+	}
+	if got := fmt.Sprint(r.order); got != "[dump restore ramp]" {
+		t.Errorf("order %s, want [dump restore ramp]", got)
+	}
+}
+
+func TestShownPath(t *testing.T) {
+	const repo, state = "/src/rollguard", "/var/lib/sandbox"
+	tests := []struct{ name, path, want string }{
+		{"inside the repository", "/src/rollguard/test/sandbox/.state/bench", "test/sandbox/.state/bench"},
+		{"the profile of a scale run", "/src/rollguard/test/sandbox/.state/bench/scale-10000", "test/sandbox/.state/bench/scale-10000"},
+		{"the repository itself", "/src/rollguard", "."},
+		{"a sibling with the repository's name as prefix", "/src/rollguard2/bench", "bench"},
+		{"inside the state directory", "/var/lib/sandbox/bench/scale-100", "$SANDBOX_STATE_DIR/bench/scale-100"},
+		{"the state directory itself", "/var/lib/sandbox", "$SANDBOX_STATE_DIR"},
+		{"elsewhere: its name only", "/home/someone/out", "out"},
+		{"already relative", "test/sandbox/.state/bench/", "test/sandbox/.state/bench"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := shownPath(tt.path, repo, state); got != tt.want {
+				t.Errorf("shownPath(%q) = %q, want %q", tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
+// The generated section names no absolute path of the machine that ran
+// it, whatever the directories.
+func TestMarkdownNamesNoMachinePath(t *testing.T) {
+	r := &report{
+		started: time.Unix(0, 0), finished: time.Unix(60, 0), machine: "2 CPUs",
+		sandboxNote: "the running sandbox (test/sandbox/.state/env), left up",
+		outDir:      "/src/rollguard/test/sandbox/.state/bench", repoDir: "/src/rollguard", stateDir: "/src/rollguard/test/sandbox/.state",
+		scale: &scaleRun{results: []*scaleResult{{Targets: 10, Ticks: 6, Profile: "/src/rollguard/test/sandbox/.state/bench/scale-10", TopCPU: "x\n"}}},
+	}
+	md := r.markdown()
+	if strings.Contains(md, "/src/") {
+		t.Errorf("markdown names a machine path:\n%s", md)
+	}
+	if !strings.Contains(md, "`test/sandbox/.state/bench`") || !strings.Contains(md, "go tool pprof -top test/sandbox/.state/bench/scale-10/cpu.pprof") {
+		t.Errorf("markdown does not name the run's files relative to the repository:\n%s", md)
+	}
+}
+
+func TestNothingToResume(t *testing.T) {
+	tests := []struct {
+		l    logLine
+		want bool
+	}{
+		{logLine{Msg: "rollback refused", Error: "rollback of deployment ns/d refused: no unfinished run to resume"}, true},
+		{logLine{Msg: "rollback refused", Error: "rollback of deployment ns/d refused: cooldown"}, false},
+		{logLine{Msg: "rollback plan stopped", Error: "no unfinished run to resume"}, false},
+	}
+	for _, tt := range tests {
+		if got := tt.l.nothingToResume(); got != tt.want {
+			t.Errorf("%+v.nothingToResume() = %v, want %v", tt.l, got, tt.want)
+		}
 	}
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+
+	"github.com/rollguard/rollguard/pkg/source"
 )
 
 const (
@@ -57,6 +59,10 @@ type instantResult struct {
 type vectorSample struct {
 	Metric map[string]string `json:"metric"`
 	Value  sampleValue       `json:"value"`
+	// Values are a matrix element's finite points (a range query).
+	Values []source.Point
+	matrix bool
+	key    string // labelKey of Metric, for a matrix element
 }
 
 // sampleValue is a [ts, "value"] pair parsed without the intermediate
@@ -134,7 +140,26 @@ func (s *Source) instant(ctx context.Context, query string, ts time.Time) (insta
 	if !ts.IsZero() {
 		form.Set("time", formatTime(ts))
 	}
-	args := form.Encode()
+	return s.request(ctx, s.queryURL, form.Encode())
+}
+
+// rangeRequest sends a query_range the way client_golang does and decodes
+// the answer like instant does.
+func (s *Source) rangeRequest(ctx context.Context, query string, start, end time.Time, step time.Duration) (instantResponse, error) {
+	form := url.Values{}
+	if s.serverTimeout > 0 {
+		form.Set("timeout", s.serverTimeout.String())
+	}
+	form.Set("query", query)
+	form.Set("start", formatTime(start))
+	form.Set("end", formatTime(end))
+	form.Set("step", strconv.FormatFloat(step.Seconds(), 'f', -1, 64))
+	return s.request(ctx, s.rangeURL, form.Encode())
+}
+
+// request POSTs args to an API endpoint (falling back to GET on 405 or
+// 501) and decodes the answer.
+func (s *Source) request(ctx context.Context, endpoint, args string) (instantResponse, error) {
 
 	buf := s.bodies.Get().(*bytes.Buffer)
 	defer func() {
@@ -143,9 +168,9 @@ func (s *Source) instant(ctx context.Context, query string, ts time.Time) (insta
 		}
 	}()
 
-	code, err := s.send(ctx, http.MethodPost, args, buf)
+	code, err := s.send(ctx, endpoint, http.MethodPost, args, buf)
 	if err == nil && (code == http.StatusMethodNotAllowed || code == http.StatusNotImplemented) {
-		code, err = s.send(ctx, http.MethodGet, args, buf)
+		code, err = s.send(ctx, endpoint, http.MethodGet, args, buf)
 	}
 	if err != nil {
 		return instantResponse{}, err
@@ -154,15 +179,15 @@ func (s *Source) instant(ctx context.Context, query string, ts time.Time) (insta
 }
 
 // send does one request and reads the whole body into buf.
-func (s *Source) send(ctx context.Context, method, args string, buf *bytes.Buffer) (int, error) {
+func (s *Source) send(ctx context.Context, endpoint, method, args string, buf *bytes.Buffer) (int, error) {
 	var (
 		req *http.Request
 		err error
 	)
 	if method == http.MethodGet {
-		req, err = http.NewRequestWithContext(ctx, method, s.queryURL+"?"+args, nil)
+		req, err = http.NewRequestWithContext(ctx, method, endpoint+"?"+args, nil)
 	} else {
-		req, err = http.NewRequestWithContext(ctx, method, s.queryURL, strings.NewReader(args))
+		req, err = http.NewRequestWithContext(ctx, method, endpoint, strings.NewReader(args))
 	}
 	if err != nil {
 		// The URL was checked in New; do not echo it (credentials).

@@ -75,6 +75,7 @@ type Source struct {
 	api           v1.API // range queries
 	client        *http.Client
 	queryURL      string // {URL}/api/v1/query, userinfo kept for basic auth
+	rangeURL      string // {URL}/api/v1/query_range
 	bodies        sync.Pool
 	timeout       time.Duration
 	serverTimeout time.Duration
@@ -132,10 +133,13 @@ func New(opts Options, logger *zap.Logger) (*Source, error) {
 	qu := *u
 	qu.Path = path.Join(strings.TrimRight(u.Path, "/"), "/api/v1/query")
 	qu.RawPath = ""
+	ru := qu
+	ru.Path += "_range"
 	return &Source{
 		api:           v1.NewAPI(client),
 		client:        hc,
 		queryURL:      qu.String(),
+		rangeURL:      ru.String(),
 		bodies:        sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		timeout:       opts.Timeout,
 		serverTimeout: serverTimeout(opts.Timeout),
@@ -205,10 +209,17 @@ func (s *Source) Query(ctx context.Context, query string, ts time.Time) ([]sourc
 // repeated timestamp anyway. Each chunk request has its own timeout; ctx
 // bounds the whole. NaN and ±Inf points are dropped; series left with no
 // points are omitted. Series are sorted by their labels.
+//
+// A range that fits one request (the evaluator's every tick: the seconds
+// since its previous one) is sent and decoded here, like Query, rather
+// than through client_golang.
 func (s *Source) QueryRange(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]source.Range, error) {
 	chunks, err := splitRange(start, end, step, maxPointsPerSeries)
 	if err != nil {
 		return nil, fmt.Errorf("prometheus range query %q: %w: %w", query, source.ErrBadQuery, err)
+	}
+	if len(chunks) == 1 {
+		return s.queryRangeOnce(ctx, query, start, end, step)
 	}
 	m := newMerger(start, end)
 	for _, r := range chunks {
@@ -223,6 +234,46 @@ func (s *Source) QueryRange(ctx context.Context, query string, start, end time.T
 		m.add(matrix)
 	}
 	return m.result(), nil
+}
+
+func (s *Source) queryRangeOnce(ctx context.Context, query string, start, end time.Time, step time.Duration) ([]source.Range, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	began := time.Now()
+	res, err := s.rangeRequest(ctx, query, start, end, step)
+	s.logWarnings(query, res.Warnings)
+	if err != nil {
+		return nil, classify("prometheus range query", query, err)
+	}
+	if t := res.Data.ResultType; t != "matrix" {
+		if t == "" {
+			t = "nil"
+		}
+		return nil, fmt.Errorf("prometheus range query %q: %w: result is a %s, want a matrix", query, source.ErrBadQuery, t)
+	}
+	lo, hi := start.UnixMilli(), end.UnixMilli()
+	out := make([]source.Range, 0, len(res.Data.Result.vector))
+	keys := make([]string, 0, len(res.Data.Result.vector))
+	for _, smp := range res.Data.Result.vector {
+		pts := smp.Values[:0]
+		for _, p := range smp.Values {
+			if ms := p.Time.UnixMilli(); ms >= lo && ms <= hi {
+				pts = append(pts, p)
+			}
+		}
+		if len(pts) == 0 {
+			continue
+		}
+		lbls := smp.Metric
+		if lbls == nil {
+			lbls = map[string]string{}
+		}
+		out = append(out, source.Range{Labels: lbls, Points: pts})
+		keys = append(keys, smp.key)
+	}
+	sortByKey(out, keys)
+	s.logger.Debug("prometheus range query done", zap.String("query", query), zap.Int("series", len(out)), zap.Duration("took", time.Since(began)))
+	return out, nil
 }
 
 func (s *Source) queryRangeChunk(ctx context.Context, query string, r v1.Range) (model.Value, error) {
@@ -453,29 +504,49 @@ func (m *merger) add(matrix model.Matrix) {
 }
 
 func (m *merger) result() []source.Range {
-	type keyed struct {
-		key string
-		r   source.Range
-	}
-	all := make([]keyed, 0, len(m.byKey))
+	out := make([]source.Range, 0, len(m.byKey))
+	keys := make([]string, 0, len(m.byKey))
 	for _, r := range m.byKey {
 		if len(r.Points) == 0 {
 			continue
 		}
-		all = append(all, keyed{key: toLabelSet(r.Labels).String(), r: *r})
+		out = append(out, *r)
+		keys = append(keys, labelKey(r.Labels))
 	}
-	sort.Slice(all, func(i, j int) bool { return all[i].key < all[j].key })
-	out := make([]source.Range, len(all))
-	for i, k := range all {
-		out[i] = k.r
-	}
+	sortByKey(out, keys)
 	return out
 }
 
-func toLabelSet(m map[string]string) model.LabelSet {
-	ls := make(model.LabelSet, len(m))
+// labelKey orders label sets: by name, then value, pair after pair (a set
+// that is a prefix of another comes first).
+func labelKey(m map[string]string) string {
+	names := make([]string, 0, len(m))
+	n := 0
 	for k, v := range m {
-		ls[model.LabelName(k)] = model.LabelValue(v)
+		names = append(names, k)
+		n += len(k) + len(v) + 2
 	}
-	return ls
+	sort.Strings(names)
+	b := make([]byte, 0, n)
+	for _, k := range names {
+		b = append(append(append(append(b, k...), 0), m[k]...), 0)
+	}
+	return string(b)
+}
+
+// sortByKey sorts rs by keys (parallel slices).
+func sortByKey(rs []source.Range, keys []string) {
+	sort.Sort(byKey{rs, keys})
+}
+
+type byKey struct {
+	rs   []source.Range
+	keys []string
+}
+
+func (b byKey) Len() int           { return len(b.rs) }
+func (b byKey) Less(i, j int) bool { return b.keys[i] < b.keys[j] }
+func (b byKey) Swap(i, j int) {
+	b.rs[i], b.rs[j] = b.rs[j], b.rs[i]
+	b.keys[i], b.keys[j] = b.keys[j], b.keys[i]
 }

@@ -1,9 +1,15 @@
 package prometheus
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/rollguard/rollguard/pkg/source"
 )
 
 // maxInternedValues is how many distinct values of one label name are
@@ -25,6 +31,9 @@ type vectorParser struct {
 	i     int
 	names map[string]*labelName
 	pairs [][2]string
+	// backing holds every matrix element's points: one growing array for
+	// the whole answer instead of a few per series.
+	backing []source.Point
 }
 
 type labelName struct {
@@ -98,6 +107,12 @@ func (p *vectorParser) sample() (vectorSample, error) {
 			if err := smp.Value.UnmarshalJSON(p.b[start:p.i]); err != nil {
 				return smp, err
 			}
+		case !escaped && string(key) == "values":
+			// A matrix element (range query): [[ts, "value"], ...].
+			if smp.Values, err = p.points(); err != nil {
+				return smp, err
+			}
+			smp.matrix = true
 		default:
 			// "histogram" of a native histogram sample, or fields
 			// added later.
@@ -109,9 +124,80 @@ func (p *vectorParser) sample() (vectorSample, error) {
 			continue
 		}
 		if p.consume('}') {
+			if smp.matrix {
+				// p.pairs still holds this element's labels.
+				smp.key = p.pairKey()
+			}
 			return smp, nil
 		}
 		return smp, errVectorSyntax
+	}
+}
+
+// pairKey is labelKey of the labels in p.pairs, built without a map walk
+// or a sort of its own (Prometheus writes label names sorted already).
+func (p *vectorParser) pairKey() string {
+	ps := p.pairs
+	n := 0
+	for i := 1; i < len(ps); i++ {
+		for j := i; j > 0 && ps[j][0] < ps[j-1][0]; j-- {
+			ps[j], ps[j-1] = ps[j-1], ps[j]
+		}
+	}
+	for _, kv := range ps {
+		n += len(kv[0]) + len(kv[1]) + 2
+	}
+	b := make([]byte, 0, n)
+	for _, kv := range ps {
+		b = append(append(append(append(b, kv[0]...), 0), kv[1]...), 0)
+	}
+	return string(b)
+}
+
+// points reads a matrix element's [[ts, "value"], ...], dropping the
+// points whose value is not a finite number. Timestamps are Unix seconds
+// with at most millisecond precision.
+func (p *vectorParser) points() ([]source.Point, error) {
+	if !p.consume('[') {
+		return nil, fmt.Errorf("%w: values is not an array", errVectorSyntax)
+	}
+	first := len(p.backing)
+	if p.consume(']') {
+		return nil, nil
+	}
+	for {
+		start := p.i
+		if err := p.skip(); err != nil {
+			return nil, err
+		}
+		pair := bytes.TrimSpace(p.b[start:p.i])
+		if len(pair) < 2 || pair[0] != '[' || pair[len(pair)-1] != ']' {
+			return nil, errors.New("sample: want a [timestamp, \"value\"] pair")
+		}
+		c := bytes.IndexByte(pair, ',')
+		if c < 0 {
+			return nil, errors.New("sample: want a [timestamp, \"value\"] pair")
+		}
+		ts, err := strconv.ParseFloat(string(bytes.TrimSpace(pair[1:c])), 64)
+		if err != nil {
+			return nil, fmt.Errorf("sample timestamp: %w", err)
+		}
+		v, err := parsePair(pair)
+		if err != nil {
+			return nil, err
+		}
+		if finite(v) {
+			p.backing = append(p.backing, source.Point{Time: time.UnixMilli(int64(math.Round(ts * 1000))).UTC(), Value: v})
+		}
+		if p.consume(',') {
+			continue
+		}
+		if p.consume(']') {
+			// A full slice expression: the next element's appends to the
+			// backing array must not show through this one's points.
+			return p.backing[first:len(p.backing):len(p.backing)], nil
+		}
+		return nil, errVectorSyntax
 	}
 }
 
