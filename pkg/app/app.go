@@ -40,6 +40,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/version"
 )
@@ -294,7 +295,7 @@ type lateTriggers struct{ response.Triggers }
 // windows of unchanged ones), targets, interlocks. It fails without
 // changing anything when the evaluator rejects the triggers.
 func (d *daemon) apply(cfg *config.Config) error {
-	if err := d.eval.SetTriggers(specs(cfg)); err != nil {
+	if err := d.eval.SetTriggers(rules.Specs(cfg)); err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
 	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
@@ -455,8 +456,8 @@ func (d *daemon) rebuildWindows(ctx context.Context) {
 	now := time.Now().Truncate(time.Millisecond)
 	cache := map[string][]rangeResult{}
 	seeded, empty := 0, 0
-	for _, s := range specs(cfg) {
-		if s.Backend != backendPrometheus {
+	for _, s := range rules.Specs(cfg) {
+		if s.Backend != rules.BackendPrometheus {
 			empty++
 			continue
 		}
