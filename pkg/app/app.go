@@ -179,16 +179,10 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *zap.Logger) (*daemon, error) {
-	d := &daemon{opts: opts, log: logger, reg: prometheus.NewRegistry()}
-	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	v := version.Get()
-	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_build_info", Help: "Build information.",
-		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion}})
-	info.Set(1)
-	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
-	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
-	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
-	d.reloads = newReloadMetrics(d.reg)
+	d := &daemon{opts: opts, log: logger, reg: newRegistry()}
+	reg := metricsRegisterer(d.reg)
+	d.reloadOK, d.reloadTS = registerBuildAndReload(reg)
+	d.reloads = newReloadMetrics(reg)
 
 	var (
 		err error
@@ -233,7 +227,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	notifiers = append(notifiers, d.records.recorder)
 	d.deliveries = notify.NewDeliveryLog(0)
 	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries, Outbox: d.records.outbox(), Owner: opts.Identity},
-		notifiers, logger.Named("notify"), d.reg)
+		notifiers, logger.Named("notify"), reg)
 	d.records.alarm = d.queue.Enqueue
 
 	if cfg.Global.LeaderElection.Enabled {
@@ -241,7 +235,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		d.elect, err = leader.New(electClient, leader.Options{
 			Namespace: le.Namespace, Name: le.LeaseName, Identity: opts.Identity,
 			LeaseDuration: time.Duration(le.LeaseDuration), RenewDeadline: time.Duration(le.RenewDeadline), RetryPeriod: time.Duration(le.RetryPeriod),
-		}, logger.Named("leader"), d.reg)
+		}, logger.Named("leader"), reg)
 		if err != nil {
 			d.close()
 			return nil, err
@@ -257,19 +251,44 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		Integrity: d.integrity, Triggers: triggers, Alerts: d.records.alerts,
 		// The drain must end before the shutdown stops waiting for it.
 		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
-	}, logger.Named("response"), d.reg)
+	}, logger.Named("response"), reg)
 	d.watch = gitops.NewWatcher(d.gitops, d.kube, d.queue, gitops.WatchOptions{Interval: time.Duration(cfg.Global.Interval), IsLeader: d.isLeader},
-		logger.Named("gitops"), d.reg)
+		logger.Named("gitops"), reg)
 	d.eval = evaluator.New(evaluator.Options{
 		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
 		QueryTimeout: queryTimeout(cfg),
-	}, d.src.queriers(), d.resp, logger.Named("evaluator"), d.reg)
+	}, d.src.queriers(), d.resp, logger.Named("evaluator"), reg)
 	triggers.Triggers = d.eval
 	if err := d.apply(cfg); err != nil {
 		d.close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// newRegistry is the registry /metrics serves, with the Go runtime's and
+// the process's collectors under their standard names.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// metricsRegisterer is what every component registers rollguard's own
+// metrics on.
+func metricsRegisterer(reg prometheus.Registerer) prometheus.Registerer { return reg }
+
+// registerBuildAndReload registers the build info and the gauges of the
+// last config load.
+func registerBuildAndReload(reg prometheus.Registerer) (ok, ts prometheus.Gauge) {
+	v := version.Get()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_build_info", Help: "Build information.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion}})
+	info.Set(1)
+	ok = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
+	ts = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
+	reg.MustRegister(info, ok, ts)
+	return ok, ts
 }
 
 func queryTimeout(cfg *config.Config) time.Duration {
