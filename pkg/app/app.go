@@ -274,19 +274,26 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
+// metricsPrefix starts the name of every metric of rollguard's own. It is
+// added here, once, where the registry is built: the packages declare
+// their metrics without it, so the prefix is written in one place.
+const metricsPrefix = "rollguard_"
+
 // metricsRegisterer is what every component registers rollguard's own
-// metrics on.
-func metricsRegisterer(reg prometheus.Registerer) prometheus.Registerer { return reg }
+// metrics on: reg, with metricsPrefix added to every name.
+func metricsRegisterer(reg prometheus.Registerer) prometheus.Registerer {
+	return prometheus.WrapRegistererWithPrefix(metricsPrefix, reg)
+}
 
 // registerBuildAndReload registers the build info and the gauges of the
 // last config load.
 func registerBuildAndReload(reg prometheus.Registerer) (ok, ts prometheus.Gauge) {
 	v := version.Get()
-	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_build_info", Help: "Build information.",
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "build_info", Help: "Build information.",
 		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion}})
 	info.Set(1)
-	ok = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
-	ts = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
+	ok = prometheus.NewGauge(prometheus.GaugeOpts{Name: "config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
+	ts = prometheus.NewGauge(prometheus.GaugeOpts{Name: "config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
 	reg.MustRegister(info, ok, ts)
 	return ok, ts
 }
