@@ -453,14 +453,16 @@ func PlanFor(t config.Target, action string) []string {
 		}
 		return steps
 	}
+	configured := rollback.Action(t.Rollback.Plan())
 	switch action {
-	case config.ActionRollback:
-		return plan(rollback.Action(t.Rollback.Plan()))
-	case config.ActionFullRollback:
-		return plan(rollback.ActionFull)
+	case config.ActionRollback, config.ActionFullRollback:
+		p, _ := rollback.PlanFor(action, configured, false)
+		return plan(p)
 	case config.ActionRestartThenRollback:
-		out := append(plan(rollback.ActionPoolRecovery), "then, if it fires again:")
-		return append(out, plan(rollback.Action(t.Rollback.Plan()))...)
+		first, _ := rollback.PlanFor(action, configured, false)
+		then, _ := rollback.PlanFor(action, configured, true)
+		out := append(plan(first), "then, if it fires again:")
+		return append(out, plan(then)...)
 	}
 	return []string{}
 }
