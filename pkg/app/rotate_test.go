@@ -2,11 +2,13 @@ package app
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -18,6 +20,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rules"
+	"github.com/rollguard/rollguard/pkg/source"
 )
 
 // rotation is a config whose secrets live in files of its directory.
@@ -59,7 +62,7 @@ targets:
 	}
 	g := guard.New(guard.Options{})
 	d := &daemon{opts: Options{ConfigFile: path}, log: zap.NewNop(), guard: g,
-		eval:     evaluator.New(evaluator.Options{}, map[string]evaluator.Querier{rules.BackendPrometheus: nil, rules.BackendPostgres("primary"): nil}, nil, zap.NewNop(), nil),
+		eval:     evaluator.New(evaluator.Options{}, map[string]evaluator.Querier{rules.BackendPrometheus: idleProm{}, rules.BackendPostgres("primary"): nil}, nil, zap.NewNop(), nil),
 		resp:     response.New(nil, nil, nil, g, response.Options{}, zap.NewNop(), nil),
 		watch:    gitops.NewWatcher(nil, nil, nil, gitops.WatchOptions{}, zap.NewNop(), nil),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ok"}), reloadTS: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ts"}),
@@ -68,6 +71,18 @@ targets:
 		t.Fatal(err)
 	}
 	return r, d
+}
+
+// idleProm is a Prometheus backend the test never asks: it can evaluate
+// ranges, as the daemon's triggers at global.prometheus.resolution need.
+type idleProm struct{}
+
+func (idleProm) Query(context.Context, string, time.Time) ([]source.Series, error) {
+	return nil, errors.New("not asked in this test")
+}
+
+func (idleProm) QueryRange(context.Context, string, time.Time, time.Time, time.Duration) ([]source.Range, error) {
+	return nil, errors.New("not asked in this test")
 }
 
 // call POSTs /-/reload (a mutating endpoint) with token.

@@ -234,6 +234,14 @@ type Notifier interface {
 	Notify(ctx context.Context, e Event) error
 }
 
+// Taker is a Notifier that acts on some events only (PagerDuty pages the
+// detection and the outcome, not every step). The outbox keeps an event
+// pending only for the notifiers that take it: a next leader has nothing
+// to deliver to the others.
+type Taker interface {
+	Takes(e Event) bool
+}
+
 var unsafeID = regexp.MustCompile(`[^a-z0-9.-]+`)
 
 // IncidentID is the identity of an incident: the target and the revision

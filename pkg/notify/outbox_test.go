@@ -319,3 +319,32 @@ func TestEventJSONRoundTrip(t *testing.T) {
 		t.Error("a malformed typed detail decoded without an error")
 	}
 }
+
+// pickyNotifier is a scripted notifier that takes detections only.
+type pickyNotifier struct{ *scripted }
+
+func (pickyNotifier) Takes(e Event) bool { return e.Kind == KindDetected }
+
+// An event a notifier does not take is not kept pending for it: a next
+// leader would deliver nothing and a test of "every pending page
+// delivered" would wait for pages that are never sent.
+func TestOutboxKeepsPendingOnlyForNotifiersThatTakeTheEvent(t *testing.T) {
+	ob := newMemOutbox()
+	pd, slack := newScripted("pagerduty"), newScripted("slack")
+	var seen []map[string]DeliveryState
+	slack.hook = func(context.Context) error {
+		ps, _ := ob.Pending(context.Background())
+		for _, p := range ps {
+			seen = append(seen, p.Notifiers)
+		}
+		return nil
+	}
+	q := NewQueue(Options{Outbox: ob, Owner: "a"}, []Notifier{pickyNotifier{pd}, slack}, zap.NewNop(), nil)
+	runQueue(t, q)
+	q.Enqueue(Event{Kind: KindStepStarted, IncidentID: "i"})
+	<-slack.done
+	if want := []map[string]DeliveryState{{"slack": StatePending}}; !reflect.DeepEqual(seen, want) {
+		t.Errorf("outbox at slack's attempt = %v, want %v (nothing pending for pagerduty)", seen, want)
+	}
+	waitFor(t, "entry removed once delivered", func() bool { ps, _ := ob.Pending(context.Background()); return len(ps) == 0 })
+}

@@ -346,7 +346,13 @@ func (q *Queue) storeBatch(dctx context.Context, first Event) {
 	for _, e := range batch {
 		p := Pending{Event: e, Owner: q.opts.Owner, Notifiers: make(map[string]DeliveryState, len(q.workers)), Updated: now}
 		for _, w := range q.workers {
+			if t, ok := w.n.(Taker); ok && !t.Takes(e) {
+				continue
+			}
 			p.Notifiers[w.n.Name()] = StatePending
+		}
+		if len(p.Notifiers) == 0 {
+			continue
 		}
 		entries = append(entries, p)
 	}

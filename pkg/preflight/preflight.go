@@ -9,7 +9,9 @@
 //   - Previous stable version documented: the rollback target the
 //     executor's preflight would pin resolves now (rollback.Executor.Plan,
 //     which writes nothing), and differs from the image about to be
-//     deployed.
+//     deployed; and whether Flux or Argo CD reconciles the target, with
+//     what its gitops.mode makes a rollback do (refuse: rollguard pages
+//     instead, a warn).
 //   - Monitoring alerts configured: every trigger's query returns data now,
 //     and rollguard's own daemon answers, is ready and watches the target.
 //   - PagerDuty escalation configured: routing key (and webhook) files are
@@ -201,6 +203,9 @@ type Options struct {
 	Kubeconfig, KubeContext string
 	// Kube is used instead of building a client from the kubeconfig.
 	Kube kubernetes.Interface
+	// GitOps finds the target's GitOps owner (default: a gitops.Manager
+	// over the kubeconfig).
+	GitOps GitOpsDetector
 	// HTTPClient reaches the daemon (default: a client with CheckTimeout).
 	HTTPClient *http.Client
 	// PagerDutyTransport carries the test page (default

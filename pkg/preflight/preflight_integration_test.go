@@ -241,6 +241,7 @@ func TestIntegrationPreflightPasses(t *testing.T) {
 	}
 	expect(t, rep, "previous.target", preflight.StatusPass, "api=pggit-api:v1.0.2 from previous-revision")
 	expect(t, rep, "previous.next-image", preflight.StatusPass, "api: pggit-api:v1.1.0 -> rollback to pggit-api:v1.0.2")
+	expect(t, rep, "previous.gitops", preflight.StatusPass, "no Flux or Argo CD object reconciles")
 	expect(t, rep, "backup.restore-test", preflight.StatusPass, "dropped")
 	expect(t, rep, "replication.subscription.secondary", preflight.StatusPass, "is enabled, apply worker pid")
 	expect(t, rep, "monitoring.daemon", preflight.StatusWarn, "not reachable at http://127.0.0.1:1")

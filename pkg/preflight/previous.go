@@ -27,7 +27,7 @@ func (r *runner) previousChecks(ctx context.Context) []Check {
 	next := r.check(ctx, ItemPrevious, "previous.next-image", r.opts.CheckTimeout, func(context.Context) (Status, string) {
 		return r.compareNext(target)
 	})
-	return []Check{pin, next}
+	return []Check{pin, next, r.gitopsCheck(ctx)}
 }
 
 func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, string) {

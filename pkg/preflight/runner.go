@@ -9,6 +9,7 @@ import (
 
 	"go.uber.org/zap"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/rollguard/rollguard/pkg/backup"
 	"github.com/rollguard/rollguard/pkg/config"
@@ -164,6 +165,21 @@ func (r *runner) kube() (kubernetes.Interface, error) {
 	if r.opts.Kube != nil {
 		return r.opts.Kube, nil
 	}
+	rc, err := r.restConfig()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client: %w", err)
+	}
+	r.opts.Kube = cs
+	return cs, nil
+}
+
+// restConfig is the kubeconfig's client config, each request bounded by
+// the check timeout.
+func (r *runner) restConfig() (*rest.Config, error) {
 	k := r.cfg.Global.Kubernetes
 	rc, err := kube.RESTConfig(kube.ClientOptions{
 		Kubeconfig: k.Kubeconfig, KubeconfigFrom: "global.kubernetes.kubeconfig",
@@ -173,12 +189,7 @@ func (r *runner) kube() (kubernetes.Interface, error) {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
 	rc.Timeout = r.opts.CheckTimeout
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	r.opts.Kube = cs
-	return cs, nil
+	return rc, nil
 }
 
 func (r *runner) manualChecks(context.Context) []Check {

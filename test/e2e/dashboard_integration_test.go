@@ -226,11 +226,18 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 			"rollback":  map[string]any{"strategy": "quick", "rampSteps": []int{1}, "rampPause": "1s", "rolloutTimeout": "30s", "verifyWindow": "5s"},
 			"triggers": []map[string]any{
 				{"name": "error-rate", "kind": "errorRate", "above": 0.05, "minRate": 1, "action": "rollback"},
-				// A query Prometheus refuses: the source-errors panel has
-				// something to show (bad_query), and it only pages.
-				{"name": "broken", "kind": "prometheus", "query": "sum(rate(http_requests_total[5s]", "above": 1, "action": "page"},
 			},
-		}})
+		},
+		// A query that parses (validate accepts it) and that Prometheus
+		// refuses when it runs it (an invalid regular expression is an
+		// execution error): the source-errors panel has something to
+		// show (bad_query). It is another target's, which only pages: a
+		// trigger of the rolled-back target without data would make its
+		// rollback unverified.
+		More: []map[string]any{{"name": "broken-probe", "namespace": ns, "deployment": "broken-probe",
+			"triggers": []map[string]any{{"name": "broken", "kind": "prometheus", "action": "page", "above": 1,
+				"query": `label_replace(sum(rate(http_requests_total[5s])), "x", "$1", "job", "(")`}}}},
+	})
 	prom := startScraper(t, promBin, strings.TrimPrefix(d.url, "http://"))
 
 	d.watch(t, "error-rate", 40*time.Second, stateIs("ok"))

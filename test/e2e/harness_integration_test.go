@@ -367,6 +367,8 @@ type daemonSpec struct {
 	Inbox      *inbox // PagerDuty and Slack; nil for none
 	BlindAfter time.Duration
 	Target     map[string]any // one target; name defaults to pggit-api
+	// More are targets after it, as they are.
+	More []map[string]any
 }
 
 type daemon struct {
@@ -464,7 +466,11 @@ func writeConfig(t *testing.T, sb *sandbox, dir string, spec daemonSpec) (string
 	for k, v := range spec.Target {
 		target[k] = v
 	}
-	b, err := yaml.Marshal(map[string]any{"global": global, "targets": []any{target}})
+	targets := []any{target}
+	for _, m := range spec.More {
+		targets = append(targets, m)
+	}
+	b, err := yaml.Marshal(map[string]any{"global": global, "targets": targets})
 	if err != nil {
 		t.Fatal(err)
 	}

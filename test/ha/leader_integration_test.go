@@ -18,6 +18,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/notify/pagerduty"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -270,7 +271,9 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	slackBefore := len(h.received("/slack/webhook"))
 	slackPending, slackClaimed := 0, 0
 	for _, pe := range h.pending() {
-		if pe.Notifiers["pagerduty"] == notify.StatePending {
+		if pe.Notifiers["pagerduty"] == notify.StatePending && pagerduty.Pages(pe.Event) {
+			// Change events (rollback started/succeeded) go to another
+			// endpoint; the pages are what on-call must not lose.
 			atKill = append(atKill, pe)
 		}
 		if k := pe.Event.Kind; k == notify.KindRollbackStarted || k == notify.KindRollbackSucceeded {

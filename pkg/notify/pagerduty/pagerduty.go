@@ -278,6 +278,17 @@ func (n *Notifier) incidentLink(e notify.Event) (notify.Link, bool) {
 // rollguard), updated with its outcome, and resolved; the steps in between
 // go to the incident record and Slack. A page per step (14 for a quick
 // rollback) buries the outcome in the alert's log.
+// Takes implements notify.Taker: the events it pages or sends as change
+// events.
+func (n *Notifier) Takes(e notify.Event) bool {
+	_, change := n.ChangeEvent(e)
+	return Pages(e) || change
+}
+
+// Pages reports whether e becomes an Events API v2 event (a trigger or a
+// resolve); step progress does not.
+func Pages(e notify.Event) bool { return paged(e) }
+
 func paged(e notify.Event) bool {
 	switch e.Kind {
 	case notify.KindStepStarted, notify.KindStepFinished:
