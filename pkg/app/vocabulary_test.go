@@ -9,9 +9,10 @@ import (
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
-// The configuration is the schema and depends on no runtime package, so
-// it spells the words the runtime packages declare; the daemon passes
-// them through as text. Each pair must be the same word.
+// The configuration is the schema: it imports none of the packages that
+// act (rollback, notify) or judge (trigger), so it spells the words they
+// declare, and the daemon passes them through as text. Each pair must be
+// the same word.
 func TestConfigWordsAreTheRuntimeWords(t *testing.T) {
 	for _, tc := range []struct{ config, runtime string }{
 		{config.ActionRollback, rollback.RequestRollback},

@@ -42,10 +42,10 @@ const (
 	BuiltinReplicationLag = "builtin:replication_lag"
 )
 
-// Actions a firing trigger asks for (docs/design.md §4). The schema depends
-// on no runtime package, so these are pkg/rollback's request words spelled
-// again (a test in pkg/app holds them equal); pkg/rollback maps each to
-// its plan.
+// Actions a firing trigger asks for (docs/design.md §4). The schema does
+// not import pkg/rollback, so these are its request words spelled again
+// (a test in pkg/app holds them equal); pkg/rollback maps each to its
+// plan.
 const (
 	ActionRollback            = "rollback"
 	ActionRestartThenRollback = "restart-then-rollback"
