@@ -256,9 +256,14 @@ func (e *Executor) Run(ctx context.Context, req Request) (*Result, error) {
 			base.Action = req.Target.withDefaults().Strategy
 		}
 		var ref *RefusedError
-		if errors.As(err, &ref) {
+		switch {
+		case errors.Is(err, ErrNothingToResume):
+			// Every leadership term and every new request first look
+			// for an unfinished run: finding none is the normal case.
+			e.logger.Debug("nothing to resume", zap.String("namespace", base.Namespace), zap.String("deployment", base.Deployment), zap.Error(err))
+		case errors.As(err, &ref):
 			e.logger.Info("rollback refused", zap.String("namespace", base.Namespace), zap.String("deployment", base.Deployment), zap.Error(err))
-		} else {
+		default:
 			e.logger.Error("rollback preflight failed", zap.String("namespace", base.Namespace), zap.String("deployment", base.Deployment), zap.Error(err))
 		}
 		now := e.opts.Now()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -472,4 +473,22 @@ func TestModelCounterexamples(t *testing.T) {
 			t.Errorf("db-restore %s, want pending (it never started)", j.Steps[indexOf(j, "db-restore")].State)
 		}
 	})
+}
+
+// A leadership term and every new request first ask to resume: finding
+// nothing is the normal case and says nothing at Info (an SRE reading the
+// log, and make demo, took "rollback refused" for a refusal).
+func TestNothingToResumeIsNotARefusal(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	core, logs := observer.New(zap.InfoLevel)
+	d := kube.New(c, kube.Options{PollInterval: time.Millisecond, Now: fixedNow}, zap.NewNop())
+	exec := rollback.NewExecutor(d, c.CoreV1(), rollback.Options{Now: fixedNow, PollInterval: time.Second,
+		Sleep: func(ctx context.Context, _ time.Duration) error { return ctx.Err() }}, zap.New(core))
+	if _, err := exec.Run(ctx, rollback.Request{Target: target(), ResumeOnly: true}); !errors.Is(err, rollback.ErrNothingToResume) {
+		t.Fatalf("resume with no journal: %v, want ErrNothingToResume", err)
+	}
+	if n := logs.Len(); n != 0 {
+		t.Errorf("%d lines at Info or above for nothing to resume: %v", n, logs.All()[0].Message)
+	}
 }

@@ -6,16 +6,15 @@ package alertmanager
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
+
+	"github.com/rollguard/rollguard/test/localproc"
 )
 
 // Process is a running Alertmanager.
@@ -45,7 +44,7 @@ func Start(ctx context.Context, bin, dir, configYAML string, readyTimeout time.D
 	if err != nil {
 		return nil, fmt.Errorf("alertmanager: create log: %w", err)
 	}
-	addr, err := freeLoopbackAddr()
+	addr, err := localproc.FreeLoopbackAddr()
 	if err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("alertmanager: %w", err)
@@ -73,7 +72,7 @@ func Start(ctx context.Context, bin, dir, configYAML string, readyTimeout time.D
 	for {
 		select {
 		case <-p.done:
-			return nil, fmt.Errorf("alertmanager exited while starting; log %s:\n%s", logPath, Tail(logPath, 20))
+			return nil, fmt.Errorf("alertmanager exited while starting; log %s:\n%s", logPath, localproc.Tail(logPath, 20))
 		default:
 		}
 		ready, status := getReady(ctx, client, p.URL+"/-/ready")
@@ -83,7 +82,7 @@ func Start(ctx context.Context, bin, dir, configYAML string, readyTimeout time.D
 		last = status
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			p.Stop()
-			return nil, fmt.Errorf("alertmanager on %s not ready after %s (last: %s); log %s:\n%s", addr, readyTimeout, last, logPath, Tail(logPath, 20))
+			return nil, fmt.Errorf("alertmanager on %s not ready after %s (last: %s); log %s:\n%s", addr, readyTimeout, last, logPath, localproc.Tail(logPath, 20))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -122,32 +121,4 @@ func getReady(ctx context.Context, client *http.Client, url string) (bool, strin
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK, resp.Status
-}
-
-// freeLoopbackAddr picks a free port on 127.0.0.1. The port is released
-// before the caller binds it; another process could take it in between,
-// which then shows as a start failure naming the address.
-func freeLoopbackAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("pick a free port on 127.0.0.1: %w", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-		return "", fmt.Errorf("release %s: %w", addr, err)
-	}
-	return addr, nil
-}
-
-// Tail returns the last n lines of path, indented, for failure messages.
-func Tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "    (" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return "    " + strings.Join(lines, "\n    ")
 }

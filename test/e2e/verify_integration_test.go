@@ -18,6 +18,22 @@ import (
 )
 
 // incidentRecord reads the one incident of a daemon from its API.
+// waitIncident waits until the one incident record has status (the
+// record is written by a notifier of its own: it may trail the pages) and
+// returns it; it returns the record as it is after 10s.
+func waitIncident(t *testing.T, d *daemon, status incident.Status) incident.Record {
+	t.Helper()
+	var rec incident.Record
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rec = incidentRecord(t, d)
+		if rec.Status == status || time.Now().After(deadline) {
+			return rec
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func incidentRecord(t *testing.T, d *daemon) incident.Record {
 	t.Helper()
 	code, body, err := httpGet(d.url + "/api/v1/incidents")
@@ -97,7 +113,7 @@ func TestVerifyWaitsForPostRollbackData(t *testing.T) {
 			}
 			sb.waitRollout(t, ns, healthyImage, 4)
 
-			rec := incidentRecord(t, d)
+			rec := waitIncident(t, d, incident.StatusResolved)
 			rolled, verify := recordStep(t, rec, rollback.StepWaitRollout), recordStep(t, rec, rollback.StepVerify)
 			waited := verify.Finished.Sub(verify.Started)
 			t.Logf("rollout done %s, verify %s .. %s (%v): %s", fmtTime(rolled.Finished), fmtTime(verify.Started), fmtTime(verify.Finished), waited.Round(time.Millisecond), verify.Detail)
@@ -198,7 +214,7 @@ func TestVerifyUnverifiedWithPrometheusStopped(t *testing.T) {
 	if txt := msgs[len(msgs)-1].Text; !strings.Contains(txt, "ROLLBACK DONE, UNVERIFIED") || !strings.Contains(txt, "Status: UNVERIFIED") {
 		t.Errorf("last slack message:\n%s", txt)
 	}
-	rec := incidentRecord(t, d)
+	rec := waitIncident(t, d, incident.StatusUnverified)
 	if rec.Status != incident.StatusUnverified || rec.Verification != known || rec.StableAt != (time.Time{}) {
 		t.Errorf("incident %s, stable at %v, verification %q", rec.Status, rec.StableAt, rec.Verification)
 	}

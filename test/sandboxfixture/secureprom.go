@@ -24,6 +24,8 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+
+	"github.com/rollguard/rollguard/test/localproc"
 )
 
 // SecurePrometheus is a private Prometheus (the sandbox's PROMETHEUS_BIN)
@@ -72,7 +74,7 @@ scrape_configs:
 	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addr, err := freeLoopbackAddr()
+	addr, err := localproc.FreeLoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +113,7 @@ scrape_configs:
 	for {
 		select {
 		case <-done:
-			t.Fatalf("prometheus with web config exited while starting; log %s:\n%s", logPath, tailFile(logPath, 20))
+			t.Fatalf("prometheus with web config exited while starting; log %s:\n%s", logPath, localproc.Tail(logPath, 20))
 		default:
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -126,7 +128,7 @@ scrape_configs:
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("prometheus with web config on %s not ready after 20s (last: %v); log %s:\n%s", addr, err, logPath, tailFile(logPath, 20))
+			t.Fatalf("prometheus with web config on %s not ready after 20s (last: %v); log %s:\n%s", addr, err, logPath, localproc.Tail(logPath, 20))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
