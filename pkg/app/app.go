@@ -40,6 +40,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/version"
 )
@@ -178,16 +179,10 @@ func Run(ctx context.Context, opts Options) error {
 }
 
 func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *zap.Logger) (*daemon, error) {
-	d := &daemon{opts: opts, log: logger, reg: prometheus.NewRegistry()}
-	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	v := version.Get()
-	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_build_info", Help: "Build information.",
-		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion}})
-	info.Set(1)
-	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
-	d.reloadTS = prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
-	d.reg.MustRegister(info, d.reloadOK, d.reloadTS)
-	d.reloads = newReloadMetrics(d.reg)
+	d := &daemon{opts: opts, log: logger, reg: newRegistry()}
+	reg := metricsRegisterer(d.reg)
+	d.reloadOK, d.reloadTS = registerBuildAndReload(reg)
+	d.reloads = newReloadMetrics(reg)
 
 	var (
 		err error
@@ -232,7 +227,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 	notifiers = append(notifiers, d.records.recorder)
 	d.deliveries = notify.NewDeliveryLog(0)
 	d.queue = notify.NewQueue(notify.Options{Log: d.deliveries, Outbox: d.records.outbox(), Owner: opts.Identity},
-		notifiers, logger.Named("notify"), d.reg)
+		notifiers, logger.Named("notify"), reg)
 	d.records.alarm = d.queue.Enqueue
 
 	if cfg.Global.LeaderElection.Enabled {
@@ -240,7 +235,7 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		d.elect, err = leader.New(electClient, leader.Options{
 			Namespace: le.Namespace, Name: le.LeaseName, Identity: opts.Identity,
 			LeaseDuration: time.Duration(le.LeaseDuration), RenewDeadline: time.Duration(le.RenewDeadline), RetryPeriod: time.Duration(le.RetryPeriod),
-		}, logger.Named("leader"), d.reg)
+		}, logger.Named("leader"), reg)
 		if err != nil {
 			d.close()
 			return nil, err
@@ -256,19 +251,51 @@ func newDaemon(ctx context.Context, cfg *config.Config, opts Options, logger *za
 		Integrity: d.integrity, Triggers: triggers, Alerts: d.records.alerts,
 		// The drain must end before the shutdown stops waiting for it.
 		DrainTimeout: opts.ShutdownTimeout * 3 / 4,
-	}, logger.Named("response"), d.reg)
+	}, logger.Named("response"), reg)
 	d.watch = gitops.NewWatcher(d.gitops, d.kube, d.queue, gitops.WatchOptions{Interval: time.Duration(cfg.Global.Interval), IsLeader: d.isLeader},
-		logger.Named("gitops"), d.reg)
+		logger.Named("gitops"), reg)
 	d.eval = evaluator.New(evaluator.Options{
 		Interval: time.Duration(cfg.Global.Interval), Parallelism: cfg.Global.QueryParallelism,
 		QueryTimeout: queryTimeout(cfg),
-	}, d.src.queriers(), d.resp, logger.Named("evaluator"), d.reg)
+	}, d.src.queriers(), d.resp, logger.Named("evaluator"), reg)
 	triggers.Triggers = d.eval
 	if err := d.apply(cfg); err != nil {
 		d.close()
 		return nil, err
 	}
 	return d, nil
+}
+
+// newRegistry is the registry /metrics serves, with the Go runtime's and
+// the process's collectors under their standard names.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// metricsPrefix starts the name of every metric of rollguard's own. It is
+// added here, once, where the registry is built: the packages declare
+// their metrics without it, so the prefix is written in one place.
+const metricsPrefix = "rollguard_"
+
+// metricsRegisterer is what every component registers rollguard's own
+// metrics on: reg, with metricsPrefix added to every name.
+func metricsRegisterer(reg prometheus.Registerer) prometheus.Registerer {
+	return prometheus.WrapRegistererWithPrefix(metricsPrefix, reg)
+}
+
+// registerBuildAndReload registers the build info and the gauges of the
+// last config load.
+func registerBuildAndReload(reg prometheus.Registerer) (ok, ts prometheus.Gauge) {
+	v := version.Get()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{Name: "build_info", Help: "Build information.",
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "goversion": v.GoVersion}})
+	info.Set(1)
+	ok = prometheus.NewGauge(prometheus.GaugeOpts{Name: "config_last_reload_successful", Help: "1 when the last config (re)load succeeded."})
+	ts = prometheus.NewGauge(prometheus.GaugeOpts{Name: "config_last_reload_success_timestamp_seconds", Help: "Time of the last successful config load."})
+	reg.MustRegister(info, ok, ts)
+	return ok, ts
 }
 
 func queryTimeout(cfg *config.Config) time.Duration {
@@ -294,7 +321,7 @@ type lateTriggers struct{ response.Triggers }
 // windows of unchanged ones), targets, interlocks. It fails without
 // changing anything when the evaluator rejects the triggers.
 func (d *daemon) apply(cfg *config.Config) error {
-	if err := d.eval.SetTriggers(specs(cfg)); err != nil {
+	if err := d.eval.SetTriggers(rules.Specs(cfg)); err != nil {
 		return fmt.Errorf("triggers: %w", err)
 	}
 	d.resp.SetTargets(responderTargets(cfg, d.dbs, &verifier{d: d}, d.gitops))
@@ -455,8 +482,8 @@ func (d *daemon) rebuildWindows(ctx context.Context) {
 	now := time.Now().Truncate(time.Millisecond)
 	cache := map[string][]rangeResult{}
 	seeded, empty := 0, 0
-	for _, s := range specs(cfg) {
-		if s.Backend != backendPrometheus {
+	for _, s := range rules.Specs(cfg) {
+		if s.Backend != rules.BackendPrometheus {
 			empty++
 			continue
 		}

@@ -20,15 +20,10 @@ import (
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source/postgres"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
-	"github.com/rollguard/rollguard/pkg/trigger"
 )
-
-// Backend names the evaluator knows queriers by.
-const backendPrometheus = "prometheus"
-
-func backendPostgres(db string) string { return "postgres:" + db }
 
 // ErrUsage marks bad input from the command line (an unknown target, an
 // unknown action): the CLI exits 2.
@@ -93,10 +88,10 @@ type sources struct {
 func (s *sources) queriers() map[string]evaluator.Querier {
 	q := map[string]evaluator.Querier{}
 	if s.prom != nil {
-		q[backendPrometheus] = s.prom
+		q[rules.BackendPrometheus] = s.prom
 	}
 	for name, src := range s.pg {
-		q[backendPostgres(name)] = src
+		q[rules.BackendPostgres(name)] = src
 	}
 	return q
 }
@@ -128,60 +123,6 @@ func buildSources(cfg *config.Config, logger *zap.Logger) (*sources, error) {
 		s.pg[db.Name] = p
 	}
 	return s, nil
-}
-
-// specs turns every configured trigger into an evaluator spec.
-func specs(cfg *config.Config) []evaluator.Spec {
-	var out []evaluator.Spec
-	for _, t := range cfg.Targets {
-		for _, tr := range t.Triggers {
-			out = append(out, Sampled(cfg, TriggerSpec(t.Name, &tr)))
-		}
-	}
-	return out
-}
-
-// Sampled sets how the daemon samples a trigger: a PromQL one at
-// global.prometheus.resolution (exported, like TriggerSpec, so benchmarks
-// evaluate exactly what the daemon does).
-func Sampled(cfg *config.Config, s evaluator.Spec) evaluator.Spec {
-	if s.Backend == backendPrometheus {
-		s.Resolution = time.Duration(cfg.Global.Prometheus.Resolution)
-	}
-	return s
-}
-
-func triggerID(target, trig string) string { return target + "/" + trig }
-
-// TriggerSpec is how the daemon evaluates a configured trigger of a target
-// (exported so benchmarks and tools evaluate exactly what the daemon does).
-func TriggerSpec(target string, tr *config.Trigger) evaluator.Spec {
-	rule := trigger.Rule{
-		Target: target, Name: tr.Name, For: time.Duration(tr.For), MaxGap: time.Duration(tr.MaxGap),
-		BlindAfter: time.Duration(tr.BlindAfter), OnError: trigger.OnError(tr.OnError), MinRate: tr.MinRate,
-		Action: tr.Action, Severity: tr.Severity, Security: tr.Security, Query: tr.Query,
-	}
-	if tr.Above != nil {
-		rule.Op, rule.Threshold = trigger.Above, *tr.Above
-	} else if tr.Below != nil {
-		rule.Op, rule.Threshold = trigger.Below, *tr.Below
-	}
-	backend := backendPrometheus
-	if !config.IsPrometheusKind(tr.Kind) {
-		backend = backendPostgres(tr.Database)
-	}
-	match := tr.Match
-	if tr.Kind == config.KindConnections && tr.Application != "" {
-		match = map[string]string{"application_name": tr.Application}
-	}
-	return evaluator.Spec{
-		ID: triggerID(target, tr.Name), Backend: backend, Query: tr.Query, VolumeQuery: tr.VolumeQuery,
-		Match: match, Rule: rule,
-		// Name, action, severity are not in the config fingerprint; the
-		// window must survive a change of those, but the rule must not be
-		// stale, so they join the key here.
-		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + tr.Severity + fmt.Sprint(tr.Security),
-	}
 }
 
 // databases opens the rollback's database handles (lazily connecting).

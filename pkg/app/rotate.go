@@ -30,9 +30,9 @@ type reloadMetrics struct {
 
 func newReloadMetrics(reg prometheus.Registerer) *reloadMetrics {
 	m := &reloadMetrics{
-		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "rollguard_config_reloads_total",
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "config_reloads_total",
 			Help: "Config reloads by result: applied, restart_required (the file changes what only a restart applies, e.g. a rotated DSN or routing key) or invalid."}, []string{"result"}),
-		restartRequired: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_config_restart_required",
+		restartRequired: prometheus.NewGauge(prometheus.GaugeOpts{Name: "config_restart_required",
 			Help: "1 while the config file (or a secret file) holds a change only a restart puts in use; the running config is the old one."}),
 	}
 	for _, r := range []string{reloadApplied, reloadRestartRequired, reloadInvalid} {

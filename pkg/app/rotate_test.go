@@ -19,6 +19,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/response"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 )
 
@@ -61,7 +62,7 @@ targets:
 	}
 	g := guard.New(guard.Options{})
 	d := &daemon{opts: Options{ConfigFile: path}, log: zap.NewNop(), guard: g,
-		eval:     evaluator.New(evaluator.Options{}, map[string]evaluator.Querier{backendPrometheus: idleProm{}, backendPostgres("primary"): nil}, nil, zap.NewNop(), nil),
+		eval:     evaluator.New(evaluator.Options{}, map[string]evaluator.Querier{rules.BackendPrometheus: idleProm{}, rules.BackendPostgres("primary"): nil}, nil, zap.NewNop(), nil),
 		resp:     response.New(nil, nil, nil, g, response.Options{}, zap.NewNop(), nil),
 		watch:    gitops.NewWatcher(nil, nil, nil, gitops.WatchOptions{}, zap.NewNop(), nil),
 		reloadOK: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ok"}), reloadTS: prometheus.NewGauge(prometheus.GaugeOpts{Name: "ts"}),

@@ -11,6 +11,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/promql"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
@@ -57,7 +58,7 @@ func (v *verifier) Verify(ctx context.Context, ns, name string, at time.Time) []
 			continue
 		}
 		for j := range t.Triggers {
-			s := TriggerSpec(t.Name, &t.Triggers[j])
+			s := rules.Spec(cfg, t.Name, &t.Triggers[j])
 			obs := trigger.Observation{Volume: math.NaN()}
 			series, err := ask(s.Backend, s.Query)
 			if err == nil {

@@ -35,6 +35,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/output"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
 	"github.com/rollguard/rollguard/pkg/trigger"
@@ -273,32 +274,10 @@ func (f *fetcher) fetch(ctx context.Context, q string) ([]source.Range, error) {
 	return r, err
 }
 
-// RuleFor maps a loaded trigger to the rule the daemon runs. interval is
-// global.interval: a maxGap of 0 means 2 × interval, as in the evaluator.
+// RuleFor is the rule the daemon runs for trigger c of target t, from the
+// one translation the daemon uses (pkg/rules). interval is global.interval.
 func RuleFor(t config.Target, c config.Trigger, interval time.Duration) trigger.Rule {
-	r := trigger.Rule{
-		Target:     t.Name,
-		Name:       c.Name,
-		For:        time.Duration(c.For),
-		MaxGap:     time.Duration(c.MaxGap),
-		BlindAfter: time.Duration(c.BlindAfter),
-		OnError:    trigger.OnError(c.OnError),
-		MinRate:    c.MinRate,
-		Action:     c.Action,
-		Severity:   c.Severity,
-		Security:   c.Security,
-		Query:      c.Query,
-	}
-	switch {
-	case c.Above != nil:
-		r.Op, r.Threshold = trigger.Above, *c.Above
-	case c.Below != nil:
-		r.Op, r.Threshold = trigger.Below, *c.Below
-	}
-	if r.MaxGap == 0 {
-		r.MaxGap = 2 * interval
-	}
-	return r
+	return rules.Rule(t.Name, &c, interval)
 }
 
 func (o *Options) replayTrigger(ctx context.Context, f *fetcher, cfg *config.Config, t config.Target, c config.Trigger, from, to time.Time) TriggerReport {
@@ -340,7 +319,7 @@ func (o *Options) replayTrigger(ctx context.Context, f *fetcher, cfg *config.Con
 		Rule:     rule,
 		Capacity: window.CapacityFor(rule.For, interval),
 		Spacing:  spacing,
-		Match:    c.Match,
+		Match:    rules.Match(&c),
 		Values:   values,
 		Volume:   volume,
 		From:     from,
@@ -474,14 +453,16 @@ func PlanFor(t config.Target, action string) []string {
 		}
 		return steps
 	}
+	configured := rollback.Action(t.Rollback.Plan())
 	switch action {
-	case config.ActionRollback:
-		return plan(rollback.Action(t.Rollback.Plan()))
-	case config.ActionFullRollback:
-		return plan(rollback.ActionFull)
+	case config.ActionRollback, config.ActionFullRollback:
+		p, _ := rollback.PlanFor(action, configured, false)
+		return plan(p)
 	case config.ActionRestartThenRollback:
-		out := append(plan(rollback.ActionPoolRecovery), "then, if it fires again:")
-		return append(out, plan(rollback.Action(t.Rollback.Plan()))...)
+		first, _ := rollback.PlanFor(action, configured, false)
+		then, _ := rollback.PlanFor(action, configured, true)
+		out := append(plan(first), "then, if it fires again:")
+		return append(out, plan(then)...)
 	}
 	return []string{}
 }

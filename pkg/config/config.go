@@ -42,7 +42,10 @@ const (
 	BuiltinReplicationLag = "builtin:replication_lag"
 )
 
-// Actions a firing trigger asks for (docs/design.md §4).
+// Actions a firing trigger asks for (docs/design.md §4). The schema does
+// not import pkg/rollback, so these are its request words spelled again
+// (a test in pkg/app holds them equal); pkg/rollback maps each to its
+// plan.
 const (
 	ActionRollback            = "rollback"
 	ActionRestartThenRollback = "restart-then-rollback"
@@ -116,7 +119,7 @@ type Global struct {
 	// before the trigger fires. Default 60s (the runbook's).
 	For model.Duration `yaml:"for"`
 	// Default largest allowed gap between two consecutive samples of a run;
-	// a larger gap resets it. Default 0s, which means 2 × interval.
+	// a larger gap resets it. Default 2 × interval.
 	MaxGap model.Duration `yaml:"maxGap"`
 	// Default time without data after which a trigger pages that it is
 	// blind (once, at warning severity). Default 2m.

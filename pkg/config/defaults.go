@@ -5,6 +5,8 @@ import (
 
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
+
+	"github.com/rollguard/rollguard/pkg/window"
 )
 
 // Static defaults are set on a struct before its YAML mapping is decoded
@@ -142,7 +144,7 @@ func (n *TargetNotify) setDefaults() {
 func (c *Config) inherit(given func(path string) bool) {
 	g := &c.Global
 	if g.MaxGap == 0 {
-		g.MaxGap = 2 * g.Interval
+		g.MaxGap = dur(window.DefaultMaxGap(time.Duration(g.Interval)))
 	}
 	if !given("global.prometheus.resolution") && g.Prometheus.Resolution > g.Interval {
 		g.Prometheus.Resolution = g.Interval

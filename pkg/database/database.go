@@ -7,11 +7,11 @@
 //
 // One DB is one database on one server: the executor opens one for the
 // primary and one per secondary. A multi-region rollback with a database
-// restore is, in order: primary.ReplicationLag (is it safe to start),
+// restore is, in order: primary.StreamingLag (is it safe to start),
 // secondary.DisableSubscription, primary.Dump (forensic), primary.Restore
 // (pre-deploy dump), secondary.ResyncSubscription (an in-place restore
 // breaks the subscription for good, see Restore), then poll
-// primary.ReplicationLag until it is below 1 s before the secondaries get
+// primary.StreamingLag until it is below 1 s before the secondaries get
 // traffic back. Without a restore, EnableSubscription replaces the resync. Every call takes a ctx and adds its own
 // timeout for SQL; dumps and restores are bounded only by the caller's ctx
 // because their duration grows with the database.
@@ -32,6 +32,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/pgerror"
 )
 
 // Defaults applied by Open.
@@ -73,9 +75,6 @@ var (
 	// ErrLagUnknown: a subscriber is disconnected or has not reported yet,
 	// so its lag cannot be measured; it is not caught up as far as we know.
 	ErrLagUnknown = errors.New("replication lag unknown")
-	// ErrTooManyConnections: the server refused the connection with SQLSTATE
-	// 53300 (every non-reserved slot is taken).
-	ErrTooManyConnections = errors.New("too many connections")
 )
 
 // Options configures a DB.
@@ -316,12 +315,13 @@ func parseName(s string) (pgx.Identifier, error) {
 	return id, nil
 }
 
-// wrap names the database and operation, and adds ErrTooManyConnections
-// when the server refused us for lack of slots.
+// wrap names the database and operation, and adds the sentinel of a
+// refusal for lack of connection slots as pgerror classifies it: the
+// server's or database's (source.ErrTooManyConnections) or rollguard's own
+// role's limit (source.ErrRoleConnectionLimit).
 func (d *DB) wrap(op string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "53300" {
-		return fmt.Errorf("database %s: %s: %w: %w", d.name, op, ErrTooManyConnections, err)
+	if limit := pgerror.ConnectionLimit(err); limit != nil {
+		return fmt.Errorf("database %s: %s: %w: %w", d.name, op, limit, err)
 	}
 	return fmt.Errorf("database %s: %s: %w", d.name, op, err)
 }

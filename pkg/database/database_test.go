@@ -409,7 +409,7 @@ type rollbackDB interface {
 	DisableSubscription(ctx context.Context, name string) error
 	EnableSubscription(ctx context.Context, name string) error
 	ResyncSubscription(ctx context.Context, name string) error
-	ReplicationLag(ctx context.Context, slots ...string) (time.Duration, error)
+	StreamingLag(ctx context.Context, slots ...string) (time.Duration, error)
 	SubscriptionSlot(ctx context.Context, name string) (string, error)
 	ListDump(ctx context.Context, path string) ([]string, error)
 	RestoreInto(ctx context.Context, path, database string) error

@@ -10,8 +10,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/pgerror"
 )
 
 // DisableSubscription stops a secondary applying changes from the primary
@@ -42,8 +43,7 @@ func (d *DB) alterSubscription(ctx context.Context, name, action string) error {
 }
 
 func (d *DB) subErr(op string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "42704" { // undefined_object
+	if pgerror.Code(err) == pgerror.CodeUndefinedObject {
 		return fmt.Errorf("database %s: %s: %w: %w", d.name, op, ErrSubscriptionNotFound, err)
 	}
 	return d.wrap(op, err)
@@ -89,7 +89,7 @@ type subscription struct {
 //
 //  7. wait until every table has finished its initial copy and caught up
 //     (pg_subscription_rel state 'r'); this wait is bounded by ctx only.
-//     The primary's ReplicationLag cannot see the copy: it reads near zero
+//     The primary's StreamingLag cannot see the copy: it reads near zero
 //     while the secondary's tables are still empty.
 func (d *DB) ResyncSubscription(ctx context.Context, name string) error {
 	id, err := parseName(name)
@@ -312,8 +312,7 @@ WHERE slot_name = $1 OR slot_name LIKE $2`
 	for {
 		var n int64
 		err := pub.QueryRow(ctx, q, sub.slot, syncPrefix).Scan(&n)
-		var pgErr *pgconn.PgError
-		if err == nil || !errors.As(err, &pgErr) || pgErr.Code != "55006" { // object_in_use
+		if err == nil || pgerror.Code(err) != pgerror.CodeObjectInUse {
 			if err != nil {
 				return fmt.Errorf("drop slot %s: %w", sub.slot, err)
 			}
@@ -327,20 +326,30 @@ WHERE slot_name = $1 OR slot_name LIKE $2`
 	}
 }
 
-// ReplicationLag returns the largest replication lag of this server's
+// StreamingLag returns the largest replication lag of this server's
 // subscribers and standbys (multi-region rollback, steps 1 and 5); with
 // slots, only of the links using those replication slots, so an unrelated
 // stale slot on the primary does not hold a rollback's wait for ever.
+//
+// It measures what the links report now (pg_stat_replication's
+// write/flush/replay lag), which is what a plan waiting for "caught up"
+// needs: a fresh answer from one query, and "unknown" whenever the links
+// cannot say. The replicationLag trigger (builtin:replication_lag in
+// pkg/source/postgres) measures something else on purpose: the age of the
+// data each slot has confirmed, from a history of WAL positions kept
+// across ticks, so it keeps growing when a subscription is disabled and
+// its pg_stat_replication row is gone; one query cannot give that, and a
+// trigger must see it (docs/design.md, "Two replication lags")..
 //
 // pg_stat_replication's lag columns go NULL about a second after a link
 // catches up and WAL stops flowing: NULL on a streaming link whose peer has
 // confirmed everything sent is zero lag, not unknown. A link that has not
 // reported yet, and a slot with no walsender (a disabled or disconnected
 // subscriber) that is behind the current WAL position, have no measurable
-// lag: ReplicationLag returns ErrLagUnknown so a caller waiting for
+// lag: StreamingLag returns ErrLagUnknown so a caller waiting for
 // "lag < 1s" keeps waiting instead of seeing a false zero. No link and no
 // slot at all (of those asked for) is ErrNoReplication.
-func (d *DB) ReplicationLag(ctx context.Context, slots ...string) (time.Duration, error) {
+func (d *DB) StreamingLag(ctx context.Context, slots ...string) (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
 	// A walsender is named by its slot when it has one (a subscription's
@@ -412,7 +421,7 @@ type link struct {
 	behind *float64 // bytes sent (or written) but not confirmed; nil if unknown
 }
 
-// maxLag applies ReplicationLag's rules to the rows.
+// maxLag applies StreamingLag's rules to the rows.
 func maxLag(links []link) (time.Duration, error) {
 	if len(links) == 0 {
 		return 0, ErrNoReplication

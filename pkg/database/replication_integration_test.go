@@ -154,7 +154,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 		t.Fatalf("pair not replicating before the test: %v", err)
 	}
 	eventually(t, 15*time.Second, "lag below 1s before disabling", func() error {
-		lag, err := primary.ReplicationLag(ctx)
+		lag, err := primary.StreamingLag(ctx)
 		if err == nil && lag >= time.Second {
 			return fmt.Errorf("lag %s", lag)
 		}
@@ -172,18 +172,18 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	}
 	// The walsender is gone and the slot is behind: no false zero.
 	eventually(t, 10*time.Second, "lag unknown while disabled", func() error {
-		lag, err := primary.ReplicationLag(ctx)
+		lag, err := primary.StreamingLag(ctx)
 		if errors.Is(err, ErrLagUnknown) {
 			return nil
 		}
-		return fmt.Errorf("ReplicationLag = %s, %v; want ErrLagUnknown", lag, err)
+		return fmt.Errorf("StreamingLag = %s, %v; want ErrLagUnknown", lag, err)
 	})
 
 	if err := subscriber.EnableSubscription(ctx, subName); err != nil {
 		t.Fatal(err)
 	}
 	eventually(t, 15*time.Second, "lag below 1s after enabling", func() error {
-		lag, err := primary.ReplicationLag(ctx)
+		lag, err := primary.StreamingLag(ctx)
 		if err == nil && lag >= time.Second {
 			return fmt.Errorf("lag %s", lag)
 		}
@@ -202,10 +202,10 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	if err := pub.QueryRow(ctx, "SELECT count(*) FROM pg_stat_replication WHERE replay_lag IS NULL").Scan(&nulls); err != nil {
 		t.Fatal(err)
 	}
-	lag, err := primary.ReplicationLag(ctx)
-	t.Logf("idle link: %d walsenders with NULL replay_lag, ReplicationLag = %s, %v", nulls, lag, err)
+	lag, err := primary.StreamingLag(ctx)
+	t.Logf("idle link: %d walsenders with NULL replay_lag, StreamingLag = %s, %v", nulls, lag, err)
 	if err != nil || lag >= time.Second {
-		t.Fatalf("idle caught-up ReplicationLag = %s, %v; want < 1s", lag, err)
+		t.Fatalf("idle caught-up StreamingLag = %s, %v; want < 1s", lag, err)
 	}
 
 	if err := subscriber.DisableSubscription(ctx, "no_such_sub"); !errors.Is(err, ErrSubscriptionNotFound) {
@@ -233,18 +233,18 @@ func TestIntegrationStaleSlotScopedLag(t *testing.T) {
 	if err := replicates(ctx, pub, sub, prefix+"past-stale", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating: %v", err)
 	}
-	if lag, err := primary.ReplicationLag(ctx); !errors.Is(err, ErrLagUnknown) {
-		t.Errorf("unscoped ReplicationLag with slot %s = %s, %v; want ErrLagUnknown", stale, lag, err)
+	if lag, err := primary.StreamingLag(ctx); !errors.Is(err, ErrLagUnknown) {
+		t.Errorf("unscoped StreamingLag with slot %s = %s, %v; want ErrLagUnknown", stale, lag, err)
 	}
 	eventually(t, 15*time.Second, "lag of slot "+slot+" below 1s", func() error {
-		lag, err := primary.ReplicationLag(ctx, slot)
+		lag, err := primary.StreamingLag(ctx, slot)
 		if err == nil && lag >= time.Second {
 			return fmt.Errorf("lag %s", lag)
 		}
 		return err
 	})
-	if _, err := primary.ReplicationLag(ctx, "no_such_slot"); !errors.Is(err, ErrNoReplication) {
-		t.Errorf("ReplicationLag(no_such_slot) = %v, want ErrNoReplication", err)
+	if _, err := primary.StreamingLag(ctx, "no_such_slot"); !errors.Is(err, ErrNoReplication) {
+		t.Errorf("StreamingLag(no_such_slot) = %v, want ErrNoReplication", err)
 	}
 	if _, err := subscriber.SubscriptionSlot(ctx, "no_such_sub"); !errors.Is(err, ErrSubscriptionNotFound) {
 		t.Errorf("SubscriptionSlot(no_such_sub) = %v, want ErrSubscriptionNotFound", err)

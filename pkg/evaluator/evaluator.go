@@ -87,7 +87,8 @@ type Spec struct {
 	// whose labels contain every pair. Empty means the query must return
 	// exactly one series.
 	Match map[string]string
-	// Rule is the trigger's rule; a MaxGap of 0 means 2 × Interval.
+	// Rule is the trigger's rule; a MaxGap of 0 means
+	// window.DefaultMaxGap(Interval).
 	Rule trigger.Rule
 	// Resolution, when > 0, samples the trigger at every multiple of it
 	// (Unix time) since its previous sample, with one range query per
@@ -386,14 +387,14 @@ func (e *Evaluator) SetTriggers(specs []Spec) error {
 	return nil
 }
 
-// newEntry builds a fresh trigger. A MaxGap of 0 takes the default of
-// 2 × Interval here, where the interval is known: the window itself would
-// read 0 as "no gap check", and a stalled evaluator must not count as a
-// continuous breach.
+// newEntry builds a fresh trigger. A MaxGap of 0 takes
+// window.DefaultMaxGap of the interval here, where the interval is known:
+// the window itself would read 0 as "no gap check", and a stalled
+// evaluator must not count as a continuous breach.
 func (e *Evaluator) newEntry(s Spec, fp string) *entry {
 	r := s.Rule
 	if r.MaxGap == 0 {
-		r.MaxGap = 2 * e.opts.Interval
+		r.MaxGap = window.DefaultMaxGap(e.opts.Interval)
 	}
 	// Sampled at a resolution, a trigger gets interval/resolution samples
 	// per tick; the evidence keeps one per interval (and every change of

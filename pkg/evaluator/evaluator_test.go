@@ -281,7 +281,7 @@ func TestHangingQuerierDoesNotStallOthers(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			const timeout = 200 * time.Millisecond
 			e := New(Options{Interval: 5 * time.Second, Parallelism: par, QueryTimeout: timeout},
-				map[string]Querier{"slow": slow, "fast": fast}, &recorder{}, zap.NewNop(), reg)
+				map[string]Querier{"slow": slow, "fast": fast}, &recorder{}, zap.NewNop(), prefixed(reg))
 			if err := e.SetTriggers([]Spec{
 				spec("1-slow", "slow", "hang", nil, rule("slow", 0.5)),
 				spec("2-fast", "fast", "up", nil, rule("fast", 0.5)),
@@ -326,7 +326,7 @@ func TestHotReload(t *testing.T) {
 	})
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()
-	e := newEval(t, map[string]Querier{"prom": prom}, rec, reg)
+	e := newEval(t, map[string]Querier{"prom": prom}, rec, prefixed(reg))
 	a := spec("a", "prom", "errors", lbl("d", "a"), rule("a", 0.05))
 	b := spec("b", "prom", "errors", lbl("d", "b"), rule("b", 0.05))
 	x := spec("x", "prom", "errors", lbl("d", "x"), rule("x", 0.05))
@@ -453,7 +453,7 @@ func TestBlindAndReady(t *testing.T) {
 	})
 	rec := &recorder{}
 	reg := prometheus.NewRegistry()
-	e := newEval(t, map[string]Querier{"pg": pg}, rec, reg)
+	e := newEval(t, map[string]Querier{"pg": pg}, rec, prefixed(reg))
 	if err := e.SetTriggers([]Spec{spec("pool", "pg", "builtin:connections", nil, rule("pool", 0.95))}); err != nil {
 		t.Fatal(err)
 	}
@@ -485,7 +485,7 @@ func TestBlindAndReady(t *testing.T) {
 func TestMetrics(t *testing.T) {
 	prom := static(map[string][]source.Series{"q": {{Value: 0.25}}})
 	reg := prometheus.NewRegistry()
-	e := newEval(t, map[string]Querier{"prom": prom}, &recorder{}, reg)
+	e := newEval(t, map[string]Querier{"prom": prom}, &recorder{}, prefixed(reg))
 	if err := e.SetTriggers([]Spec{spec("t", "prom", "q", nil, rule("t", 0.05))}); err != nil {
 		t.Fatal(err)
 	}
@@ -629,4 +629,10 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map
 		t.Fatalf("metric %s%v not found", name, labels)
 	}
 	return v
+}
+
+// prefixed registers on reg as the daemon does, with rollguard's prefix
+// added to every name, so tests read the names the daemon exposes.
+func prefixed(reg *prometheus.Registry) prometheus.Registerer {
+	return prometheus.WrapRegistererWithPrefix("rollguard_", reg)
 }

@@ -19,7 +19,7 @@ func TestLowVolumeStateInStatusAndMetrics(t *testing.T) {
 	})
 	reg := prometheus.NewRegistry()
 	h := &recorder{}
-	e := New(Options{Interval: 5e9}, map[string]Querier{"prom": q}, h, zap.NewNop(), reg)
+	e := New(Options{Interval: 5e9}, map[string]Querier{"prom": q}, h, zap.NewNop(), prefixed(reg))
 	r := rule("errors", 0.05)
 	r.MinRate = 1
 	if err := e.SetTriggers([]Spec{{ID: "api/errors", Backend: "prom", Query: "ratio", VolumeQuery: "volume", Match: lbl, Rule: r}}); err != nil {

@@ -15,35 +15,35 @@ type metrics struct {
 func newMetrics() *metrics {
 	return &metrics{
 		evals: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "rollguard_evaluations_total",
+			Name: "evaluations_total",
 			Help: "Evaluation ticks completed.",
 		}),
 		qdur: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "rollguard_source_query_duration_seconds",
+			Name:    "source_query_duration_seconds",
 			Help:    "Duration of source queries.",
 			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"backend"}),
 		serr: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rollguard_source_errors_total",
+			Name: "source_errors_total",
 			Help: "Failed source queries by error kind (timeout, unauthorized, tls, role_connection_limit, unreachable, too_many_connections, bad_query, ambiguous, canceled, other).",
 		}, []string{"backend", "kind"}),
 	}
 }
 
 var (
-	stateDesc = prometheus.NewDesc("rollguard_trigger_state",
+	stateDesc = prometheus.NewDesc("trigger_state",
 		"1 for the trigger's current state (ok, pending, firing, nodata, lowvolume), 0 for the others.",
 		[]string{"target", "trigger", "state"}, nil)
-	breachDesc = prometheus.NewDesc("rollguard_trigger_breach_seconds",
+	breachDesc = prometheus.NewDesc("trigger_breach_seconds",
 		"How long the trigger's current breaching run has lasted, up to its last sample; 0 when not breaching.",
 		[]string{"target", "trigger"}, nil)
-	valueDesc = prometheus.NewDesc("rollguard_trigger_last_value",
+	valueDesc = prometheus.NewDesc("trigger_last_value",
 		"The trigger's last observed value; NaN when it had none.",
 		[]string{"target", "trigger"}, nil)
-	thresholdDesc = prometheus.NewDesc("rollguard_trigger_threshold",
+	thresholdDesc = prometheus.NewDesc("trigger_threshold",
 		"The trigger's threshold (compared above or below, as configured).",
 		[]string{"target", "trigger"}, nil)
-	forDesc = prometheus.NewDesc("rollguard_trigger_for_seconds",
+	forDesc = prometheus.NewDesc("trigger_for_seconds",
 		"The trigger's window: a breach fires when it has lasted this long.",
 		[]string{"target", "trigger"}, nil)
 )

@@ -104,7 +104,7 @@ func NewWatcher(m *Manager, deps Deployments, pager Pager, o WatchOptions, logge
 	}
 	w := &Watcher{m: m, deps: deps, pager: pager, opts: o, log: logger, status: map[string]Status{},
 		gauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "rollguard_gitops_suspended",
+			Name: "gitops_suspended",
 			Help: "1 while rollguard holds the reconciliation of the target's GitOps owner (Flux Kustomization or HelmRelease, Argo CD Application) suspended.",
 		}, []string{"target"})}
 	if reg != nil {

@@ -74,7 +74,7 @@ func New(client kubernetes.Interface, opts Options, logger *zap.Logger, reg prom
 			opts.LeaseDuration, opts.RenewDeadline, opts.RetryPeriod)
 	}
 	e := &Elector{client: client, opts: opts, log: logger,
-		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "rollguard_leader", Help: "1 when this replica holds the leader lease."}),
+		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "leader", Help: "1 when this replica holds the leader lease."}),
 		lock: &addressLock{meta: metav1.ObjectMeta{Namespace: opts.Namespace, Name: opts.Name}, client: client.CoordinationV1(),
 			id: opts.Identity, address: opts.Address}}
 	if reg != nil {

@@ -164,11 +164,11 @@ func NewQueue(opts Options, notifiers []Notifier, logger *zap.Logger, reg promet
 		opts:   opts,
 		logger: logger,
 		total: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rollguard_notifications_total",
+			Name: "notifications_total",
 			Help: "Notification delivery outcomes by notifier: delivered, retried (one per failed attempt that will be retried), failed (gave up), dropped (queue full or shut down).",
 		}, []string{"notifier", "result"}),
 		length: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "rollguard_notification_queue_length",
+			Name: "notification_queue_length",
 			Help: "Events waiting for delivery per notifier.",
 		}, []string{"notifier"}),
 	}

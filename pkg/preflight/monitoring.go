@@ -12,6 +12,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/source/postgres"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
@@ -86,7 +87,8 @@ func (r *runner) triggerData(ctx context.Context, tr *config.Trigger) (Status, s
 	if err != nil {
 		return StatusFail, fmt.Sprintf("query fails now: %v", err)
 	}
-	want := wantedLabels(tr)
+	// The series the daemon's evaluator would select.
+	want := rules.Match(tr)
 	var picked []source.Series
 	for _, s := range series {
 		if matches(s.Labels, want, tr) {
@@ -116,19 +118,6 @@ func (r *runner) triggerData(ctx context.Context, tr *config.Trigger) (Status, s
 		return StatusWarn, ev + ": several series and no match labels, the evaluator wants exactly one"
 	}
 	return StatusPass, ev
-}
-
-// wantedLabels are the labels that pick the trigger's series: its match,
-// or for connections the application (builtin:connections labels each
-// application's share with application_name).
-func wantedLabels(tr *config.Trigger) map[string]string {
-	if len(tr.Match) > 0 {
-		return tr.Match
-	}
-	if tr.Kind == config.KindConnections && tr.Application != "" {
-		return map[string]string{"application_name": tr.Application}
-	}
-	return nil
 }
 
 // matches: every wanted label is equal. With none wanted, the built-in

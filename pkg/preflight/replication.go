@@ -113,7 +113,7 @@ func (r *runner) lag(ctx context.Context, tr *config.Trigger) (Status, string) {
 	if err != nil {
 		return StatusFail, err.Error()
 	}
-	lag, err := db.ReplicationLag(ctx)
+	lag, err := db.StreamingLag(ctx)
 	switch {
 	case errors.Is(err, database.ErrNoReplication):
 		return StatusFail, fmt.Sprintf("primary %s has no subscriber or standby at all", primary)

@@ -207,7 +207,7 @@ func (d *modelDB) EnableSubscription(context.Context, string) error {
 func (d *modelDB) ResyncSubscription(ctx context.Context, n string) error {
 	return d.EnableSubscription(ctx, n)
 }
-func (d *modelDB) ReplicationLag(context.Context, ...string) (time.Duration, error) { return 0, nil }
+func (d *modelDB) StreamingLag(context.Context, ...string) (time.Duration, error) { return 0, nil }
 func (d *modelDB) SubscriptionSlot(_ context.Context, n string) (string, error) {
 	return "slot_" + n, nil
 }
@@ -488,11 +488,11 @@ func (d *gatedDB) ResyncSubscription(ctx context.Context, n string) error {
 	return err
 }
 
-func (d *gatedDB) ReplicationLag(ctx context.Context, s ...string) (time.Duration, error) {
+func (d *gatedDB) StreamingLag(ctx context.Context, s ...string) (time.Duration, error) {
 	if err := d.check(); err != nil {
 		return 0, err
 	}
-	return d.db.ReplicationLag(ctx, s...)
+	return d.db.StreamingLag(ctx, s...)
 }
 
 func (d *gatedDB) SubscriptionSlot(ctx context.Context, n string) (string, error) {

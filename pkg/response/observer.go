@@ -19,23 +19,19 @@ import (
 
 type metrics struct {
 	rollbacks *prometheus.CounterVec
-	steps     *prometheus.HistogramVec
+	steps     *rollback.StepMetrics
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		rollbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "rollguard_rollbacks_total",
+			Name: "rollbacks_total",
 			Help: "Actions on targets by plan and result (succeeded, failed, refused, blocked, dry-run, noop).",
 		}, []string{"target", "plan", "result"}),
-		steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "rollguard_rollback_step_duration_seconds",
-			Help:    "Duration of each executed plan step.",
-			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300},
-		}, []string{"plan", "step", "result"}),
+		steps: rollback.NewStepMetrics(reg),
 	}
 	if reg != nil {
-		reg.MustRegister(m.rollbacks, m.steps)
+		reg.MustRegister(m.rollbacks)
 	}
 	return m
 }
@@ -159,7 +155,7 @@ func (o *runObserver) StepFinished(f rollback.Facts) {
 		outcome = notify.OutcomeUnverified
 	}
 	if !f.Skipped && !f.Finished.IsZero() && !f.Started.IsZero() {
-		o.r.m.steps.WithLabelValues(string(f.Action), f.Step, outcome).Observe(f.Finished.Sub(f.Started).Seconds())
+		o.r.m.steps.Observe(f.Action, f.Step, outcome, f.Finished.Sub(f.Started))
 	}
 	e, ok := o.event(f)
 	if !ok {

@@ -40,12 +40,13 @@ import (
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
-// Actions a trigger or a request asks for (the config's words).
+// Actions a trigger or a request asks for: pkg/rollback's words, which
+// also map each to its plan.
 const (
-	ActionRollback            = "rollback"
-	ActionRestartThenRollback = "restart-then-rollback"
-	ActionFullRollback        = "full-rollback"
-	ActionPage                = "page"
+	ActionRollback            = rollback.RequestRollback
+	ActionRestartThenRollback = rollback.RequestRestartThenRollback
+	ActionFullRollback        = rollback.RequestFullRollback
+	ActionPage                = rollback.RequestPage
 )
 
 // ErrUnknownTarget: the request names no configured target.
@@ -71,12 +72,6 @@ type Triggers interface {
 	Rearm(target, trigger string, at time.Time)
 }
 
-// plans a request may name directly instead of an action.
-var plans = map[string]bool{
-	string(rollback.ActionQuick): true, string(rollback.ActionRevert): true, string(rollback.ActionFull): true,
-	string(rollback.ActionPoolRecovery): true, string(rollback.ActionMultiRegion): true,
-}
-
 // ValidAction reports whether a request may ask for action: one of the
 // config's actions or a plan name.
 func ValidAction(action string) bool {
@@ -84,7 +79,7 @@ func ValidAction(action string) bool {
 	case ActionRollback, ActionRestartThenRollback, ActionFullRollback, ActionPage:
 		return true
 	}
-	return plans[action]
+	return rollback.IsPlan(action)
 }
 
 // Deployments reads the target's state; *kube.Deployments implements it.
@@ -709,27 +704,19 @@ func (r *Responder) check(j job, t Target, info revisionInfo, leader bool, own t
 	}, r.opts.Now())
 }
 
-// planFor maps the requested action to an executor plan.
+// planFor maps the requested action to an executor plan
+// (rollback.PlanFor); a restart-then-rollback rolls back only when the
+// target was restarted within its restart memory.
 func (r *Responder) planFor(j job, t Target) rollback.Action {
-	if plans[j.action] {
-		return rollback.Action(j.action)
-	}
-	switch j.action {
-	case ActionFullRollback:
-		return rollback.ActionFull
-	case ActionRestartThenRollback:
+	var restarted bool
+	if j.action == ActionRestartThenRollback {
 		r.mu.Lock()
 		st := r.targets[t.Name]
-		recent := st != nil && !st.restarted.IsZero() && r.opts.Now().Sub(st.restarted) < t.RestartMemory
+		restarted = st != nil && !st.restarted.IsZero() && r.opts.Now().Sub(st.restarted) < t.RestartMemory
 		r.mu.Unlock()
-		if !recent {
-			return rollback.ActionPoolRecovery
-		}
 	}
-	if t.Rollback.Strategy != "" {
-		return t.Rollback.Strategy
-	}
-	return rollback.ActionQuick
+	plan, _ := rollback.PlanFor(j.action, t.Rollback.Strategy, restarted)
+	return plan
 }
 
 // blockedError is an interlock's verdict on a resumed run.

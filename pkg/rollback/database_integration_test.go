@@ -793,7 +793,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if lag, err := primary.ReplicationLag(ctx, slot); err != nil || lag >= time.Second {
+		if lag, err := primary.StreamingLag(ctx, slot); err != nil || lag >= time.Second {
 			t.Errorf("lag of slot %s after the plan %s, %v; want < 1s", slot, lag, err)
 		}
 		if err := eventuallyErr(10*time.Second, func() error {

@@ -138,7 +138,7 @@ func (f *fakeDB) ResyncSubscription(_ context.Context, n string) error {
 func (f *fakeDB) SubscriptionSlot(_ context.Context, name string) (string, error) {
 	return "slot_" + name, f.record("Slot " + name)
 }
-func (f *fakeDB) ReplicationLag(_ context.Context, slots ...string) (time.Duration, error) {
+func (f *fakeDB) StreamingLag(_ context.Context, slots ...string) (time.Duration, error) {
 	call := "Lag"
 	if len(slots) > 0 {
 		call += " " + strings.Join(slots, ",")

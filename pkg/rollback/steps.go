@@ -913,7 +913,7 @@ func runLagCheck(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 	slots := r.secondarySlots(ctx)
 	qctx, cancel := r.dbCtx(ctx, false)
 	defer cancel()
-	lag, err := r.t.Database.DB.ReplicationLag(qctx, slots...)
+	lag, err := r.t.Database.DB.StreamingLag(qctx, slots...)
 	if err != nil {
 		// Informational (the runbook's "check replication status"): the
 		// rollback must not wait on a status read.
@@ -978,7 +978,7 @@ func runWaitLag(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 			slots = r.secondarySlots(ctx)
 		}
 		qctx, cancel := r.dbCtx(ctx, false)
-		l, err := r.t.Database.DB.ReplicationLag(qctx, slots...)
+		l, err := r.t.Database.DB.StreamingLag(qctx, slots...)
 		cancel()
 		if err != nil {
 			last = err

@@ -84,9 +84,9 @@ type Database interface {
 	DisableSubscription(ctx context.Context, name string) error
 	EnableSubscription(ctx context.Context, name string) error
 	ResyncSubscription(ctx context.Context, name string) error
-	// ReplicationLag is called on the primary: max lag over its
+	// StreamingLag is called on the primary: max lag over its
 	// subscribers, or over the links using the given slots.
-	ReplicationLag(ctx context.Context, slots ...string) (time.Duration, error)
+	StreamingLag(ctx context.Context, slots ...string) (time.Duration, error)
 	// SubscriptionSlot is called on a secondary: the slot its subscription
 	// uses on the primary.
 	SubscriptionSlot(ctx context.Context, name string) (string, error)

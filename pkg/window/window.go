@@ -127,6 +127,13 @@ const (
 	MaxCapacity = 64
 )
 
+// DefaultMaxGap is the maxGap of a trigger sampled every interval that
+// names none: one missed sample (a slow query, a skipped tick) still
+// counts as a continuous run, two in a row restart it, so a stalled
+// sampler never reads as a breach held for the whole window. The config's
+// defaults, the evaluator and the backtest all take it from here.
+func DefaultMaxGap(interval time.Duration) time.Duration { return 2 * interval }
+
 // Config parameterises a window.
 type Config struct {
 	// For is how long a breach must hold. 0 fires on the first breach
@@ -134,8 +141,8 @@ type Config struct {
 	For time.Duration
 	// MaxGap is the largest distance between consecutive samples that
 	// still counts as a continuous run; a larger gap restarts the run at
-	// the new sample. 0 disables the check (the config layer defaults it
-	// to 2 × the evaluation interval).
+	// the new sample. 0 disables the check: callers that sample on an
+	// interval pass DefaultMaxGap(interval) instead of 0.
 	MaxGap time.Duration
 	// Capacity is the number of recent samples kept as evidence:
 	// DefaultCapacity when ≤ 0, at most MaxCapacity. for/interval + 2

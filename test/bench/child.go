@@ -20,9 +20,9 @@ import (
 	promclient "github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/source/postgres"
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
@@ -365,7 +365,7 @@ func specsOf(cfg *config.Config) []evaluator.Spec {
 	var out []evaluator.Spec
 	for _, t := range cfg.Targets {
 		for _, tr := range t.Triggers {
-			out = append(out, app.Sampled(cfg, app.TriggerSpec(t.Name, &tr)))
+			out = append(out, rules.Spec(cfg, t.Name, &tr))
 		}
 	}
 	return out
@@ -382,7 +382,7 @@ func cloneSpecs(cfg *config.Config, n int) []evaluator.Spec {
 			if tr.Match != nil {
 				tr.Match = map[string]string{"namespace": ns, "deployment": name}
 			}
-			out = append(out, app.Sampled(cfg, app.TriggerSpec(ns+"-"+name, &tr)))
+			out = append(out, rules.Spec(cfg, ns+"-"+name, &tr))
 		}
 	}
 	return out

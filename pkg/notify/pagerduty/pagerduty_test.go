@@ -350,7 +350,7 @@ func TestQueueRetriesRateLimit(t *testing.T) {
 	q := notify.NewQueue(notify.Options{
 		BaseBackoff: time.Second, MaxBackoff: 8 * time.Second, Sleep: sl.sleep,
 		Jitter: func(d time.Duration) time.Duration { return d },
-	}, []notify.Notifier{n}, zap.NewNop(), reg)
+	}, []notify.Notifier{n}, zap.NewNop(), prefixed(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go q.Run(ctx)
@@ -386,7 +386,7 @@ func TestQueueDoesNotRetry400(t *testing.T) {
 	n, _ := New(Options{Endpoint: srv.URL, RoutingKey: routingKey}, zap.NewNop())
 	core, logs := observer.New(zapcore.DebugLevel)
 	reg := prometheus.NewRegistry()
-	q := notify.NewQueue(notify.Options{Sleep: (&sleepRecorder{}).sleep}, []notify.Notifier{n}, zap.New(core), reg)
+	q := notify.NewQueue(notify.Options{Sleep: (&sleepRecorder{}).sleep}, []notify.Notifier{n}, zap.New(core), prefixed(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	go q.Run(ctx)
 	q.Enqueue(detected())
@@ -434,4 +434,10 @@ func TestNewRequiresRoutingKey(t *testing.T) {
 	if _, err := New(Options{}, nil); !errors.Is(err, ErrNoRoutingKey) {
 		t.Errorf("err = %v, want %v", err, ErrNoRoutingKey)
 	}
+}
+
+// prefixed registers on reg as the daemon does, with rollguard's prefix
+// added to every name, so tests read the names the daemon exposes.
+func prefixed(reg *prometheus.Registry) prometheus.Registerer {
+	return prometheus.WrapRegistererWithPrefix("rollguard_", reg)
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/zap"
 
+	"github.com/rollguard/rollguard/pkg/pgerror"
 	"github.com/rollguard/rollguard/pkg/source"
 )
 
@@ -171,7 +172,11 @@ func (s *Source) Close() { s.pool.Close() }
 //
 // builtin:replication_lag gives seconds of lag per replication slot,
 // {slot="name"}, and their maximum, {}; no slots means an empty result.
-// See lagHistory for how it stays correct when the lag columns are NULL.
+// It is the age of the data each slot has confirmed (slotLag), not the
+// lag the links report (database.DB.StreamingLag, which a rollback plan
+// waits on): a disabled subscription has no pg_stat_replication row, and
+// its lag must still grow. See lagHistory for how it stays correct when
+// the lag columns are NULL.
 //
 // Custom SQL: the last numeric column (integer, float, numeric, or an
 // interval in seconds) is the value; text columns are labels named after
@@ -203,7 +208,7 @@ func (s *Source) Query(ctx context.Context, query string, _ time.Time) ([]source
 	case BuiltinConnections:
 		out, err = s.connections(ctx, conn)
 	case BuiltinReplicationLag:
-		out, err = s.replicationLag(ctx, conn)
+		out, err = s.slotLags(ctx, conn)
 	default:
 		out, err = s.custom(ctx, conn, query)
 	}
@@ -293,7 +298,7 @@ type slotReading struct {
 	serverLag *float64
 }
 
-func (s *Source) replicationLag(ctx context.Context, conn queryer) ([]source.Series, error) {
+func (s *Source) slotLags(ctx context.Context, conn queryer) ([]source.Series, error) {
 	rows, err := conn.Query(ctx, replicationSQL)
 	if err != nil {
 		return nil, err
@@ -508,40 +513,32 @@ type queryer interface {
 // connections (SQLSTATE 53300) is the one that says something about the
 // watched system; anything else, a deadline included, is unreachable.
 func (s *Source) classifyConnect(query string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "53300" {
-		return s.tooMany(query, pgErr, err)
+	if limit := pgerror.ConnectionLimit(err); limit != nil {
+		return s.connectionLimit(query, limit, err)
 	}
 	return s.wrap(query, source.ErrUnreachable, err)
 }
 
-// tooMany classifies SQLSTATE 53300. The server out of slots ("sorry,
-// too many clients already", the reserved slots) or the database at its
-// CONNECTION LIMIT is the pool exhaustion a trigger watches. rollguard's
-// own role at its CONNECTION LIMIT is not: the application's sessions do
-// not count against it, so it is rollguard unable to connect, never
-// evidence. PostgreSQL tells them apart only in the message, which this
-// reads in English (lc_messages C or en); a translated message counts as
-// the server's.
-func (s *Source) tooMany(query string, pgErr *pgconn.PgError, err error) error {
-	if strings.HasPrefix(pgErr.Message, "too many connections for role") {
-		return fmt.Errorf("postgres %q query %q: %w: %w: %w", s.name, query, source.ErrUnreachable, source.ErrRoleConnectionLimit, err)
+// connectionLimit wraps a SQLSTATE 53300 as pgerror classified it.
+// rollguard's own role at its limit is no evidence: it is reported as
+// unreachable, so no trigger, not even with onError: breach, counts it.
+func (s *Source) connectionLimit(query string, limit, err error) error {
+	if limit == source.ErrRoleConnectionLimit {
+		return fmt.Errorf("postgres %q query %q: %w: %w: %w", s.name, query, source.ErrUnreachable, limit, err)
 	}
-	return s.wrap(query, source.ErrTooManyConnections, err)
+	return s.wrap(query, limit, err)
 }
 
 // classify wraps err with the source sentinel that fits it.
 func (s *Source) classify(ctx context.Context, query string, err error) error {
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "53300": // too_many_connections; also a role's or database's CONNECTION LIMIT
-			return s.tooMany(query, pgErr, err)
-		case pgErr.Code == "57014": // query_canceled: statement_timeout
-			return s.wrap(query, source.ErrTimeout, err)
-		case strings.HasPrefix(pgErr.Code, "42"): // syntax error or access rule violation
-			return s.wrap(query, source.ErrBadQuery, err)
-		}
+	if limit := pgerror.ConnectionLimit(err); limit != nil {
+		return s.connectionLimit(query, limit, err)
+	}
+	switch code := pgerror.Code(err); {
+	case code == pgerror.CodeQueryCanceled: // statement_timeout
+		return s.wrap(query, source.ErrTimeout, err)
+	case strings.HasPrefix(code, pgerror.ClassSyntaxOrAccess):
+		return s.wrap(query, source.ErrBadQuery, err)
 	}
 	for _, sentinel := range []error{source.ErrBadQuery, source.ErrNoData} {
 		if errors.Is(err, sentinel) {

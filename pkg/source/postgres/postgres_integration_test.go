@@ -234,6 +234,22 @@ func TestIntegrationTooManyConnections(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 	s.Close()
+	// The server ends a closed connection's backend asynchronously: until
+	// it is gone the slot is still the role's.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var n int
+		if err := super.QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity WHERE usename = $1`, role).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d backends of %s still running after the source closed", n, role)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	connect(t, dsn, nil) // hold the only slot
 	s2 := newIntegrationSource(t, dsn, Options{})
