@@ -220,7 +220,9 @@ func (d *dbEnv) dropSecondary(ctx context.Context) error {
 		}
 	}
 	for deadline := time.Now().Add(30 * time.Second); ; sleep(ctx, 200*time.Millisecond) {
-		err := d.exec(ctx, d.primaryPort, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", dbSub)
+		// Slots belong to the server, not to a database: ask through the
+		// admin database, which exists before the seed creates dbName.
+		err := d.execIn(ctx, d.admin(d.primaryPort), "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", dbSub)
 		if err == nil {
 			return nil
 		}

@@ -136,10 +136,11 @@ func (r *report) markdown() string {
 	}
 
 	if rb := r.rollback; rb != nil {
-		fmt.Fprintf(&b, "### Rollback duration (4 replicas, %s ramp pause excluded, started %s after the bad version rolled out)\n\n", rb.pause, rb.settle)
+		fmt.Fprintf(&b, "### Rollback duration (4 replicas, %s ramp pause and rollguard's verify step excluded, started %s after the bad version rolled out)\n\n", rb.pause, rb.settle)
 		b.WriteString("`script` is `test/bench/quick-rollback.sh`, the runbook's Quick Rollback kubectl commands (scale 0, set image, " +
 			"rollout status, scale 2, pause, scale 4); `quick` and `revert` are `rollguard rollback --local --action …` " +
-			"(preflight pin and journal, the steps, health checks between ramp steps, verify); `revert` runs with the default " +
+			"(preflight pin and journal, the steps, health checks between ramp steps; verify, which waits for data from after the rollout " +
+			"and holds verifyWindow, is timed out of wall and plan: the script verifies nothing); `revert` runs with the default " +
 			"`revertMaxSurge: 100%` (every pod of the good version at once, the bad ones serve until it is available, maxSurge put " +
 			"back after), `revert-paced` with `revertMaxSurge: \"\"` (the Deployment's own 25 % / 25 %). Same cluster, one run, rotating order. " +
 			"\"wall\" is the command from exec to exit; \"plan\" is rollguard's plan started → finished; \"4 ready\" is exec → 4 available " +

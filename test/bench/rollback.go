@@ -26,7 +26,8 @@ const (
 var methods = []string{methodScript, methodQuick, methodRevert, methodRevertPaced}
 
 // rollbackRun is one timed rollback; every duration has the configured
-// pauses taken out.
+// pauses taken out (the ramp pause; for rollguard also the verify step,
+// which waits for post-rollout data and holds its window).
 type rollbackRun struct {
 	method string
 	round  int
@@ -58,7 +59,7 @@ func runRollback(ctx context.Context, c *cluster, env sandboxenv.Env, o options)
 		return nil, err
 	}
 	res := &rollbackResult{pause: o.rampPause, settle: o.settle}
-	say("== rollback duration: %d rounds of script, quick, revert and revert-paced (rotating order), ramp pause %s excluded", o.rounds, o.rampPause)
+	say("== rollback duration: %d rounds of script, quick, revert and revert-paced (rotating order), ramp pause %s and verify's hold excluded", o.rounds, o.rampPause)
 	for round := 1; round <= o.rounds; round++ {
 		for k := range methods {
 			m := methods[(k+round-1)%len(methods)]
@@ -137,27 +138,38 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 	if err := cmd.Run(); err != nil {
 		return r, fmt.Errorf("%s: %w (log %s)", method, err, logPath)
 	}
-	r.wall = time.Since(start) - pauses
+	wall := time.Since(start)
 	readyAt := <-readyCh
 	if readyAt.IsZero() {
 		return r, fmt.Errorf("%s: 4 replicas of %s not ready within 120s (log %s)", method, goodImage, logPath)
 	}
 	r.ready = readyAt.Sub(start) - pauses
-	if method != methodScript {
-		var began, done time.Time
-		for _, l := range jsonlog.Read[logLine](logPath) {
-			switch l.Msg {
-			case "rollback plan started":
-				began = l.time()
-			case "rollback plan finished":
-				done = l.time()
-			}
-		}
-		if began.IsZero() || done.IsZero() {
-			return r, fmt.Errorf("%s: no plan start/finish in %s", method, logPath)
-		}
-		r.plan = done.Sub(began) - pauses
+	if method == methodScript {
+		r.wall = wall - pauses
+		return r, nil
 	}
+	var began, done, verifyFrom, verifyTo time.Time
+	for _, l := range jsonlog.Read[logLine](logPath) {
+		switch {
+		case l.Msg == "rollback plan started":
+			began = l.time()
+		case l.Msg == "rollback plan finished":
+			done = l.time()
+		case l.Msg == "rollback step started" && l.Step == "verify":
+			verifyFrom = l.time()
+		case l.Msg == "rollback step done" && l.Step == "verify":
+			verifyTo = l.time()
+		}
+	}
+	if began.IsZero() || done.IsZero() || verifyFrom.IsZero() || verifyTo.IsZero() {
+		return r, fmt.Errorf("%s: no plan start/finish or verify step in %s", method, logPath)
+	}
+	// Verify waits for data from after the rollout and then holds its
+	// window (verifyWindow, 30s): a deliberate wait the script does not
+	// have (it verifies nothing), taken out like the ramp pause.
+	pauses += verifyTo.Sub(verifyFrom)
+	r.wall = wall - pauses
+	r.plan = done.Sub(began) - pauses
 	return r, nil
 }
 
