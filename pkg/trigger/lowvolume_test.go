@@ -2,6 +2,7 @@ package trigger
 
 import (
 	"testing"
+	"time"
 
 	"github.com/rollguard/rollguard/pkg/source"
 )
@@ -55,5 +56,35 @@ func TestBlindResolvesWhenDataReturns(t *testing.T) {
 	tr.Observe(at(140), Observation{Err: source.ErrUnreachable, Volume: nan})
 	if _, _, b := tr.Observe(at(145), val(0.01)); b != nil {
 		t.Errorf("resolution of an unpaged episode: %+v", b)
+	}
+}
+
+// Blindness is rollguard's own: no data for blindAfter while it looked. A
+// window rebuilt from history that shows no data (a new target, or a gap
+// before this process started) does not page blind at the first live
+// tick; blindAfter counts from when this process began looking, and the
+// report still names the episode's start.
+func TestRebuiltNoDataIsNotBlindAtStart(t *testing.T) {
+	tr := New(errorRate(), 0)
+	blindAfter := tr.Rule().BlindAfter
+	noData := Observation{Err: source.ErrNoData, Volume: nan}
+	for s := 0; s <= 200; s += 5 {
+		tr.Replay(at(s), noData)
+	}
+	start := 205
+	if _, _, b := tr.Observe(at(start), noData); b != nil {
+		t.Fatalf("blind report at the first live tick after a rebuild: %+v", b)
+	}
+	var got *Blind
+	s := start
+	for ; got == nil && s <= start+int(blindAfter/time.Second)+5; s += 5 {
+		_, _, got = tr.Observe(at(s), noData)
+	}
+	if got == nil {
+		t.Fatalf("no blind report %v after this process began looking", blindAfter)
+	}
+	if reported := at(s - 5); reported.Sub(at(start)) < blindAfter || !got.Since.Equal(at(0)) {
+		t.Errorf("blind report at %v (process looked from %v, blindAfter %v), since %v; want after blindAfter of looking, since the episode's start %v",
+			reported, at(start), blindAfter, got.Since, at(0))
 	}
 }

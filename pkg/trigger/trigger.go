@@ -214,6 +214,11 @@ type Trigger struct {
 	// blindSince is that episode's start, for its resolution.
 	blinded    bool
 	blindSince time.Time
+	// lookedFrom is the first live observation. Blindness is this
+	// process's: a nodata episode replayed from history (a new target, a
+	// gap before a restart) counts toward BlindAfter only from here, so a
+	// rebuilt window does not page blind at the first tick.
+	lookedFrom time.Time
 }
 
 // New returns a trigger for r whose window keeps capacity samples of
@@ -321,6 +326,9 @@ func (t *Trigger) observe(now time.Time, o Observation, live bool) (window.State
 	}
 	t.lastValue = value
 	t.lastErr = o.Err
+	if live && t.lookedFrom.IsZero() {
+		t.lookedFrom = now
+	}
 
 	var d *Decision
 	var b *Blind
@@ -337,7 +345,11 @@ func (t *Trigger) observe(now time.Time, o Observation, live bool) (window.State
 	case window.StateNoData:
 		t.fired = false
 		since, ok := t.win.NoDataSince()
-		if live && ok && !t.blinded && t.rule.BlindAfter > 0 && now.Sub(since) >= t.rule.BlindAfter {
+		blindFrom := since
+		if t.lookedFrom.After(blindFrom) {
+			blindFrom = t.lookedFrom
+		}
+		if live && ok && !t.blinded && t.rule.BlindAfter > 0 && now.Sub(blindFrom) >= t.rule.BlindAfter {
 			t.blinded, t.blindSince = true, since
 			b = &Blind{Target: t.rule.Target, Trigger: t.rule.Name, Since: since, LastError: errString(o.Err)}
 		}

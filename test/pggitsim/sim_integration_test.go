@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/retry"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
@@ -91,12 +92,18 @@ func TestClusterRolloutIntegration(t *testing.T) {
 	}
 
 	// Roll forward to the healthy version.
-	cur, err := cs.AppsV1().Deployments(ns).Get(ctx, "pggit-api", metav1.GetOptions{})
+	// The controllers write the Deployment's status meanwhile: read and
+	// write again on a conflict, as kubectl does.
+	err = retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		cur, err := cs.AppsV1().Deployments(ns).Get(ctx, "pggit-api", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		cur.Spec.Template.Spec.Containers[0].Image = "registry.local/pggit-api:v1.0.3"
+		_, err = cs.AppsV1().Deployments(ns).Update(ctx, cur, metav1.UpdateOptions{})
+		return err
+	})
 	if err != nil {
-		t.Fatal(err)
-	}
-	cur.Spec.Template.Spec.Containers[0].Image = "registry.local/pggit-api:v1.0.3"
-	if _, err := cs.AppsV1().Deployments(ns).Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
 		t.Fatalf("update deployment: %v", err)
 	}
 	waitNamespaceVersions(t, s, ns, map[string]int{"v1.0.3": 3})
