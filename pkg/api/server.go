@@ -290,17 +290,13 @@ func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
 
 func (h *handler) freeze(frozen bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		var req FreezeRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		if strings.TrimSpace(req.Reason) == "" {
-			writeError(w, http.StatusBadRequest, "reason: must not be empty")
+		reason, ok := decodeReason(w, r)
+		if !ok {
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), h.o.RequestTimeout)
 		defer cancel()
-		if err := h.c.SetFreeze(ctx, r.PathValue("target"), frozen, req.Reason); err != nil {
+		if err := h.c.SetFreeze(ctx, r.PathValue("target"), frozen, reason); err != nil {
 			writeStatusError(w, err)
 			return
 		}
@@ -308,18 +304,28 @@ func (h *handler) freeze(frozen bool) http.HandlerFunc {
 	}
 }
 
-func (h *handler) resumeGitOps(w http.ResponseWriter, r *http.Request) {
-	var req ResumeRequest
+// decodeReason reads a body whose only field is a reason (FreezeRequest,
+// ResumeRequest) and refuses an empty one.
+func decodeReason(w http.ResponseWriter, r *http.Request) (string, bool) {
+	var req FreezeRequest
 	if !decode(w, r, &req) {
-		return
+		return "", false
 	}
 	if strings.TrimSpace(req.Reason) == "" {
 		writeError(w, http.StatusBadRequest, "reason: must not be empty")
+		return "", false
+	}
+	return req.Reason, true
+}
+
+func (h *handler) resumeGitOps(w http.ResponseWriter, r *http.Request) {
+	reason, ok := decodeReason(w, r)
+	if !ok {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.o.RequestTimeout)
 	defer cancel()
-	detail, err := h.o.GitOps.ResumeGitOps(ctx, r.PathValue("target"), req.Reason)
+	detail, err := h.o.GitOps.ResumeGitOps(ctx, r.PathValue("target"), reason)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return

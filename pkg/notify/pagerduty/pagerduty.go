@@ -287,9 +287,7 @@ func (n *Notifier) Takes(e notify.Event) bool {
 
 // Pages reports whether e becomes an Events API v2 event (a trigger or a
 // resolve); step progress does not.
-func Pages(e notify.Event) bool { return paged(e) }
-
-func paged(e notify.Event) bool {
+func Pages(e notify.Event) bool {
 	switch e.Kind {
 	case notify.KindStepStarted, notify.KindStepFinished:
 		return false
@@ -307,7 +305,7 @@ func paged(e notify.Event) bool {
 // trigger with data again, else a trigger (and a resolve after a success
 // when configured).
 func (n *Notifier) Events(e notify.Event, routingKey string) []*pd.V2Event {
-	if !paged(e) {
+	if !Pages(e) {
 		return nil
 	}
 	if e.Kind == notify.KindBlindResolved {
