@@ -2,8 +2,6 @@ package database
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"net/url"
 	"os"
@@ -18,15 +16,6 @@ import (
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
-
-func randSuffix(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
 
 func openEnv(t *testing.T, env sandboxenv.Env, name, dsn string) *DB {
 	t.Helper()
@@ -243,7 +232,7 @@ func TestIntegrationTerminateIdleInTransaction(t *testing.T) {
 	ctx := context.Background()
 	// A unique application_name keeps this test away from other tests'
 	// pggit_app sessions (the simulator holds some on demand).
-	app := "rg-test-" + randSuffix(t)
+	app := "rg-test-" + sandboxfixture.RandomHex(t, 4)
 	withApp := func(dsn string) string {
 		u, err := url.Parse(dsn)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // The runbook's data integrity check reads the same figures as a human
@@ -40,7 +41,7 @@ func TestIntegrationIntegrity(t *testing.T) {
 		t.Fatalf("latest schema versions %q lack the fixture's phase8_analytics_dashboard 8.0.0", got.LatestSchemaVersions)
 	}
 
-	scratch := "rg_integrity_" + randSuffix(t)
+	scratch := "rg_integrity_" + sandboxfixture.RandomHex(t, 4)
 	mustExec(t, admin, "CREATE DATABASE "+scratch)
 	t.Cleanup(func() { mustExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
 	cfg := admin.Config()

@@ -136,7 +136,7 @@ type pair struct {
 func newPair(t *testing.T, primaryDSN string) *pair {
 	t.Helper()
 	env := sandboxenv.Load(t)
-	p := &pair{env: env, subName: env.Get(t, "PG_SUBSCRIPTION"), prefix: "rg-test-" + randSuffix(t) + "-",
+	p := &pair{env: env, subName: env.Get(t, "PG_SUBSCRIPTION"), prefix: "rg-test-" + sandboxfixture.RandomHex(t, 4) + "-",
 		primary:    openEnv(t, env, "primary", env.Get(t, primaryDSN)),
 		subscriber: openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN")),
 		pub:        connect(t, env.Get(t, "PG_PRIMARY_DSN")),
@@ -326,7 +326,7 @@ func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
 
 	subSU := env.Get(t, "PG_SUBSCRIBER_DSN")
 	admin := connect(t, subSU)
-	subDB := "rg_test_" + randSuffix(t)
+	subDB := "rg_test_" + sandboxfixture.RandomHex(t, 4)
 	mustExec(t, admin, "CREATE DATABASE "+subDB)
 	subDSN := sandboxfixture.WithDatabase(t, subSU, subDB)
 	sc := connect(t, subDSN)
