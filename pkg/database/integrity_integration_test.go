@@ -15,7 +15,7 @@ import (
 // says so instead of reporting zeros.
 func TestIntegrationIntegrity(t *testing.T) {
 	env := sandboxenv.Load(t)
-	admin := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	admin := sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
 	ctx := context.Background()
 	var wantQueue, wantConflicts int64
 	if err := admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM pggit.alert_delivery_queue),
@@ -42,8 +42,8 @@ func TestIntegrationIntegrity(t *testing.T) {
 	}
 
 	scratch := "rg_integrity_" + sandboxfixture.RandomHex(t, 4)
-	mustExec(t, admin, "CREATE DATABASE "+scratch)
-	t.Cleanup(func() { mustExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
+	sandboxfixture.PgExec(t, admin, "CREATE DATABASE "+scratch)
+	t.Cleanup(func() { sandboxfixture.PgExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
 	cfg := admin.Config()
 	empty := openEnv(t, env, "scratch", "postgres://"+cfg.User+"@"+cfg.Host+":"+strconv.Itoa(int(cfg.Port))+"/"+scratch+"?sslmode=disable")
 	if _, err := empty.Integrity(ctx); !errors.Is(err, ErrNoIntegrityTables) {

@@ -1,7 +1,10 @@
 // Package sandboxfixture holds what integration tests share on the sandbox:
 // a clientset from its admin kubeconfig, a namespace of the test's own, a
-// pggit-api-shaped Deployment rolled through images, a polling wait with a
-// deadline, one-sample Prometheus queries and a private Alertmanager.
+// pggit-api-shaped Deployment rolled through images (and kubectl's test of
+// a finished rollout), the simulator's fault profiles, random suffixes and
+// free ports that keep tests apart, the example config's queries and its
+// secret files, a polling wait with a deadline, one-sample Prometheus
+// queries, a Prometheus and an Alertmanager of the test's own.
 package sandboxfixture
 
 import (
