@@ -106,8 +106,9 @@ func (r *report) markdown() string {
 		b.WriteString("### Detection latency (fault injected at t0 → the rollback's first step starts)\n\n")
 		b.WriteString("The simulator's profile of the running tag turns to 20 % errors at t0; the error-rate trigger is `> 5 %` " +
 			"over `rate(...[5s])` (the sandbox scrapes every 1 s). \"Scrape\" is the first Prometheus sample after t0 in which a 5xx counter " +
-			"of the Deployment had grown. Floor = window + scrape interval + the resolution the window is sampled at (1 s, rollguard's " +
-			"default `global.prometheus.resolution`; a window is evaluated when it completes, not at the next poll) + the rate window's lag " +
+			"of the Deployment had grown. Floor = window + scrape interval + 0.1 s (rollguard samples " +
+			"every second, its default `global.prometheus.resolution`, and the second before a run's first sample every 100 ms; a window is " +
+			"evaluated when it completes, not at the next poll) + the rate window's lag " +
 			"(5 % / 20 % of 5 s = 1.25 s); goal = window + poll interval + 2 s after the first faulty scrape.\n\n")
 		b.WriteString("| configuration | runs | t0 → first step, min / median / max | floor | first faulty scrape → first step, min / median / max | goal | runs within goal |\n")
 		b.WriteString("|---|---|---|---|---|---|---|\n")
