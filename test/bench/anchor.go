@@ -650,6 +650,8 @@ global:
   prometheus: {url: %q, resolution: %s}
   kubernetes: {kubeconfig: %q}
   interlocks: {cooldown: 1m, maxRollbacksPerHour: 100, maxRevisionAge: 1h}
+  # rollguard's own namespace (its incident records, its pending pages): the bench's.
+  leaderElection: {namespace: rollguard-bench}
   api: {tokenFile: token}
   notify:
     incidentDir: %q
