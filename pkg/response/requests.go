@@ -81,6 +81,12 @@ func (r *Responder) Ask(ctx context.Context, a Ask) (string, error) {
 	if !r.Leading() {
 		return "", fmt.Errorf("target %q: %w", a.Target, ErrNotLeader)
 	}
+	if !r.waitAlertsRead(ctx) {
+		// A term that has not read the alerts taken up would take a
+		// repeat for a new request: not judged (Alertmanager sends it
+		// again).
+		return "", fmt.Errorf("target %q: the leader has not read the alerts taken up yet: %w", a.Target, ErrUnavailable)
+	}
 	prev, taken := r.takeAlert(j)
 	if !taken {
 		return prev.describe(), fmt.Errorf("%s: %w", prev.describe(), ErrAlreadyTakenUp)

@@ -235,3 +235,72 @@ func TestAlertPageIsItsOwnIncident(t *testing.T) {
 		t.Errorf("%d pages after a new term, want the 2 already sent", n)
 	}
 }
+
+// gatedAlertLog is a memAlertLog whose Load waits for gate (when set).
+type gatedAlertLog struct {
+	memAlertLog
+	gate chan struct{}
+}
+
+func (l *gatedAlertLog) Load(ctx context.Context) (map[string]AlertEntry, error) {
+	if l.gate != nil {
+		select {
+		case <-l.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return l.memAlertLog.Load(ctx)
+}
+
+// TestAlertNotJudgedBeforeTheTermLoadedTheAlertsTakenUp: a new leader that
+// has not yet read the alerts taken up cannot tell a repeat from a new
+// alert, so it does not judge one (ErrUnavailable: Alertmanager sends it
+// again); once they are read, the repeat is known. Before, the repeat that
+// arrived in between was judged as a new request.
+func TestAlertNotJudgedBeforeTheTermLoadedTheAlertsTakenUp(t *testing.T) {
+	log := &gatedAlertLog{}
+	f := newFixtureWith(t, Target{}, guard.Options{}, fixtureOpts{follower: true})
+	f.r.opts.Alerts = log
+	f.lead(t)
+	ctx := context.Background()
+	start := f.now.Add(time.Second)
+	if _, err := f.r.Ask(ctx, alertAsk("fp", start)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitJobs(t)
+	f.endTerm(t)
+
+	log.gate = make(chan struct{})
+	f.lead(t) // the term has begun; its Load waits
+	before := len(f.c.Writes())
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err := f.r.Ask(short, alertAsk("fp", start))
+	cancel()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("repeat before the alerts taken up are read: err = %v, want ErrUnavailable", err)
+	}
+	// Asked while the read is under way, it waits for it.
+	answered := make(chan error, 1)
+	go func() { _, err := f.r.Ask(ctx, alertAsk("fp", start)); answered <- err }()
+	time.Sleep(20 * time.Millisecond)
+	close(log.gate)
+	if err := <-answered; !errors.Is(err, ErrAlreadyTakenUp) {
+		t.Fatalf("repeat asked during the read: err = %v, want ErrAlreadyTakenUp", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := f.r.Ask(ctx, alertAsk("fp", start))
+		if errors.Is(err, ErrAlreadyTakenUp) {
+			break
+		}
+		if !errors.Is(err, ErrUnavailable) || time.Now().After(deadline) {
+			t.Fatalf("repeat after the alerts taken up were read: err = %v, want ErrAlreadyTakenUp", err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.waitJobs(t)
+	if w := f.c.Writes()[before:]; len(w) != 0 {
+		t.Fatalf("the repeat wrote: %v", w)
+	}
+}

@@ -170,6 +170,9 @@ type term struct {
 	ctx   context.Context // cancelled DrainTimeout after the term ends
 	drain chan struct{}   // closed when the term ends
 	wg    sync.WaitGroup  // its running plans
+	// alertsRead is closed once the term has read the alerts taken up:
+	// before, a repeat cannot be told from a new alert.
+	alertsRead chan struct{}
 }
 
 type targetState struct {
@@ -253,13 +256,36 @@ func (r *Responder) Leading() bool {
 	return r.term != nil
 }
 
+// waitAlertsRead waits, for at most ReadTimeout (the bound of the read
+// itself) or until ctx is done, until the current term has read the alerts
+// taken up. It reports false outside a term or when they are not read by
+// then.
+func (r *Responder) waitAlertsRead(ctx context.Context) bool {
+	r.mu.Lock()
+	tm := r.term
+	r.mu.Unlock()
+	if tm == nil {
+		return false
+	}
+	timer := time.NewTimer(r.opts.ReadTimeout)
+	defer timer.Stop()
+	select {
+	case <-tm.alertsRead:
+		return true
+	case <-tm.drain:
+	case <-ctx.Done():
+	case <-timer.C:
+	}
+	return false
+}
+
 // Lead runs one leadership term until ctx is done (see the package
 // comment). Call it from the leader election's callback, or once with the
 // process's context where there is no election.
 func (r *Responder) Lead(ctx context.Context) {
 	hard, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	tm := &term{ctx: hard, drain: make(chan struct{})}
+	tm := &term{ctx: hard, drain: make(chan struct{}), alertsRead: make(chan struct{})}
 	r.mu.Lock()
 	r.term = tm
 	r.mu.Unlock()
@@ -268,6 +294,7 @@ func (r *Responder) Lead(ctx context.Context) {
 	r.SeedHistory(ctx)
 	r.Resume(ctx)
 	r.takeUpAlerts(ctx)
+	close(tm.alertsRead)
 	if tr := r.opts.Triggers; tr != nil {
 		for _, d := range tr.Firing() {
 			r.Fire(d)
