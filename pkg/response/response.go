@@ -575,11 +575,13 @@ func (r *Responder) dispatch(j job) {
 	case st.running != "":
 		// One plan per Deployment at a time. A second decision while a
 		// plan runs is the same incident (or a human who will see the
-		// running plan in the status API): log, do not queue.
+		// running plan in the status API): log, do not queue. st is read
+		// under mu only: the plan's goroutine clears running when it ends.
+		running := st.running
 		r.mu.Unlock()
 		r.log.Info("plan already running; decision not queued", zap.String("target", j.target),
-			zap.String("running", st.running), zap.String("action", j.action))
-		r.alertDone(j, Outcome{Result: ResultNothing, Detail: "taken up by the plan already running (" + st.running + ")"})
+			zap.String("running", running), zap.String("action", j.action))
+		r.alertDone(j, Outcome{Result: ResultNothing, Detail: "taken up by the plan already running (" + running + ")"})
 		return
 	}
 	if j.episode != "" {
