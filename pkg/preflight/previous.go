@@ -7,7 +7,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
@@ -38,7 +37,7 @@ func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, stri
 	deps := kube.New(client, kube.Options{Timeout: r.opts.CheckTimeout}, r.logger)
 	exec := rollback.NewExecutor(deps, client.CoreV1(), rollback.Options{QueryTimeout: r.opts.CheckTimeout}, r.logger)
 	action := rollback.ActionQuick
-	if r.t.Rollback.Strategy == config.StrategyRevert {
+	if r.t.Rollback.Strategy == rollback.ActionRevert {
 		action = rollback.ActionRevert
 	}
 	// Without Database the plan is the application part only: the pin is

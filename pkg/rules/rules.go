@@ -85,7 +85,7 @@ func Spec(cfg *config.Config, target string, tr *config.Trigger) evaluator.Spec 
 		// Name, action, severity are not in the config fingerprint; the
 		// window must survive a change of those, but the rule must not be
 		// stale, so they join the key here.
-		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + tr.Severity + fmt.Sprint(tr.Security),
+		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + string(tr.Severity) + fmt.Sprint(tr.Security),
 	}
 	if s.Backend == BackendPrometheus {
 		s.Resolution = time.Duration(cfg.Global.Prometheus.Resolution)
