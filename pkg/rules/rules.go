@@ -37,7 +37,7 @@ func Rule(target string, tr *config.Trigger, interval time.Duration) trigger.Rul
 		For:        time.Duration(tr.For),
 		MaxGap:     time.Duration(tr.MaxGap),
 		BlindAfter: time.Duration(tr.BlindAfter),
-		OnError:    trigger.OnError(tr.OnError),
+		OnError:    tr.OnError,
 		MinRate:    tr.MinRate,
 		Action:     tr.Action,
 		Severity:   tr.Severity,
