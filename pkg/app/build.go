@@ -131,7 +131,7 @@ func openDatabases(ctx context.Context, cfg *config.Config, logger *zap.Logger) 
 		db, err := database.Open(ctx, database.Options{
 			Name: d.Name, DSN: string(d.DSN), BinDir: d.BinDir, MaxConns: int32(d.MaxConns),
 			Timeout: time.Duration(d.StatementTimeout),
-		}, logger.Named("database").With(zap.String("database", d.Name)))
+		}, logger.Named("database")) // database.Open adds the database field
 		if err != nil {
 			for _, o := range dbs {
 				o.Close()

@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -106,6 +107,12 @@ type DB struct {
 	timeout   time.Duration
 	versions  pgx.Identifier
 	logger    *zap.Logger
+
+	mu sync.Mutex
+	// readBack holds, per path, the file a full read of an archive
+	// succeeded on: InspectDump does not read it in full again while the
+	// file is that one, unchanged.
+	readBack map[string]fileID
 }
 
 // Open validates opts, finds pg_dump and pg_restore and builds the pool.

@@ -147,12 +147,18 @@ type query struct {
 	// Per-evaluation state, written by one worker, read after wg.Wait.
 	run bool
 	// from and n are a range query's instants: from + k·step, k < n.
-	from   time.Time
-	n      int
-	series []source.Series
-	ranges []source.Range
-	err    error
-	dur    time.Duration
+	from time.Time
+	n    int
+	// extra is an instant after the grid's, set by a due evaluation whose
+	// window completes between two instants of the grid: it is sampled
+	// there (one instant query) and fed after the grid's instants.
+	// extraErr is its query's error; the grid's instants are fed anyway.
+	extra    time.Time
+	extraErr error
+	series   []source.Series
+	ranges   []source.Range
+	err      error
+	dur      time.Duration
 }
 
 // entry is a trigger's state that survives a reload. Its metrics are not
@@ -165,8 +171,8 @@ type entry struct {
 	trig    *trigger.Trigger
 	dropped bool
 	// due is when the pending window completes (its first breaching
-	// sample + for, on the resolution's grid): Run evaluates the trigger
-	// then rather than at the next tick. Zero when not pending.
+	// sample + for): Run evaluates the trigger then rather than at the
+	// next tick. Zero when not pending.
 	due time.Time
 }
 
@@ -206,8 +212,9 @@ type Evaluator struct {
 
 	tickMu sync.Mutex // serialises evaluations
 	// scratch holds the range cursors of the trigger being fed (its query
-	// and its volume query), reused from trigger to trigger. Guarded by mu.
-	scratch [2]rangeCursor
+	// and its volume query, on the grid and between two of its instants),
+	// reused from trigger to trigger. Guarded by mu.
+	scratch [4]rangeCursor
 
 	mu       sync.Mutex // guards everything below
 	plan     *plan
@@ -530,8 +537,8 @@ func (e *Evaluator) Tick(ctx context.Context, now time.Time) {
 }
 
 // NextDue returns the earliest moment a pending window completes: its first
-// breaching sample + for, for a trigger with a resolution the first
-// instant of its grid at or after that. Run evaluates then.
+// breaching sample + for. Run evaluates then, at that very instant even
+// when it falls between two instants of a resolution's grid.
 func (e *Evaluator) NextDue() (time.Time, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -551,13 +558,15 @@ func (e *Evaluator) NextDue() (time.Time, bool) {
 func (e *Evaluator) EvaluateDue(ctx context.Context, now time.Time) {
 	e.mu.Lock()
 	p := e.plan
-	var comps map[int32]bool
+	var comps map[int32]time.Time // the latest due window of each
 	for _, b := range p.bindings {
 		if d := b.e.due; !b.e.dropped && !d.IsZero() && !d.After(now) {
 			if comps == nil {
-				comps = map[int32]bool{}
+				comps = map[int32]time.Time{}
 			}
-			comps[p.queries[b.q].comp] = true
+			if c := p.queries[b.q].comp; d.After(comps[c]) {
+				comps[c] = d
+			}
 		}
 	}
 	e.mu.Unlock()
@@ -568,8 +577,11 @@ func (e *Evaluator) EvaluateDue(ctx context.Context, now time.Time) {
 }
 
 // evaluate runs the queries of the components in only (all when nil) at
-// now and feeds the triggers bound to them.
-func (e *Evaluator) evaluate(ctx context.Context, now time.Time, only map[int32]bool) {
+// now and feeds the triggers bound to them. only maps a component to the
+// latest moment one of its windows completes: a component sampled at a
+// resolution is also sampled at that moment when it falls after the last
+// instant of its grid.
+func (e *Evaluator) evaluate(ctx context.Context, now time.Time, only map[int32]time.Time) {
 	e.tickMu.Lock()
 	defer e.tickMu.Unlock()
 	start := time.Now()
@@ -592,7 +604,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time, only map[int32]
 			continue
 		}
 		ran++
-		if q.key.step > 0 {
+		if q.key.step > 0 && q.n > 0 {
 			q.through = q.from.Add(time.Duration(q.n-1) * q.key.step)
 		}
 		if q.err == nil {
@@ -602,6 +614,7 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time, only map[int32]
 
 	var decisions []trigger.Decision
 	var blinds []timedBlind
+	var held []heldFeed
 	e.mu.Lock()
 	e.recordQueries(p)
 	fed := 0
@@ -630,21 +643,22 @@ func (e *Evaluator) evaluate(ctx context.Context, now time.Time, only map[int32]
 			e.step(b.e, q.through, obs, &decisions, &blinds)
 			continue
 		}
-		main := q.cursor(b.g, b.key, b.values, b.e.spec.Match, &e.scratch[0])
-		var vol *rangeCursor
-		if b.vq >= 0 && p.queries[b.vq].err == nil {
-			vol = p.queries[b.vq].cursor(b.vg, b.vkey, b.values, b.e.spec.Match, &e.scratch[1])
+		if k := e.feedRange(p, b, 0, true, &decisions, &blinds); k >= 0 {
+			held = append(held, heldFeed{b: b, k: k, at: q.instant(k)})
 		}
-		for k := range q.n {
-			t := q.from.Add(time.Duration(k) * q.key.step)
-			obs := trigger.Observation{Volume: math.NaN()}
-			obs.Value, obs.Err = main.at(t)
-			if vol != nil {
-				if v, err := vol.at(t); err == nil {
-					obs.Volume = v
-				}
+	}
+	if len(held) > 0 {
+		// Sources are not queried under mu: the API and the console read
+		// the triggers meanwhile. tickMu still keeps the queries' results.
+		e.mu.Unlock()
+		between := e.fetchBetween(ctx, p, held)
+		e.mu.Lock()
+		for _, h := range held {
+			if h.b.e.dropped {
+				continue
 			}
-			e.step(b.e, t, obs, &decisions, &blinds)
+			e.feedBetween(h, between, &decisions, &blinds)
+			e.feedRange(p, h.b, h.k, false, &decisions, &blinds)
 		}
 	}
 	if only == nil {
@@ -722,18 +736,14 @@ func (e *Evaluator) dueOf(en *entry) time.Time {
 		return time.Time{}
 	}
 	first, _ := w.BreachStart()
-	due := first.Add(en.trig.Rule().For)
-	if step := en.spec.Resolution; step > 0 {
-		due = ceilStep(due, step)
-	}
-	return due
+	return first.Add(en.trig.Rule().For)
 }
 
 // schedule marks the queries to run at now and, for range queries, the
 // instants to ask for: from just after the component's last evaluated
 // instant (its earliest, should its queries differ after a reload) to the
 // last instant at or before now, at most maxRangeIntervals back.
-func (e *Evaluator) schedule(p *plan, now time.Time, only map[int32]bool) {
+func (e *Evaluator) schedule(p *plan, now time.Time, only map[int32]time.Time) {
 	type span struct {
 		from time.Time
 		set  bool
@@ -741,7 +751,8 @@ func (e *Evaluator) schedule(p *plan, now time.Time, only map[int32]bool) {
 	var spans map[int32]*span
 	for _, q := range p.queries {
 		q.run, q.err, q.series, q.ranges, q.n = false, nil, nil, nil, 0
-		if only != nil && !only[q.comp] {
+		q.extra, q.extraErr = time.Time{}, nil
+		if !inOnly(only, q.comp) {
 			continue
 		}
 		if q.key.step == 0 {
@@ -769,16 +780,30 @@ func (e *Evaluator) schedule(p *plan, now time.Time, only map[int32]bool) {
 		}
 	}
 	for _, q := range p.queries {
-		if q.key.step == 0 || (only != nil && !only[q.comp]) {
+		if q.key.step == 0 || !inOnly(only, q.comp) {
 			continue
 		}
 		end := floorStep(now, q.key.step)
 		from := spans[q.comp].from
-		if end.Before(from) {
-			continue // no new instant yet
+		var extra time.Time
+		if due := only[q.comp]; due.After(end) {
+			extra = due // a window completes between two instants of the grid
 		}
-		q.from, q.n, q.run = from, int(end.Sub(from)/q.key.step)+1, true
+		switch {
+		case !end.Before(from):
+			q.from, q.n, q.extra, q.run = from, int(end.Sub(from)/q.key.step)+1, extra, true
+		case !extra.IsZero():
+			q.from, q.n, q.extra, q.run = from, 0, extra, true
+		}
 	}
+}
+
+func inOnly(only map[int32]time.Time, comp int32) bool {
+	if only == nil {
+		return true
+	}
+	_, ok := only[comp]
+	return ok
 }
 
 // runQueries runs the marked queries on min(Parallelism, n) workers. Each
@@ -807,6 +832,7 @@ func (e *Evaluator) runQueries(ctx context.Context, p *plan) {
 				switch {
 				case q.key.step == 0:
 					q.series, q.err = q.querier.Query(qctx, q.key.query, q.from)
+				case q.n == 0: // only the extra instant
 				case q.n == 1:
 					// One instant (a resolution equal to the interval, a
 					// due evaluation right after a tick): an instant query
@@ -818,6 +844,12 @@ func (e *Evaluator) runQueries(ctx context.Context, p *plan) {
 				default:
 					end := q.from.Add(time.Duration(q.n-1) * q.key.step)
 					q.ranges, q.err = q.ranger.QueryRange(qctx, q.key.query, q.from, end, q.key.step)
+				}
+				if q.key.step > 0 && !q.extra.IsZero() && q.err == nil {
+					var series []source.Series
+					if series, q.extraErr = q.querier.Query(qctx, q.key.query, q.extra); q.extraErr == nil {
+						q.ranges = withInstant(q.ranges, series, q.extra)
+					}
 				}
 				q.dur = time.Since(t0)
 				if q.err != nil && errors.Is(q.err, context.DeadlineExceeded) && !errors.Is(q.err, source.ErrTimeout) && !errors.Is(q.err, source.ErrUnreachable) {

@@ -24,6 +24,9 @@ type history struct {
 	fail   func(query string, start, end time.Time) error
 	calls  []string
 	ranges [][2]time.Time // per range call: start, end
+	// between are the calls that sample the step before a run's start
+	// (step betweenStep), kept apart from the grid's.
+	between []string
 }
 
 func (h *history) Query(_ context.Context, q string, ts time.Time) ([]source.Series, error) {
@@ -36,8 +39,12 @@ func (h *history) Query(_ context.Context, q string, ts time.Time) ([]source.Ser
 
 func (h *history) QueryRange(_ context.Context, q string, start, end time.Time, step time.Duration) ([]source.Range, error) {
 	h.mu.Lock()
-	h.calls = append(h.calls, fmt.Sprintf("range %s %s..%s", q, start.Sub(t0), end.Sub(t0)))
-	h.ranges = append(h.ranges, [2]time.Time{start, end})
+	if step == betweenStep {
+		h.between = append(h.between, fmt.Sprintf("range %s %s..%s", q, start.Sub(t0), end.Sub(t0)))
+	} else {
+		h.calls = append(h.calls, fmt.Sprintf("range %s %s..%s", q, start.Sub(t0), end.Sub(t0)))
+		h.ranges = append(h.ranges, [2]time.Time{start, end})
+	}
 	h.mu.Unlock()
 	if h.fail != nil {
 		if err := h.fail(q, start, end); err != nil {

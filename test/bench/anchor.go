@@ -133,7 +133,7 @@ type anchorRun struct {
 	t0       time.Time
 	// series5xx: the Deployment's 5xx series was in Prometheus before t0.
 	series5xx bool
-	// activeAt: the rule's alert went pending (ALERTS_FOR_STATE);
+	// activeAt: the rule's alert went pending (activeAt in Prometheus' alerts API);
 	// startsAt: the alert's startsAt in the notification.
 	activeAt, startsAt time.Time
 	webhook            time.Time
@@ -569,13 +569,47 @@ func anchorOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options, 
 		}
 		sleep(ctx, 100*time.Millisecond)
 	}
-	q := fmt.Sprintf(`max_over_time(ALERTS_FOR_STATE{alertname="ErrorRateHigh",deployment=%q}[10m])`, b.control)
-	if v, err := promScalar(ctx, promURL, q); err == nil && v > 0 {
+	if at, err := alertActiveAt(ctx, promURL, "ErrorRateHigh", b.control); err == nil {
 		for i := range runs {
-			runs[i].activeAt = time.UnixMilli(int64(v * 1000))
+			runs[i].activeAt = at
 		}
 	}
 	return runs, nil
+}
+
+// alertActiveAt is when the rule's alert for deployment went pending, as
+// Prometheus' alerts API has it. ALERTS_FOR_STATE holds the same instant
+// cut to whole seconds (its value is ActiveAt.Unix()), which made the
+// rule look up to a second earlier than it was.
+func alertActiveAt(ctx context.Context, base, alertname, deployment string) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v1/alerts", nil)
+	if err != nil {
+		return time.Time{}, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("prometheus alerts: %w", err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Data struct {
+			Alerts []struct {
+				Labels   map[string]string `json:"labels"`
+				ActiveAt time.Time         `json:"activeAt"`
+			} `json:"alerts"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		return time.Time{}, fmt.Errorf("prometheus alerts: %w", err)
+	}
+	for _, a := range out.Data.Alerts {
+		if a.Labels["alertname"] == alertname && a.Labels["deployment"] == deployment {
+			return a.ActiveAt, nil
+		}
+	}
+	return time.Time{}, fmt.Errorf("prometheus alerts: no %s alert for %s", alertname, deployment)
 }
 
 func triggerOK(ctx context.Context, client *api.Client, name string) bool {
@@ -616,6 +650,8 @@ global:
   prometheus: {url: %q, resolution: %s}
   kubernetes: {kubeconfig: %q}
   interlocks: {cooldown: 1m, maxRollbacksPerHour: 100, maxRevisionAge: 1h}
+  # rollguard's own namespace (its incident records, its pending pages): the bench's.
+  leaderElection: {namespace: rollguard-bench}
   api: {tokenFile: token}
   notify:
     incidentDir: %q
@@ -691,7 +727,7 @@ func (an *anchorResult) markdown(b *strings.Builder) {
 				statsOf(wh), statsOf(st), signedStats(diff), statsOf(sv), statsOf(fin), fstatsOf(rs), fstatsOf(rf))
 		}
 	}
-	b.WriteString("\nPer run (seconds after t0): the rule's alert pending (`ALERTS_FOR_STATE`) and rollguard's first breaching sample, " +
+	b.WriteString("\nPer run (seconds after t0): the rule's alert pending (its `activeAt` in Prometheus' alerts API) and rollguard's first breaching sample, " +
 		"the webhook, the trigger fired, the first step, serving, finished.\n\n")
 	b.WriteString("| setup | run | rollguard | 5xx before t0 | rule pending | rollguard first breach | webhook | fired | first step | serving | finished | serving / webhook | finished / webhook |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")

@@ -62,14 +62,14 @@ func runLatency(ctx context.Context, c *cluster, env sandboxenv.Env, o options, 
 	}
 	scrape := time.Second // test/sandbox/up's scrape_interval
 	res := &latencyResult{cfg: lc, scrape: scrape,
-		// The window starts at the first sample of rollguard's grid (every
-		// second, global.prometheus.resolution's default, or every
-		// interval if shorter) after the rate crossed, and Run evaluates
-		// it when it completes: the poll interval no longer adds.
-		floor: lc.window + scrape + min(lc.interval, time.Second) + rateLag(),
+		// The window starts within 100 ms after the rate crossed (the
+		// second before a run's first sample on the grid is sampled every
+		// 100 ms), and Run evaluates it when it completes: the poll
+		// interval does not add.
+		floor: lc.window + scrape + 100*time.Millisecond + rateLag(),
 		goal:  lc.window + lc.interval + 2*time.Second,
 	}
-	say("== detection latency, %s window (for %s, interval %s): %d runs; floor %s (window + scrape %s + resolution + rate lag %s)",
+	say("== detection latency, %s window (for %s, interval %s): %d runs; floor %s (window + scrape %s + 0.1s + rate lag %s)",
 		lc.name, lc.window, lc.interval, o.runs, res.floor, scrape, rateLag())
 	for i := 1; i <= o.runs; i++ {
 		r, err := latencyOnce(ctx, c, env, o, lc, i)
@@ -239,6 +239,8 @@ global:
   prometheus: {url: %q, timeout: 1s}
   kubernetes: {kubeconfig: %q}
   interlocks: {cooldown: 1m, maxRollbacksPerHour: 100, maxRevisionAge: 1h}
+  # rollguard's own namespace (its incident records, its pending pages): the bench's.
+  leaderElection: {namespace: rollguard-bench}
   api: {tokenFile: token}
   notify:
     incidentDir: %q

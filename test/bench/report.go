@@ -106,8 +106,9 @@ func (r *report) markdown() string {
 		b.WriteString("### Detection latency (fault injected at t0 → the rollback's first step starts)\n\n")
 		b.WriteString("The simulator's profile of the running tag turns to 20 % errors at t0; the error-rate trigger is `> 5 %` " +
 			"over `rate(...[5s])` (the sandbox scrapes every 1 s). \"Scrape\" is the first Prometheus sample after t0 in which a 5xx counter " +
-			"of the Deployment had grown. Floor = window + scrape interval + the resolution the window is sampled at (1 s, rollguard's " +
-			"default `global.prometheus.resolution`; a window is evaluated when it completes, not at the next poll) + the rate window's lag " +
+			"of the Deployment had grown. Floor = window + scrape interval + 0.1 s (rollguard samples " +
+			"every second, its default `global.prometheus.resolution`, and the second before a run's first sample every 100 ms; a window is " +
+			"evaluated when it completes, not at the next poll) + the rate window's lag " +
 			"(5 % / 20 % of 5 s = 1.25 s); goal = window + poll interval + 2 s after the first faulty scrape.\n\n")
 		b.WriteString("| configuration | runs | t0 → first step, min / median / max | floor | first faulty scrape → first step, min / median / max | goal | runs within goal |\n")
 		b.WriteString("|---|---|---|---|---|---|---|\n")
@@ -331,7 +332,89 @@ func updateDoc(path, section string) error {
 	if err != nil && !os.IsNotExist(err) {
 		return err
 	}
-	return os.WriteFile(path, []byte(spliceSection(string(b), section)), 0o644)
+	doc := string(b)
+	if old, ok := currentSection(doc); ok {
+		section = mergeSection(old, section)
+	}
+	return os.WriteFile(path, []byte(spliceSection(doc, section)), 0o644)
+}
+
+// currentSection is the text between doc's markers.
+func currentSection(doc string) (string, bool) {
+	i := strings.Index(doc, beginMarker)
+	j := strings.Index(doc, endMarker)
+	if i < 0 || j <= i {
+		return "", false
+	}
+	return doc[i+len(beginMarker) : j], true
+}
+
+// mergeSection keeps the benchmarks a run did not repeat (--only): each
+// subsection ("### Name ...") of the new run replaces the old one of the
+// same name; an old one the run did not repeat is kept, saying which run
+// it comes from, so every table in the file still names its date and
+// commit.
+func mergeSection(old, new string) string {
+	oldHead, oldSubs := subsections(old)
+	newHead, newSubs := subsections(new)
+	ran := map[string]bool{}
+	for _, s := range newSubs {
+		ran[s.name] = true
+	}
+	date, _, _ := strings.Cut(headField(oldHead, "Date"), " (took")
+	from := fmt.Sprintf("_From an earlier run (%s, commit %s): this run did not repeat it._", date, headField(oldHead, "Commit"))
+	var kept []string
+	out := newSubs
+	for _, s := range oldSubs {
+		if ran[s.name] {
+			continue
+		}
+		if !strings.Contains(s.text, "\n_From an earlier run (") {
+			heading, body, _ := strings.Cut(s.text, "\n")
+			s.text = heading + "\n\n" + from + "\n" + body
+		}
+		kept = append(kept, s.name)
+		out = append(out, s)
+	}
+	var b strings.Builder
+	b.WriteString(strings.TrimRight(newHead, "\n"))
+	if len(kept) > 0 {
+		fmt.Fprintf(&b, "\n- Kept from earlier runs: %s", strings.Join(kept, ", "))
+	}
+	b.WriteString("\n\n")
+	for _, s := range out {
+		b.WriteString(strings.TrimRight(s.text, "\n"))
+		b.WriteString("\n\n")
+	}
+	return b.String()
+}
+
+type subsection struct{ name, text string }
+
+// subsections splits a generated section at its "### " headings; a
+// subsection's name is its heading up to the first " (" or ":".
+func subsections(s string) (head string, subs []subsection) {
+	parts := strings.Split("\n"+s, "\n### ")
+	head = strings.TrimPrefix(parts[0], "\n")
+	for _, p := range parts[1:] {
+		heading, _, _ := strings.Cut(p, "\n")
+		name := heading
+		if i := strings.IndexAny(name, "(:"); i >= 0 {
+			name = strings.TrimSpace(name[:i])
+		}
+		subs = append(subs, subsection{name: name, text: "### " + p})
+	}
+	return head, subs
+}
+
+// headField is the value of a "- Name: value" line of a section's head.
+func headField(head, name string) string {
+	for _, l := range strings.Split(head, "\n") {
+		if v, ok := strings.CutPrefix(l, "- "+name+": "); ok {
+			return v
+		}
+	}
+	return "unknown"
 }
 
 // tickPeak is the ticks' own RSS peak, or says it could not be separated

@@ -180,3 +180,24 @@ func TestNothingToResume(t *testing.T) {
 		}
 	}
 }
+
+func TestMergeSection(t *testing.T) {
+	old := "## Results\n\n- Date: 2026-12-01 10:00 UTC (took 1h)\n- Commit: `aaa`\n\n" +
+		"### Detection latency (x)\n\nold latency\n\n### Anchor: y\n\nold anchor\n\n| a |\n\n### Scale (z)\n\nold scale\n"
+	new := "## Results\n\n- Date: 2026-12-03 18:00 UTC (took 40m)\n- Commit: `bbb`\n\n### Anchor: y2\n\nnew anchor\n"
+	want := "## Results\n\n- Date: 2026-12-03 18:00 UTC (took 40m)\n- Commit: `bbb`\n- Kept from earlier runs: Detection latency, Scale\n\n" +
+		"### Anchor: y2\n\nnew anchor\n\n" +
+		"### Detection latency (x)\n\n_From an earlier run (2026-12-01 10:00 UTC, commit `aaa`): this run did not repeat it._\n\nold latency\n\n" +
+		"### Scale (z)\n\n_From an earlier run (2026-12-01 10:00 UTC, commit `aaa`): this run did not repeat it._\n\nold scale\n\n"
+	if got := mergeSection(old, new); got != want {
+		t.Errorf("mergeSection =\n%s\nwant\n%s", got, want)
+	}
+	// Merged again: a kept subsection keeps the run it came from.
+	newer := "## Results\n\n- Date: 2026-12-04 09:00 UTC (took 30m)\n- Commit: `ccc`\n\n### Scale (z)\n\nnew scale\n"
+	got := mergeSection(want, newer)
+	if !strings.Contains(got, "### Detection latency (x)\n\n_From an earlier run (2026-12-01 10:00 UTC, commit `aaa`)") ||
+		!strings.Contains(got, "### Anchor: y2\n\n_From an earlier run (2026-12-03 18:00 UTC, commit `bbb`)") ||
+		!strings.Contains(got, "### Scale (z)\n\nnew scale") || strings.Contains(got, "old scale") {
+		t.Errorf("merged twice:\n%s", got)
+	}
+}
