@@ -137,13 +137,16 @@ type Prometheus struct {
 	// one query_range per query, and a pending window is evaluated again at
 	// the moment it completes. A trigger so fires at its first breach + for
 	// whatever the interval, like a Prometheus alerting rule evaluated at
-	// this step. Set it to the scrape interval (or the rule evaluation
-	// interval to compare with); each query then reads interval/resolution
-	// points per series and tick, which for thousands of targets costs
-	// Prometheus about twice the tick (make bench): there, set it to the
-	// interval. 0s samples once per tick, at the tick, and never evaluates
-	// between ticks. At most global.interval. Default 1s (global.interval
-	// if shorter).
+	// this step; where a run starts between two of these instants, the step
+	// before it is sampled every 100 ms (one extra query_range per query,
+	// only there), so the run starts within 100 ms of the breach and the
+	// trigger fires within 100 ms of breach + for. Set it to the scrape
+	// interval (or the rule evaluation interval to compare with); each query
+	// then reads interval/resolution points per series and tick, which for
+	// thousands of targets costs Prometheus about twice the tick (make
+	// bench): there, set it to the interval. 0s samples once per tick, at
+	// the tick, and never evaluates between ticks. At most global.interval.
+	// Default 1s (global.interval if shorter).
 	Resolution model.Duration `yaml:"resolution"`
 	// How to reach it: basic auth, authorization (bearer) credentials,
 	// OAuth2, TLS (CA, client certificate), custom headers and a proxy, in
