@@ -3,8 +3,6 @@ package backtest
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +25,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/source/prometheus"
 	"github.com/rollguard/rollguard/pkg/window"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // TestBacktestSandbox records about 90 s of history with the simulator and
@@ -46,7 +45,7 @@ func TestBacktestSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	suffix := randomHex(t)
+	suffix := sandboxfixture.RandomHex(t, 4)
 	ns, tag := "bt-"+suffix, "bt-"+suffix
 	profile := func(errorRate float64) time.Time {
 		t.Helper()
@@ -313,12 +312,4 @@ targets:
 	if !errors.Is(err, ErrUsage) || !strings.Contains(err.Error(), "older than Prometheus's retention of 1d") {
 		t.Errorf("retention: %v", err)
 	}
-}
-
-func randomHex(t *testing.T) string {
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }

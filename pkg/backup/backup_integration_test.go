@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -189,17 +188,13 @@ func TestIntegrationFullRollbackRestoresBackup(t *testing.T) {
 	adminDSN := env.Get(t, "PG_PRIMARY_DSN")
 
 	// Scratch database with the two tables the runbook looks at.
-	scratch := "rg_backup_" + rand.String(6)
-	admin := connect(t, adminDSN, "")
-	mustExec(t, admin, "CREATE DATABASE "+scratch)
-	t.Cleanup(func() { mustExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
-	sc := connect(t, adminDSN, scratch)
-	mustExec(t, sc, `CREATE SCHEMA pggit;
+	_, scratchDSN := sandboxfixture.ScratchDatabase(t, adminDSN, "rg_backup_")
+	sc := sandboxfixture.PgConnect(t, scratchDSN)
+	sandboxfixture.PgExec(t, sc, `CREATE SCHEMA pggit;
 CREATE TABLE pggit.schema_versions (name text PRIMARY KEY, version text, applied_at timestamptz DEFAULT now());
 CREATE TABLE pggit.alert_delivery_queue (id serial PRIMARY KEY, payload text);
 INSERT INTO pggit.schema_versions (name, version) VALUES ('phase7_webhook_health', '7.4.2');
 INSERT INTO pggit.alert_delivery_queue (payload) SELECT 'p' || g FROM generate_series(1, 100) g;`)
-	scratchDSN := withDatabase(t, adminDSN, scratch)
 
 	dir := t.TempDir()
 	dump := filepath.Join(dir, "pre.dump")
@@ -214,7 +209,7 @@ INSERT INTO pggit.alert_delivery_queue (payload) SELECT 'p' || g FROM generate_s
 	}
 
 	// The bad deploy: a migration and corrupted data.
-	mustExec(t, sc, `INSERT INTO pggit.schema_versions (name, version) VALUES ('phase8_analytics_dashboard', '8.0.0');
+	sandboxfixture.PgExec(t, sc, `INSERT INTO pggit.schema_versions (name, version) VALUES ('phase8_analytics_dashboard', '8.0.0');
 DELETE FROM pggit.alert_delivery_queue WHERE id > 40;`)
 	sc.Close(ctx)
 
@@ -264,44 +259,6 @@ DELETE FROM pggit.alert_delivery_queue WHERE id > 40;`)
 	if sum, _ := backup.FileSHA256(dump); sum != res.SHA256 {
 		t.Errorf("dump changed: sha %s, recorded %s", sum, res.SHA256)
 	}
-}
-
-func connect(t *testing.T, dsn, dbname string) *pgx.Conn {
-	t.Helper()
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if dbname != "" {
-		cfg.Database = dbname
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
-
-func mustExec(t *testing.T, c *pgx.Conn, sql string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := c.Exec(ctx, sql); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// withDatabase swaps the database of a URL DSN.
-func withDatabase(t *testing.T, dsn, db string) string {
-	t.Helper()
-	i := strings.Index(dsn, "/pggit")
-	if i < 0 {
-		t.Fatalf("DSN does not name database pggit")
-	}
-	return dsn[:i] + "/" + db + dsn[i+len("/pggit"):]
 }
 
 func kubeClient(t *testing.T, env sandboxenv.Env, logger *zap.Logger) (kubernetes.Interface, *kube.Deployments) {

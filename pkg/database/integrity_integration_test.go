@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // The runbook's data integrity check reads the same figures as a human
@@ -14,7 +15,7 @@ import (
 // says so instead of reporting zeros.
 func TestIntegrationIntegrity(t *testing.T) {
 	env := sandboxenv.Load(t)
-	admin := connect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	admin := sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
 	ctx := context.Background()
 	var wantQueue, wantConflicts int64
 	if err := admin.QueryRow(ctx, `SELECT (SELECT count(*) FROM pggit.alert_delivery_queue),
@@ -40,9 +41,9 @@ func TestIntegrationIntegrity(t *testing.T) {
 		t.Fatalf("latest schema versions %q lack the fixture's phase8_analytics_dashboard 8.0.0", got.LatestSchemaVersions)
 	}
 
-	scratch := "rg_integrity_" + randSuffix(t)
-	mustExec(t, admin, "CREATE DATABASE "+scratch)
-	t.Cleanup(func() { mustExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
+	scratch := "rg_integrity_" + sandboxfixture.RandomHex(t, 4)
+	sandboxfixture.PgExec(t, admin, "CREATE DATABASE "+scratch)
+	t.Cleanup(func() { sandboxfixture.PgExec(t, admin, "DROP DATABASE IF EXISTS "+scratch+" WITH (FORCE)") })
 	cfg := admin.Config()
 	empty := openEnv(t, env, "scratch", "postgres://"+cfg.User+"@"+cfg.Host+":"+strconv.Itoa(int(cfg.Port))+"/"+scratch+"?sslmode=disable")
 	if _, err := empty.Integrity(ctx); !errors.Is(err, ErrNoIntegrityTables) {

@@ -136,11 +136,11 @@ type pair struct {
 func newPair(t *testing.T, primaryDSN string) *pair {
 	t.Helper()
 	env := sandboxenv.Load(t)
-	p := &pair{env: env, subName: env.Get(t, "PG_SUBSCRIPTION"), prefix: "rg-test-" + randSuffix(t) + "-",
+	p := &pair{env: env, subName: env.Get(t, "PG_SUBSCRIPTION"), prefix: "rg-test-" + sandboxfixture.RandomHex(t, 4) + "-",
 		primary:    openEnv(t, env, "primary", env.Get(t, primaryDSN)),
 		subscriber: openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN")),
-		pub:        connect(t, env.Get(t, "PG_PRIMARY_DSN")),
-		sub:        connect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))}
+		pub:        sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN")),
+		sub:        sandboxfixture.PgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))}
 	keepPairWorking(t, env, p.subscriber, p.subName, p.prefix)
 	return p
 }
@@ -319,17 +319,17 @@ func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
 	env := sandboxenv.Load(t)
 	ctx := context.Background()
 	pubDB, pubDSN := scratchDB(t, env)
-	pc := connect(t, pubDSN)
-	mustExec(t, pc, "CREATE TABLE t (id int PRIMARY KEY)")
-	mustExec(t, pc, "INSERT INTO t SELECT g FROM generate_series(1, 10) g")
-	mustExec(t, pc, "CREATE PUBLICATION rg_pub FOR TABLE t")
+	pc := sandboxfixture.PgConnect(t, pubDSN)
+	sandboxfixture.PgExec(t, pc, "CREATE TABLE t (id int PRIMARY KEY)")
+	sandboxfixture.PgExec(t, pc, "INSERT INTO t SELECT g FROM generate_series(1, 10) g")
+	sandboxfixture.PgExec(t, pc, "CREATE PUBLICATION rg_pub FOR TABLE t")
 
 	subSU := env.Get(t, "PG_SUBSCRIBER_DSN")
-	admin := connect(t, subSU)
-	subDB := "rg_test_" + randSuffix(t)
-	mustExec(t, admin, "CREATE DATABASE "+subDB)
+	admin := sandboxfixture.PgConnect(t, subSU)
+	subDB := "rg_test_" + sandboxfixture.RandomHex(t, 4)
+	sandboxfixture.PgExec(t, admin, "CREATE DATABASE "+subDB)
 	subDSN := sandboxfixture.WithDatabase(t, subSU, subDB)
-	sc := connect(t, subDSN)
+	sc := sandboxfixture.PgConnect(t, subDSN)
 	t.Cleanup(func() {
 		// DROP SUBSCRIPTION drops the slot on the publisher too.
 		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -342,12 +342,12 @@ func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
-	mustExec(t, sc, "CREATE TABLE t (id int PRIMARY KEY)")
+	sandboxfixture.PgExec(t, sc, "CREATE TABLE t (id int PRIMARY KEY)")
 	conninfo, err := pgx.ParseConfig(sandboxfixture.WithDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), pubDB))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mustExec(t, sc, fmt.Sprintf("CREATE SUBSCRIPTION rg_sub CONNECTION %s PUBLICATION rg_pub",
+	sandboxfixture.PgExec(t, sc, fmt.Sprintf("CREATE SUBSCRIPTION rg_sub CONNECTION %s PUBLICATION rg_pub",
 		quoteLiteral(fmt.Sprintf("host=%s port=%d user=%s dbname=%s", conninfo.Host, conninfo.Port, conninfo.User, pubDB))))
 	eventually(t, 20*time.Second, "initial copy", func() error {
 		if n := count(t, sc, "t"); n != 10 {
@@ -356,7 +356,7 @@ func TestIntegrationResyncRefusesEmptyPublication(t *testing.T) {
 		return nil
 	})
 
-	mustExec(t, pc, "ALTER PUBLICATION rg_pub DROP TABLE t")
+	sandboxfixture.PgExec(t, pc, "ALTER PUBLICATION rg_pub DROP TABLE t")
 	subscriber := openEnv(t, env, "secondary", subDSN)
 	if err := subscriber.ResyncSubscription(ctx, "rg_sub"); !errors.Is(err, ErrPublicationEmpty) {
 		t.Fatalf("ResyncSubscription = %v, want ErrPublicationEmpty", err)

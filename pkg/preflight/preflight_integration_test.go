@@ -252,7 +252,7 @@ func TestIntegrationPreflightPasses(t *testing.T) {
 	}
 
 	// The scratch database is gone.
-	c := connect(t, f.env.Get(t, "PG_PRIMARY_DSN"))
+	c := sandboxfixture.PgConnect(t, f.env.Get(t, "PG_PRIMARY_DSN"))
 	var left int
 	if err := c.QueryRow(context.Background(), "SELECT count(*) FROM pg_database WHERE datname LIKE 'rollguard_preflight_%'").Scan(&left); err != nil || left != 0 {
 		t.Errorf("scratch databases left: %d %v", left, err)
@@ -357,7 +357,7 @@ func TestIntegrationPreflightNextImageIsTheTarget(t *testing.T) {
 
 func TestIntegrationPreflightDisabledSubscription(t *testing.T) {
 	f := newFixture(t, "", "pggit-api:v1.0.2", "pggit-api:v1.0.3")
-	sub := connect(t, f.env.Get(t, "PG_SUBSCRIBER_DSN"))
+	sub := sandboxfixture.PgConnect(t, f.env.Get(t, "PG_SUBSCRIBER_DSN"))
 	name := pgx.Identifier{f.env.Get(t, "PG_SUBSCRIPTION")}.Sanitize()
 	t.Cleanup(func() {
 		// Always: every other test of the sandbox needs replication.
@@ -389,16 +389,4 @@ func TestIntegrationPreflightMissingMigrationAndBlindTrigger(t *testing.T) {
 	if got := len(rep.Failed()); got != 2 {
 		t.Errorf("%d failed checks, want 2: %v", got, rep.Failed())
 	}
-}
-
-func connect(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/test/alertmanager"
 	"github.com/rollguard/rollguard/test/jsonlog"
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -434,7 +435,7 @@ func prepareAnchorBatch(ctx context.Context, c *cluster, env sandboxenv.Env, o o
 	b.ready = time.Now()
 	for _, d := range b.deps {
 		ddir := filepath.Join(dir, d.name)
-		port, err := freePort()
+		port, err := localproc.FreePort()
 		if err != nil {
 			b.err = err
 			return b

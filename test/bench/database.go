@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/rollguard/rollguard/test/jsonlog"
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/pgseed"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
@@ -571,7 +572,7 @@ func writeDatabaseConfig(dir string, d *dbEnv, plan, name, predeploy string, pau
 			return "", err
 		}
 	}
-	port, err := freePort()
+	port, err := localproc.FreePort()
 	if err != nil {
 		return "", err
 	}

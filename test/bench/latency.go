@@ -10,6 +10,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/test/jsonlog"
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -95,7 +96,7 @@ func latencyOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options,
 		return r, err
 	}
 	dir := filepath.Join(o.outDir, name)
-	port, err := freePort()
+	port, err := localproc.FreePort()
 	if err != nil {
 		return r, err
 	}

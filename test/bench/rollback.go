@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/test/jsonlog"
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -102,7 +103,7 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 		cmd.Env = append(os.Environ(), "SANDBOX_BIN_DIR="+env["SANDBOX_BIN_DIR"], "KUBECONFIG="+env["KUBECONFIG"])
 		pauses = o.rampPause
 	default:
-		port, err := freePort()
+		port, err := localproc.FreePort()
 		if err != nil {
 			return r, err
 		}

@@ -17,6 +17,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -285,7 +286,7 @@ scrape_configs:
 // startPrometheusConfig runs a Prometheus of the bench's own with the
 // configuration cfg and the files (rule files) beside it in dir.
 func startPrometheusConfig(ctx context.Context, bin, dir, cfg string, files map[string]string) (*exec.Cmd, string, error) {
-	port, err := freePort()
+	port, err := localproc.FreePort()
 	if err != nil {
 		return nil, "", err
 	}

@@ -30,7 +30,7 @@ func TestConsoleDuringBadDeploy(t *testing.T) {
 	defer func() { t.Logf("wall time %v", time.Since(began).Round(time.Millisecond)) }()
 	shots := screenshotDir(t)
 
-	ns := "console-" + randomHex(t, 3)
+	ns := "console-" + sandboxfixture.RandomHex(t, 3)
 	sandboxfixture.Namespace(t, sb.kube, ns)
 	bad := sb.badImage(t, pggitsim.Profile{ErrorRate: 0.2, LatencySeconds: 0.05})
 	sandboxfixture.CreateDeployment(t, sb.kube, sandboxfixture.Simulated(sandboxfixture.Deployment(ns, deploymentName, healthyImage, 2)))

@@ -1,20 +1,11 @@
 package console
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
-	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,8 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/test/appdaemon"
 	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/receiver"
 	"github.com/rollguard/rollguard/test/sandboxenv"
@@ -37,14 +28,13 @@ const (
 	apiToken       = "console-test-token"
 	// window is the trigger's `for`.
 	window = 10 * time.Second
-	// The error ratio over [10s]: a series that vanished (the bad Pods
-	// scaled away) still counts for 10 s, so the trigger stays firing long
-	// enough for a 2 s refresh to show it, as it would on a real
-	// Prometheus with a 1m rate.
-	errorRateQuery = `(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[10s])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[10s]))) / sum by (namespace, deployment) (rate(http_requests_total[10s]))`
-	volumeQuery    = `sum by (namespace, deployment) (rate(http_requests_total[10s]))`
-	latencyQuery   = `histogram_quantile(0.99, sum by (namespace, deployment, le) (rate(http_request_duration_seconds_bucket[10s])))`
 )
+
+// queries rate over [10s]: a series that vanished (the bad Pods scaled
+// away) still counts for 10 s, so the trigger stays firing long enough for
+// a 2 s refresh to show it, as it would on a real Prometheus with a 1m
+// rate.
+var queries = sandboxfixture.ExampleQueries("10s")
 
 type sandbox struct {
 	env    sandboxenv.Env
@@ -60,77 +50,10 @@ func newSandbox(t *testing.T) *sandbox {
 	return &sandbox{env: env, kube: kc, deps: kube.New(kc, kube.Options{}, nil), simURL: env.Get(t, "SIM_URL")}
 }
 
-func randomHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // badImage defines a fault profile under a tag of the test's own.
 func (sb *sandbox) badImage(t *testing.T, p pggitsim.Profile) string {
 	t.Helper()
-	tag := "console-" + randomHex(t, 3)
-	body, _ := json.Marshal(p)
-	if err := sb.sim(http.MethodPut, "/control/profiles/"+tag, body); err != nil {
-		t.Fatalf("define profile %s: %v", tag, err)
-	}
-	t.Cleanup(func() {
-		if err := sb.sim(http.MethodDelete, "/control/profiles/"+tag, nil); err != nil {
-			t.Logf("cleanup: delete profile %s: %v", tag, err)
-		}
-	})
-	return "pggit-api:" + tag
-}
-
-func (sb *sandbox) sim(method, path string, body []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, sb.simURL+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, b)
-	}
-	return nil
-}
-
-// logBuffer keeps the daemon's log for a failure report.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+	return sandboxfixture.FaultImage(t, sb.simURL, "console-"+sandboxfixture.RandomHex(t, 3), p)
 }
 
 // startDaemon runs app.Run in this process for one target in ns and waits
@@ -140,13 +63,9 @@ func startDaemon(t *testing.T, sb *sandbox, ns string) string {
 	dir := t.TempDir()
 	// PagerDuty and Slack are the sandbox's receiver under a prefix of
 	// the test's own, so the incident page has pages to show.
-	prefix := sb.env.Get(t, "RECEIVER_URL") + "/t/console-" + randomHex(t, 4)
-	for name, content := range map[string]string{"token": apiToken, "routing-key": "console-routing-key-0123456789ab", "slack-url": prefix + receiver.SlackWebhookPath} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	prefix := sb.env.Get(t, "RECEIVER_URL") + "/t/console-" + sandboxfixture.RandomHex(t, 4)
+	sandboxfixture.WriteFiles(t, dir, map[string]string{"token": apiToken, "routing-key": "console-routing-key-0123456789ab", "slack-url": prefix + receiver.SlackWebhookPath})
+	listen := sandboxfixture.FreeAddr(t)
 	cfg := map[string]any{
 		"global": map[string]any{
 			"interval": "1s", "for": window.String(), "blindAfter": "5m", "listenAddress": listen, "logLevel": "info",
@@ -160,10 +79,7 @@ func startDaemon(t *testing.T, sb *sandbox, ns string) string {
 				"pagerduty":     map[string]any{"routingKeyFile": "routing-key", "endpoint": prefix, "timeout": "5s"},
 				"slack":         map[string]any{"webhookURLFile": "slack-url", "timeout": "5s"},
 			},
-			"templates": map[string]any{
-				"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
-				"latencyP99": map[string]any{"query": latencyQuery},
-			},
+			"templates": queries.Templates(),
 		},
 		"targets": []any{map[string]any{
 			"name": deploymentName, "namespace": ns, "deployment": deploymentName, "containers": []string{"api"},
@@ -183,47 +99,7 @@ func startDaemon(t *testing.T, sb *sandbox, ns string) string {
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &logBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- app.Run(ctx, app.Options{ConfigFile: path, LogOutput: logs, Identity: "console-test", ShutdownTimeout: 5 * time.Second})
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Errorf("app.Run returned %v", err)
-			}
-		case <-time.After(20 * time.Second):
-			t.Errorf("app.Run did not return within 20s of cancel")
-		}
-		if t.Failed() {
-			lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
-			if len(lines) > 120 {
-				lines = lines[len(lines)-120:]
-			}
-			t.Logf("daemon log (last %d lines):\n%s", len(lines), strings.Join(lines, "\n"))
-		}
-	})
-	base := "http://" + listen
-	sandboxfixture.WaitFor(t, "daemon /healthz", 20*time.Second, 50*time.Millisecond, func(ctx context.Context) (bool, string, error) {
-		select {
-		case err := <-errc:
-			errc <- err
-			return false, "", fmt.Errorf("app.Run returned: %v", err)
-		default:
-		}
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/healthz", nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return false, "", err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK, resp.Status, nil
-	})
-	return base
+	return appdaemon.Start(t, path, listen, "console-test", 120).URL
 }
 
 // --- the browser ------------------------------------------------------

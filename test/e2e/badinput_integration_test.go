@@ -16,7 +16,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/app"
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/trigger"
-
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
@@ -68,7 +68,7 @@ func TestStartsBlindWithSourcesUnreachable(t *testing.T) {
 		// why must appear in /readyz's reason.
 		why string
 	}{
-		{name: "connection refused", addr: func(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }, why: "connection refused"},
+		{name: "connection refused", addr: func(t *testing.T) string { return sandboxfixture.FreeAddr(t) }, why: "connection refused"},
 		{name: "accepts and never answers", addr: blackhole, why: "deadline exceeded"},
 	}
 	for _, tc := range cases {
@@ -83,7 +83,7 @@ func TestStartsBlindWithSourcesUnreachable(t *testing.T) {
 				Databases:     map[string]string{"primary": "postgres://rollguard:rollguard@" + tc.addr(t) + "/pggit?sslmode=disable"},
 				Inbox:         &ib,
 				BlindAfter:    time.Minute,
-				Target: map[string]any{"namespace": "e2e-unreachable-" + randomHex(t, 3), "triggers": []map[string]any{
+				Target: map[string]any{"namespace": "e2e-unreachable-" + sandboxfixture.RandomHex(t, 3), "triggers": []map[string]any{
 					{"name": "error-rate", "kind": "errorRate", "above": 0.05, "minRate": 1, "for": dur(forDur), "action": "rollback"},
 					{"name": "latency-p99", "kind": "latencyP99", "above": 5, "for": dur(forDur), "action": "rollback"},
 					{"name": "connections", "kind": "connections", "database": "primary", "above": 0.95, "onError": "breach", "for": dur(forDur), "action": "page"},
@@ -123,7 +123,7 @@ func TestStartsBlindWithSourcesUnreachable(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			evs, err := ib.pagerDuty(ctx)
+			evs, err := ib.PagerDuty(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -178,7 +178,7 @@ func TestInvalidConfigRefused(t *testing.T) {
 			defer cancel()
 			errc := make(chan error, 1)
 			go func() {
-				errc <- app.Run(ctx, app.Options{ConfigFile: path, LogOutput: &logBuffer{}, Identity: "e2e-invalid"})
+				errc <- app.Run(ctx, app.Options{ConfigFile: path, LogOutput: &localproc.LogBuffer{}, Identity: "e2e-invalid"})
 			}()
 			select {
 			case err = <-errc:

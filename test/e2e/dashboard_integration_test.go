@@ -11,12 +11,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/rollguard/rollguard/test/inbox"
 	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/receiver"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
@@ -139,33 +139,7 @@ scrape_configs:
     static_configs:
       - targets: [%q]
 `, daemonHost)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start prometheus: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM) // our own child, by its pid
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
-	return "http://" + addr
+	return "http://" + sandboxfixture.StartOwnPrometheus(t, bin, dir, cfg).Addr
 }
 
 // instant runs query at now and returns how many series it gave.
@@ -216,7 +190,7 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 	am := sandboxfixture.Alertmanager(t, sb.env, "")
 	d := startDaemon(t, sb, daemonSpec{PrometheusURL: sb.promURL, Inbox: &ib,
 		Notify: map[string]any{
-			"webhooks":     []map[string]any{{"name": "tickets", "url": sb.receiverURL + ib.prefix + receiver.GenericWebhookPath}},
+			"webhooks":     []map[string]any{{"name": "tickets", "url": sb.receiverURL + ib.Prefix + receiver.GenericWebhookPath}},
 			"alertmanager": map[string]any{"urls": []string{am}},
 		},
 		Global: map[string]any{"leaderElection": map[string]any{"enabled": true, "namespace": ns, "leaseName": "rollguard",
@@ -242,8 +216,8 @@ func TestDashboardQueriesReturnData(t *testing.T) {
 
 	d.watch(t, "error-rate", 40*time.Second, stateIs("ok"))
 	sb.setImage(t, ns, bad)
-	ib.waitEvents(t, "rollback_succeeded page", 90*time.Second, func(evs []pdEvent) bool {
-		return len(evs) > 0 && evs[len(evs)-1].kind(t) == "rollback_succeeded"
+	ib.WaitPagerDuty(t, "rollback_succeeded page", 90*time.Second, func(evs []inbox.PagerDutyEvent) bool {
+		return len(evs) > 0 && evs[len(evs)-1].Kind(t) == "rollback_succeeded"
 	})
 	// The scraper has seen the rollback once its counter is there.
 	sandboxfixture.WaitFor(t, "the scraper saw the rollback", 20*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {

@@ -12,7 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rollguard/rollguard/test/inbox"
 	"github.com/rollguard/rollguard/test/pggitsim"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // TestPostgresTriggers runs the triggers that read PostgreSQL. Its subtests
@@ -56,7 +58,7 @@ func hold(t *testing.T, sb *sandbox, n int) pggitsim.HoldResult {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		var rel map[string]int
-		if err := sb.simDo(ctx, http.MethodPost, "/control/pg/release", struct{}{}, &rel); err != nil {
+		if err := sandboxfixture.SimulatorDo(ctx, sb.simURL, http.MethodPost, "/control/pg/release", struct{}{}, &rel); err != nil {
 			t.Errorf("cleanup: release held connections: %v", err)
 			return
 		}
@@ -65,7 +67,7 @@ func hold(t *testing.T, sb *sandbox, n int) pggitsim.HoldResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var res pggitsim.HoldResult
-	if err := sb.simDo(ctx, http.MethodPost, "/control/pg/hold", pggitsim.HoldRequest{N: n}, &res); err != nil {
+	if err := sandboxfixture.SimulatorDo(ctx, sb.simURL, http.MethodPost, "/control/pg/hold", pggitsim.HoldRequest{N: n}, &res); err != nil {
 		t.Fatalf("hold %d connections: %v", n, err)
 	}
 	t.Logf("hold %d: %+v", n, res)
@@ -84,7 +86,7 @@ func keepHolding(t *testing.T, sb *sandbox, more func(ctx context.Context) (int,
 			n, err := more(qctx)
 			if err == nil && n > 0 {
 				var res pggitsim.HoldResult
-				if err := sb.simDo(qctx, http.MethodPost, "/control/pg/hold", pggitsim.HoldRequest{N: n}, &res); err == nil && res.Opened > 0 {
+				if err := sandboxfixture.SimulatorDo(qctx, sb.simURL, http.MethodPost, "/control/pg/hold", pggitsim.HoldRequest{N: n}, &res); err == nil && res.Opened > 0 {
 					t.Logf("topped up %d held connections (now %d)", res.Opened, res.Held)
 				}
 			}
@@ -118,7 +120,7 @@ func testPoolExhaustion(t *testing.T, sb *sandbox) {
 		t.Run(tc.name, func(t *testing.T) {
 			began := time.Now()
 			defer func() { t.Logf("wall time %v", time.Since(began).Round(time.Millisecond)) }()
-			ns := "e2e-pool-" + randomHex(t, 3) // no Deployment: a page needs none
+			ns := "e2e-pool-" + sandboxfixture.RandomHex(t, 3) // no Deployment: a page needs none
 			ib := sb.newInbox(t, "pool")
 			spec := daemonSpec{
 				Databases: map[string]string{"primary": sb.env.Get(t, "PG_PRIMARY_MONITOR_DSN")},
@@ -188,17 +190,17 @@ func testPoolExhaustion(t *testing.T, sb *sandbox) {
 				t.Errorf("firing with value %v, error %q; want a reading above 0.95", fire.Value, fire.LastError)
 			}
 
-			evs := ib.waitEvents(t, "connections page", 10*time.Second, func(evs []pdEvent) bool { return len(evs) >= 1 })
+			evs := ib.WaitPagerDuty(t, "connections page", 10*time.Second, func(evs []inbox.PagerDutyEvent) bool { return len(evs) >= 1 })
 			if len(evs) != 1 {
 				t.Fatalf("pagerduty got %d events, want 1: %+v", len(evs), evs)
 			}
 			checkPage(t, evs[0], ns, "connections", "critical")
 			var q string
-			if !evs[0].detail(t, "query", &q) || q != "builtin:connections" {
+			if !evs[0].Detail(t, "query", &q) || q != "builtin:connections" {
 				t.Errorf("custom_details.query = %q, want builtin:connections", q)
 			}
 			var start time.Time
-			if !evs[0].detail(t, "breach_started_at", &start) || !start.Equal(bs) {
+			if !evs[0].Detail(t, "breach_started_at", &start) || !start.Equal(bs) {
 				t.Errorf("custom_details.breach_started_at = %s, want %s", fmtTime(start), fmtTime(bs))
 			}
 			if _, ok := evs[0].Payload.CustomDetails["samples"]; !ok {
@@ -223,7 +225,7 @@ func testReplicationLag(t *testing.T, sb *sandbox) {
 	began := time.Now()
 	defer func() { t.Logf("wall time %v", time.Since(began).Round(time.Millisecond)) }()
 	const threshold = 3.0
-	ns := "e2e-lag-" + randomHex(t, 3)
+	ns := "e2e-lag-" + sandboxfixture.RandomHex(t, 3)
 	ib := sb.newInbox(t, "lag")
 	d := startDaemon(t, sb, daemonSpec{
 		Databases: map[string]string{"primary": sb.env.Get(t, "PG_PRIMARY_DSN")},
@@ -274,7 +276,7 @@ func testReplicationLag(t *testing.T, sb *sandbox) {
 		for {
 			ctx, cancel := context.WithTimeout(wctx, 5*time.Second)
 			var res pggitsim.WriteResult
-			err := sb.simDo(ctx, http.MethodPost, "/control/pg/write", pggitsim.WriteRequest{Rows: 20}, &res)
+			err := sandboxfixture.SimulatorDo(ctx, sb.simURL, http.MethodPost, "/control/pg/write", pggitsim.WriteRequest{Rows: 20}, &res)
 			cancel()
 			if err != nil && wctx.Err() == nil {
 				writeErr = err
@@ -306,7 +308,7 @@ func testReplicationLag(t *testing.T, sb *sandbox) {
 	}
 	t.Logf("lag %.1f s when firing, %v after the subscription was disabled", fire.Value, time.Since(disabled).Round(time.Millisecond))
 
-	evs := ib.waitEvents(t, "replication-lag page", 10*time.Second, func(evs []pdEvent) bool { return len(evs) >= 1 })
+	evs := ib.WaitPagerDuty(t, "replication-lag page", 10*time.Second, func(evs []inbox.PagerDutyEvent) bool { return len(evs) >= 1 })
 	if len(evs) != 1 {
 		t.Fatalf("pagerduty got %d events, want 1: %+v", len(evs), evs)
 	}

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/incident"
+	"github.com/rollguard/rollguard/test/inbox"
 	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/receiver"
-
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
@@ -53,8 +53,8 @@ func TestBadDeployRolledBackEndToEnd(t *testing.T) {
 	fired := time.Now()
 
 	// The plan runs to its end: the last page says it succeeded.
-	evs := ib.waitEvents(t, "rollback_succeeded page", 90*time.Second, func(evs []pdEvent) bool {
-		return len(evs) > 0 && evs[len(evs)-1].kind(t) == "rollback_succeeded"
+	evs := ib.WaitPagerDuty(t, "rollback_succeeded page", 90*time.Second, func(evs []inbox.PagerDutyEvent) bool {
+		return len(evs) > 0 && evs[len(evs)-1].Kind(t) == "rollback_succeeded"
 	})
 	t.Logf("rollback succeeded %v after the trigger fired (%d pagerduty events)", time.Since(fired).Round(time.Millisecond), len(evs))
 	sb.waitRollout(t, ns, healthyImage, 4)
@@ -65,7 +65,7 @@ func TestBadDeployRolledBackEndToEnd(t *testing.T) {
 	t.Run("pagerduty: change events", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		reqs, err := ib.received(ctx, receiver.PagerDutyChangePath)
+		reqs, err := ib.Received(ctx, receiver.PagerDutyChangePath)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,9 +94,9 @@ func TestBadDeployRolledBackEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("slack: initiated then resolved", func(t *testing.T) {
-		var msgs []slackMessage
+		var msgs []inbox.SlackMessage
 		sandboxfixture.WaitFor(t, "two slack messages", 10*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
-			m, err := ib.slack(ctx)
+			m, err := ib.Slack(ctx)
 			msgs = m
 			return len(m) >= 2, fmt.Sprintf("%d messages", len(m)), err
 		})
@@ -148,7 +148,7 @@ func TestBadDeployRolledBackEndToEnd(t *testing.T) {
 // checkIncidentPages: the incident is paged as on-call acts on it, the
 // detection and the outcome ("detected", then "rollback_succeeded"), on one
 // dedup_key with the full payload; the steps are not paged.
-func checkIncidentPages(t *testing.T, evs []pdEvent, ns string, threshold float64, bs time.Time) {
+func checkIncidentPages(t *testing.T, evs []inbox.PagerDutyEvent, ns string, threshold float64, bs time.Time) {
 	t.Helper()
 	if len(evs) != 2 {
 		t.Fatalf("%d pagerduty events, want detected and rollback_succeeded: %v", len(evs), evs)
@@ -160,14 +160,14 @@ func checkIncidentPages(t *testing.T, evs []pdEvent, ns string, threshold float6
 	count := map[string]int{}
 	var kinds []string
 	for i, e := range evs {
-		k := e.kind(t)
+		k := e.Kind(t)
 		count[k]++
 		kinds = append(kinds, k)
 		if e.DedupKey != key {
 			t.Errorf("event %d (%s): dedup_key %q, want %q like every event of the incident", i, k, e.DedupKey, key)
 		}
 		var id string
-		if !e.detail(t, "incident_id", &id) || id != key {
+		if !e.Detail(t, "incident_id", &id) || id != key {
 			t.Errorf("event %d (%s): custom_details.incident_id %q, want %q", i, k, id, key)
 		}
 		checkPage(t, e, ns, "error-rate", "critical")
@@ -222,7 +222,7 @@ func checkTimeline(t *testing.T, where, text, stamp string) {
 // PagerDuty dedup_key's, resolved, every milestone stamped in order, and
 // its Markdown (the same as the file in incidentDir) with no placeholder in
 // either timeline.
-func checkIncidentReport(t *testing.T, d *daemon, evs []pdEvent, bs time.Time) {
+func checkIncidentReport(t *testing.T, d *daemon, evs []inbox.PagerDutyEvent, bs time.Time) {
 	t.Helper()
 	code, body, err := httpGet(d.url + "/api/v1/incidents")
 	if err != nil || code != http.StatusOK {

@@ -5,16 +5,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/trigger"
+	"github.com/rollguard/rollguard/test/inbox"
 	"github.com/rollguard/rollguard/test/pggitsim"
-
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
@@ -72,11 +69,11 @@ func TestTriggerFiresOnceWindowHeld(t *testing.T) {
 			bs := checkFireTiming(t, obs, window)
 
 			// The page: exactly one, for this trigger, with the evidence.
-			evs := ib.waitEvents(t, "page of "+tc.fires, 10*time.Second, func(evs []pdEvent) bool { return len(evs) >= 1 })
+			evs := ib.WaitPagerDuty(t, "page of "+tc.fires, 10*time.Second, func(evs []inbox.PagerDutyEvent) bool { return len(evs) >= 1 })
 			time.Sleep(2 * time.Second) // a second page would come on the next ticks; see that none does
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			evs, err := ib.pagerDuty(ctx)
+			evs, err := ib.PagerDuty(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -153,7 +150,7 @@ func checkFireTiming(t *testing.T, obs []observation, forDur time.Duration) time
 }
 
 // checkPage checks the fields every alert event of a target carries.
-func checkPage(t *testing.T, e pdEvent, ns, trig, severity string) {
+func checkPage(t *testing.T, e inbox.PagerDutyEvent, ns, trig, severity string) {
 	t.Helper()
 	if e.Status != http.StatusAccepted {
 		t.Errorf("receiver answered %d to the event, want 202", e.Status)
@@ -181,22 +178,22 @@ func checkPage(t *testing.T, e pdEvent, ns, trig, severity string) {
 
 // checkEvidence checks custom_details' query, threshold, breach start and
 // samples, and returns the firing instant: the window's last sample.
-func checkEvidence(t *testing.T, e pdEvent, query string, threshold float64, bs time.Time) time.Time {
+func checkEvidence(t *testing.T, e inbox.PagerDutyEvent, query string, threshold float64, bs time.Time) time.Time {
 	t.Helper()
 	var q string
-	if !e.detail(t, "query", &q) || q != query {
+	if !e.Detail(t, "query", &q) || q != query {
 		t.Errorf("custom_details.query = %q, want %q", q, query)
 	}
 	var th float64
-	if !e.detail(t, "threshold", &th) || th != threshold {
+	if !e.Detail(t, "threshold", &th) || th != threshold {
 		t.Errorf("custom_details.threshold = %v, want %v", th, threshold)
 	}
 	var start time.Time
-	if !e.detail(t, "breach_started_at", &start) || !start.Equal(bs) {
+	if !e.Detail(t, "breach_started_at", &start) || !start.Equal(bs) {
 		t.Errorf("custom_details.breach_started_at = %s, want the status API's breachStart %s", fmtTime(start), fmtTime(bs))
 	}
 	var samples []evidenceSample
-	if !e.detail(t, "samples", &samples) || len(samples) == 0 {
+	if !e.Detail(t, "samples", &samples) || len(samples) == 0 {
 		keys := make([]string, 0, len(e.Payload.CustomDetails))
 		for k := range e.Payload.CustomDetails {
 			keys = append(keys, k)
@@ -231,45 +228,9 @@ func checkEvidence(t *testing.T, e pdEvent, query string, threshold float64, bs 
 func startPrometheus(t *testing.T, sb *sandbox) (string, func()) {
 	t.Helper()
 	bin := sb.env.Get(t, "PROMETHEUS_BIN")
-	dir := t.TempDir()
 	simHost := strings.TrimPrefix(strings.TrimPrefix(sb.simURL, "http://"), "https://")
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: pggit-api
-    honor_labels: true
-    static_configs:
-      - targets: [%q]
-`, simHost)
-	cfgPath := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cmd := exec.Command(bin, "--config.file="+cfgPath, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start prometheus: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	stop := func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
-		_ = cmd.Process.Kill() // our own child, by its pid
-		<-done
-	}
-	t.Cleanup(stop)
+	prom := sandboxfixture.StartOwnPrometheus(t, bin, t.TempDir(), sandboxfixture.SimulatorScrapeConfig(simHost))
+	addr, stop := prom.Addr, prom.Kill
 	u := "http://" + addr
 	sandboxfixture.WaitFor(t, "own prometheus ready on "+addr, 15*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		code, body, err := httpGet(u + "/-/ready")
@@ -356,7 +317,7 @@ func TestPrometheusDownMidBreach(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	evs, err := ib.pagerDuty(ctx)
+	evs, err := ib.PagerDuty(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +326,7 @@ func TestPrometheusDownMidBreach(t *testing.T) {
 	}
 	e := evs[0]
 	checkPage(t, e, ns, "error-rate", "warning")
-	if k := e.kind(t); k != "blind" {
+	if k := e.Kind(t); k != "blind" {
 		t.Errorf("custom_details.kind = %q, want blind", k)
 	}
 	if want := ns + "/" + deploymentName + "/error-rate/blind"; e.DedupKey != want {
@@ -374,7 +335,7 @@ func TestPrometheusDownMidBreach(t *testing.T) {
 	if got := e.Received.Sub(noData); got < blindAfter || got > blindAfter+fireSlack {
 		t.Errorf("blind page %v after nodata began, want within [%v, %v]", got, blindAfter, blindAfter+fireSlack)
 	}
-	msgs, err := ib.slack(ctx)
+	msgs, err := ib.Slack(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/inbox"
 	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -105,10 +106,10 @@ func TestVerifyWaitsForPostRollbackData(t *testing.T) {
 			sb.setImage(t, ns, bad)
 			d.watch(t, "error-rate", 90*time.Second, stateIs("firing"))
 
-			evs := ib.waitEvents(t, "the rollback's outcome page", 150*time.Second, func(evs []pdEvent) bool {
-				return len(evs) > 0 && evs[len(evs)-1].kind(t) != "detected"
+			evs := ib.WaitPagerDuty(t, "the rollback's outcome page", 150*time.Second, func(evs []inbox.PagerDutyEvent) bool {
+				return len(evs) > 0 && evs[len(evs)-1].Kind(t) != "detected"
 			})
-			if k := evs[len(evs)-1].kind(t); k != "rollback_succeeded" {
+			if k := evs[len(evs)-1].Kind(t); k != "rollback_succeeded" {
 				t.Fatalf("outcome %s (%s), want rollback_succeeded", k, evs[len(evs)-1].Payload.Summary)
 			}
 			sb.waitRollout(t, ns, healthyImage, 4)
@@ -180,16 +181,16 @@ func TestVerifyUnverifiedWithPrometheusStopped(t *testing.T) {
 	killProm()
 	t.Logf("prometheus stopped %v after the bad deploy", time.Since(began).Round(time.Millisecond))
 
-	evs := ib.waitEvents(t, "the rollback's outcome page", 60*time.Second, func(evs []pdEvent) bool {
-		return len(evs) > 0 && evs[len(evs)-1].kind(t) != "detected"
+	evs := ib.WaitPagerDuty(t, "the rollback's outcome page", 60*time.Second, func(evs []inbox.PagerDutyEvent) bool {
+		return len(evs) > 0 && evs[len(evs)-1].Kind(t) != "detected"
 	})
 	last := evs[len(evs)-1]
 	checkPage(t, last, ns, "error-rate", "critical")
-	if k := last.kind(t); k != "rollback_unverified" || !strings.HasPrefix(last.Payload.Summary, "ROLLBACK DONE, UNVERIFIED: ") {
+	if k := last.Kind(t); k != "rollback_unverified" || !strings.HasPrefix(last.Payload.Summary, "ROLLBACK DONE, UNVERIFIED: ") {
 		t.Fatalf("outcome %s %q, want rollback_unverified", k, last.Payload.Summary)
 	}
 	var known string
-	last.detail(t, "verification", &known)
+	last.Detail(t, "verification", &known)
 	for _, want := range []string{"no data to judge by: error-rate no data at 3 of 3 polls", "health " + health + " 200",
 		"deployment " + ns + "/" + deploymentName + " api=" + healthyImage + ", 4 replicas asked"} {
 		if !strings.Contains(known, want) {
@@ -197,7 +198,7 @@ func TestVerifyUnverifiedWithPrometheusStopped(t *testing.T) {
 		}
 	}
 	for _, e := range evs {
-		if e.kind(t) == "rollback_succeeded" {
+		if e.Kind(t) == "rollback_succeeded" {
 			t.Errorf("a success page without data: %s", e.Payload.Summary)
 		}
 	}
@@ -205,9 +206,9 @@ func TestVerifyUnverifiedWithPrometheusStopped(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	var msgs []slackMessage
+	var msgs []inbox.SlackMessage
 	sandboxfixture.WaitFor(t, "the unverified slack message", 10*time.Second, 200*time.Millisecond, func(ctx context.Context) (bool, string, error) {
-		m, err := ib.slack(ctx)
+		m, err := ib.Slack(ctx)
 		msgs = m
 		return len(m) >= 2, fmt.Sprintf("%d messages", len(m)), err
 	})

@@ -86,7 +86,7 @@ func TestAlertBeforeDeployIsNotApplied(t *testing.T) {
 	time.Sleep(3 * time.Second) // a queued plan would have started by now
 	w.assertNone()
 	eventually(t, "cannot_rollback page", 15*time.Second, func() (bool, string) {
-		return len(h.events("cannot_rollback")) == 1, fmt.Sprint(summaries(h.events("")))
+		return len(h.events("cannot_rollback")) == 1, fmt.Sprint(h.summaries(h.events("")))
 	})
 	if got := h.events("cannot_rollback")[0].Payload.Summary; !strings.Contains(got, "SecurityRollback") || !strings.Contains(got, "before revision") {
 		t.Errorf("page %q, want it to name the alert and that it predates the revision", got)

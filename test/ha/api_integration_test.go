@@ -194,7 +194,7 @@ func TestAlertmanagerWebhook(t *testing.T) {
 				return true, ""
 			}
 		}
-		return false, fmt.Sprint(summaries(h.events("")))
+		return false, fmt.Sprint(h.summaries(h.events("")))
 	})
 	h.checkRolledBack("alertmanager SecurityRollback: CVE in the auth path")
 	if n := len(d.logLines("rollback plan started")); n != 1 {

@@ -170,18 +170,18 @@ func crashCase(t *testing.T, action, crashAt string, multiRegion bool) {
 		if want != rollback.RunSucceeded {
 			end = "rollback_failed"
 		}
-		return len(h.events(end)) == 1, fmt.Sprint(summaries(h.events("")))
+		return len(h.events(end)) == 1, fmt.Sprint(h.summaries(h.events("")))
 	})
 	keys := map[string]bool{}
 	var resumed int
 	for _, e := range h.events("") {
 		keys[e.DedupKey] = true
-		if e.kind() == "rollback_started" && strings.HasPrefix(e.Payload.Summary, "ROLLBACK RESUMED") {
+		if e.Kind(h.t) == "rollback_started" && strings.HasPrefix(e.Payload.Summary, "ROLLBACK RESUMED") {
 			resumed++
 		}
 	}
 	if len(keys) != 1 || resumed != 1 {
-		t.Errorf("dedup keys %v and %d resumed pages, want one key and one resume: %q", keys, resumed, summaries(h.events("")))
+		t.Errorf("dedup keys %v and %d resumed pages, want one key and one resume: %q", keys, resumed, h.summaries(h.events("")))
 	}
 	// The record is in the cluster, written by both processes; the
 	// recorder may still be a few events behind PagerDuty.

@@ -188,13 +188,13 @@ func TestTwoReplicasOneActs(t *testing.T) {
 	}
 
 	eventually(t, "rollback_succeeded page", 15*time.Second, func() (bool, string) {
-		return len(h.events("rollback_succeeded")) > 0, fmt.Sprint(summaries(h.events("")))
+		return len(h.events("rollback_succeeded")) > 0, fmt.Sprint(h.summaries(h.events("")))
 	})
 	all := h.events("")
 	// A plan that starts is a change event (below), not a page.
 	for kind, want := range map[string]int{"detected": 1, "rollback_started": 0, "rollback_succeeded": 1, "cannot_rollback": 0} {
 		if got := len(h.events(kind)); got != want {
-			t.Errorf("%d PagerDuty %s events, want %d; all: %q", got, kind, want, summaries(all))
+			t.Errorf("%d PagerDuty %s events, want %d; all: %q", got, kind, want, h.summaries(all))
 		}
 	}
 	started := 0
@@ -298,12 +298,13 @@ func TestLeaderKilledMidPlan(t *testing.T) {
 	}
 
 	eventually(t, "rollback_succeeded page", 15*time.Second, func() (bool, string) {
-		return len(h.events("rollback_succeeded")) == 1, fmt.Sprint(summaries(h.events("")))
+		return len(h.events("rollback_succeeded")) == 1, fmt.Sprint(h.summaries(h.events("")))
 	})
 	var initiated, resumed int
 	for _, e := range h.events("rollback_started") {
-		if id := e.Payload.CustomDetails["run_id"]; id != runID {
-			t.Errorf("rollback_started of run %v, want %s", id, runID)
+		var id string
+		if e.Detail(t, "run_id", &id); id != runID {
+			t.Errorf("rollback_started of run %q, want %s", id, runID)
 		}
 		switch {
 		case strings.HasPrefix(e.Payload.Summary, "ROLLBACK INITIATED"):
@@ -316,7 +317,7 @@ func TestLeaderKilledMidPlan(t *testing.T) {
 	// rollguard that takes it up may never have paged the incident.
 	if initiated != 0 || resumed != 1 || h.startedChanges() != 2 {
 		t.Errorf("%d initiated and %d resumed pages, %d started change events, want 0, 1 and 2: %q %q",
-			initiated, resumed, h.startedChanges(), summaries(h.events("")), h.changeEvents())
+			initiated, resumed, h.startedChanges(), h.summaries(h.events("")), h.changeEvents())
 	}
 }
 
@@ -339,12 +340,12 @@ func TestFailoverKeepsCooldown(t *testing.T) {
 	second := h.deploy(deployName, badImage, "second")
 	w := h.watchWrites(second)
 	eventually(t, "cannot_rollback page or a second rollback", 60*time.Second, func() (bool, string) {
-		return len(h.events("cannot_rollback")) > 0 || len(p.follower.logLines("rollback plan started")) > 0, fmt.Sprint(summaries(h.events("")))
+		return len(h.events("cannot_rollback")) > 0 || len(p.follower.logLines("rollback plan started")) > 0, fmt.Sprint(h.summaries(h.events("")))
 	})
 	time.Sleep(3 * time.Second)
 	w.assertNone()
 	got := h.events("cannot_rollback")
 	if len(got) != 1 || !strings.Contains(got[0].Payload.Summary, "cooldown") {
-		t.Errorf("cannot_rollback pages %q, want one naming the cooldown", summaries(got))
+		t.Errorf("cannot_rollback pages %q, want one naming the cooldown", h.summaries(got))
 	}
 }

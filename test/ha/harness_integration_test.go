@@ -10,7 +10,6 @@ import (
 	"io"
 	"maps"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -32,14 +31,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/statestore"
+	"github.com/rollguard/rollguard/test/inbox"
+	"github.com/rollguard/rollguard/test/localproc"
+	"github.com/rollguard/rollguard/test/receiver"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // Images of the simulator's fault profiles: v1.0.3 is healthy, v1.1.0
@@ -54,13 +56,9 @@ const (
 	interval = time.Second
 )
 
-// Queries of the example config, with 5 s rate windows so a 1 s scrape
+// queries are the example config's, with 5 s rate windows so a 1 s scrape
 // moves them within a few seconds.
-const (
-	errorRateQuery  = `(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[5s])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[5s]))) / sum by (namespace, deployment) (rate(http_requests_total[5s]))`
-	volumeQuery     = `sum by (namespace, deployment) (rate(http_requests_total[5s]))`
-	latencyP99Query = `histogram_quantile(0.99, sum by (namespace, deployment, le) (rate(http_request_duration_seconds_bucket[5s])))`
-)
+var queries = sandboxfixture.ExampleQueries("5s")
 
 var (
 	binDir    string
@@ -121,10 +119,9 @@ type harness struct {
 	promURL     string
 	receiverURL string
 	bin         string
-	// prefix is the test's receiver path prefix: its PagerDuty endpoint is
-	// $RECEIVER_URL + prefix.
-	prefix string
-	ns     string
+	// inbox is the test's share of the receiver, under /t/<namespace>.
+	inbox inbox.Inbox
+	ns    string
 }
 
 // newHarness loads the sandbox, builds the binary and creates the test's
@@ -142,26 +139,10 @@ func newHarness(t *testing.T, name string) *harness {
 		receiverURL: strings.TrimSuffix(env.Get(t, "RECEIVER_URL"), "/"),
 	}
 	h.bin = rollguardBinary(t)
-	rc, err := clientcmd.BuildConfigFromFlags("", h.kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rc.QPS, rc.Burst = 50, 100
-	if h.client, err = kubernetes.NewForConfig(rc); err != nil {
-		t.Fatal(err)
-	}
-	suffix := rand.String(5)
-	h.ns = "rg-ha-" + name + "-" + suffix
-	h.prefix = "/t/" + h.ns
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := h.client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: h.ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", h.ns, err)
-	}
-	t.Cleanup(func() {
-		// Namespace deletion takes ~10 s: nothing waits for it.
-		_ = h.client.CoreV1().Namespaces().Delete(context.Background(), h.ns, metav1.DeleteOptions{})
-	})
+	h.client = sandboxfixture.Kube(t, env)
+	h.ns = "rg-ha-" + name + "-" + rand.String(5)
+	h.inbox = inbox.Inbox{Base: h.receiverURL, Prefix: "/t/" + h.ns}
+	sandboxfixture.Namespace(t, h.client, h.ns)
 	start := time.Now()
 	t.Cleanup(func() { t.Logf("wall time %s", time.Since(start).Round(100*time.Millisecond)) })
 	return h
@@ -177,24 +158,7 @@ func (h *harness) ctx() (context.Context, context.CancelFunc) {
 // replicas and waits for its rollout.
 func (h *harness) createDeployment(name, image string) *appsv1.Deployment {
 	h.t.Helper()
-	n := int32(replicas)
-	labels := map[string]string{"app": name}
-	dep := &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: h.ns, Labels: map[string]string{"pggitsim.rollguard.io/simulate": "true"}},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &n,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "api", Image: image}}},
-			},
-		},
-	}
-	ctx, cancel := h.ctx()
-	defer cancel()
-	if _, err := h.client.AppsV1().Deployments(h.ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
-		h.t.Fatalf("create deployment %s/%s: %v", h.ns, name, err)
-	}
+	sandboxfixture.CreateDeployment(h.t, h.client, sandboxfixture.Simulated(sandboxfixture.Deployment(h.ns, name, image, replicas)))
 	return h.waitRollout(name, 60*time.Second)
 }
 
@@ -204,13 +168,7 @@ func (h *harness) createDeployment(name, image string) *appsv1.Deployment {
 // Deployment as written, whose resourceVersion starts a write watch.
 func (h *harness) deploy(name, image, note string) *appsv1.Deployment {
 	h.t.Helper()
-	for {
-		ctx, cancel := h.ctx()
-		d, err := h.client.AppsV1().Deployments(h.ns).Get(ctx, name, metav1.GetOptions{})
-		if err != nil {
-			cancel()
-			h.t.Fatal(err)
-		}
+	return sandboxfixture.UpdateDeployment(h.t, h.client, h.ns, name, func(d *appsv1.Deployment) {
 		d.Spec.Template.Spec.Containers[0].Image = image
 		if note != "" {
 			if d.Spec.Template.Annotations == nil {
@@ -218,16 +176,7 @@ func (h *harness) deploy(name, image, note string) *appsv1.Deployment {
 			}
 			d.Spec.Template.Annotations["ha.rollguard.io/note"] = note
 		}
-		out, err := h.client.AppsV1().Deployments(h.ns).Update(ctx, d, metav1.UpdateOptions{})
-		cancel()
-		if apierrors.IsConflict(err) {
-			continue
-		}
-		if err != nil {
-			h.t.Fatalf("set image of %s/%s: %v", h.ns, name, err)
-		}
-		return out
-	}
+	})
 }
 
 // annotate sets (or, with an empty value, removes) a Deployment
@@ -257,30 +206,12 @@ func (h *harness) get(name string) *appsv1.Deployment {
 	return d
 }
 
-// rolledOut is kubectl rollout status's test.
-func rolledOut(d *appsv1.Deployment) bool {
-	if d.Generation > d.Status.ObservedGeneration {
-		return false
-	}
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-			return false
-		}
-	}
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	return d.Status.UpdatedReplicas == want && d.Status.Replicas == want && d.Status.AvailableReplicas == want
-}
-
 func (h *harness) waitRollout(name string, timeout time.Duration) *appsv1.Deployment {
 	h.t.Helper()
 	var d *appsv1.Deployment
 	eventually(h.t, "rollout of "+h.ns+"/"+name, timeout, func() (bool, string) {
 		d = h.get(name)
-		return rolledOut(d), fmt.Sprintf("generation %d/%d updated %d available %d", d.Status.ObservedGeneration, d.Generation,
-			d.Status.UpdatedReplicas, d.Status.AvailableReplicas)
+		return sandboxfixture.RolledOut(d)
 	})
 	return d
 }
@@ -563,12 +494,7 @@ func (h *harness) writeConfig(dir string, c daemonConfig) string {
 			token += name + ":" + c.tokens[name] + "\n"
 		}
 	}
-	files := map[string]string{"token": token, "routing-key": "ha-" + h.ns, "slack-url": h.receiverURL + h.prefix + "/slack/webhook"}
-	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content+"\n"), 0o600); err != nil {
-			h.t.Fatal(err)
-		}
-	}
+	sandboxfixture.WriteFiles(h.t, dir, map[string]string{"token": token + "\n", "routing-key": "ha-" + h.ns + "\n", "slack-url": h.inbox.SlackURL() + "\n"})
 	path := filepath.Join(dir, "rollguard.yaml")
 	if err := os.WriteFile(path, h.configYAML(dir, c), 0o600); err != nil {
 		h.t.Fatal(err)
@@ -596,19 +522,14 @@ func (h *harness) configYAML(dir string, c daemonConfig) []byte {
 			// Records and pending pages in the test's namespace, where
 			// every process of the test (and the test) reads them.
 			"incidentStore": map[string]any{"namespace": h.ns},
-			"pagerduty":     map[string]any{"routingKeyFile": "routing-key", "endpoint": h.receiverURL + h.prefix, "timeout": "2s"},
+			"pagerduty":     map[string]any{"routingKeyFile": "routing-key", "endpoint": h.inbox.PagerDutyEndpoint(), "timeout": "2s"},
 		},
-		"templates": map[string]any{
-			"errorRate":  map[string]any{"query": errorRateQuery, "volumeQuery": volumeQuery},
-			"latencyP99": map[string]any{"query": latencyP99Query},
-		},
+		"templates": queries.Templates(),
 	}
 	var dbs []any
 	for _, name := range slices.Sorted(maps.Keys(c.databases)) {
 		file := filepath.Join(dir, "dsn-"+name)
-		if err := os.WriteFile(file, []byte(c.databases[name]), 0o600); err != nil {
-			h.t.Fatal(err)
-		}
+		sandboxfixture.WriteFiles(h.t, dir, map[string]string{"dsn-" + name: c.databases[name]})
 		dbs = append(dbs, map[string]any{"name": name, "dsnFile": file, "binDir": h.env.Get(h.t, "PG_BIN_DIR"),
 			"connectTimeout": "2s", "statementTimeout": "10s"})
 	}
@@ -674,27 +595,10 @@ type daemon struct {
 	h        *harness
 	identity string
 	cmd      *exec.Cmd
-	logs     *syncBuffer
+	logs     *localproc.LogBuffer
 	base     string // http://127.0.0.1:port
 	exited   chan struct{}
 	exitErr  error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // logLines returns the decoded JSON log lines whose msg is msg.
@@ -713,7 +617,7 @@ func (d *daemon) logLines(msg string) []map[string]any {
 // its HTTP server. Its log is printed when the test fails.
 func (h *harness) startDaemon(cfg, identity string, env ...string) *daemon {
 	h.t.Helper()
-	d := &daemon{h: h, identity: identity, logs: &syncBuffer{}, exited: make(chan struct{})}
+	d := &daemon{h: h, identity: identity, logs: &localproc.LogBuffer{}, exited: make(chan struct{})}
 	d.cmd = exec.Command(h.bin, "run", "--config", cfg)
 	d.cmd.Env = append(append(os.Environ(), "POD_NAME="+identity), env...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
@@ -857,38 +761,12 @@ func (d *daemon) metric(name string) string {
 
 // ---- receiver ----
 
-// pdEvent is a PagerDuty Events v2 event as the receiver recorded it.
-type pdEvent struct {
-	Time     time.Time
-	Action   string `json:"event_action"`
-	DedupKey string `json:"dedup_key"`
-	Payload  struct {
-		Summary       string         `json:"summary"`
-		Severity      string         `json:"severity"`
-		Timestamp     time.Time      `json:"timestamp"`
-		CustomDetails map[string]any `json:"custom_details"`
-	} `json:"payload"`
-}
-
-func (e pdEvent) kind() string { k, _ := e.Payload.CustomDetails["kind"].(string); return k }
-
-type received struct {
-	Time   time.Time `json:"time"`
-	Body   string    `json:"body"`
-	Status int       `json:"status"`
-	// Fault: a scripted fault answered it (the test asked for that).
-	Fault bool `json:"fault"`
-}
-
-func (h *harness) received(path string) []received {
+func (h *harness) received(path string) []receiver.Request {
 	h.t.Helper()
-	resp, err := httpClient.Get(h.receiverURL + "/_/received?path=" + url.QueryEscape(h.prefix+path))
+	ctx, cancel := h.ctx()
+	defer cancel()
+	rs, err := h.inbox.Received(ctx, path)
 	if err != nil {
-		h.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var rs []received
-	if err := json.NewDecoder(resp.Body).Decode(&rs); err != nil {
 		h.t.Fatal(err)
 	}
 	return rs
@@ -897,23 +775,24 @@ func (h *harness) received(path string) []received {
 // events returns the PagerDuty events accepted on the test's endpoint, of
 // kind when kind is not empty. Answers the test scripted (faults) are
 // left out.
-func (h *harness) events(kind string) []pdEvent {
+func (h *harness) events(kind string) []inbox.PagerDutyEvent {
 	h.t.Helper()
-	var out []pdEvent
-	for _, r := range h.received("/v2/enqueue") {
-		if r.Fault {
+	ctx, cancel := h.ctx()
+	defer cancel()
+	all, err := h.inbox.PagerDuty(ctx)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []inbox.PagerDutyEvent
+	for _, e := range all {
+		if e.Fault {
 			continue
 		}
-		if r.Status != http.StatusAccepted {
-			h.t.Errorf("pagerduty event rejected with %d: %s", r.Status, r.Body)
+		if e.Status != http.StatusAccepted {
+			h.t.Errorf("pagerduty event rejected with %d: %s", e.Status, e)
 			continue
 		}
-		var e pdEvent
-		if err := json.Unmarshal([]byte(r.Body), &e); err != nil {
-			h.t.Fatalf("decode event: %v", err)
-		}
-		e.Time = r.Time
-		if kind == "" || e.kind() == kind {
+		if kind == "" || e.Kind(h.t) == kind {
 			out = append(out, e)
 		}
 	}
@@ -924,7 +803,7 @@ func (h *harness) events(kind string) []pdEvent {
 func (h *harness) changeEvents() []string {
 	h.t.Helper()
 	var out []string
-	for _, r := range h.received("/v2/change/enqueue") {
+	for _, r := range h.received(receiver.PagerDutyChangePath) {
 		var e struct {
 			Payload struct {
 				Summary string `json:"summary"`
@@ -952,10 +831,10 @@ func (h *harness) startedChanges() int {
 	return n
 }
 
-func summaries(es []pdEvent) []string {
+func (h *harness) summaries(es []inbox.PagerDutyEvent) []string {
 	out := make([]string, 0, len(es))
 	for _, e := range es {
-		out = append(out, e.kind()+": "+e.Payload.Summary)
+		out = append(out, e.Kind(h.t)+": "+e.Payload.Summary)
 	}
 	return out
 }
@@ -1008,17 +887,10 @@ func (h *harness) pending() []notify.Pending {
 // with f's last detail after timeout.
 func eventually(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
+	sandboxfixture.WaitFor(t, what, timeout, 200*time.Millisecond, func(context.Context) (bool, string, error) {
 		ok, detail := f()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s: %s", timeout, what, detail)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+		return ok, detail, nil
+	})
 }
 
 // triggerStatus returns one trigger's status from the daemon.

@@ -146,7 +146,7 @@ func TestInterlocksBlockWithoutWrites(t *testing.T) {
 				kind = "would_rollback"
 			}
 			eventually(t, kind+" page", 60*time.Second, func() (bool, string) {
-				return len(h.events(kind)) > 0, fmt.Sprint(summaries(h.events("")))
+				return len(h.events(kind)) > 0, fmt.Sprint(h.summaries(h.events("")))
 			})
 			// Several more ticks: a trigger that stays firing must not
 			// page again, and nothing may be written late.
@@ -156,7 +156,7 @@ func TestInterlocksBlockWithoutWrites(t *testing.T) {
 			all := h.events("")
 			got := h.events(kind)
 			if len(got) != 1 {
-				t.Fatalf("%d %s events, want 1: %q", len(got), kind, summaries(all))
+				t.Fatalf("%d %s events, want 1: %q", len(got), kind, h.summaries(all))
 			}
 			e := got[0]
 			if tt.want == nil {
@@ -178,7 +178,7 @@ func TestInterlocksBlockWithoutWrites(t *testing.T) {
 			}
 			var kinds []string
 			for _, e := range all {
-				if k := e.kind(); k != "step_started" && k != "step_finished" {
+				if k := e.Kind(h.t); k != "step_started" && k != "step_finished" {
 					kinds = append(kinds, k+"("+e.Payload.Severity+")")
 				}
 			}

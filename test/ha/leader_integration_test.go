@@ -20,6 +20,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/notify/pagerduty"
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/receiver"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
@@ -268,7 +269,7 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	// lease has seconds to run): PagerDuty's pending events; the messages
 	// Slack had not posted, and an attempt in flight (claimed: posted or
 	// not, never again).
-	slackBefore := len(h.received("/slack/webhook"))
+	slackBefore := len(h.received(receiver.SlackWebhookPath))
 	slackPending, slackClaimed := 0, 0
 	for _, pe := range h.pending() {
 		if pe.Notifiers["pagerduty"] == notify.StatePending && pagerduty.Pages(pe.Event) {
@@ -299,8 +300,9 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	})
 	got := map[string]int{}
 	for _, e := range h.events("") {
-		step, _ := e.Payload.CustomDetails["step"].(string)
-		got[pageKey(e.kind(), step, e.Payload.Timestamp)]++
+		var step string
+		e.Detail(t, "step", &step)
+		got[pageKey(e.Kind(h.t), step, e.Payload.Timestamp)]++
 	}
 	delivered := 0
 	for _, pe := range atKill {
@@ -324,7 +326,7 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	}
 	// Slack: what it had not posted is posted by the new leader, once;
 	// nothing it had is posted again.
-	slack := h.received("/slack/webhook")
+	slack := h.received(receiver.SlackWebhookPath)
 	texts := map[string]int{}
 	for _, r := range slack {
 		var m struct{ Text string }
@@ -408,7 +410,7 @@ func (h *harness) faults(path string, responses []map[string]any) {
 	if responses == nil {
 		responses = []map[string]any{}
 	}
-	b, _ := json.Marshal(map[string]any{"path": h.prefix + path, "responses": responses})
+	b, _ := json.Marshal(map[string]any{"path": h.inbox.Prefix + path, "responses": responses})
 	resp, err := httpClient.Post(h.receiverURL+"/_/faults", "application/json", bytes.NewReader(b))
 	if err != nil {
 		h.t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/test/inbox"
 )
 
 const reloadMetric = "rollguard_config_last_reload_successful"
@@ -136,13 +137,13 @@ func TestRestartMidBreachRebuildsWindow(t *testing.T) {
 	second := h.startDaemon(path, "rollguard-2")
 	t.Logf("breach started %s; restarted %.1fs later", breach.BreachStart.Format(time.StampMilli), restart.Sub(breach.BreachStart).Seconds())
 
-	var detected pdEvent
+	var detected inbox.PagerDutyEvent
 	eventually(t, "the second daemon fires", 30*time.Second, func() (bool, string) {
 		es := h.events("detected")
 		if len(es) > 0 {
 			detected = es[0]
 		}
-		return len(es) > 0, fmt.Sprint(summaries(h.events("")))
+		return len(es) > 0, fmt.Sprint(h.summaries(h.events("")))
 	})
 	fired := detected.Payload.Timestamp
 	want := breach.BreachStart.Add(window)

@@ -2,8 +2,6 @@ package pggitsim
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"net/http/httptest"
 	"net/url"
@@ -14,21 +12,13 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // These tests share the sandbox's primary with other packages' tests, so
 // they never exhaust it: sessions are told apart by a unique
 // application_name, and the refusal is provoked with a throwaway role's
 // CONNECTION LIMIT rather than max_connections.
-
-func uniqueName(t *testing.T, prefix string) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return prefix + hex.EncodeToString(b)
-}
 
 // withDSN returns dsn with the given user (when non-empty) and
 // application_name.
@@ -118,7 +108,7 @@ func simServer(t *testing.T, dsn string) *httptest.Server {
 func TestPGHoldAndReleaseIntegration(t *testing.T) {
 	env := sandboxenv.Load(t)
 	su := superuser(t, env)
-	app := uniqueName(t, "pggitsim-it-")
+	app := "pggitsim-it-" + sandboxfixture.RandomHex(t, 4)
 	srv := simServer(t, withDSN(t, env.Get(t, "PG_PRIMARY_APP_DSN"), "", "", app))
 
 	code, body := do(t, "POST", srv.URL+"/control/pg/hold", `{"n":2}`)
@@ -141,7 +131,7 @@ func TestPGHoldAndReleaseIntegration(t *testing.T) {
 func TestPGHoldRefusedIntegration(t *testing.T) {
 	env := sandboxenv.Load(t)
 	su := superuser(t, env)
-	role := uniqueName(t, "pggitsim_it_")
+	role := "pggitsim_it_" + sandboxfixture.RandomHex(t, 4)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := su.Exec(ctx, "CREATE ROLE "+role+" LOGIN CONNECTION LIMIT 2 PASSWORD '"+role+"'"); err != nil {
@@ -154,7 +144,7 @@ func TestPGHoldRefusedIntegration(t *testing.T) {
 			t.Errorf("drop role %s: %v", role, err)
 		}
 	})
-	app := uniqueName(t, "pggitsim-it-")
+	app := "pggitsim-it-" + sandboxfixture.RandomHex(t, 4)
 	srv := simServer(t, withDSN(t, env.Get(t, "PG_PRIMARY_APP_DSN"), role, role, app))
 
 	code, body := do(t, "POST", srv.URL+"/control/pg/hold", `{"n":3}`)
@@ -175,7 +165,7 @@ func TestPGHoldRefusedIntegration(t *testing.T) {
 func TestPGWriteIntegration(t *testing.T) {
 	env := sandboxenv.Load(t)
 	su := superuser(t, env)
-	status := uniqueName(t, "pggitsim-it-")
+	status := "pggitsim-it-" + sandboxfixture.RandomHex(t, 4)
 	srv := simServer(t, env.Get(t, "PG_PRIMARY_APP_DSN"))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -2,8 +2,6 @@ package receiver
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -15,6 +13,7 @@ import (
 	"github.com/PagerDuty/go-pagerduty"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // TestSandboxReceiverIntegration drives the sandbox's receiver process
@@ -27,11 +26,7 @@ func TestSandboxReceiverIntegration(t *testing.T) {
 		t.Skip("sandbox runs without the receiver (no RECEIVER_URL)")
 	}
 	base = env.Get(t, "RECEIVER_URL")
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	prefix := "/t/receiver-it-" + hex.EncodeToString(b)
+	prefix := "/t/receiver-it-" + sandboxfixture.RandomHex(t, 4)
 	path := prefix + PagerDutyEventsPath
 
 	code, body := postJSON(t, base+"/_/faults", `{"path":"`+path+`","responses":[{"status":429,"retryAfter":"1"}]}`)

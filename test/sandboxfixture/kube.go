@@ -1,11 +1,15 @@
 // Package sandboxfixture holds what integration tests share on the sandbox:
 // a clientset from its admin kubeconfig, a namespace of the test's own, a
-// pggit-api-shaped Deployment rolled through images, a polling wait with a
-// deadline, one-sample Prometheus queries and a private Alertmanager.
+// pggit-api-shaped Deployment rolled through images (and kubectl's test of
+// a finished rollout), the simulator's fault profiles, random suffixes and
+// free ports that keep tests apart, the example config's queries and its
+// secret files, a polling wait with a deadline, one-sample Prometheus
+// queries, a Prometheus and an Alertmanager of the test's own.
 package sandboxfixture
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -105,6 +109,15 @@ func CreateDeployment(t testing.TB, kc kubernetes.Interface, d *appsv1.Deploymen
 // retrying on update conflicts (the controller writes status meanwhile).
 func SetImage(t testing.TB, kc kubernetes.Interface, ns, name, image string) {
 	t.Helper()
+	UpdateDeployment(t, kc, ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = image })
+}
+
+// UpdateDeployment applies change to the current Deployment ns/name and
+// writes it, as a human's kubectl edit would, reading it again on an
+// update conflict. It returns the Deployment as written, whose
+// resourceVersion can start a watch.
+func UpdateDeployment(t testing.TB, kc kubernetes.Interface, ns, name string, change func(*appsv1.Deployment)) *appsv1.Deployment {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
@@ -112,16 +125,25 @@ func SetImage(t testing.TB, kc kubernetes.Interface, ns, name, image string) {
 		if err != nil {
 			t.Fatalf("get deployment %s/%s: %v", ns, name, err)
 		}
-		d.Spec.Template.Spec.Containers[0].Image = image
-		_, err = kc.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{})
+		change(d)
+		out, err := kc.AppsV1().Deployments(ns).Update(ctx, d, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
 			continue
 		}
 		if err != nil {
-			t.Fatalf("set image of %s/%s: %v", ns, name, err)
+			t.Fatalf("update deployment %s/%s: %v", ns, name, err)
 		}
-		return
+		return out
 	}
+}
+
+// RolledOut says, by kubectl rollout status's criteria (pkg/kube's
+// Status) and with every Pod ready, whether d's rollout is complete, and
+// describes its progress for a wait's message.
+func RolledOut(d *appsv1.Deployment) (bool, string) {
+	st := kube.Status(d)
+	return st.Complete && st.Ready == st.Spec, fmt.Sprintf("spec %d updated %d replicas %d ready %d available %d (generation %d observed %d): %s",
+		st.Spec, st.Updated, st.Replicas, st.Ready, st.Available, st.Generation, st.ObservedGeneration, st.Message)
 }
 
 // WaitRolledOut waits, by kubectl's criteria, for the rollout of

@@ -14,10 +14,8 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -58,54 +56,10 @@ func StartSecurePrometheus(t testing.TB, env sandboxenv.Env) *SecurePrometheus {
 	p := &SecurePrometheus{User: "rollguard", dir: dir, webFile: filepath.Join(dir, "web.yml")}
 	p.CAFile, p.cert, p.key = writeServerPKI(t, dir)
 	p.PasswordFile = filepath.Join(dir, "password")
-	p.SetPassword(t, "first-"+randomSuffix(t))
+	p.SetPassword(t, "first-"+RandomHex(t, 6))
 
-	cfg := fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: pggit-api
-    honor_labels: true
-    static_configs:
-      - targets: [%q]
-`, simHost)
-	cfgFile := filepath.Join(dir, "prometheus.yml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	addr, err := localproc.FreeLoopbackAddr()
-	if err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "prometheus.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "--config.file="+cfgFile, "--web.config.file="+p.webFile,
-		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+addr, "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		t.Fatalf("start prometheus: %v", err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); logf.Close(); close(done) }()
-	t.Cleanup(func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM) // our own child, by its pid
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	prom := StartOwnPrometheus(t, bin, dir, SimulatorScrapeConfig(simHost), "--web.config.file="+p.webFile)
+	addr, logPath, done := prom.Addr, prom.LogPath, prom.Exited()
 	p.URL = "https://" + addr
 
 	client := p.Client(t)
@@ -195,15 +149,6 @@ func writeAtomic(path, content string) error {
 		return err
 	}
 	return os.Rename(tmp, path)
-}
-
-func randomSuffix(t testing.TB) string {
-	t.Helper()
-	b := make([]byte, 6)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("%x", b)
 }
 
 // writeServerPKI writes a CA and a server certificate for 127.0.0.1 and

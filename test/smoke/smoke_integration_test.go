@@ -3,8 +3,6 @@ package smoke
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -42,7 +40,7 @@ func testRolloutErrorRatio(t *testing.T, env sandboxenv.Env) {
 		kubeconfig: env.Get(t, "KUBECONFIG"),
 	}
 	promURL := env.Get(t, "PROMETHEUS_URL")
-	ns := "smoke-" + randomHex(t, 4)
+	ns := "smoke-" + sandboxfixture.RandomHex(t, 4)
 
 	k.must(t, "", "create", "namespace", ns)
 	t.Cleanup(func() {
@@ -102,7 +100,7 @@ func testReplicationLag(t *testing.T, env sandboxenv.Env) {
 	primary := connect(ctx, t, env.Get(t, "PG_PRIMARY_DSN"))
 	subscriber := connect(ctx, t, env.Get(t, "PG_SUBSCRIBER_DSN"))
 	subName := env.Get(t, "PG_SUBSCRIPTION")
-	marker := "smoke-" + randomHex(t, 4)
+	marker := "smoke-" + sandboxfixture.RandomHex(t, 4)
 
 	insert := func(n int) {
 		t.Helper()
@@ -285,15 +283,6 @@ func connect(ctx context.Context, t *testing.T, dsn string) *pgx.Conn {
 		c.Close(cctx)
 	})
 	return c
-}
-
-func randomHex(t *testing.T, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
 }
 
 func deref(s *string) string {

@@ -14,7 +14,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -36,6 +35,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/api"
 	"github.com/rollguard/rollguard/test/jsonlog"
+	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -94,10 +94,13 @@ func demo(ctx context.Context, bin string, window time.Duration, keep bool) erro
 	}
 
 	prefix := fmt.Sprintf("/t/demo-%d", time.Now().UnixNano())
-	port, err := demoPort()
+	// A free port, so a busy one (another rollguard, anything) can never
+	// make the demo talk to the wrong daemon.
+	p, err := localproc.FreePort()
 	if err != nil {
 		return err
 	}
+	port := strconv.Itoa(p)
 	cfgPath, token, err := writeConfig(dir, env, prefix, window, port)
 	if err != nil {
 		return err
@@ -230,17 +233,6 @@ func demo(ctx context.Context, bin string, window time.Duration, keep bool) erro
 		say("stopping rollguard")
 	}
 	return nil
-}
-
-// demoPort is a free port on 127.0.0.1, so a busy port (another rollguard,
-// anything) can never make the demo talk to the wrong daemon.
-func demoPort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), nil
 }
 
 func writeConfig(dir string, env sandboxenv.Env, prefix string, window time.Duration, port string) (string, string, error) {
