@@ -17,7 +17,6 @@ import (
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/kube"
-	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/rules"
@@ -149,7 +148,7 @@ func rollbackTarget(t *config.Target, dbs map[string]*database.DB, v rollback.Ve
 	rb := t.Rollback
 	out := rollback.Target{
 		Namespace: t.Namespace, Deployment: t.Deployment, Containers: t.Containers, HealthURL: t.HealthURL,
-		Strategy: rollback.Action(rb.Plan()), StableImage: rb.StableImage,
+		Strategy: rb.Plan(), StableImage: rb.StableImage,
 		RampPause: time.Duration(rb.RampPause), RolloutTimeout: time.Duration(rb.RolloutTimeout),
 		VerifyWindow: time.Duration(rb.VerifyWindow), Verifier: v,
 	}
@@ -233,7 +232,7 @@ func responderTargets(cfg *config.Config, dbs map[string]*database.DB, v rollbac
 		rt.GitOps = gitopsPolicy(t, owners)
 		out = append(out, response.Target{
 			Name: t.Name, Rollback: rt, DryRun: dry, Frozen: t.Freeze,
-			Severity:      notify.Severity(t.Notify.Severity),
+			Severity:      t.Notify.Severity,
 			RestartMemory: time.Duration(cfg.Global.Interlocks.Cooldown),
 		})
 	}

@@ -158,7 +158,7 @@ func (v *consoleView) Plan(ctx context.Context, name, action string) (*rollback.
 // planChoices are the plans a human may ask for on the target: its own
 // strategy first.
 func planChoices(t *config.Target) []string {
-	out := []string{t.Rollback.Plan()}
+	out := []string{string(t.Rollback.Plan())}
 	add := func(p string) {
 		for _, have := range out {
 			if have == p {
@@ -280,7 +280,7 @@ func (v *consoleView) interlocks(cfg *config.Config, t *config.Target, td consol
 		add("GitOps", console.InterlockPass, fmt.Sprintf("%s, mode %s, not suspended", g.Owner, g.Mode))
 	}
 
-	plan := t.Rollback.Plan()
+	plan := string(t.Rollback.Plan())
 	if td.Running != "" {
 		return out, "A plan is running now (" + td.Running + "): a new decision is not queued until it ends.", false
 	}

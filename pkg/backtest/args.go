@@ -15,6 +15,8 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/output"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
 // ErrUsage marks bad input from the command line (a time that does not
@@ -186,19 +188,20 @@ func setTrigger(tr *config.Trigger, s Set, field string) error {
 		tr.MinRate = f
 		return nil
 	case "onError":
-		if s.Value != config.OnErrorNoData && s.Value != config.OnErrorBreach {
-			return usagef("--set %s: %q: want %s or %s", s.Path, s.Value, config.OnErrorNoData, config.OnErrorBreach)
+		v := trigger.OnError(s.Value)
+		if v != trigger.OnErrorNoData && v != trigger.OnErrorBreach {
+			return usagef("--set %s: %q: want %s or %s", s.Path, s.Value, trigger.OnErrorNoData, trigger.OnErrorBreach)
 		}
-		tr.OnError = s.Value
+		tr.OnError = v
 		return nil
 	case "action":
 		switch s.Value {
-		case config.ActionRollback, config.ActionRestartThenRollback, config.ActionFullRollback, config.ActionPage:
+		case rollback.RequestRollback, rollback.RequestRestartThenRollback, rollback.RequestFullRollback, rollback.RequestPage:
 			tr.Action = s.Value
 			return nil
 		}
 		return usagef("--set %s: %q: want %s, %s, %s or %s", s.Path, s.Value,
-			config.ActionRollback, config.ActionRestartThenRollback, config.ActionFullRollback, config.ActionPage)
+			rollback.RequestRollback, rollback.RequestRestartThenRollback, rollback.RequestFullRollback, rollback.RequestPage)
 	}
 	return usagef("--set %s: unknown trigger field %q (settable: %s)", s.Path, field, strings.Join(settableTrigger, ", "))
 }

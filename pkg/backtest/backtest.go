@@ -398,7 +398,7 @@ func (rep *Report) judge(cfg *config.Config) {
 	for _, x := range all {
 		f := fire(x)
 		target := rep.Targets[x.t].Name
-		if f.Action == config.ActionPage {
+		if f.Action == rollback.RequestPage {
 			f.Verdict = VerdictPageOnly
 			f.Detail = "action page: a human decides; no interlock applies"
 			continue
@@ -453,12 +453,12 @@ func PlanFor(t config.Target, action string) []string {
 		}
 		return steps
 	}
-	configured := rollback.Action(t.Rollback.Plan())
+	configured := t.Rollback.Plan()
 	switch action {
-	case config.ActionRollback, config.ActionFullRollback:
+	case rollback.RequestRollback, rollback.RequestFullRollback:
 		p, _ := rollback.PlanFor(action, configured, false)
 		return plan(p)
-	case config.ActionRestartThenRollback:
+	case rollback.RequestRestartThenRollback:
 		first, _ := rollback.PlanFor(action, configured, false)
 		then, _ := rollback.PlanFor(action, configured, true)
 		out := append(plan(first), "then, if it fires again:")

@@ -13,6 +13,8 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/evaluator"
+	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
@@ -83,8 +85,8 @@ func TestReplayMatchesEvaluator(t *testing.T) {
 	cfgTrigger := config.Trigger{
 		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
 		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: config.ActionRollback, Severity: config.SeverityCritical,
-		OnError: config.OnErrorNoData,
+		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
+		OnError: trigger.OnErrorNoData,
 	}
 	for _, tc := range []struct {
 		name            string
@@ -174,8 +176,8 @@ func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
 	cfgTrigger := config.Trigger{
 		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
 		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: config.ActionRollback, Severity: config.SeverityCritical,
-		OnError: config.OnErrorNoData,
+		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
+		OnError: trigger.OnErrorNoData,
 	}
 	for _, tc := range []struct {
 		name                 string

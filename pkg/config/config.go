@@ -13,6 +13,10 @@ package config
 import (
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
+
+	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
 // Trigger kinds.
@@ -42,42 +46,10 @@ const (
 	BuiltinReplicationLag = "builtin:replication_lag"
 )
 
-// Actions a firing trigger asks for (docs/design.md §4). The schema does
-// not import pkg/rollback, so these are its request words spelled again
-// (a test in pkg/app holds them equal); pkg/rollback maps each to its
-// plan.
-const (
-	ActionRollback            = "rollback"
-	ActionRestartThenRollback = "restart-then-rollback"
-	ActionFullRollback        = "full-rollback"
-	ActionPage                = "page"
-)
-
-// Rollback strategies (docs/design.md §4).
-const (
-	StrategyQuick  = "quick"
-	StrategyRevert = "revert"
-	StrategyFull   = "full"
-)
-
 // Where incident records are kept (global.notify.incidentStore.kind).
 const (
 	IncidentStoreCluster = "cluster"
 	IncidentStoreDir     = "dir"
-)
-
-// What a trigger does with a query error, a timeout or an empty result.
-const (
-	OnErrorNoData = "nodata"
-	OnErrorBreach = "breach"
-)
-
-// Severities, as PagerDuty Events v2 spells them.
-const (
-	SeverityCritical = "critical"
-	SeverityError    = "error"
-	SeverityWarning  = "warning"
-	SeverityInfo     = "info"
 )
 
 // Default queries of the built-in Prometheus templates. They are grouped by
@@ -165,13 +137,16 @@ type Prometheus struct {
 	// one query_range per query, and a pending window is evaluated again at
 	// the moment it completes. A trigger so fires at its first breach + for
 	// whatever the interval, like a Prometheus alerting rule evaluated at
-	// this step. Set it to the scrape interval (or the rule evaluation
-	// interval to compare with); each query then reads interval/resolution
-	// points per series and tick, which for thousands of targets costs
-	// Prometheus about twice the tick (make bench): there, set it to the
-	// interval. 0s samples once per tick, at the tick, and never evaluates
-	// between ticks. At most global.interval. Default 1s (global.interval
-	// if shorter).
+	// this step; where a run starts between two of these instants, the step
+	// before it is sampled every 100 ms (one extra query_range per query,
+	// only there), so the run starts within 100 ms of the breach and the
+	// trigger fires within 100 ms of breach + for. Set it to the scrape
+	// interval (or the rule evaluation interval to compare with); each query
+	// then reads interval/resolution points per series and tick, which for
+	// thousands of targets costs Prometheus about twice the tick (make
+	// bench): there, set it to the interval. 0s samples once per tick, at
+	// the tick, and never evaluates between ticks. At most global.interval.
+	// Default 1s (global.interval if shorter).
 	Resolution model.Duration `yaml:"resolution"`
 	// How to reach it: basic auth, authorization (bearer) credentials,
 	// OAuth2, TLS (CA, client certificate), custom headers and a proxy, in
@@ -550,7 +525,7 @@ type Trigger struct {
 	// too_many_connections, not rollguard's own role at its connection
 	// limit). breach only for connections, replicationLag and sql.
 	// Default nodata.
-	OnError string `yaml:"onError"`
+	OnError trigger.OnError `yaml:"onError"`
 	// Volume guard in requests per second: below it a sample is low volume
 	// (state lowvolume: the run resets, nothing pages; not blindness).
 	// Requires a volume query. Default 0 (no guard; a warning on
@@ -565,7 +540,7 @@ type Trigger struct {
 	Action string `yaml:"action"`
 	// Severity of the page: critical, error, warning or info. Default: the
 	// target's notify.severity.
-	Severity string `yaml:"severity"`
+	Severity notify.Severity `yaml:"severity"`
 	// Also page the security routing key. Default false.
 	Security bool `yaml:"security,omitempty"`
 }
@@ -576,7 +551,7 @@ type Rollback struct {
 	// template and let the rolling update keep serving: no downtime, but
 	// the bad version keeps running until replaced) or full (also restores
 	// the database). Default quick.
-	Strategy string `yaml:"strategy"`
+	Strategy rollback.Action `yaml:"strategy"`
 	// Container name to the image to roll back to. Default empty: the
 	// template of the previous ReplicaSet by revision.
 	StableImage map[string]string `yaml:"stableImage,omitempty"`
@@ -617,15 +592,12 @@ type Rollback struct {
 // Plan is the executor plan a rollback of the target runs: the strategy,
 // except that quick with multiRegion is the multi-region plan (the
 // runbook's Multi-Region Rollback wraps its quick rollback).
-func (r *Rollback) Plan() string {
-	if r.Strategy == StrategyQuick && r.MultiRegion != nil {
-		return PlanMultiRegion
+func (r *Rollback) Plan() rollback.Action {
+	if r.Strategy == rollback.ActionQuick && r.MultiRegion != nil {
+		return rollback.ActionMultiRegion
 	}
 	return r.Strategy
 }
-
-// PlanMultiRegion is the plan of a quick rollback with multiRegion.
-const PlanMultiRegion = "multi-region"
 
 // RollbackDatabase is the database restore step of a rollback.
 type RollbackDatabase struct {
@@ -678,7 +650,7 @@ type MultiRegion struct {
 // TargetNotify says who hears about a target.
 type TargetNotify struct {
 	// Default severity of the target's triggers. Default critical.
-	Severity string `yaml:"severity"`
+	Severity notify.Severity `yaml:"severity"`
 	// Page PagerDuty. Default: true when global.notify.pagerduty has a
 	// routingKeyFile.
 	PagerDuty *bool `yaml:"pagerduty"`

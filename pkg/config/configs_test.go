@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
 // The example configurations in configs/ must load, and must say what the
@@ -27,13 +30,13 @@ func TestLoadExampleConfigs(t *testing.T) {
 		want := map[string]struct {
 			kind    string
 			above   float64
-			onError string
+			onError trigger.OnError
 			action  string
 		}{
-			"error-rate":      {KindErrorRate, 0.05, OnErrorNoData, ActionRollback},
-			"latency-p99":     {KindLatencyP99, 5, OnErrorNoData, ActionRollback},
-			"connection-pool": {KindConnections, 0.95, OnErrorBreach, ActionRestartThenRollback},
-			"replication-lag": {KindReplicationLag, 30, OnErrorNoData, ActionRollback},
+			"error-rate":      {KindErrorRate, 0.05, trigger.OnErrorNoData, rollback.RequestRollback},
+			"latency-p99":     {KindLatencyP99, 5, trigger.OnErrorNoData, rollback.RequestRollback},
+			"connection-pool": {KindConnections, 0.95, trigger.OnErrorBreach, rollback.RequestRestartThenRollback},
+			"replication-lag": {KindReplicationLag, 30, trigger.OnErrorNoData, rollback.RequestRollback},
 		}
 		for _, tr := range tg.Triggers {
 			w, ok := want[tr.Name]
@@ -60,7 +63,7 @@ func TestLoadExampleConfigs(t *testing.T) {
 			t.Errorf("error-rate match = %v", er.Match)
 		}
 		rb := tg.Rollback
-		if rb.Strategy != StrategyQuick || len(rb.RampSteps) != 1 || rb.RampSteps[0] != 2 ||
+		if rb.Strategy != rollback.ActionQuick || len(rb.RampSteps) != 1 || rb.RampSteps[0] != 2 ||
 			time.Duration(rb.RampPause) != 30*time.Second || time.Duration(rb.RolloutTimeout) != 30*time.Second {
 			t.Errorf("rollback = %+v, want the runbook's quick rollback", rb)
 		}

@@ -6,6 +6,9 @@ import (
 	commoncfg "github.com/prometheus/common/config"
 	"github.com/prometheus/common/model"
 
+	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
 )
 
@@ -74,7 +77,7 @@ func (i *Interlocks) setDefaults() {
 func (n *Notify) setDefaults() {
 	*n = Notify{
 		IncidentDir:   "/var/lib/rollguard/incidents",
-		WouldRollback: SeverityInfo,
+		WouldRollback: string(notify.SeverityInfo),
 	}
 	n.IncidentStore.setDefaults()
 	n.PagerDuty.setDefaults()
@@ -108,12 +111,12 @@ func (g *GitOps) setDefaults() {
 }
 
 func (t *Trigger) setDefaults() {
-	*t = Trigger{OnError: OnErrorNoData, Action: ActionPage}
+	*t = Trigger{OnError: trigger.OnErrorNoData, Action: rollback.RequestPage}
 }
 
 func (r *Rollback) setDefaults() {
 	*r = Rollback{
-		Strategy:       StrategyQuick,
+		Strategy:       rollback.ActionQuick,
 		RampSteps:      []int{2},
 		RampPause:      dur(30 * time.Second),
 		RolloutTimeout: dur(30 * time.Second),
@@ -136,7 +139,7 @@ func (m *MultiRegion) setDefaults() {
 }
 
 func (n *TargetNotify) setDefaults() {
-	*n = TargetNotify{Severity: SeverityCritical}
+	*n = TargetNotify{Severity: notify.SeverityCritical}
 }
 
 // inherit fills the defaults that depend on other fields. given reports

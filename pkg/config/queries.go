@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rollguard/rollguard/pkg/promql"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
 // Warnings returns the legal but probably unintended choices found when
@@ -120,7 +122,7 @@ func (c *Config) validateSignal(tr *Trigger, p string, errs *errList, given func
 		c.warnf(p+".for", "%s is not a multiple of global.interval %s: the trigger fires at the first sample at or after %s, %s after the breach began",
 			tr.For, g.Interval, tr.For, fires)
 	}
-	if tr.OnError == OnErrorBreach && IsPrometheusKind(tr.Kind) {
+	if tr.OnError == trigger.OnErrorBreach && IsPrometheusKind(tr.Kind) {
 		errs.addf(p+".onError", "breach is for PostgreSQL kinds (connections, replicationLag, sql), got kind %s: a Prometheus timeout or error says nothing about the Deployment", tr.Kind)
 	}
 	if tr.Kind == KindReplicationLag && tr.Match["slot"] == "" {
@@ -145,7 +147,7 @@ func (c *Config) validateVerifyWindow(t *Target, p string, lookbacks map[int]tim
 	}
 	r := &t.Rollback
 	pause := time.Duration(r.RampPause)
-	if r.Strategy == StrategyRevert || len(r.RampSteps) == 0 {
+	if r.Strategy == rollback.ActionRevert || len(r.RampSteps) == 0 {
 		pause = 0
 	}
 	window := time.Duration(r.VerifyWindow)

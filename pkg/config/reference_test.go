@@ -155,8 +155,12 @@ func typeName(e ast.Expr) (string, string) {
 		v, _ := typeName(e.Value)
 		return "map " + k + " → " + v, ""
 	case *ast.SelectorExpr:
-		if e.Sel.Name == "Duration" {
+		switch e.Sel.Name {
+		case "Duration":
 			return "duration", ""
+		case "Action", "OnError", "Severity":
+			// The words of rollback, trigger and notify: strings in YAML.
+			return "string", ""
 		}
 		return e.Sel.Name, ""
 	}

@@ -83,7 +83,7 @@ func (t *Trigger) Comparison() string {
 // windows by target name, trigger name and fingerprint.
 func (t *Trigger) Fingerprint() string {
 	h := sha256.New()
-	for _, s := range []string{t.Kind, t.Query, t.VolumeQuery, t.Database, t.Application, t.OnError} {
+	for _, s := range []string{t.Kind, t.Query, t.VolumeQuery, t.Database, t.Application, string(t.OnError)} {
 		writeString(h, s)
 	}
 	keys := sortedKeys(t.Match)

@@ -14,7 +14,10 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/promql"
+	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
 var (
@@ -28,10 +31,10 @@ var (
 
 var (
 	kinds       = []string{KindErrorRate, KindLatencyP99, KindConnections, KindReplicationLag, KindPrometheus, KindSQL}
-	actions     = []string{ActionRollback, ActionRestartThenRollback, ActionFullRollback, ActionPage}
-	strategies  = []string{StrategyQuick, StrategyRevert, StrategyFull}
-	severities  = []string{SeverityCritical, SeverityError, SeverityWarning, SeverityInfo}
-	onErrors    = []string{OnErrorNoData, OnErrorBreach}
+	actions     = []string{rollback.RequestRollback, rollback.RequestRestartThenRollback, rollback.RequestFullRollback, rollback.RequestPage}
+	strategies  = []rollback.Action{rollback.ActionQuick, rollback.ActionRevert, rollback.ActionFull}
+	severities  = []notify.Severity{notify.SeverityCritical, notify.SeverityError, notify.SeverityWarning, notify.SeverityInfo}
+	onErrors    = []trigger.OnError{trigger.OnErrorNoData, trigger.OnErrorBreach}
 	logLevels   = []string{"debug", "info", "warn", "error"}
 	wouldValues = []string{"info", "off"}
 	// incidentStoreKinds are global.notify.incidentStore.kind's values.
@@ -230,7 +233,7 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 	r := &t.Rollback
 	rp := p + ".rollback"
 	oneOf(errs, rp+".strategy", r.Strategy, strategies)
-	if r.Strategy == StrategyFull && r.Database == nil {
+	if r.Strategy == rollback.ActionFull && r.Database == nil {
 		errs.addf(rp+".strategy", "full requires %s.database", rp)
 	}
 	for _, name := range sortedKeys(r.StableImage) {
@@ -373,11 +376,11 @@ func (c *Config) validateTrigger(t *Target, tr *Trigger, p string, errs *errList
 	oneOf(errs, p+".action", tr.Action, actions)
 	tp := p[:strings.LastIndex(p, ".triggers[")]
 	switch tr.Action {
-	case ActionFullRollback:
+	case rollback.RequestFullRollback:
 		if t.Rollback.Database == nil {
 			errs.addf(p+".action", "full-rollback requires %s.rollback.database", tp)
 		}
-	case ActionRestartThenRollback:
+	case rollback.RequestRestartThenRollback:
 		if t.Rollback.PoolRecovery.Database == "" {
 			errs.addf(p+".action", "restart-then-rollback requires %s.rollback.poolRecovery.database (or rollback.database)", tp)
 		}
@@ -472,9 +475,13 @@ func finite(errs *errList, path string, f *float64) {
 	}
 }
 
-func oneOf(errs *errList, path, v string, allowed []string) {
+func oneOf[S ~string](errs *errList, path string, v S, allowed []S) {
 	if !slices.Contains(allowed, v) {
-		errs.addf(path, "must be one of %s, got %q", strings.Join(allowed, "|"), v)
+		words := make([]string, len(allowed))
+		for i, a := range allowed {
+			words[i] = string(a)
+		}
+		errs.addf(path, "must be one of %s, got %q", strings.Join(words, "|"), v)
 	}
 }
 

@@ -30,6 +30,13 @@ func (r *runner) previousChecks(ctx context.Context) []Check {
 	return []Check{pin, next, r.gitopsCheck(ctx)}
 }
 
+// RollbackPlan is the plan the daemon runs when a trigger of t asks for a
+// rollback, from the executor's one mapping of requests to plans.
+func RollbackPlan(t *config.Target) rollback.Action {
+	plan, _ := rollback.PlanFor(rollback.RequestRollback, t.Rollback.Plan(), false)
+	return plan
+}
+
 func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, string) {
 	client, err := r.kube()
 	if err != nil {
@@ -37,13 +44,10 @@ func (r *runner) pinTarget(ctx context.Context) (map[string]string, Status, stri
 	}
 	deps := kube.New(client, kube.Options{Timeout: r.opts.CheckTimeout}, r.logger)
 	exec := rollback.NewExecutor(deps, client.CoreV1(), rollback.Options{QueryTimeout: r.opts.CheckTimeout}, r.logger)
-	action := rollback.ActionQuick
-	if r.t.Rollback.Strategy == config.StrategyRevert {
-		action = rollback.ActionRevert
-	}
-	// Without Database the plan is the application part only: the pin is
-	// the same for every rolling plan, and the database has checks of its
-	// own below.
+	// Without Database only the plan's deployment part can be planned: the
+	// pin is the same for every rolling plan, and the database has checks
+	// of its own below.
+	action := RollbackPlan(r.t).DeploymentPart()
 	plan, err := exec.Plan(ctx, rollback.Target{
 		Namespace: r.t.Namespace, Deployment: r.t.Deployment, Containers: r.t.Containers,
 		Strategy: action, StableImage: r.t.Rollback.StableImage,

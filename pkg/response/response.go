@@ -334,7 +334,7 @@ func (r *Responder) Fire(d trigger.Decision) {
 		return
 	}
 	j := job{target: d.Target, action: d.Action, reason: fmt.Sprintf("trigger %s: %s %s %g", d.Trigger, describeValue(d), d.Op, d.Threshold),
-		security: d.Security, severity: notify.Severity(d.Severity), decision: &d, episode: key}
+		security: d.Security, severity: d.Severity, decision: &d, episode: key}
 	j.by = notify.Requester{Kind: notify.RequestedByTrigger, Name: d.Trigger, Reason: j.reason, At: d.FiredAt}
 	if !r.enqueue(j) {
 		r.log.Error("decision dropped: responder queue full", zap.String("target", d.Target), zap.String("trigger", d.Trigger))

@@ -4,8 +4,7 @@ package rollback
 // words of a trigger's action in the configuration and of the API's
 // requests. They are untyped so every layer that carries them as text
 // (the config, alert labels, the journal) uses these declarations as they
-// are. pkg/config, which must not depend on this package, spells the same
-// words; a test holds the two equal.
+// are.
 const (
 	RequestRollback            = "rollback"
 	RequestRestartThenRollback = "restart-then-rollback"

@@ -49,6 +49,18 @@ const (
 // recovery only restarts the running one).
 func (a Action) Rolls() bool { return a != ActionPoolRecovery }
 
+// DeploymentPart is the plan that does to the Deployment what a does,
+// without a database: quick for full and multi-region, a itself otherwise.
+// Every rolling plan pins the same rollback target, so a check that has no
+// database handles (the deploy preflight) plans this part to see the pin.
+func (a Action) DeploymentPart() Action {
+	switch a {
+	case ActionFull, ActionMultiRegion:
+		return ActionQuick
+	}
+	return a
+}
+
 // Runbook defaults.
 const (
 	DefaultRampPause      = 30 * time.Second

@@ -37,7 +37,7 @@ func Rule(target string, tr *config.Trigger, interval time.Duration) trigger.Rul
 		For:        time.Duration(tr.For),
 		MaxGap:     time.Duration(tr.MaxGap),
 		BlindAfter: time.Duration(tr.BlindAfter),
-		OnError:    trigger.OnError(tr.OnError),
+		OnError:    tr.OnError,
 		MinRate:    tr.MinRate,
 		Action:     tr.Action,
 		Severity:   tr.Severity,
@@ -85,7 +85,7 @@ func Spec(cfg *config.Config, target string, tr *config.Trigger) evaluator.Spec 
 		// Name, action, severity are not in the config fingerprint; the
 		// window must survive a change of those, but the rule must not be
 		// stale, so they join the key here.
-		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + tr.Severity + fmt.Sprint(tr.Security),
+		Fingerprint: tr.Fingerprint() + "|" + tr.Action + "|" + string(tr.Severity) + fmt.Sprint(tr.Security),
 	}
 	if s.Backend == BackendPrometheus {
 		s.Resolution = time.Duration(cfg.Global.Prometheus.Resolution)

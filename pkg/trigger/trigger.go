@@ -24,6 +24,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/window"
 )
@@ -66,7 +67,7 @@ type Rule struct {
 	// MinRate is the volume guard; 0 turns it off.
 	MinRate  float64
 	Action   string
-	Severity string
+	Severity notify.Severity
 	Security bool
 	// Query is carried into the evidence for humans.
 	Query string
@@ -150,14 +151,14 @@ func (s *Status) UnmarshalJSON(b []byte) error {
 
 // Decision is emitted once, on the edge into firing.
 type Decision struct {
-	Target    string  `json:"target"`
-	Trigger   string  `json:"trigger"`
-	Action    string  `json:"action"`
-	Severity  string  `json:"severity"`
-	Security  bool    `json:"security"`
-	Query     string  `json:"query"`
-	Op        Op      `json:"op"`
-	Threshold float64 `json:"threshold"`
+	Target    string          `json:"target"`
+	Trigger   string          `json:"trigger"`
+	Action    string          `json:"action"`
+	Severity  notify.Severity `json:"severity"`
+	Security  bool            `json:"security"`
+	Query     string          `json:"query"`
+	Op        Op              `json:"op"`
+	Threshold float64         `json:"threshold"`
 	// Value is the firing sample's value; NaN when an error fired it
 	// (OnError breach).
 	Value       float64   `json:"-"`
