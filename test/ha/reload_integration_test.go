@@ -149,8 +149,11 @@ func TestRestartMidBreachRebuildsWindow(t *testing.T) {
 	want := breach.BreachStart.Add(window)
 	t.Logf("fired at %s: %+.2fs from breachStart + for (%s), %+.2fs from restart + for",
 		fired.Format(time.StampMilli), fired.Sub(want).Seconds(), want.Format(time.StampMilli), fired.Sub(restart.Add(window)).Seconds())
-	if off := fired.Sub(want); off < -(interval+time.Second) || off > interval+time.Second {
-		t.Errorf("fired %+.2fs from breachStart + for, want within ±%s", off.Seconds(), interval+time.Second)
+	// The first daemon located the breach between two instants of its
+	// 1 s grid; the second rebuilt the window from history on the grid,
+	// so its run may start up to one resolution later.
+	if tol := interval + 2*time.Second; fired.Sub(want) < -tol || fired.Sub(want) > tol {
+		t.Errorf("fired %+.2fs from breachStart + for, want within ±%s", fired.Sub(want).Seconds(), tol)
 	}
 	rebuilt := second.logLines("windows rebuilt from Prometheus history")
 	if len(rebuilt) != 1 || rebuilt[0]["seeded"] != float64(1) {
