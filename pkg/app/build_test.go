@@ -1,7 +1,6 @@
 package app
 
 import (
-	"path/filepath"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -59,32 +58,19 @@ targets:
 // would run: for every target of every shipped configuration, the plan
 // preflight takes for a trigger's rollback must be the daemon's.
 func TestPreflightPlanEqualsDaemonPlan(t *testing.T) {
-	files, err := filepath.Glob("../../configs/*.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(files) == 0 {
-		t.Fatal("no configurations in configs/")
-	}
-	for _, f := range files {
-		t.Run(filepath.Base(f), func(t *testing.T) {
-			cfg, err := config.LoadFile(f)
-			if err != nil {
-				t.Fatalf("LoadFile: %v", err)
+	forShippedConfigs(t, func(t *testing.T, cfg *config.Config) {
+		if len(cfg.Targets) == 0 {
+			t.Fatal("the configuration has no targets")
+		}
+		for i := range cfg.Targets {
+			tg := &cfg.Targets[i]
+			daemon, ok := rollback.PlanFor(rollback.RequestRollback, rollbackTarget(tg, nil, nil).Strategy, false)
+			if !ok {
+				t.Fatalf("%s: the daemon runs no plan for a rollback", tg.Name)
 			}
-			if len(cfg.Targets) == 0 {
-				t.Fatal("the configuration has no targets")
+			if got := preflight.RollbackPlan(tg); got != daemon {
+				t.Errorf("%s: preflight plans %s, the daemon runs %s", tg.Name, got, daemon)
 			}
-			for i := range cfg.Targets {
-				tg := &cfg.Targets[i]
-				daemon, ok := rollback.PlanFor(rollback.RequestRollback, rollbackTarget(tg, nil, nil).Strategy, false)
-				if !ok {
-					t.Fatalf("%s: the daemon runs no plan for a rollback", tg.Name)
-				}
-				if got := preflight.RollbackPlan(tg); got != daemon {
-					t.Errorf("%s: preflight plans %s, the daemon runs %s", tg.Name, got, daemon)
-				}
-			}
-		})
-	}
+		}
+	})
 }

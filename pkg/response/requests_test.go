@@ -114,15 +114,8 @@ func TestAlertPredatingTheRevisionIsNotApplied(t *testing.T) {
 // rollback); after it resolved, the same labels firing again are.
 func TestAlertRepeatIsOneRequest(t *testing.T) {
 	log := &memAlertLog{}
-	f := newFixtureWith(t, Target{}, guard.Options{}, fixtureOpts{follower: true})
-	f.r.opts.Alerts = log
-	f.lead(t)
+	f, start := takeUpAlert(t, log)
 	ctx := context.Background()
-	start := f.now.Add(time.Second)
-	if _, err := f.r.Ask(ctx, alertAsk("fp", start)); err != nil {
-		t.Fatal(err)
-	}
-	f.waitJobs(t)
 	if got := image(f.c); got != "pggit-api:v1.0.3" {
 		t.Fatalf("image %s after the alert, want v1.0.3", got)
 	}
@@ -260,15 +253,8 @@ func (l *gatedAlertLog) Load(ctx context.Context) (map[string]AlertEntry, error)
 // arrived in between was judged as a new request.
 func TestAlertNotJudgedBeforeTheTermLoadedTheAlertsTakenUp(t *testing.T) {
 	log := &gatedAlertLog{}
-	f := newFixtureWith(t, Target{}, guard.Options{}, fixtureOpts{follower: true})
-	f.r.opts.Alerts = log
-	f.lead(t)
+	f, start := takeUpAlert(t, log)
 	ctx := context.Background()
-	start := f.now.Add(time.Second)
-	if _, err := f.r.Ask(ctx, alertAsk("fp", start)); err != nil {
-		t.Fatal(err)
-	}
-	f.waitJobs(t)
 	f.endTerm(t)
 
 	log.gate = make(chan struct{})
@@ -303,4 +289,19 @@ func TestAlertNotJudgedBeforeTheTermLoadedTheAlertsTakenUp(t *testing.T) {
 	if w := f.c.Writes()[before:]; len(w) != 0 {
 		t.Fatalf("the repeat wrote: %v", w)
 	}
+}
+
+// takeUpAlert leads a term with log as its AlertLog and takes up the alert
+// "fp" firing since start (a second after the fixture's now) to the end.
+func takeUpAlert(t *testing.T, log AlertLog) (*fixture, time.Time) {
+	t.Helper()
+	f := newFixtureWith(t, Target{}, guard.Options{}, fixtureOpts{follower: true})
+	f.r.opts.Alerts = log
+	f.lead(t)
+	start := f.now.Add(time.Second)
+	if _, err := f.r.Ask(context.Background(), alertAsk("fp", start)); err != nil {
+		t.Fatal(err)
+	}
+	f.waitJobs(t)
+	return f, start
 }
