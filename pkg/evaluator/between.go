@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -141,43 +140,32 @@ func (e *Evaluator) fetchBetween(ctx context.Context, p *plan, held []heldFeed) 
 	}
 	out := make(map[betweenKey]*query, len(todo))
 	var mu sync.Mutex
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(e.opts.Parallelism, len(todo)) {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= len(todo) || ctx.Err() != nil {
-					return
-				}
-				w := todo[i]
-				q, at := p.queries[w.q], time.Unix(0, w.at).UTC()
-				from := floorStep(at.Add(-q.key.step), betweenStep).Add(betweenStep)
-				to := ceilStep(at, betweenStep).Add(-betweenStep)
-				if to.Before(from) {
-					continue
-				}
-				qctx, cancel := context.WithTimeout(ctx, e.opts.QueryTimeout)
-				rs, err := q.ranger.QueryRange(qctx, q.key.query, from, to, betweenStep)
-				cancel()
-				if err != nil {
-					e.logger.Debug("sampling before a run's start failed", zap.String("backend", q.key.backend),
-						zap.String("query", q.key.query), zap.Error(err))
-					continue
-				}
-				d := &query{key: q.key, ranges: rs, from: from, n: int(to.Sub(from)/betweenStep) + 1, groups: make([]*group, len(q.groups))}
-				d.key.step = betweenStep
-				for gi, g := range q.groups {
-					d.groups[gi] = &group{names: g.names, index: map[uint64]int32{}}
-				}
-				d.buildIndex(e.seed)
-				mu.Lock()
-				out[w] = d
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
+	e.each(ctx, len(todo), func(i int) {
+		w := todo[i]
+		q, at := p.queries[w.q], time.Unix(0, w.at).UTC()
+		from := floorStep(at.Add(-q.key.step), betweenStep).Add(betweenStep)
+		to := ceilStep(at, betweenStep).Add(-betweenStep)
+		if to.Before(from) {
+			return
+		}
+		qctx, cancel := context.WithTimeout(ctx, e.opts.QueryTimeout)
+		rs, err := q.ranger.QueryRange(qctx, q.key.query, from, to, betweenStep)
+		cancel()
+		if err != nil {
+			e.logger.Debug("sampling before a run's start failed", zap.String("backend", q.key.backend),
+				zap.String("query", q.key.query), zap.Error(err))
+			return
+		}
+		d := &query{key: q.key, ranges: rs, from: from, n: int(to.Sub(from)/betweenStep) + 1, groups: make([]*group, len(q.groups))}
+		d.key.step = betweenStep
+		for gi, g := range q.groups {
+			d.groups[gi] = &group{names: g.names, index: map[uint64]int32{}}
+		}
+		d.buildIndex(e.seed)
+		mu.Lock()
+		out[w] = d
+		mu.Unlock()
+	})
 	return out
 }
 

@@ -817,6 +817,43 @@ func (e *Evaluator) runQueries(ctx context.Context, p *plan) {
 		}
 	}
 	n := len(todo)
+	e.each(ctx, n, func(i int) {
+		q := todo[i]
+		qctx, cancel := context.WithTimeout(ctx, e.opts.QueryTimeout)
+		t0 := time.Now()
+		switch {
+		case q.key.step == 0:
+			q.series, q.err = q.querier.Query(qctx, q.key.query, q.from)
+		case q.n == 0: // only the extra instant
+		case q.n == 1:
+			// One instant (a resolution equal to the interval, a
+			// due evaluation right after a tick): an instant query
+			// at it answers the same and costs Prometheus about half
+			// a one-point query_range (make bench, 1,000 targets).
+			var series []source.Series
+			series, q.err = q.querier.Query(qctx, q.key.query, q.from)
+			q.ranges = asRanges(series, q.from)
+		default:
+			end := q.from.Add(time.Duration(q.n-1) * q.key.step)
+			q.ranges, q.err = q.ranger.QueryRange(qctx, q.key.query, q.from, end, q.key.step)
+		}
+		if q.key.step > 0 && !q.extra.IsZero() && q.err == nil {
+			var series []source.Series
+			if series, q.extraErr = q.querier.Query(qctx, q.key.query, q.extra); q.extraErr == nil {
+				q.ranges = withInstant(q.ranges, series, q.extra)
+			}
+		}
+		q.dur = time.Since(t0)
+		if q.err != nil && errors.Is(q.err, context.DeadlineExceeded) && !errors.Is(q.err, source.ErrTimeout) && !errors.Is(q.err, source.ErrUnreachable) {
+			q.err = fmt.Errorf("%s query %q: %w: %w", q.key.backend, q.key.query, source.ErrTimeout, q.err)
+		}
+		cancel()
+	})
+}
+
+// each runs f(0..n-1) on min(Parallelism, n) workers and returns when all
+// have run or ctx is done (the indexes not started by then are skipped).
+func (e *Evaluator) each(ctx context.Context, n int, f func(i int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range min(e.opts.Parallelism, n) {
@@ -826,36 +863,7 @@ func (e *Evaluator) runQueries(ctx context.Context, p *plan) {
 				if i >= n || ctx.Err() != nil {
 					return
 				}
-				q := todo[i]
-				qctx, cancel := context.WithTimeout(ctx, e.opts.QueryTimeout)
-				t0 := time.Now()
-				switch {
-				case q.key.step == 0:
-					q.series, q.err = q.querier.Query(qctx, q.key.query, q.from)
-				case q.n == 0: // only the extra instant
-				case q.n == 1:
-					// One instant (a resolution equal to the interval, a
-					// due evaluation right after a tick): an instant query
-					// at it answers the same and costs Prometheus about half
-					// a one-point query_range (make bench, 1,000 targets).
-					var series []source.Series
-					series, q.err = q.querier.Query(qctx, q.key.query, q.from)
-					q.ranges = asRanges(series, q.from)
-				default:
-					end := q.from.Add(time.Duration(q.n-1) * q.key.step)
-					q.ranges, q.err = q.ranger.QueryRange(qctx, q.key.query, q.from, end, q.key.step)
-				}
-				if q.key.step > 0 && !q.extra.IsZero() && q.err == nil {
-					var series []source.Series
-					if series, q.extraErr = q.querier.Query(qctx, q.key.query, q.extra); q.extraErr == nil {
-						q.ranges = withInstant(q.ranges, series, q.extra)
-					}
-				}
-				q.dur = time.Since(t0)
-				if q.err != nil && errors.Is(q.err, context.DeadlineExceeded) && !errors.Is(q.err, source.ErrTimeout) && !errors.Is(q.err, source.ErrUnreachable) {
-					q.err = fmt.Errorf("%s query %q: %w: %w", q.key.backend, q.key.query, source.ErrTimeout, q.err)
-				}
-				cancel()
+				f(i)
 			}
 		})
 	}
