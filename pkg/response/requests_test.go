@@ -258,7 +258,7 @@ func TestAlertNotJudgedBeforeTheTermLoadedTheAlertsTakenUp(t *testing.T) {
 	f.endTerm(t)
 
 	log.gate = make(chan struct{})
-	f.lead(t) // the term has begun; its Load waits
+	f.startTerm(t) // the term has begun; its Load waits
 	before := len(f.c.Writes())
 	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	_, err := f.r.Ask(short, alertAsk("fp", start))

@@ -173,6 +173,10 @@ type term struct {
 	// alertsRead is closed once the term has read the alerts taken up:
 	// before, a repeat cannot be told from a new alert.
 	alertsRead chan struct{}
+	// caughtUp is closed once the term has queued what was pending at its
+	// start: resumed runs, alerts taken up, and the triggers already
+	// firing or blind.
+	caughtUp chan struct{}
 }
 
 type targetState struct {
@@ -256,6 +260,23 @@ func (r *Responder) Leading() bool {
 	return r.term != nil
 }
 
+// caughtUp reports whether a term is running and has queued what was
+// pending at its start.
+func (r *Responder) caughtUp() bool {
+	r.mu.Lock()
+	tm := r.term
+	r.mu.Unlock()
+	if tm == nil {
+		return false
+	}
+	select {
+	case <-tm.caughtUp:
+		return true
+	default:
+		return false
+	}
+}
+
 // waitAlertsRead waits, for at most ReadTimeout (the bound of the read
 // itself) or until ctx is done, until the current term has read the alerts
 // taken up. It reports false outside a term or when they are not read by
@@ -285,7 +306,7 @@ func (r *Responder) waitAlertsRead(ctx context.Context) bool {
 func (r *Responder) Lead(ctx context.Context) {
 	hard, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
-	tm := &term{ctx: hard, drain: make(chan struct{}), alertsRead: make(chan struct{})}
+	tm := &term{ctx: hard, drain: make(chan struct{}), alertsRead: make(chan struct{}), caughtUp: make(chan struct{})}
 	r.mu.Lock()
 	r.term = tm
 	r.mu.Unlock()
@@ -303,6 +324,7 @@ func (r *Responder) Lead(ctx context.Context) {
 			r.Blind(b)
 		}
 	}
+	close(tm.caughtUp)
 
 	<-ctx.Done()
 	r.mu.Lock()

@@ -130,6 +130,23 @@ func newFixtureWith(t *testing.T, target Target, g guard.Options, o fixtureOpts)
 // of the journal, the replay of what fires) to be done.
 func (f *fixture) lead(t *testing.T) {
 	t.Helper()
+	f.startTerm(t)
+	// Leading is true from the term's first instant; the firing triggers
+	// it replays are queued a little later, and only then is an idle
+	// responder done with them.
+	deadline := time.Now().Add(5 * time.Second)
+	for !f.r.caughtUp() {
+		if time.Now().After(deadline) {
+			t.Fatal("the term did not take up what was pending at its start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	f.waitJobs(t)
+}
+
+// startTerm starts a leadership term and returns as soon as it has begun.
+func (f *fixture) startTerm(t *testing.T) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f.endLead, f.leadDone = cancel, make(chan struct{})
 	done := f.leadDone
@@ -137,7 +154,6 @@ func (f *fixture) lead(t *testing.T) {
 	for !f.r.Leading() {
 		time.Sleep(time.Millisecond)
 	}
-	f.waitJobs(t)
 }
 
 // endTerm ends the leadership term and waits for Lead to return.
