@@ -12,8 +12,10 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files")
 
-// What the webhook posts for each representative event, byte for byte.
+// What the webhook posts for each representative event, byte for byte;
+// the documented schema accepts every one, so it names every detail.
 func TestPayloadGolden(t *testing.T) {
+	sch := schema(t)
 	rc := rcv.New(nil)
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
@@ -30,7 +32,11 @@ func TestPayloadGolden(t *testing.T) {
 			if len(got) == 0 {
 				t.Fatal("nothing posted")
 			}
-			notifyfixture.Golden(t, c.Name+".json", []byte(got[len(got)-1].Body+"\n"), *update)
+			body := []byte(got[len(got)-1].Body)
+			if err := validate(t, sch, body); err != nil {
+				t.Errorf("payload does not match the schema: %v", err)
+			}
+			notifyfixture.Golden(t, c.Name+".json", append(body, '\n'), *update)
 		})
 	}
 }

@@ -91,6 +91,8 @@ func events() []notify.Event {
 		{Kind: notify.KindBlind, Time: at, Target: tgt, Trigger: "latency-p99", Severity: notify.SeverityWarning, Security: true},
 		{Kind: notify.KindBlindResolved, Time: at, Target: tgt, Trigger: "latency-p99", Severity: notify.SeverityWarning},
 		{Kind: notify.KindTest, Time: at, Target: notify.Target{Cluster: "eu-1", Namespace: "production", Deployment: "pggit-api"}, Summary: "hello"},
+		{Kind: notify.KindRecordFailed, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityError,
+			Details: notify.Details{Error: "configmap is full"}},
 	}
 }
 
