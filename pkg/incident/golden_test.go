@@ -1,7 +1,6 @@
 package incident
 
 import (
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -9,8 +8,6 @@ import (
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/test/notifyfixture"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // The incident record as the store writes it (JSON and Markdown), folded
 // from each representative event on its own and from whole incidents.
@@ -40,7 +37,7 @@ func TestRecordGolden(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				notifyfixture.Golden(t, run.Name+ext, b, *update)
+				notifyfixture.Golden(t, run.Name+ext, b)
 			}
 		})
 	}

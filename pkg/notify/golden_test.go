@@ -2,14 +2,11 @@ package notify_test
 
 import (
 	"encoding/json"
-	"flag"
 	"testing"
 
 	"github.com/rollguard/rollguard/pkg/notify"
 	"github.com/rollguard/rollguard/test/notifyfixture"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // The event's JSON is what the outbox stores and a next leader delivers:
 // its bytes are pinned, and reading them back gives an event that encodes
@@ -21,7 +18,7 @@ func TestEventJSONGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			notifyfixture.Golden(t, "event/"+c.Name+".json", append(b, '\n'), *update)
+			notifyfixture.Golden(t, "event/"+c.Name+".json", append(b, '\n'))
 			var back notify.Event
 			if err := json.Unmarshal(b, &back); err != nil {
 				t.Fatal(err)

@@ -7,13 +7,16 @@ package notifyfixture
 
 import (
 	"bytes"
+	"context"
 	"math"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/test/receiver"
 )
 
 // At is the time of the first event; the others follow it by seconds.
@@ -152,14 +155,21 @@ func Incidents() []Incident {
 	}
 }
 
-// Runs are every case on its own, then every incident, as event
-// sequences.
-func Runs() []Run {
-	byName := map[string]notify.Event{}
+// Singles are the cases, each a run of its own.
+func Singles() []Run {
 	var runs []Run
 	for _, c := range Cases() {
-		byName[c.Name] = c.Event
 		runs = append(runs, Run{c.Name, []notify.Event{c.Event}})
+	}
+	return runs
+}
+
+// Runs are the singles, then every incident.
+func Runs() []Run {
+	runs := Singles()
+	byName := map[string]notify.Event{}
+	for _, r := range runs {
+		byName[r.Name] = r.Events[0]
 	}
 	for _, in := range Incidents() {
 		r := Run{Name: in.Name}
@@ -177,12 +187,38 @@ type Run struct {
 	Events []notify.Event
 }
 
+// Deliver sends each run's events through a fresh notifier (made by
+// newNotifier for a local receiver's base URL) and hands what the
+// receiver got to check, in a subtest named for the run.
+func Deliver(t *testing.T, runs []Run, newNotifier func(url string) (notify.Notifier, error), check func(t *testing.T, r Run, got []receiver.Request)) {
+	t.Helper()
+	rc := receiver.New(nil)
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	for _, r := range runs {
+		t.Run(r.Name, func(t *testing.T) {
+			rc.Reset()
+			n, err := newNotifier(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range r.Events {
+				if err := n.Notify(context.Background(), e); err != nil {
+					t.Fatalf("%s: %v", e.Kind, err)
+				}
+			}
+			check(t, r, rc.Received(""))
+		})
+	}
+}
+
 // Golden compares got with the file testdata/golden/NAME, or rewrites the
-// file when update is set.
-func Golden(t testing.TB, name string, got []byte, update bool) {
+// file when the environment has UPDATE_GOLDEN=1 (check the diff before
+// committing it).
+func Golden(t testing.TB, name string, got []byte) {
 	t.Helper()
 	file := filepath.Join("testdata", "golden", name)
-	if update {
+	if os.Getenv("UPDATE_GOLDEN") == "1" {
 		if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -193,9 +229,9 @@ func Golden(t testing.TB, name string, got []byte, update bool) {
 	}
 	want, err := os.ReadFile(file)
 	if err != nil {
-		t.Fatalf("%v (run with -update to create it)", err)
+		t.Fatalf("%v (run with UPDATE_GOLDEN=1 to create it)", err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Errorf("%s differs (run with -update after checking):\ngot:  %s\nwant: %s", file, got, want)
+		t.Errorf("%s differs (run with UPDATE_GOLDEN=1 after checking):\ngot:  %s\nwant: %s", file, got, want)
 	}
 }

@@ -2,14 +2,11 @@ package alertmanager
 
 import (
 	"encoding/json"
-	"flag"
 	"testing"
 	"time"
 
 	"github.com/rollguard/rollguard/test/notifyfixture"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files")
 
 // The alert sent for each representative event; its description is the
 // details one fact a line.
@@ -25,7 +22,7 @@ func TestAlertGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			notifyfixture.Golden(t, c.Name+".json", append(b, '\n'), *update)
+			notifyfixture.Golden(t, c.Name+".json", append(b, '\n'))
 		})
 	}
 }
