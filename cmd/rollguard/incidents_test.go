@@ -44,7 +44,7 @@ func TestIncidentsFromTheDaemon(t *testing.T) {
 	rec := &incident.Record{}
 	incident.Apply(rec, notify.Event{Kind: notify.KindDetected, Time: at, IncidentID: "production_pggit-api_6d5f8c9b7",
 		Target: notify.Target{Namespace: "production", Deployment: "pggit-api"}, Trigger: "error-rate", Summary: "error rate 0.2 above 0.05",
-		Details: map[string]any{notify.DetailRequester: notify.Requester{Kind: notify.RequestedByAPI, Name: "bob", Reason: "CVE", At: at}}})
+		Details: notify.Details{Requester: &notify.Requester{Kind: notify.RequestedByAPI, Name: "bob", Reason: "CVE", At: at}}})
 	srv := httptest.NewServer(api.NewHandler(&fakeController{}, api.Options{Incidents: incident.Handler(memRecords{rec}, nil)}, zap.NewNop()))
 	t.Cleanup(srv.Close)
 

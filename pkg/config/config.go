@@ -321,7 +321,7 @@ type Webhook struct {
 	// Event kinds sent: detected, rollback_started, step_started,
 	// step_finished, rollback_succeeded, rollback_failed,
 	// rollback_unverified, cannot_rollback, would_rollback, blind,
-	// blind_resolved, test. Default empty: every kind.
+	// blind_resolved, test, record_failed. Default empty: every kind.
 	Kinds []string `yaml:"kinds,omitempty"`
 	// Timeout of each request. Default 10s.
 	Timeout model.Duration `yaml:"timeout"`

@@ -9,7 +9,7 @@ import (
 // as pkg/notify names them (a test there holds the two lists together).
 var EventKinds = []string{
 	"detected", "rollback_started", "step_started", "step_finished", "rollback_succeeded",
-	"rollback_failed", "rollback_unverified", "cannot_rollback", "would_rollback", "blind", "blind_resolved", "test",
+	"rollback_failed", "rollback_unverified", "cannot_rollback", "would_rollback", "blind", "blind_resolved", "test", "record_failed",
 }
 
 // AlertmanagerReservedLabels are the labels rollguard sets on every alert

@@ -48,7 +48,7 @@ func TestNotifiersErrors(t *testing.T) {
 `}, []string{
 			`global.notify.webhooks[0].name: must be a DNS-1123 label (lower-case letters, digits and '-', at most 63), got "Tickets"`,
 			"global.notify.webhooks[0]: one of url and urlFile is required",
-			`global.notify.webhooks[0].kinds[0]: must be one of detected|rollback_started|step_started|step_finished|rollback_succeeded|rollback_failed|rollback_unverified|cannot_rollback|would_rollback|blind|blind_resolved|test, got "rollback_exploded"`,
+			`global.notify.webhooks[0].kinds[0]: must be one of detected|rollback_started|step_started|step_finished|rollback_succeeded|rollback_failed|rollback_unverified|cannot_rollback|would_rollback|blind|blind_resolved|test|record_failed, got "rollback_exploded"`,
 		}},
 		{"both URLs, a duplicate, an inline secret", parts{global: `  notify:
     webhooks:

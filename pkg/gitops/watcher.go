@@ -359,7 +359,7 @@ func (w *Watcher) page(t WatchTarget, m *Mark, kind notify.Kind, sev notify.Seve
 	}
 	w.pager.Enqueue(notify.Event{
 		Kind: kind, Time: w.opts.Now(), Target: nt, IncidentID: notify.IncidentID(nt, rev), Severity: sev, Summary: summary,
-		Details: map[string]any{notify.DetailReason: summary, notify.DetailBadVersion: m.Bad, "gitops": summary},
+		Details: notify.Details{Reason: summary, BadVersion: m.Bad, GitOps: summary},
 	})
 }
 

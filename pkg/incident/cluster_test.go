@@ -82,7 +82,7 @@ func newCluster(t *testing.T, c *fake.Clientset, o ClusterOptions) *ClusterStore
 func event(id string, kind notify.Kind, at time.Time) notify.Event {
 	return notify.Event{ID: notify.NewEventID(), Kind: kind, Time: at, IncidentID: id,
 		Target: notify.Target{Namespace: "production", Deployment: "pggit-api"}, Trigger: "error-rate", Severity: notify.SeverityCritical,
-		Details: map[string]any{notify.DetailRequester: notify.Requester{Kind: notify.RequestedByAlertmanager, Name: "SecurityRollback",
+		Details: notify.Details{Requester: &notify.Requester{Kind: notify.RequestedByAlertmanager, Name: "SecurityRollback",
 			At: c0, Fingerprint: "f00", Labels: map[string]string{"alertname": "SecurityRollback", "team": "api"}, Reason: "CVE"}}}
 }
 
@@ -163,7 +163,7 @@ func TestClusterRejectsBadRecords(t *testing.T) {
 	for i := range plan {
 		plan[i] = fmt.Sprintf("step-%d", i)
 	}
-	big.Details[notify.DetailPlan] = plan
+	big.Details.Plan = plan
 	err := s.Record(ctx, big)
 	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "incident production_pggit-api_big") {
 		t.Errorf("oversized: err = %v, want ErrTooLarge naming the incident", err)
@@ -255,8 +255,8 @@ func TestClusterOutbox(t *testing.T) {
 	if err != nil || len(ps) != 2 || ps[0].Event.ID != inc.ID || ps[1].Event.ID != "blind-1" {
 		t.Fatalf("pending = %+v, %v", ps, err)
 	}
-	if r, ok := ps[0].Event.Details[notify.DetailRequester].(notify.Requester); !ok || r.Fingerprint != "f00" {
-		t.Errorf("stored event lost its typed requester: %#v", ps[0].Event.Details[notify.DetailRequester])
+	if r := ps[0].Event.Details.Requester; r == nil || r.Fingerprint != "f00" {
+		t.Errorf("stored event lost its typed requester: %#v", ps[0].Event.Details.Requester)
 	}
 	if err := other.Own(ps, "b")(ctx); err != nil {
 		t.Fatal(err)
@@ -300,7 +300,7 @@ func TestClusterCoalescesWrites(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			e := event(id, notify.KindStepStarted, c0.Add(time.Duration(i)*time.Millisecond))
-			e.Details[notify.DetailStep] = fmt.Sprintf("s%02d", i)
+			e.Details.Step = fmt.Sprintf("s%02d", i)
 			f := s.Add([]notify.Pending{{Event: e, Owner: "a", Notifiers: map[string]notify.DeliveryState{"pagerduty": notify.StatePending}}})
 			mu.Lock()
 			flushes = append(flushes, f)
@@ -370,7 +370,7 @@ func TestRecorderAlarm(t *testing.T) {
 	var alarms []notify.Event
 	rec := NewRecorderWith(s, RecorderOptions{Alarm: func(e notify.Event) { alarms = append(alarms, e) }}, zap.NewNop())
 	big := event("production_pggit-api_big", notify.KindDetected, c0)
-	big.Details[notify.DetailPlan] = make([]string, 200000)
+	big.Details.Plan = make([]string, 200000)
 	for range 2 {
 		err := rec.Notify(ctx, big)
 		if err == nil || notify.IsRetryable(err) {

@@ -27,31 +27,30 @@ func at(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
 func stream() []notify.Event {
 	tg := notify.Target{Namespace: "production", Deployment: "pggit-api"}
 	id := notify.IncidentID(tg, "7")
-	ev := func(k notify.Kind, sec int, d map[string]any) notify.Event {
+	ev := func(k notify.Kind, sec int, d notify.Details) notify.Event {
 		return notify.Event{Kind: k, Time: at(sec), Target: tg, Trigger: "error-rate", IncidentID: id,
 			Severity: notify.SeverityCritical, Details: d}
 	}
-	step := func(k notify.Kind, sec int, name string, extra ...string) notify.Event {
-		d := map[string]any{notify.DetailStep: name}
-		if len(extra) == 2 {
-			d[extra[0]] = extra[1]
+	step := func(k notify.Kind, sec int, name string, milestone ...string) notify.Event {
+		d := notify.Details{Step: name}
+		if len(milestone) == 1 {
+			d.Milestone = milestone[0]
 		}
 		if k == notify.KindStepFinished {
-			d[notify.DetailStepOutcome] = notify.OutcomeOK
+			d.StepOutcome = notify.OutcomeOK
 		}
 		return ev(k, sec, d)
 	}
 	return []notify.Event{
 		{Kind: notify.KindDetected, Time: at(190), Target: tg, Trigger: "error-rate", IncidentID: id,
 			Severity: notify.SeverityCritical, Summary: "error rate 0.2 above 0.05 for 1m0s",
-			Details: map[string]any{
-				notify.DetailQuery:     `sum(rate(http_requests_total{status="500"}[1m])) / sum(rate(http_requests_total[1m]))`,
-				notify.DetailThreshold: 0.05, notify.DetailOp: "above", notify.DetailWindow: time.Minute,
-				notify.DetailSamples:    []notify.Sample{{Time: at(130), Value: 0.19}, {Time: at(160), Value: 0.21}, {Time: at(190), Value: 0.2}},
-				notify.DetailBadVersion: "v1.1.0", notify.DetailDeployedAt: at(0), notify.DetailBreachStartedAt: at(130),
-			}},
-		ev(notify.KindRollbackStarted, 191, map[string]any{notify.DetailStrategy: "quick", notify.DetailRestoredVersion: "v1.0.3",
-			notify.DetailPlan: []string{"preflight", "stop", "application", "wait", "ramp", "verify"}}),
+			Details: notify.Details{
+				Query:     `sum(rate(http_requests_total{status="500"}[1m])) / sum(rate(http_requests_total[1m]))`,
+				Threshold: new(0.05), Op: "above", Window: time.Minute,
+				Samples:    []notify.Sample{{Time: at(130), Value: 0.19}, {Time: at(160), Value: 0.21}, {Time: at(190), Value: 0.2}},
+				BadVersion: "v1.1.0", DeployedAt: at(0), BreachStartedAt: at(130)}},
+		ev(notify.KindRollbackStarted, 191, notify.Details{Strategy: "quick", RestoredVersion: "v1.0.3",
+			Plan: []string{"preflight", "stop", "application", "wait", "ramp", "verify"}}),
 		step(notify.KindStepStarted, 191, "preflight"),
 		step(notify.KindStepFinished, 192, "preflight"),
 		step(notify.KindStepStarted, 192, "stop"),
@@ -59,15 +58,14 @@ func stream() []notify.Event {
 		step(notify.KindStepStarted, 195, "application"),
 		step(notify.KindStepFinished, 196, "application"),
 		step(notify.KindStepStarted, 196, "wait"),
-		step(notify.KindStepFinished, 260, "wait", notify.DetailMilestone, notify.MilestoneRestored),
+		step(notify.KindStepFinished, 260, "wait", notify.MilestoneRestored),
 		step(notify.KindStepStarted, 260, "ramp"),
 		step(notify.KindStepFinished, 292, "ramp"),
 		step(notify.KindStepStarted, 292, "verify"),
-		step(notify.KindStepFinished, 480, "verify", notify.DetailMilestone, notify.MilestoneStable),
-		ev(notify.KindRollbackSucceeded, 480, map[string]any{
-			notify.DetailVerification:  "health 200, SELECT 1 ok, error rate 0.004 below 0.05",
-			notify.DetailDataIntegrity: notify.DataIntegrity{AlertDeliveryQueue: 11000, UnresolvedConflicts: 0, LatestSchemaVersions: []string{"phase7_webhooks 7"}},
-		}),
+		step(notify.KindStepFinished, 480, "verify", notify.MilestoneStable),
+		ev(notify.KindRollbackSucceeded, 480, notify.Details{
+			Verification:  "health 200, SELECT 1 ok, error rate 0.004 below 0.05",
+			DataIntegrity: &notify.DataIntegrity{AlertDeliveryQueue: 11000, UnresolvedConflicts: 0, LatestSchemaVersions: []string{"phase7_webhooks 7"}}}),
 	}
 }
 
@@ -126,7 +124,7 @@ func entries(es []Entry) string {
 
 func TestApplyStatusTransitions(t *testing.T) {
 	tg := notify.Target{Namespace: "ns", Deployment: "d"}
-	e := func(k notify.Kind, sec int, d map[string]any) notify.Event {
+	e := func(k notify.Kind, sec int, d notify.Details) notify.Event {
 		return notify.Event{Kind: k, Time: at(sec), Target: tg, IncidentID: "ns_d_1", Details: d}
 	}
 	cases := []struct {
@@ -136,15 +134,15 @@ func TestApplyStatusTransitions(t *testing.T) {
 		last   string
 	}{
 		{"failed stays failed after a late step", []notify.Event{
-			e(notify.KindRollbackStarted, 1, nil),
-			e(notify.KindRollbackFailed, 5, map[string]any{notify.DetailError: "rollout timed out"}),
-			e(notify.KindStepFinished, 6, map[string]any{notify.DetailStep: "wait", notify.DetailStepOutcome: "failed"}),
+			e(notify.KindRollbackStarted, 1, notify.Details{}),
+			e(notify.KindRollbackFailed, 5, notify.Details{Error: "rollout timed out"}),
+			e(notify.KindStepFinished, 6, notify.Details{Step: "wait", StepOutcome: "failed"}),
 		}, StatusFailed, "Step wait finished: failed"},
 		{"cannot roll back", []notify.Event{
-			e(notify.KindCannotRollback, 1, map[string]any{notify.DetailReason: "deployment is frozen"}),
+			e(notify.KindCannotRollback, 1, notify.Details{Reason: "deployment is frozen"}),
 		}, StatusCannotRollback, "Cannot roll back: deployment is frozen"},
 		{"dry run", []notify.Event{
-			e(notify.KindWouldRollback, 1, map[string]any{notify.DetailPlan: []string{"preflight", "stop"}}),
+			e(notify.KindWouldRollback, 1, notify.Details{Plan: []string{"preflight", "stop"}}),
 		}, StatusDryRun, "Dry-run: would roll back (plan: preflight, stop)"},
 	}
 	for _, tc := range cases {
@@ -228,7 +226,7 @@ func TestStoreAndHandler(t *testing.T) {
 	}
 	// A second incident, older, and a test event that must not be recorded.
 	other := notify.Event{Kind: notify.KindCannotRollback, Time: t0.Add(-time.Hour), Target: notify.Target{Namespace: "staging", Deployment: "api"},
-		IncidentID: "staging_api_3", Details: map[string]any{notify.DetailReason: "frozen"}}
+		IncidentID: "staging_api_3", Details: notify.Details{Reason: "frozen"}}
 	for _, e := range []notify.Event{other, {Kind: notify.KindTest, IncidentID: "x"}} {
 		if err := rec.Notify(context.Background(), e); err != nil {
 			t.Fatal(err)

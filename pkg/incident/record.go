@@ -163,8 +163,8 @@ func Apply(r *Record, e notify.Event) {
 	}
 	r.Security = r.Security || e.Security
 	applyDetails(r, e.Details)
-	if q, ok := e.Details[notify.DetailRequester].(notify.Requester); ok {
-		r.request(q)
+	if q := e.Details.Requester; q != nil {
+		r.request(*q)
 	}
 
 	switch e.Kind {
@@ -176,10 +176,10 @@ func Apply(r *Record, e notify.Event) {
 		r.RollbackStartedAt = first(r.RollbackStartedAt, e.Time)
 		r.advance(StatusInProgress)
 		what := "Rollback initiated"
-		if resumed, _ := e.Details[notify.DetailResumed].(bool); resumed {
+		if e.Details.Resumed {
 			// The run outlived the rollguard that started it.
 			what = "Rollback resumed after rollguard restarted or lost its lease mid-plan"
-			if id := str(e.Details, "run_id"); id != "" {
+			if id := e.Details.RunID; id != "" {
 				what += " (run " + id + ")"
 			}
 		}
@@ -191,18 +191,18 @@ func Apply(r *Record, e notify.Event) {
 		}
 		r.add(e.Time, what)
 	case notify.KindStepStarted:
-		name := str(e.Details, notify.DetailStep)
+		name := e.Details.Step
 		r.advance(StatusInProgress)
 		r.step(name, func(s *StepResult) { s.Started = first(s.Started, e.Time) })
 		r.add(e.Time, "Step "+name+" started")
 	case notify.KindStepFinished:
-		name := str(e.Details, notify.DetailStep)
-		outcome := str(e.Details, notify.DetailStepOutcome)
+		name := e.Details.Step
+		outcome := e.Details.StepOutcome
 		if outcome == "" {
 			outcome = notify.OutcomeOK
 		}
-		errText := str(e.Details, notify.DetailStepError)
-		detail := str(e.Details, notify.DetailStepDetail)
+		errText := e.Details.StepError
+		detail := e.Details.StepDetail
 		r.step(name, func(s *StepResult) {
 			if s.Started.IsZero() {
 				s.Started = e.Time
@@ -219,7 +219,7 @@ func Apply(r *Record, e notify.Event) {
 			what += " (" + detail + ")"
 		}
 		r.add(e.Time, what)
-		switch str(e.Details, notify.DetailMilestone) {
+		switch e.Details.Milestone {
 		case notify.MilestoneRestored:
 			r.restored(e.Time)
 		case notify.MilestoneStable:
@@ -388,56 +388,38 @@ func (r *Record) updateChecklist() {
 	}
 }
 
-func applyDetails(r *Record, d map[string]any) {
-	if d == nil {
-		return
+func applyDetails(r *Record, d notify.Details) {
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
 	}
-	if v := str(d, notify.DetailQuery); v != "" {
-		r.Evidence.Query = v
+	set(&r.Evidence.Query, d.Query)
+	if d.Threshold != nil {
+		r.Evidence.Threshold = *d.Threshold
 	}
-	if v, ok := num(d[notify.DetailThreshold]); ok {
-		r.Evidence.Threshold = v
+	set(&r.Evidence.Op, d.Op)
+	if d.Window != 0 {
+		r.Evidence.Window = d.Window.String()
 	}
-	if v := str(d, notify.DetailOp); v != "" {
-		r.Evidence.Op = v
+	if len(d.Samples) > 0 {
+		r.Evidence.Samples = slices.Clone(d.Samples)
 	}
-	if v := str(d, notify.DetailWindow); v != "" {
-		r.Evidence.Window = v
+	set(&r.BadVersion, d.BadVersion)
+	set(&r.RestoredVersion, d.RestoredVersion)
+	set(&r.Strategy, d.Strategy)
+	if len(d.Plan) > 0 {
+		r.Plan = slices.Clone(d.Plan)
 	}
-	if v, ok := d[notify.DetailSamples].([]notify.Sample); ok && len(v) > 0 {
-		r.Evidence.Samples = slices.Clone(v)
-	}
-	if v := str(d, notify.DetailBadVersion); v != "" {
-		r.BadVersion = v
-	}
-	if v := str(d, notify.DetailRestoredVersion); v != "" {
-		r.RestoredVersion = v
-	}
-	if v := str(d, notify.DetailStrategy); v != "" {
-		r.Strategy = v
-	}
-	if v, ok := d[notify.DetailPlan].([]string); ok && len(v) > 0 {
-		r.Plan = slices.Clone(v)
-	}
-	if v := str(d, notify.DetailReason); v != "" {
-		r.Reason = v
-	}
-	if v := str(d, notify.DetailError); v != "" {
-		r.Error = v
-	}
-	if v := str(d, notify.DetailVerification); v != "" {
-		r.Verification = v
-	}
-	if v := str(d, notify.DetailLeftBehind); v != "" {
-		r.LeftBehind = v
-	}
-	if v, ok := d[notify.DetailDataIntegrity].(notify.DataIntegrity); ok {
-		r.DataIntegrity = &v
-	} else if p, ok := d[notify.DetailDataIntegrity].(*notify.DataIntegrity); ok && p != nil {
-		v := *p
+	set(&r.Reason, d.Reason)
+	set(&r.Error, d.Error)
+	set(&r.Verification, d.Verification)
+	set(&r.LeftBehind, d.StateLeftBehind)
+	if d.DataIntegrity != nil {
+		v := *d.DataIntegrity
 		r.DataIntegrity = &v
 	}
-	if t, ok := d[notify.DetailDeployedAt].(time.Time); ok && !t.IsZero() && r.DeployedAt.IsZero() {
+	if t := d.DeployedAt; !t.IsZero() && r.DeployedAt.IsZero() {
 		r.DeployedAt = t
 		what := "Deployment seen"
 		if r.BadVersion != "" {
@@ -445,7 +427,7 @@ func applyDetails(r *Record, d map[string]any) {
 		}
 		r.add(t, what)
 	}
-	if t, ok := d[notify.DetailBreachStartedAt].(time.Time); ok && !t.IsZero() && r.BreachStartedAt.IsZero() {
+	if t := d.BreachStartedAt; !t.IsZero() && r.BreachStartedAt.IsZero() {
 		r.BreachStartedAt = t
 		what := "Breach started"
 		if r.Evidence.Op != "" {
@@ -455,56 +437,27 @@ func applyDetails(r *Record, d map[string]any) {
 	}
 	// The final events may carry every step's result: they fill what
 	// individual step events missed (e.g. rollguard restarted mid-plan).
-	if steps, ok := d[notify.DetailSteps].([]notify.StepResult); ok {
-		for _, s := range steps {
-			r.step(s.Name, func(dst *StepResult) {
-				if dst.Started.IsZero() {
-					dst.Started = s.Started
-				}
-				if !s.Finished.IsZero() {
-					dst.Finished, dst.Outcome, dst.Error = s.Finished, s.Outcome, s.Error
-				}
-				if s.Detail != "" {
-					dst.Detail = s.Detail
-				}
-			})
-			r.add(s.Started, "Step "+s.Name+" started")
-			if !s.Finished.IsZero() {
-				what := "Step " + s.Name + " finished: " + orDefault(s.Outcome, notify.OutcomeOK)
-				if s.Error != "" {
-					what += ": " + s.Error
-				}
-				r.add(s.Finished, what)
+	for _, s := range d.Steps {
+		r.step(s.Name, func(dst *StepResult) {
+			if dst.Started.IsZero() {
+				dst.Started = s.Started
 			}
+			if !s.Finished.IsZero() {
+				dst.Finished, dst.Outcome, dst.Error = s.Finished, s.Outcome, s.Error
+			}
+			if s.Detail != "" {
+				dst.Detail = s.Detail
+			}
+		})
+		r.add(s.Started, "Step "+s.Name+" started")
+		if !s.Finished.IsZero() {
+			what := "Step " + s.Name + " finished: " + orDefault(s.Outcome, notify.OutcomeOK)
+			if s.Error != "" {
+				what += ": " + s.Error
+			}
+			r.add(s.Finished, what)
 		}
 	}
-}
-
-func str(d map[string]any, k string) string {
-	switch v := d[k].(type) {
-	case string:
-		return v
-	case fmt.Stringer:
-		return v.String()
-	case nil:
-		return ""
-	default:
-		return fmt.Sprint(v)
-	}
-}
-
-func num(v any) (float64, bool) {
-	switch n := v.(type) {
-	case float64:
-		return n, true
-	case float32:
-		return float64(n), true
-	case int:
-		return float64(n), true
-	case int64:
-		return float64(n), true
-	}
-	return 0, false
 }
 
 func first(have, t time.Time) time.Time {

@@ -138,6 +138,6 @@ func (r *Recorder) alarm(e notify.Event, err error, permanent bool) {
 		Kind: notify.KindRecordFailed, Time: now, Target: e.Target, Trigger: e.Trigger, IncidentID: e.IncidentID,
 		Severity: notify.SeverityError, Security: e.Security,
 		Summary: notify.Truncate(fmt.Sprintf("rollguard could not store the incident record %s (the rollback is not affected): %v", e.IncidentID, err), 1000),
-		Details: map[string]any{notify.DetailError: err.Error()},
+		Details: notify.Details{Error: err.Error()},
 	})
 }

@@ -32,8 +32,8 @@ const (
 	KindRollbackFailed    Kind = "rollback_failed"
 	// KindRollbackUnverified: the plan ran to its end but its verify step
 	// had no data to judge the recovery by (a source down, too little
-	// traffic): never a success, a human checks. Details[DetailVerification]
-	// says what is known.
+	// traffic): never a success, a human checks. Details.Verification says
+	// what is known.
 	KindRollbackUnverified Kind = "rollback_unverified"
 	// KindCannotRollback: a trigger fired but an interlock (freeze, budget,
 	// no distinct older revision, paused Deployment...) blocked the action,
@@ -111,48 +111,11 @@ type Event struct {
 	// Security events also go to the security routing key.
 	Security bool   `json:"security,omitempty"`
 	Summary  string `json:"summary,omitempty"`
-	// Details holds the evidence under the Detail* keys (typed values
-	// documented there) plus anything else a producer wants shown. Every
-	// notifier reads the same map concurrently: never modify it after
-	// Enqueue.
-	Details map[string]any `json:"details,omitempty"`
-	Links   []Link         `json:"links,omitempty"`
+	// Details is the evidence and progress. Every notifier reads the same
+	// slices concurrently: never modify them after Enqueue.
+	Details Details `json:"details,omitzero"`
+	Links   []Link  `json:"links,omitempty"`
 }
-
-// Keys of Event.Details that notifiers and the incident record understand.
-// The value type each expects is in the comment; other types are shown but
-// not interpreted.
-const (
-	DetailQuery           = "query"            // string
-	DetailThreshold       = "threshold"        // float64
-	DetailOp              = "op"               // string: "above" or "below"
-	DetailWindow          = "window"           // time.Duration or string
-	DetailSamples         = "samples"          // []Sample, the window's samples
-	DetailBadVersion      = "bad_version"      // string, e.g. image tag or revision
-	DetailRestoredVersion = "restored_version" // string
-	DetailDeployedAt      = "deployed_at"      // time.Time the bad ReplicaSet was created
-	DetailBreachStartedAt = "breach_started_at"
-	DetailPlan            = "plan"         // []string, step names in order
-	DetailStrategy        = "strategy"     // string: quick, revert, full...
-	DetailStep            = "step"         // string, on step events
-	DetailStepError       = "step_error"   // string, on a failed StepFinished
-	DetailStepOutcome     = "step_result"  // string: ok, failed, skipped, unverified
-	DetailStepDetail      = "step_detail"  // string: what the finished step did, on StepFinished
-	DetailSteps           = "steps"        // []StepResult, on the final events
-	DetailMilestone       = "milestone"    // string: MilestoneRestored or MilestoneStable
-	DetailResumed         = "resumed"      // bool: the run continues one a crash or a leader change interrupted
-	DetailReason          = "reason"       // string, why it cannot / did not roll back
-	DetailVerification    = "verification" // string: what verify saw (held, or why unverified)
-	// DetailLeftBehind is, on a stopped rollback, the Deployment as the
-	// run left it (images, replicas asked and available) and what a human
-	// must decide about it; string.
-	DetailLeftBehind    = "state_left_behind"
-	DetailDataIntegrity = "data_integrity" // DataIntegrity
-	DetailError         = "error"          // string
-	// DetailRequester is who asked for the action and why (Requester):
-	// the trigger, the Alertmanager alert or the human caller.
-	DetailRequester = "requested_by"
-)
 
 // Milestones a StepFinished event may mark, for the runbook's timeline
 // ("previous version restored", "system stable").
@@ -273,9 +236,9 @@ func DefaultSummary(e Event) string {
 	case KindRollbackStarted:
 		return fmt.Sprintf("ROLLBACK INITIATED: %s (trigger %s)", t, e.Trigger)
 	case KindStepStarted:
-		return fmt.Sprintf("%s: rollback step %v started", t, e.Details[DetailStep])
+		return fmt.Sprintf("%s: rollback step %s started", t, e.Details.Step)
 	case KindStepFinished:
-		return fmt.Sprintf("%s: rollback step %v finished", t, e.Details[DetailStep])
+		return fmt.Sprintf("%s: rollback step %s finished", t, e.Details.Step)
 	case KindRollbackSucceeded:
 		return fmt.Sprintf("%s rolled back (trigger %s)", t, e.Trigger)
 	case KindRollbackFailed:

@@ -280,16 +280,19 @@ func TestOutboxUnavailableStillDelivers(t *testing.T) {
 func TestEventJSONRoundTrip(t *testing.T) {
 	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	in := Event{ID: "x", Kind: KindRollbackSucceeded, Time: at, Target: Target{Namespace: "n", Deployment: "d"}, IncidentID: "n_d_h",
-		Details: map[string]any{
-			DetailSamples:         []Sample{{Time: at, Value: 0.2}, {Time: at, Value: math.NaN()}},
-			DetailDeployedAt:      at,
-			DetailBreachStartedAt: at,
-			DetailPlan:            []string{"stop", "verify"},
-			DetailSteps:           []StepResult{{Name: "stop", Started: at, Finished: at, Outcome: OutcomeOK}},
-			DetailDataIntegrity:   DataIntegrity{AlertDeliveryQueue: 3},
-			DetailRequester:       Requester{Kind: RequestedByAlertmanager, Name: "SecurityRollback", At: at, Fingerprint: "f", Labels: map[string]string{"a": "b"}},
-			DetailThreshold:       0.05,
-			"other":               "text",
+		Details: Details{
+			Samples:         []Sample{{Time: at, Value: 0.2}, {Time: at, Value: math.NaN()}},
+			DeployedAt:      at,
+			BreachStartedAt: at,
+			Plan:            []string{"stop", "verify"},
+			Steps:           []StepResult{{Name: "stop", Started: at, Finished: at, Outcome: OutcomeOK}},
+			DataIntegrity:   &DataIntegrity{AlertDeliveryQueue: 3},
+			Requester:       &Requester{Kind: RequestedByAlertmanager, Name: "SecurityRollback", At: at, Fingerprint: "f", Labels: map[string]string{"a": "b"}},
+			Threshold:       new(0.05),
+			Window:          2 * time.Minute,
+			Undone:          []string{"stop"},
+			Since:           at,
+			Resumed:         true,
 		}}
 	b, err := json.Marshal(in)
 	if err != nil {
@@ -299,24 +302,66 @@ func TestEventJSONRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(b, &out); err != nil {
 		t.Fatal(err)
 	}
-	samples, ok := out.Details[DetailSamples].([]Sample)
-	if !ok || len(samples) != 2 || samples[0].Value != 0.2 || !math.IsNaN(samples[1].Value) {
-		t.Errorf("samples = %#v", out.Details[DetailSamples])
+	samples := out.Details.Samples
+	if len(samples) != 2 || samples[0].Value != 0.2 || !math.IsNaN(samples[1].Value) {
+		t.Errorf("samples = %#v", samples)
 	}
-	for k, want := range map[string]any{
-		DetailDeployedAt: at, DetailBreachStartedAt: at, DetailPlan: []string{"stop", "verify"},
-		DetailSteps: in.Details[DetailSteps], DetailDataIntegrity: DataIntegrity{AlertDeliveryQueue: 3},
-		DetailRequester: in.Details[DetailRequester], DetailThreshold: 0.05, "other": "text",
+	// NaN is never equal to itself: compare the rest.
+	out.Details.Samples, in.Details.Samples = nil, nil
+	if !reflect.DeepEqual(out, in) {
+		t.Errorf("read back\n%#v\nwant\n%#v", out, in)
+	}
+}
+
+// TestOldEventJSON: events an earlier version stored in the outbox (or in
+// an incident's pending events), when details were a map, still decode.
+func TestOldEventJSON(t *testing.T) {
+	at := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		json    string
+		want    Details
+		wantErr string
+	}{
+		{name: "window in nanoseconds, typed values",
+			json: `{"kind":"detected","time":"2026-05-01T12:00:00Z","target":{"namespace":"n","deployment":"d"},"details":{"data_integrity":{"alertDeliveryQueue":3,"unresolvedConflicts":0},"deployed_at":"2026-05-01T12:00:00Z","requested_by":{"kind":"trigger","name":"error-rate","at":"2026-05-01T12:00:00Z"},"threshold":0.05,"window":120000000000}}`,
+			want: Details{DataIntegrity: &DataIntegrity{AlertDeliveryQueue: 3}, DeployedAt: at,
+				Requester: &Requester{Kind: RequestedByTrigger, Name: "error-rate", At: at}, Threshold: new(0.05), Window: 2 * time.Minute}},
+		{name: "window as a duration string",
+			json: `{"kind":"detected","details":{"window":"5m"}}`,
+			want: Details{Window: 5 * time.Minute}},
+		{name: "window as a float",
+			json: `{"kind":"detected","details":{"window":1.2e+11}}`,
+			want: Details{Window: 2 * time.Minute}},
+		{name: "the ad-hoc keys",
+			json: `{"kind":"rollback_failed","details":{"gitops":"suspended","left_behind":["application"],"run_id":"r1","undone":["stop"],"since":"2026-05-01T12:00:00Z","preflight":true,"target_name":"api"}}`,
+			want: Details{GitOps: "suspended", LeftBehind: []string{"application"}, RunID: "r1", Undone: []string{"stop"}, Since: at, Preflight: true, TargetName: "api"}},
+		{name: "empty and null values, a key no version knows",
+			json: `{"kind":"would_rollback","details":{"plan":null,"reason":"","other":"text"}}`,
+			want: Details{}},
+		{name: "a malformed typed detail",
+			json:    `{"kind":"detected","details":{"samples":"nope"}}`,
+			wantErr: "json: cannot unmarshal string into Go struct field Event.details.plain.samples of type []notify.Sample"},
+		{name: "a window that is no duration",
+			json:    `{"kind":"detected","details":{"window":"soon"}}`,
+			wantErr: `details.window "soon": time: invalid duration "soon"`},
 	} {
-		if got := out.Details[k]; !reflect.DeepEqual(got, want) {
-			t.Errorf("details[%s] = %#v (%T), want %#v", k, got, got, want)
-		}
-	}
-	if out.ID != "x" || out.Kind != in.Kind || !out.Time.Equal(at) || out.Target != in.Target {
-		t.Errorf("event = %+v", out)
-	}
-	if err := json.Unmarshal([]byte(`{"kind":"detected","details":{"samples":"nope"}}`), &out); err == nil {
-		t.Error("a malformed typed detail decoded without an error")
+		t.Run(tc.name, func(t *testing.T) {
+			var e Event
+			err := json.Unmarshal([]byte(tc.json), &e)
+			if tc.wantErr != "" {
+				if err == nil || err.Error() != tc.wantErr {
+					t.Fatalf("err = %v, want %s", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(e.Details, tc.want) {
+				t.Errorf("details = %#v, want %#v", e.Details, tc.want)
+			}
+		})
 	}
 }
 

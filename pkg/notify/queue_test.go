@@ -397,7 +397,7 @@ func TestFilter(t *testing.T) {
 func TestSampleJSONWritesNaNAsNull(t *testing.T) {
 	at := time.Date(2026, 11, 25, 14, 35, 0, 0, time.UTC)
 	in := []Sample{{Time: at, Value: 0.2}, {Time: at.Add(time.Second), Value: math.NaN()}}
-	b, err := json.Marshal(map[string]any{DetailSamples: in})
+	b, err := json.Marshal(Details{Samples: in})
 	if err != nil {
 		t.Fatalf("marshal: %v", err)
 	}

@@ -1,7 +1,6 @@
 package notify
 
 import (
-	"encoding/json"
 	"fmt"
 	"maps"
 	"time"
@@ -24,7 +23,7 @@ const (
 )
 
 // Requester is who asked for an action and why: every event of an action
-// carries it (Details[DetailRequester]), so the incident record is an
+// carries it (Details.Requester), so the incident record is an
 // audit trail.
 type Requester struct {
 	Kind string `json:"kind"`
@@ -60,57 +59,4 @@ func (r Requester) String() string {
 func (r Requester) Clone() Requester {
 	r.Labels = maps.Clone(r.Labels)
 	return r
-}
-
-// detailTypes are the Detail* keys whose values are not plain JSON: a
-// decoded event gets them back as the types producers put in (a Sample
-// slice, not a slice of maps), so an event read back from the outbox is
-// delivered exactly as one fresh from its producer.
-var detailTypes = map[string]func(json.RawMessage) (any, error){
-	DetailSamples:         decodeAs[[]Sample],
-	DetailDeployedAt:      decodeAs[time.Time],
-	DetailBreachStartedAt: decodeAs[time.Time],
-	DetailPlan:            decodeAs[[]string],
-	DetailSteps:           decodeAs[[]StepResult],
-	DetailDataIntegrity:   decodeAs[DataIntegrity],
-	DetailRequester:       decodeAs[Requester],
-	"since":               decodeAs[time.Time],
-	"undone":              decodeAs[[]string],
-	"left_behind":         decodeAs[[]string],
-}
-
-func decodeAs[T any](b json.RawMessage) (any, error) {
-	var v T
-	err := json.Unmarshal(b, &v)
-	return v, err
-}
-
-// UnmarshalJSON reads an event, restoring the typed Detail* values.
-func (e *Event) UnmarshalJSON(b []byte) error {
-	type plain Event
-	var in struct {
-		plain
-		Details map[string]json.RawMessage `json:"details,omitempty"`
-	}
-	if err := json.Unmarshal(b, &in); err != nil {
-		return err
-	}
-	*e = Event(in.plain)
-	e.Details = nil
-	if in.Details == nil {
-		return nil
-	}
-	e.Details = make(map[string]any, len(in.Details))
-	for k, raw := range in.Details {
-		dec := detailTypes[k]
-		if dec == nil {
-			dec = decodeAs[any]
-		}
-		v, err := dec(raw)
-		if err != nil {
-			return fmt.Errorf("details.%s: %w", k, err)
-		}
-		e.Details[k] = v
-	}
-	return nil
 }

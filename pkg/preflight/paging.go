@@ -103,7 +103,7 @@ func (r *runner) testPage(ctx context.Context) (Status, string) {
 		Kind: notify.KindTest, Time: now, Severity: notify.SeverityInfo,
 		Target:  notify.Target{Namespace: r.t.Namespace, Deployment: r.t.Deployment},
 		Summary: fmt.Sprintf("rollguard preflight test page for target %s (%s/%s): no action needed", r.t.Name, r.t.Namespace, r.t.Deployment),
-		Details: map[string]any{"preflight": true, "target_name": r.t.Name},
+		Details: notify.Details{Preflight: true, TargetName: r.t.Name},
 	}
 	err = n.Notify(ctx, ev)
 	status, path := rec.last()

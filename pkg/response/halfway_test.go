@@ -37,7 +37,7 @@ func TestHalfwayRollbackPagesTheStateLeftBehind(t *testing.T) {
 	if failed == nil {
 		t.Fatalf("no rollback_failed page: %v", f.q.kinds())
 	}
-	left, _ := failed.Details[notify.DetailLeftBehind].(string)
+	left := failed.Details.StateLeftBehind
 	for _, want := range []string{
 		"production/pggit-api api=pggit-api:v1.0.3, 2 replicas asked",
 		"the previous version pggit-api:v1.0.3 is in place at 2 of the 4 recorded replicas",

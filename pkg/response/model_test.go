@@ -521,13 +521,13 @@ func (p *process) Enqueue(e notify.Event) {
 				steps = append(steps, st.Name+"="+string(st.State)+" "+st.Detail)
 			}
 			w.violation("run %s (%s, resumed in event %v) succeeded with %d replicas, recorded %d; event %q; steps:\n%s",
-				j.RunID, j.Action, e.Details["run_id"], kube.Replicas(d), j.Replicas, e.Summary, strings.Join(steps, "\n"))
+				j.RunID, j.Action, e.Details.RunID, kube.Replicas(d), j.Replicas, e.Summary, strings.Join(steps, "\n"))
 		}
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if img, ok := e.Details[notify.DetailBadVersion].(string); ok && e.Kind == notify.KindRollbackStarted {
-		if st, _ := e.Details[notify.DetailStrategy].(string); rollback.Action(st).Rolls() {
+	if img := e.Details.BadVersion; img != "" && e.Kind == notify.KindRollbackStarted {
+		if rollback.Action(e.Details.Strategy).Rolls() {
 			w.judged[strings.TrimPrefix(img, "api=")] = true
 		}
 	}
@@ -863,14 +863,14 @@ func (m *model) check(t *rapid.T) {
 	}
 	byIncident := map[string]string{} // run → incident its events used
 	for _, e := range events {
-		id, _ := e.Details["run_id"].(string)
+		id := e.Details.RunID
 		if id == "" {
 			continue
 		}
 		if want, ok := incident[id]; ok && want != "" && e.IncidentID != want {
 			var trail []string
 			for _, x := range events {
-				if x.Details["run_id"] == id || x.IncidentID == e.IncidentID {
+				if x.Details.RunID == id || x.IncidentID == e.IncidentID {
 					trail = append(trail, fmt.Sprintf("%s %s %q", x.Kind, x.IncidentID, x.Summary))
 				}
 			}

@@ -77,21 +77,16 @@ func (o *runObserver) event(f rollback.Facts) (notify.Event, bool) {
 	}
 	e := *o.base
 	o.mu.Unlock()
-	e.Details = maps.Clone(e.Details)
 	e.Time = o.r.opts.Now()
-	if f.RunID != "" {
-		e.Details["run_id"] = f.RunID
-	}
-	e.Details[notify.DetailStrategy] = string(f.Action)
+	e.Details.RunID = f.RunID
+	e.Details.Strategy = string(f.Action)
 	if img := images(f.Bad.Images); img != "" {
-		e.Details[notify.DetailBadVersion] = img
+		e.Details.BadVersion = img
 	}
 	if f.Pinned != nil {
-		e.Details[notify.DetailRestoredVersion] = images(f.Pinned.Images)
+		e.Details.RestoredVersion = images(f.Pinned.Images)
 	}
-	if f.GitOps != "" {
-		e.Details["gitops"] = f.GitOps
-	}
+	e.Details.GitOps = f.GitOps
 	return e, true
 }
 
@@ -124,7 +119,7 @@ func (o *runObserver) PlanStarted(f rollback.Facts) {
 	verb := "ROLLBACK INITIATED"
 	if f.Resumed {
 		verb = "ROLLBACK RESUMED"
-		e.Details[notify.DetailResumed] = true
+		e.Details.Resumed = true
 	}
 	e.Summary = fmt.Sprintf("%s: %s/%s with plan %s (%s)", verb, f.Namespace, f.Deployment, f.Action, f.Reason)
 	r.queue.Enqueue(e)
@@ -136,7 +131,7 @@ func (o *runObserver) StepStarted(f rollback.Facts) {
 		return
 	}
 	e.Kind = notify.KindStepStarted
-	e.Details[notify.DetailStep] = f.Step
+	e.Details.Step = f.Step
 	e.Summary = fmt.Sprintf("%s/%s: step %d/%d %s started: %s", f.Namespace, f.Deployment, f.StepIndex, f.Steps, f.Step, f.Description)
 	o.r.queue.Enqueue(e)
 }
@@ -162,23 +157,19 @@ func (o *runObserver) StepFinished(f rollback.Facts) {
 		return
 	}
 	e.Kind = notify.KindStepFinished
-	e.Details[notify.DetailStep] = f.Step
-	e.Details[notify.DetailStepOutcome] = outcome
+	e.Details.Step, e.Details.StepOutcome, e.Details.StepDetail = f.Step, outcome, f.Detail
 	if f.Err != nil {
-		e.Details[notify.DetailStepError] = f.Err.Error()
-	}
-	if f.Detail != "" {
-		e.Details[notify.DetailStepDetail] = f.Detail
+		e.Details.StepError = f.Err.Error()
 	}
 	if f.Err == nil {
 		switch f.Step {
 		case rollback.StepWaitRollout:
-			e.Details[notify.DetailMilestone] = notify.MilestoneRestored
+			e.Details.Milestone = notify.MilestoneRestored
 		case rollback.StepVerify:
-			e.Details[notify.DetailVerification] = f.Detail
+			e.Details.Verification = f.Detail
 			if outcome == notify.OutcomeOK {
 				// Only a verified recovery is "stable".
-				e.Details[notify.DetailMilestone] = notify.MilestoneStable
+				e.Details.Milestone = notify.MilestoneStable
 			}
 		}
 	}
@@ -221,33 +212,34 @@ func (o *runObserver) PlanFinished(f rollback.Facts) {
 			if err != nil {
 				r.log.Warn("data integrity check failed", zap.String("namespace", f.Namespace), zap.String("deployment", f.Deployment), zap.Error(err))
 			} else if di != nil {
-				e.Details[notify.DetailDataIntegrity] = *di
+				v := *di
+				e.Details.DataIntegrity = &v
 			}
 		}
 		e.Kind = notify.KindRollbackSucceeded
-		e.Summary = fmt.Sprintf("ROLLBACK COMPLETE: %s/%s restored to %s with plan %s", f.Namespace, f.Deployment, e.Details[notify.DetailRestoredVersion], f.Action)
+		e.Summary = fmt.Sprintf("ROLLBACK COMPLETE: %s/%s restored to %s with plan %s", f.Namespace, f.Deployment, e.Details.RestoredVersion, f.Action)
 		if f.Unverified != "" {
 			// Rolled back, but nothing says the service recovered: never
 			// a success page.
 			e.Kind = notify.KindRollbackUnverified
-			e.Details[notify.DetailVerification] = f.Unverified
+			e.Details.Verification = f.Unverified
 			e.Summary = fmt.Sprintf("ROLLBACK DONE, UNVERIFIED: %s/%s restored to %s with plan %s, recovery not verified: %s",
-				f.Namespace, f.Deployment, e.Details[notify.DetailRestoredVersion], f.Action, f.Unverified)
+				f.Namespace, f.Deployment, e.Details.RestoredVersion, f.Action, f.Unverified)
 		}
 	} else {
 		e.Kind = notify.KindRollbackFailed
-		e.Details[notify.DetailError] = f.Err.Error()
+		e.Details.Error = f.Err.Error()
 		e.Summary = fmt.Sprintf("ROLLBACK STOPPED: %s/%s: %v", f.Namespace, f.Deployment, f.Err)
 		if len(f.Undone) > 0 {
-			e.Details["undone"] = f.Undone
+			e.Details.Undone = f.Undone
 			e.Summary += fmt.Sprintf(" (put back: %v)", f.Undone)
 		}
 		if len(f.LeftBehind) > 0 {
-			e.Details["left_behind"] = f.LeftBehind
+			e.Details.LeftBehind = f.LeftBehind
 			e.Summary += fmt.Sprintf(" (NOT put back: %v)", f.LeftBehind)
 		}
 		if s := f.StateLeftBehind; s != nil {
-			e.Details[notify.DetailLeftBehind] = s.Detail
+			e.Details.StateLeftBehind = s.Detail
 			e.Summary += "; " + s.Summary
 		}
 	}

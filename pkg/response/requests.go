@@ -148,7 +148,7 @@ func (r *Responder) Reject(by notify.Requester, targetName string, security bool
 	r.queue.Enqueue(notify.Event{
 		Kind: notify.KindCannotRollback, Time: now, Target: nt, IncidentID: notify.IncidentID(nt, "alert-"+by.Fingerprint),
 		Severity: sev, Security: security, Summary: summary,
-		Details: map[string]any{notify.DetailReason: "rejected-alert: " + why, notify.DetailRequester: by},
+		Details: notify.Details{Reason: "rejected-alert: " + why, Requester: &by},
 	})
 	r.log.Warn("alert rejected", zap.String("alert", by.Name), zap.String("fingerprint", by.Fingerprint), zap.String("reason", why))
 }

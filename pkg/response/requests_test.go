@@ -86,8 +86,8 @@ func TestAlertPredatingTheRevisionIsNotApplied(t *testing.T) {
 	if len(pages) != 1 || !strings.Contains(pages[0].Summary, "alert-predates-revision") || !strings.Contains(pages[0].Summary, "SecurityRollback") {
 		t.Fatalf("pages %v, want one cannot_rollback naming the alert", f.q.kinds())
 	}
-	by, _ := pages[0].Details[notify.DetailRequester].(notify.Requester)
-	if by.Kind != notify.RequestedByAlertmanager || by.Fingerprint != "f1" || by.Labels["rollguard_target"] != "pggit-api" {
+	by := pages[0].Details.Requester
+	if by == nil || by.Kind != notify.RequestedByAlertmanager || by.Fingerprint != "f1" || by.Labels["rollguard_target"] != "pggit-api" {
 		t.Errorf("page requester %+v, want the alert", by)
 	}
 	// Sent again: the same firing, not a new request, not a new page.
@@ -123,9 +123,9 @@ func TestAlertRepeatIsOneRequest(t *testing.T) {
 		t.Fatalf("alert log entry %+v, want done and succeeded", e)
 	}
 	for _, e := range f.q.events {
-		by, ok := e.Details[notify.DetailRequester].(notify.Requester)
-		if !ok || by.Fingerprint != "fp" || !by.StartsAt.Equal(start) || by.Name != "SecurityRollback" {
-			t.Fatalf("%s event requester %+v, want the alert", e.Kind, e.Details[notify.DetailRequester])
+		by := e.Details.Requester
+		if by == nil || by.Fingerprint != "fp" || !by.StartsAt.Equal(start) || by.Name != "SecurityRollback" {
+			t.Fatalf("%s event requester %+v, want the alert", e.Kind, e.Details.Requester)
 		}
 	}
 

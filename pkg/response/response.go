@@ -403,7 +403,7 @@ func (r *Responder) Blind(b trigger.Blind) {
 		Kind: notify.KindBlind, Time: r.opts.Now(), Target: r.notifyTarget(st.cfg), Trigger: b.Trigger,
 		Severity: notify.SeverityWarning,
 		Summary:  fmt.Sprintf("rollguard is blind on %s/%s: no data since %s", b.Target, b.Trigger, b.Since.UTC().Format(time.RFC3339)),
-		Details:  map[string]any{notify.DetailError: b.LastError, "since": b.Since},
+		Details:  notify.Details{Error: b.LastError, Since: b.Since},
 	})
 }
 
@@ -426,7 +426,7 @@ func (r *Responder) unblind(b trigger.Blind, key string) {
 		Severity: notify.SeverityWarning,
 		Summary: fmt.Sprintf("rollguard sees again on %s/%s: data since %s (blind since %s)", b.Target, b.Trigger,
 			b.Until.UTC().Format(time.RFC3339), b.Since.UTC().Format(time.RFC3339)),
-		Details: map[string]any{"since": b.Since, "until": b.Until},
+		Details: notify.Details{Since: b.Since, Until: b.Until},
 	})
 }
 
@@ -954,10 +954,10 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 			steps = append(steps, s.Name)
 		}
 	}
-	e.Details[notify.DetailPlan] = steps
-	e.Details[notify.DetailStrategy] = string(plan)
+	e.Details.Plan = steps
+	e.Details.Strategy = string(plan)
 	if err != nil {
-		e.Details[notify.DetailReason] = err.Error()
+		e.Details.Reason = err.Error()
 		e.Summary = fmt.Sprintf("dry-run: %s: would roll back with %s, but: %v", t.Name, plan, err)
 	} else {
 		e.Summary = fmt.Sprintf("dry-run: %s: would roll back %s with %s (%d steps)", t.Name, info.image, plan, len(steps))
@@ -1006,7 +1006,7 @@ func (r *Responder) cannotOnce(j job, t Target, info revisionInfo, reason, detai
 	e := r.event(j, t, info, notify.IncidentID(r.notifyTarget(t), info.revision))
 	e.Kind = notify.KindCannotRollback
 	e.Summary = fmt.Sprintf("cannot roll back %s: %s: %s", t.Name, reason, detail)
-	e.Details[notify.DetailReason] = reason + ": " + detail
+	e.Details.Reason = reason + ": " + detail
 	r.queue.Enqueue(e)
 	r.log.Warn("cannot roll back", zap.String("target", t.Name), zap.String("reason", reason), zap.String("detail", detail))
 }
@@ -1026,28 +1026,20 @@ func (r *Responder) event(j job, t Target, info revisionInfo, id string) notify.
 	}
 	e := notify.Event{
 		Time: r.opts.Now(), Target: r.notifyTarget(t), IncidentID: id, Severity: sev, Security: j.security,
-		Details: map[string]any{notify.DetailReason: j.reason},
+		Details: notify.Details{Reason: j.reason, BadVersion: info.image, DeployedAt: info.deployedAt},
 	}
 	if j.by.Kind != "" {
-		e.Details[notify.DetailRequester] = j.by.Clone()
-	}
-	if info.image != "" {
-		e.Details[notify.DetailBadVersion] = info.image
-	}
-	if !info.deployedAt.IsZero() {
-		e.Details[notify.DetailDeployedAt] = info.deployedAt
+		by := j.by.Clone()
+		e.Details.Requester = &by
 	}
 	if d := j.decision; d != nil {
 		e.Trigger = d.Trigger
-		e.Details[notify.DetailQuery] = d.Query
-		e.Details[notify.DetailThreshold] = d.Threshold
-		e.Details[notify.DetailOp] = string(d.Op)
-		e.Details[notify.DetailBreachStartedAt] = d.FirstBreach
+		e.Details.Query, e.Details.Threshold, e.Details.Op, e.Details.BreachStartedAt = d.Query, new(d.Threshold), string(d.Op), d.FirstBreach
 		samples := make([]notify.Sample, 0, len(d.Samples))
 		for _, s := range d.Samples {
 			samples = append(samples, notify.Sample{Time: s.Time, Value: s.Value})
 		}
-		e.Details[notify.DetailSamples] = samples
+		e.Details.Samples = samples
 	}
 	if r.opts.StatusURL != "" && id != "" {
 		e.Links = []notify.Link{{Href: r.opts.StatusURL + "/api/v1/incidents/" + id, Text: "rollguard incident"}}

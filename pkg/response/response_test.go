@@ -39,7 +39,7 @@ func (q *recQueue) kinds() []string {
 	var out []string
 	for _, e := range q.events {
 		k := string(e.Kind)
-		if s, ok := e.Details[notify.DetailStep].(string); ok {
+		if s := e.Details.Step; s != "" {
 			k += ":" + s
 		}
 		out = append(out, k)
@@ -349,8 +349,8 @@ func TestSucceededEventCarriesDataIntegrity(t *testing.T) {
 	}
 	f.fire(t)
 	last := f.q.events[len(f.q.events)-1]
-	di, ok := last.Details[notify.DetailDataIntegrity].(notify.DataIntegrity)
-	if last.Kind != notify.KindRollbackSucceeded || !ok || di.AlertDeliveryQueue != 42 || di.UnresolvedConflicts != 1 {
-		t.Fatalf("last event %s details %v", last.Kind, last.Details[notify.DetailDataIntegrity])
+	di := last.Details.DataIntegrity
+	if last.Kind != notify.KindRollbackSucceeded || di == nil || di.AlertDeliveryQueue != 42 || di.UnresolvedConflicts != 1 {
+		t.Fatalf("last event %s details %v", last.Kind, last.Details.DataIntegrity)
 	}
 }

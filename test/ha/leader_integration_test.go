@@ -306,7 +306,7 @@ func TestPagesSurviveLeaderKill(t *testing.T) {
 	}
 	delivered := 0
 	for _, pe := range atKill {
-		step, _ := pe.Event.Details[notify.DetailStep].(string)
+		step := pe.Event.Details.Step
 		k := pageKey(string(pe.Event.Kind), step, pe.Event.Time)
 		if got[k] == 0 {
 			t.Errorf("pending %s never reached PagerDuty", k)

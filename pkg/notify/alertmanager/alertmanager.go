@@ -22,7 +22,6 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -320,55 +319,28 @@ func description(e notify.Event) string {
 	}
 	add("milestone", string(e.Kind))
 	d := e.Details
-	str := func(k string) string {
-		switch v := d[k].(type) {
-		case string:
-			return v
-		case time.Time:
-			return v.UTC().Format(time.RFC3339)
-		case fmt.Stringer:
-			return v.String()
-		case nil:
-			return ""
-		default:
-			return fmt.Sprint(v)
-		}
+	add("query", d.Query)
+	if d.Threshold != nil {
+		add("threshold", fmt.Sprintf("%s %g", d.Op, *d.Threshold))
 	}
-	add("query", str(notify.DetailQuery))
-	if thr, ok := d[notify.DetailThreshold].(float64); ok {
-		add("threshold", fmt.Sprintf("%s %g", str(notify.DetailOp), thr))
+	if d.Window != 0 {
+		add("window", d.Window.String())
 	}
-	add("window", str(notify.DetailWindow))
-	add("bad version", str(notify.DetailBadVersion))
-	add("restored version", str(notify.DetailRestoredVersion))
-	if plan, ok := d[notify.DetailPlan].([]string); ok && len(plan) > 0 {
-		add("plan", strings.Join(plan, " → "))
+	add("bad version", d.BadVersion)
+	add("restored version", d.RestoredVersion)
+	if len(d.Plan) > 0 {
+		add("plan", strings.Join(d.Plan, " → "))
 	}
-	add("step", str(notify.DetailStep))
-	add("step result", str(notify.DetailStepOutcome))
-	add("step error", str(notify.DetailStepError))
-	add("reason", str(notify.DetailReason))
-	add("error", str(notify.DetailError))
-	var rest []string
-	for k := range d {
-		if !known[k] {
-			rest = append(rest, k)
-		}
-	}
-	sort.Strings(rest)
-	for _, k := range rest {
-		if s, ok := d[k].(string); ok {
-			add(k, s)
-		}
-	}
+	add("step", d.Step)
+	add("step result", d.StepOutcome)
+	add("step error", d.StepError)
+	add("reason", d.Reason)
+	add("error", d.Error)
+	// The other text details under their JSON keys, in key order.
+	add("gitops", d.GitOps)
+	add("run_id", d.RunID)
+	add("state_left_behind", d.StateLeftBehind)
+	add("step_detail", d.StepDetail)
+	add("target_name", d.TargetName)
 	return strings.Join(lines, "\n")
-}
-
-var known = map[string]bool{
-	notify.DetailQuery: true, notify.DetailThreshold: true, notify.DetailOp: true, notify.DetailWindow: true,
-	notify.DetailSamples: true, notify.DetailBadVersion: true, notify.DetailRestoredVersion: true,
-	notify.DetailDeployedAt: true, notify.DetailBreachStartedAt: true, notify.DetailPlan: true,
-	notify.DetailStrategy: true, notify.DetailStep: true, notify.DetailStepError: true,
-	notify.DetailStepOutcome: true, notify.DetailSteps: true, notify.DetailMilestone: true,
-	notify.DetailReason: true, notify.DetailVerification: true, notify.DetailDataIntegrity: true, notify.DetailError: true,
 }

@@ -129,9 +129,9 @@ receivers:
 	stuckID := notify.IncidentID(stuck, "3")
 	q.Enqueue(notify.Event{Kind: notify.KindDetected, Time: now, Target: ok, Trigger: "error-rate", IncidentID: okID, Severity: notify.SeverityCritical})
 	q.Enqueue(notify.Event{Kind: notify.KindRollbackStarted, Time: now.Add(time.Millisecond), Target: ok, Trigger: "error-rate", IncidentID: okID, Severity: notify.SeverityCritical,
-		Details: map[string]any{notify.DetailPlan: []string{"stop", "application", "ramp"}}})
+		Details: notify.Details{Plan: []string{"stop", "application", "ramp"}}})
 	q.Enqueue(notify.Event{Kind: notify.KindCannotRollback, Time: now, Target: stuck, Trigger: "error-rate", IncidentID: stuckID, Severity: notify.SeverityCritical,
-		Details: map[string]any{notify.DetailReason: "target is frozen"}})
+		Details: notify.Details{Reason: "target is frozen"}})
 
 	sandboxfixture.WaitFor(t, "both incidents firing in Alertmanager", 10*time.Second, 100*time.Millisecond, func(ctx context.Context) (bool, string, error) {
 		as, err := getAlerts(ctx, am)

@@ -24,14 +24,14 @@ func incident() []notify.Event {
 	id := notify.IncidentID(tgt, "7")
 	return []notify.Event{
 		{Kind: notify.KindDetected, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailQuery: "ratio", notify.DetailThreshold: 0.05, notify.DetailOp: "above", notify.DetailBadVersion: "v1.1.0"}},
+			Details: notify.Details{Query: "ratio", Threshold: new(0.05), Op: "above", BadVersion: "v1.1.0"}},
 		{Kind: notify.KindRollbackStarted, Time: at.Add(time.Second), Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailPlan: []string{"stop", "application"}}},
+			Details: notify.Details{Plan: []string{"stop", "application"}}},
 		// Step events carry no trigger nor severity: the alert is still
 		// the incident's.
-		{Kind: notify.KindStepStarted, Time: at.Add(2 * time.Second), Target: tgt, IncidentID: id, Details: map[string]any{notify.DetailStep: "stop"}},
+		{Kind: notify.KindStepStarted, Time: at.Add(2 * time.Second), Target: tgt, IncidentID: id, Details: notify.Details{Step: "stop"}},
 		{Kind: notify.KindRollbackSucceeded, Time: at.Add(30 * time.Second), Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailRestoredVersion: "v1.0.3"}},
+			Details: notify.Details{RestoredVersion: "v1.0.3"}},
 	}
 }
 

@@ -294,8 +294,7 @@ func Pages(e notify.Event) bool {
 	case notify.KindRollbackStarted:
 		// The detection already triggered the alert; a resumed run is
 		// taken up by a rollguard that may never have paged it.
-		resumed, _ := e.Details[notify.DetailResumed].(bool)
-		return resumed
+		return e.Details.Resumed
 	}
 	return true
 }
@@ -332,14 +331,7 @@ func (n *Notifier) Events(e notify.Event, routingKey string) []*pd.V2Event {
 	if e.Security {
 		details["security"] = true
 	}
-	for k, v := range e.Details {
-		if d, ok := v.(time.Duration); ok {
-			// Nanoseconds mean nothing to a human reading the alert.
-			v = d.String()
-		}
-		details[k] = v
-	}
-	details = fitDetails(details)
+	details = fitDetails(addDetails(details, e.Details))
 
 	var links []any
 	if l, ok := n.incidentLink(e); ok {
@@ -376,10 +368,32 @@ func (n *Notifier) Events(e notify.Event, routingKey string) []*pd.V2Event {
 	return out
 }
 
+// addDetails adds e's details to custom_details under their JSON keys.
+func addDetails(to map[string]any, d notify.Details) map[string]any {
+	b, err := json.Marshal(d)
+	var fields map[string]json.RawMessage
+	if err == nil {
+		err = json.Unmarshal(b, &fields)
+	}
+	if err != nil {
+		// A threshold that is not a number: the record has the rest.
+		return map[string]any{"omitted": "details too large or not JSON; see the incident record"}
+	}
+	for k, v := range fields {
+		to[k] = v
+	}
+	if d.Window != 0 {
+		// Nanoseconds mean nothing to a human reading the alert.
+		to["window"] = d.Window.String()
+	}
+	return to
+}
+
 // fitDetails keeps custom_details under the API's size limit by dropping
 // the bulkiest evidence (the window's samples, then step results) first.
 func fitDetails(d map[string]any) map[string]any {
-	for _, k := range []string{notify.DetailSamples, notify.DetailSteps, notify.DetailPlan} {
+	// The JSON keys of Details.Samples, Steps and Plan.
+	for _, k := range []string{"samples", "steps", "plan"} {
 		b, err := json.Marshal(d)
 		if err == nil && len(b) <= maxDetails {
 			return d
@@ -412,8 +426,7 @@ func (n *Notifier) ChangeEvent(e notify.Event) (pd.ChangeEvent, bool) {
 	default:
 		return pd.ChangeEvent{}, false
 	}
-	bad, _ := e.Details[notify.DetailBadVersion].(string)
-	good, _ := e.Details[notify.DetailRestoredVersion].(string)
+	bad, good := e.Details.BadVersion, e.Details.RestoredVersion
 	summary := fmt.Sprintf("rollguard rollback of %s %s", e.Target, what)
 	if bad != "" || good != "" {
 		summary += fmt.Sprintf(" (%s -> %s)", orUnknown(bad), orUnknown(good))

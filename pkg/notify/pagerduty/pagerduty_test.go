@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -103,10 +102,10 @@ func detected() notify.Event {
 		IncidentID: "production_pggit-api_7",
 		Severity:   notify.SeverityCritical,
 		Summary:    "error rate 0.2 > 0.05 for 60s",
-		Details: map[string]any{
-			notify.DetailQuery:      `sum(rate(http_requests_total{status="500"}[1m]))/sum(rate(http_requests_total[1m]))`,
-			notify.DetailThreshold:  0.05,
-			notify.DetailBadVersion: "v1.1.0",
+		Details: notify.Details{
+			Query:      `sum(rate(http_requests_total{status="500"}[1m]))/sum(rate(http_requests_total[1m]))`,
+			Threshold:  new(0.05),
+			BadVersion: "v1.1.0",
 		},
 	}
 }
@@ -169,7 +168,6 @@ func TestEventMapping(t *testing.T) {
 	with := func(k notify.Kind, mod func(*notify.Event)) notify.Event {
 		e := base
 		e.Kind = k
-		e.Details = maps.Clone(base.Details)
 		if mod != nil {
 			mod(&e)
 		}
@@ -185,7 +183,7 @@ func TestEventMapping(t *testing.T) {
 	}{
 		{name: "rollback started: a change event, the detection paged", e: with(notify.KindRollbackStarted, nil),
 			want: []sent{{"/v2/change/enqueue", "", "", "", routingKey}}},
-		{name: "rollback resumed: trigger and change event", e: with(notify.KindRollbackStarted, func(e *notify.Event) { e.Details[notify.DetailResumed] = true }),
+		{name: "rollback resumed: trigger and change event", e: with(notify.KindRollbackStarted, func(e *notify.Event) { e.Details.Resumed = true }),
 			want: []sent{{"/v2/enqueue", "trigger", inc, "critical", routingKey}, {"/v2/change/enqueue", "", "", "", routingKey}}},
 		{name: "a step is not paged", e: with(notify.KindStepFinished, func(e *notify.Event) { e.Severity = "" }),
 			want: nil},
@@ -248,7 +246,7 @@ func TestChangeEventBody(t *testing.T) {
 	n, _ := New(Options{Endpoint: srv.URL, RoutingKey: routingKey, Source: "rollguard/eu1"}, zap.NewNop())
 	e := detected()
 	e.Kind = notify.KindRollbackStarted
-	e.Details[notify.DetailRestoredVersion] = "v1.0.3"
+	e.Details.RestoredVersion = "v1.0.3"
 	if err := n.Notify(context.Background(), e); err != nil {
 		t.Fatal(err)
 	}

@@ -25,9 +25,9 @@ func rollbackEvents(tg notify.Target, id string, t0 time.Time, final notify.Kind
 	}
 	for i, s := range []string{"stop", "application", "wait-rollout", "ramp", "verify"} {
 		evs = append(evs,
-			notify.Event{Kind: notify.KindStepStarted, Time: at(2 + 2*i), Target: tg, Trigger: "error-rate", IncidentID: id, Details: map[string]any{notify.DetailStep: s}},
+			notify.Event{Kind: notify.KindStepStarted, Time: at(2 + 2*i), Target: tg, Trigger: "error-rate", IncidentID: id, Details: notify.Details{Step: s}},
 			notify.Event{Kind: notify.KindStepFinished, Time: at(3 + 2*i), Target: tg, Trigger: "error-rate", IncidentID: id,
-				Details: map[string]any{notify.DetailStep: s, notify.DetailStepOutcome: notify.OutcomeOK}})
+				Details: notify.Details{Step: s, StepOutcome: notify.OutcomeOK}})
 	}
 	return append(evs, notify.Event{Kind: final, Time: at(20), Target: tg, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical})
 }

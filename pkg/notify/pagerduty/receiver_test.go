@@ -33,7 +33,7 @@ func TestAgainstReceiver(t *testing.T) {
 	t0 := time.Date(2026, 11, 25, 14, 35, 0, 0, time.UTC)
 	for i, k := range []notify.Kind{notify.KindDetected, notify.KindRollbackStarted, notify.KindStepStarted, notify.KindRollbackSucceeded, notify.KindBlind, notify.KindTest} {
 		e := notify.Event{Kind: k, Time: t0.Add(time.Duration(i) * time.Second), Target: tg, Trigger: "error-rate", IncidentID: id,
-			Details: map[string]any{notify.DetailStep: "stop", notify.DetailWindow: time.Minute}}
+			Details: notify.Details{Step: "stop", Window: time.Minute}}
 		if err := n.Notify(context.Background(), e); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}

@@ -115,7 +115,7 @@ func TestSandboxReceiver(t *testing.T) {
 	now := time.Now().UTC()
 	for i, k := range []notify.Kind{notify.KindDetected, notify.KindRollbackStarted, notify.KindRollbackSucceeded} {
 		q.Enqueue(notify.Event{Kind: k, Time: now.Add(time.Duration(i) * time.Second), Target: tg, Trigger: "error-rate",
-			IncidentID: id, Details: map[string]any{notify.DetailBadVersion: "v1.1.0", notify.DetailRestoredVersion: "v1.0.3"}})
+			IncidentID: id, Details: notify.Details{BadVersion: "v1.1.0", RestoredVersion: "v1.0.3"}})
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {

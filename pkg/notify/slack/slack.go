@@ -196,7 +196,7 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 	case notify.KindRollbackUnverified:
 		var b strings.Builder
 		fmt.Fprintf(&b, "⚠️ ROLLBACK DONE, UNVERIFIED: %s\nrollguard rolled back but had no data to judge the recovery by; a human must check.", t)
-		if v, ok := e.Details[notify.DetailVerification].(string); ok && v != "" {
+		if v := e.Details.Verification; v != "" {
 			fmt.Fprintf(&b, "\nWhat is known: %s", v)
 		}
 		if rec != nil {
@@ -207,7 +207,7 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 	case notify.KindRollbackFailed:
 		var b strings.Builder
 		fmt.Fprintf(&b, "🔥 ROLLBACK FAILED: %s: %s\nA human must take over now; rollguard has stopped.", t, summary)
-		if v, ok := e.Details[notify.DetailLeftBehind].(string); ok && v != "" {
+		if v := e.Details.StateLeftBehind; v != "" {
 			fmt.Fprintf(&b, "\nLeft behind: %s", v)
 		}
 		if rec != nil {
@@ -221,7 +221,7 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 	case notify.KindCannotRollback:
 		var b strings.Builder
 		fmt.Fprintf(&b, "🚨 ROLLBACK NEEDED, NOT POSSIBLE: %s: %s", t, summary)
-		if r, ok := e.Details[notify.DetailReason].(string); ok && r != "" {
+		if r := e.Details.Reason; r != "" {
 			fmt.Fprintf(&b, "\nReason: %s", r)
 		}
 		b.WriteString("\nA human must decide.")
@@ -230,7 +230,7 @@ func (n *Notifier) Render(e notify.Event) (string, bool) {
 	case notify.KindWouldRollback:
 		var b strings.Builder
 		fmt.Fprintf(&b, "🧪 DRY-RUN: would roll back %s: %s", t, summary)
-		if plan, ok := e.Details[notify.DetailPlan].([]string); ok && len(plan) > 0 {
+		if plan := e.Details.Plan; len(plan) > 0 {
 			fmt.Fprintf(&b, "\nPlan: %s", strings.Join(plan, " → "))
 		}
 		n.appendLinks(&b, e)

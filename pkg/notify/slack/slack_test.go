@@ -94,7 +94,7 @@ var tg = notify.Target{Namespace: "production", Deployment: "pggit-api"}
 
 const incID = "production_pggit-api_7"
 
-func ev(k notify.Kind, sec int, d map[string]any) notify.Event {
+func ev(k notify.Kind, sec int, d notify.Details) notify.Event {
 	return notify.Event{Kind: k, Time: time.Date(2026, 11, 25, 14, 32, sec, 0, time.UTC), Target: tg, Trigger: "error-rate",
 		IncidentID: incID, Severity: notify.SeverityCritical, Details: d}
 }
@@ -107,12 +107,12 @@ func TestMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := []notify.Event{
-		ev(notify.KindDetected, 10, map[string]any{notify.DetailBadVersion: "v1.1.0", notify.DetailDeployedAt: time.Date(2026, 11, 25, 14, 30, 0, 0, time.UTC),
-			notify.DetailQuery: "q", notify.DetailOp: "above", notify.DetailThreshold: 0.05}),
-		ev(notify.KindRollbackStarted, 11, map[string]any{notify.DetailRestoredVersion: "v1.0.3", notify.DetailPlan: []string{"preflight", "stop"}}),
-		ev(notify.KindStepStarted, 12, map[string]any{notify.DetailStep: "stop"}),
-		ev(notify.KindStepFinished, 13, map[string]any{notify.DetailStep: "stop", notify.DetailMilestone: notify.MilestoneRestored}),
-		ev(notify.KindRollbackSucceeded, 40, nil),
+		ev(notify.KindDetected, 10, notify.Details{BadVersion: "v1.1.0", DeployedAt: time.Date(2026, 11, 25, 14, 30, 0, 0, time.UTC),
+			Query: "q", Op: "above", Threshold: new(0.05)}),
+		ev(notify.KindRollbackStarted, 11, notify.Details{RestoredVersion: "v1.0.3", Plan: []string{"preflight", "stop"}}),
+		ev(notify.KindStepStarted, 12, notify.Details{Step: "stop"}),
+		ev(notify.KindStepFinished, 13, notify.Details{Step: "stop", Milestone: notify.MilestoneRestored}),
+		ev(notify.KindRollbackSucceeded, 40, notify.Details{}),
 	}
 	for _, e := range events {
 		if err := n.Notify(context.Background(), e); err != nil {
@@ -152,8 +152,8 @@ func TestFailureMessage(t *testing.T) {
 	f, hook := newFake(t)
 	n, _ := New(Options{WebhookURL: hook}, zap.NewNop())
 	for _, e := range []notify.Event{
-		ev(notify.KindRollbackStarted, 1, nil),
-		ev(notify.KindStepFinished, 5, map[string]any{notify.DetailStep: "wait", notify.DetailStepOutcome: notify.OutcomeFailed, notify.DetailStepError: "rollout timed out"}),
+		ev(notify.KindRollbackStarted, 1, notify.Details{}),
+		ev(notify.KindStepFinished, 5, notify.Details{Step: "wait", StepOutcome: notify.OutcomeFailed, StepError: "rollout timed out"}),
 		{Kind: notify.KindRollbackFailed, Time: time.Date(2026, 11, 25, 14, 32, 6, 0, time.UTC), Target: tg, IncidentID: incID, Summary: "plan stopped at wait"},
 	} {
 		if err := n.Notify(context.Background(), e); err != nil {
@@ -189,7 +189,7 @@ func TestErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, hook := newFake(t, tc.r)
 			n, _ := New(Options{WebhookURL: hook, Timeout: 50 * time.Millisecond}, zap.NewNop())
-			err := n.Notify(context.Background(), ev(notify.KindTest, 0, nil))
+			err := n.Notify(context.Background(), ev(notify.KindTest, 0, notify.Details{}))
 			if err == nil {
 				t.Fatal("Notify succeeded")
 			}
@@ -211,7 +211,7 @@ func TestConnectionRefusedIsScrubbed(t *testing.T) {
 	hook := srv.URL + secretPath
 	srv.Close()
 	n, _ := New(Options{WebhookURL: hook}, zap.NewNop())
-	err := n.Notify(context.Background(), ev(notify.KindTest, 0, nil))
+	err := n.Notify(context.Background(), ev(notify.KindTest, 0, notify.Details{}))
 	if !notify.IsRetryable(err) || strings.Contains(err.Error(), "SECRET") || strings.Contains(err.Error(), hook) {
 		t.Errorf("err = %v", err)
 	}
@@ -246,8 +246,8 @@ func TestQueue410NotRetriedAndNoSecretLogged(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go q.Run(ctx)
-	q.Enqueue(ev(notify.KindTest, 0, nil))
-	q.Enqueue(ev(notify.KindTest, 1, nil))
+	q.Enqueue(ev(notify.KindTest, 0, notify.Details{}))
+	q.Enqueue(ev(notify.KindTest, 1, notify.Details{}))
 	waitUntil(t, "two outcomes", func() bool { s := q.Status()[0]; return s.Delivered+s.Failed == 2 })
 	if got := len(f.messages()); got != 3 {
 		t.Errorf("posts = %d, want 3 (410 once; 429 then ok)", got)
@@ -300,10 +300,10 @@ func TestHangingPagerDutyDoesNotHoldBackSlack(t *testing.T) {
 	defer cancel()
 	go q.Run(ctx)
 	start := time.Now()
-	q.Enqueue(ev(notify.KindTest, 0, nil))
+	q.Enqueue(ev(notify.KindTest, 0, notify.Details{}))
 	pdHits.Wait()
-	q.Enqueue(ev(notify.KindTest, 1, nil))
-	q.Enqueue(ev(notify.KindBlind, 2, nil))
+	q.Enqueue(ev(notify.KindTest, 1, notify.Details{}))
+	q.Enqueue(ev(notify.KindBlind, 2, notify.Details{}))
 	if el := time.Since(start); el > 200*time.Millisecond {
 		t.Errorf("Enqueue took %v", el)
 	}

@@ -41,7 +41,7 @@ type Payload struct {
 	Trigger    string          `json:"trigger,omitempty"`
 	// Summary is one line for a human; never empty.
 	Summary string         `json:"summary"`
-	Details map[string]any `json:"details,omitempty"`
+	Details notify.Details `json:"details,omitzero"`
 	Links   []notify.Link  `json:"links,omitempty"`
 }
 
@@ -121,7 +121,13 @@ func NewPayload(e notify.Event) Payload {
 // same event sent to two webhooks, have the same id.
 func EventID(e notify.Event) string {
 	h := sha256.New()
-	for _, s := range []string{e.IncidentID, string(e.Kind), e.Trigger, e.Target.String(), fmt.Sprint(e.Details[notify.DetailStep])} {
+	step := e.Details.Step
+	if step == "" {
+		// What an absent step hashed as when details were a map: the ids
+		// of events without a step stay what receivers already have.
+		step = "<nil>"
+	}
+	for _, s := range []string{e.IncidentID, string(e.Kind), e.Trigger, e.Target.String(), step} {
 		var n [8]byte
 		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
 		h.Write(n[:])

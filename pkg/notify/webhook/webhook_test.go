@@ -66,31 +66,33 @@ func events() []notify.Event {
 	thr := 0.05
 	return []notify.Event{
 		{Kind: notify.KindDetected, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailQuery: "sum(rate(x[1m]))", notify.DetailThreshold: thr, notify.DetailOp: "above",
-				notify.DetailWindow: time.Minute, notify.DetailSamples: []notify.Sample{{Time: at, Value: 0.2}, {Time: at.Add(time.Second), Value: math.NaN()}},
-				notify.DetailBadVersion: "pggit-api:v1.1.0", notify.DetailDeployedAt: at.Add(-time.Hour), notify.DetailBreachStartedAt: at.Add(-time.Minute)}},
+			Details: notify.Details{Query: "sum(rate(x[1m]))", Threshold: new(thr), Op: "above",
+				Window: time.Minute, Samples: []notify.Sample{{Time: at, Value: 0.2}, {Time: at.Add(time.Second), Value: math.NaN()}},
+				BadVersion: "pggit-api:v1.1.0", DeployedAt: at.Add(-time.Hour), BreachStartedAt: at.Add(-time.Minute)}},
 		{Kind: notify.KindRollbackStarted, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailPlan: []string{"preflight", "stop", "application"}, notify.DetailStrategy: "quick"}},
-		{Kind: notify.KindStepStarted, Time: at, Target: tgt, IncidentID: id, Details: map[string]any{notify.DetailStep: "stop"}},
+			Details: notify.Details{Plan: []string{"preflight", "stop", "application"}, Strategy: "quick"}},
+		{Kind: notify.KindStepStarted, Time: at, Target: tgt, IncidentID: id, Details: notify.Details{Step: "stop"}},
 		{Kind: notify.KindStepFinished, Time: at, Target: tgt, IncidentID: id,
-			Details: map[string]any{notify.DetailStep: "application", notify.DetailStepOutcome: notify.OutcomeOK, notify.DetailMilestone: notify.MilestoneRestored,
-				notify.DetailStepDetail: "template set to api=pggit-api:v1.0.3 (generation 3)"}},
+			Details: notify.Details{Step: "application", StepOutcome: notify.OutcomeOK, Milestone: notify.MilestoneRestored,
+				StepDetail: "template set to api=pggit-api:v1.0.3 (generation 3)"}},
 		{Kind: notify.KindRollbackSucceeded, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailSteps: []notify.StepResult{{Name: "stop", Started: at, Finished: at, Outcome: notify.OutcomeOK}},
-				notify.DetailRestoredVersion: "pggit-api:v1.0.3", notify.DetailDataIntegrity: notify.DataIntegrity{AlertDeliveryQueue: 3}},
+			Details: notify.Details{Steps: []notify.StepResult{{Name: "stop", Started: at, Finished: at, Outcome: notify.OutcomeOK}},
+				RestoredVersion: "pggit-api:v1.0.3", DataIntegrity: &notify.DataIntegrity{AlertDeliveryQueue: 3}},
 			Links: []notify.Link{{Href: "https://rollguard.example/api/v1/incidents/" + id, Text: "incident"}}},
 		{Kind: notify.KindRollbackFailed, Time: at, Target: tgt, IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailError: "rollout timed out", notify.DetailStepError: "wait-rollout: timeout",
-				notify.DetailLeftBehind: "production/pggit-api api=pggit-api:v1.0.2, 2 replicas asked, 2 updated, 1 ready, 1 available"}},
+			Details: notify.Details{Error: "rollout timed out", StepError: "wait-rollout: timeout",
+				StateLeftBehind: "production/pggit-api api=pggit-api:v1.0.2, 2 replicas asked, 2 updated, 1 ready, 1 available"}},
 		{Kind: notify.KindRollbackUnverified, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailVerification: "no data to judge by: error-rate no data at 6 of 6 polls (prometheus unreachable)",
-				notify.DetailRestoredVersion: "pggit-api:v1.0.3"}},
+			Details: notify.Details{Verification: "no data to judge by: error-rate no data at 6 of 6 polls (prometheus unreachable)",
+				RestoredVersion: "pggit-api:v1.0.3"}},
 		{Kind: notify.KindCannotRollback, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityCritical,
-			Details: map[string]any{notify.DetailReason: "frozen"}},
+			Details: notify.Details{Reason: "frozen"}},
 		{Kind: notify.KindWouldRollback, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityInfo},
 		{Kind: notify.KindBlind, Time: at, Target: tgt, Trigger: "latency-p99", Severity: notify.SeverityWarning, Security: true},
 		{Kind: notify.KindBlindResolved, Time: at, Target: tgt, Trigger: "latency-p99", Severity: notify.SeverityWarning},
 		{Kind: notify.KindTest, Time: at, Target: notify.Target{Cluster: "eu-1", Namespace: "production", Deployment: "pggit-api"}, Summary: "hello"},
+		{Kind: notify.KindRecordFailed, Time: at, Target: tgt, Trigger: "error-rate", IncidentID: id, Severity: notify.SeverityError,
+			Details: notify.Details{Error: "configmap is full"}},
 	}
 }
 
@@ -182,7 +184,7 @@ func TestEventID(t *testing.T) {
 		}
 	}
 	a, b := evs[2], evs[2]
-	b.Details = map[string]any{notify.DetailStep: "application"}
+	b.Details = notify.Details{Step: "application"}
 	if EventID(a) == EventID(b) {
 		t.Errorf("two steps' events share an id")
 	}
