@@ -3,7 +3,6 @@ package backup_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rollguard/rollguard/pkg/backup"
+	"github.com/rollguard/rollguard/pkg/config/configtest"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -28,40 +28,19 @@ import (
 // the given DSN, and returns its path.
 func writeConfig(t *testing.T, dir, dsn, dumpPath string, verifyTables []string) string {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "primary-dsn"), []byte(dsn+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	vt := ""
 	if len(verifyTables) > 0 {
 		vt = "        verifyTables: [" + strings.Join(verifyTables, ", ") + "]\n"
 	}
-	yml := fmt.Sprintf(`
+	yml := `
 global:
   databases:
     - name: primary
       dsnFile: primary-dsn
       binDir: /usr/lib/postgresql/15/bin
 targets:
-  - name: pggit-api
-    namespace: production
-    deployment: pggit-api
-    triggers:
-      - name: pool
-        kind: connections
-        database: primary
-        above: 0.95
-    rollback:
-      database:
-        name: primary
-        migration: phase8_analytics_dashboard
-        dumpPath: %s
-        forensicDir: %s
-%s`, dumpPath, filepath.Join(dir, "forensics"), vt)
-	p := filepath.Join(dir, "rollguard.yaml")
-	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+` + configtest.DatabaseTarget("pggit-api", "phase8_analytics_dashboard", dumpPath, filepath.Join(dir, "forensics"), vt)
+	return configtest.Write(t, dir, yml, map[string]string{"primary-dsn": dsn + "\n"})
 }
 
 func entries(t *testing.T, dir string) []string {
