@@ -82,13 +82,7 @@ func recorded(seed uint64, steps int) map[string][]source.Range {
 // same evidence, and the same blind reports, at the same instants.
 func TestReplayMatchesEvaluator(t *testing.T) {
 	const steps = 3000
-	above := 0.1
-	cfgTrigger := config.Trigger{
-		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
-		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
-		OnError: trigger.OnErrorNoData,
-	}
+	cfgTrigger := recordedTrigger()
 	for _, tc := range []struct {
 		name            string
 		forDur, maxGap  time.Duration
@@ -147,13 +141,7 @@ type rangeDaemon struct {
 // replays, with the same evidence.
 func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
 	const steps = 3000
-	above := 0.1
-	cfgTrigger := config.Trigger{
-		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
-		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
-		OnError: trigger.OnErrorNoData,
-	}
+	cfgTrigger := recordedTrigger()
 	for _, tc := range []struct {
 		name                 string
 		forDur, blind        time.Duration
@@ -206,6 +194,18 @@ func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
 				sameAsDaemon(t, seed, got, rec, ev)
 			}
 		})
+	}
+}
+
+// recordedTrigger is the configured trigger the recorded history is
+// replayed through: the error ratio above 0.1 at 2 requests/s or more.
+func recordedTrigger() config.Trigger {
+	above := 0.1
+	return config.Trigger{
+		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
+		Match: map[string]string{"namespace": "prod", "deployment": "api"},
+		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
+		OnError: trigger.OnErrorNoData,
 	}
 }
 

@@ -43,19 +43,6 @@ targets:
 	return configtest.Write(t, dir, yml, map[string]string{"primary-dsn": dsn + "\n"})
 }
 
-func entries(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 func TestIntegrationBackupOfSandboxPrimary(t *testing.T) {
 	env := sandboxenv.Load(t)
 	dir := t.TempDir()
@@ -111,7 +98,7 @@ func TestIntegrationBackupOfSandboxPrimary(t *testing.T) {
 	if prevSum, _ := backup.FileSHA256(dump + ".prev"); prevSum != sum || res2.Previous != dump+".prev" {
 		t.Errorf(".prev sha %s, want %s; previous %q", prevSum, sum, res2.Previous)
 	}
-	got := entries(t, dumps)
+	got := backup.Names(t, dumps)
 	slices.Sort(got)
 	want := []string{"pggit_pre-phase8.dump", "pggit_pre-phase8.dump.json", "pggit_pre-phase8.dump.prev", "pggit_pre-phase8.dump.prev.json"}
 	if !slices.Equal(got, want) {
@@ -145,7 +132,7 @@ func TestIntegrationBackupBadInput(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUsage containing %q", err, tc.want)
 			}
 			t.Logf("error: %v", err)
-			if got := entries(t, dumps); len(got) != 0 {
+			if got := backup.Names(t, dumps); len(got) != 0 {
 				t.Errorf("left in the dump directory: %v", got)
 			}
 		})
@@ -231,7 +218,7 @@ DELETE FROM pggit.alert_delivery_queue WHERE id > 40;`)
 	if applied, err := db.MigrationApplied(ctx, "phase8_analytics_dashboard"); err != nil || applied {
 		t.Fatalf("migration applied after restore: %v %v", applied, err)
 	}
-	if got := entries(t, filepath.Join(dir, "forensics")); len(got) != 1 {
+	if got := backup.Names(t, filepath.Join(dir, "forensics")); len(got) != 1 {
 		t.Errorf("forensic dumps: %v", got)
 	}
 	// The backup itself is untouched by the rollback.

@@ -74,6 +74,17 @@ func (f *fakePD) requests() []received {
 	return append([]received(nil), f.got...)
 }
 
+// wantFields fails the test for each field of want that got (a decoded
+// JSON object, named by prefix in errors) does not hold.
+func wantFields(t *testing.T, prefix string, got, want map[string]any) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s%s = %v, want %v", prefix, k, got[k], v)
+		}
+	}
+}
+
 func detected() notify.Event {
 	return notify.Event{
 		Kind:       notify.KindDetected,
@@ -105,20 +116,15 @@ func TestPayloadFields(t *testing.T) {
 		t.Fatalf("requests = %+v, want one to /v2/enqueue", got)
 	}
 	b := got[0].body
-	want := map[string]any{
+	wantFields(t, "", b, map[string]any{
 		"routing_key":  routingKey,
 		"event_action": "trigger",
 		"dedup_key":    "production_pggit-api_7",
 		"client":       "rollguard",
 		"client_url":   "http://rollguard:8080/api/v1/incidents/production_pggit-api_7",
-	}
-	for k, v := range want {
-		if b[k] != v {
-			t.Errorf("%s = %v, want %v", k, b[k], v)
-		}
-	}
+	})
 	p := b["payload"].(map[string]any)
-	wantP := map[string]any{
+	wantFields(t, "payload.", p, map[string]any{
 		"summary":   "error rate 0.2 > 0.05 for 60s",
 		"source":    "rollguard/production",
 		"severity":  "critical",
@@ -126,12 +132,7 @@ func TestPayloadFields(t *testing.T) {
 		"group":     "production",
 		"class":     "error-rate",
 		"timestamp": "2026-11-25T14:35:10Z",
-	}
-	for k, v := range wantP {
-		if p[k] != v {
-			t.Errorf("payload.%s = %v, want %v", k, p[k], v)
-		}
-	}
+	})
 	cd := p["custom_details"].(map[string]any)
 	if cd["threshold"] != 0.05 || cd["bad_version"] != "v1.1.0" || !strings.Contains(cd["query"].(string), "http_requests_total") ||
 		cd["incident_id"] != "production_pggit-api_7" || cd["kind"] != "detected" {
