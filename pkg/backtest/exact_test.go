@@ -17,6 +17,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/trigger"
+	"github.com/rollguard/rollguard/pkg/trigger/triggertest"
 	"github.com/rollguard/rollguard/pkg/window"
 )
 
@@ -81,13 +82,7 @@ func recorded(seed uint64, steps int) map[string][]source.Range {
 // same evidence, and the same blind reports, at the same instants.
 func TestReplayMatchesEvaluator(t *testing.T) {
 	const steps = 3000
-	above := 0.1
-	cfgTrigger := config.Trigger{
-		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
-		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
-		OnError: trigger.OnErrorNoData,
-	}
+	cfgTrigger := recordedTrigger()
 	for _, tc := range []struct {
 		name            string
 		forDur, maxGap  time.Duration
@@ -99,17 +94,8 @@ func TestReplayMatchesEvaluator(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 4; seed++ {
-				data := recorded(seed, steps)
 				step := tc.interval
-				// Re-stamp the recorded points on this step.
-				for _, rs := range data {
-					for i := range rs {
-						for j := range rs[i].Points {
-							k := rs[i].Points[j].Time.Sub(t0) / time.Second
-							rs[i].Points[j].Time = t0.Add(time.Duration(k) * step)
-						}
-					}
-				}
+				data := recordedEvery(seed, steps, step)
 				ct := cfgTrigger
 				ct.For, ct.MaxGap, ct.BlindAfter = modelDur(tc.forDur), modelDur(tc.maxGap), modelDur(tc.blind)
 				target := config.Target{Name: "api"}
@@ -135,24 +121,7 @@ func TestReplayMatchesEvaluator(t *testing.T) {
 					ev.Tick(context.Background(), t0.Add(time.Duration(i)*step))
 				}
 
-				if len(rec.fires) == 0 || len(rec.blinds) == 0 {
-					t.Fatalf("seed %d: the history must exercise fires and blinds: %d fires, %d blinds", seed, len(rec.fires), len(rec.blinds))
-				}
-				if len(got.Decisions) != len(rec.fires) {
-					t.Fatalf("seed %d: backtest %d fires, daemon %d", seed, len(got.Decisions), len(rec.fires))
-				}
-				for i := range rec.fires {
-					if !reflect.DeepEqual(normalize(got.Decisions[i]), normalize(rec.fires[i])) {
-						t.Fatalf("seed %d fire %d:\nbacktest %+v\ndaemon   %+v", seed, i, got.Decisions[i], rec.fires[i])
-					}
-				}
-				if !reflect.DeepEqual(got.Blinds, rec.blinds) {
-					t.Fatalf("seed %d blinds:\nbacktest %+v\ndaemon   %+v", seed, got.Blinds, rec.blinds)
-				}
-				// And the state at the end agrees too.
-				if st := ev.Status()[0].State; st != got.States[len(got.States)-1] {
-					t.Errorf("seed %d: final state backtest %s, daemon %s", seed, got.States[len(got.States)-1], st)
-				}
+				sameAsDaemon(t, seed, got, rec, ev)
 			}
 		})
 	}
@@ -172,13 +141,7 @@ type rangeDaemon struct {
 // replays, with the same evidence.
 func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
 	const steps = 3000
-	above := 0.1
-	cfgTrigger := config.Trigger{
-		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
-		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
-		OnError: trigger.OnErrorNoData,
-	}
+	cfgTrigger := recordedTrigger()
 	for _, tc := range []struct {
 		name                 string
 		forDur, blind        time.Duration
@@ -191,15 +154,7 @@ func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for seed := uint64(1); seed <= 4; seed++ {
-				data := recorded(seed, steps)
-				for _, rs := range data {
-					for i := range rs {
-						for j := range rs[i].Points {
-							k := rs[i].Points[j].Time.Sub(t0) / time.Second
-							rs[i].Points[j].Time = t0.Add(time.Duration(k) * tc.res)
-						}
-					}
-				}
+				data := recordedEvery(seed, steps, tc.res)
 				ct := cfgTrigger
 				ct.For, ct.BlindAfter = modelDur(tc.forDur), modelDur(tc.blind)
 				rule := RuleFor(config.Target{Name: "api"}, ct, tc.interval)
@@ -236,40 +191,59 @@ func TestReplayMatchesEvaluatorAtResolution(t *testing.T) {
 				}
 				ev.Tick(context.Background(), to)
 
-				if len(rec.fires) == 0 || len(rec.blinds) == 0 {
-					t.Fatalf("seed %d: the history must exercise fires and blinds: %d fires, %d blinds", seed, len(rec.fires), len(rec.blinds))
-				}
-				if len(got.Decisions) != len(rec.fires) {
-					t.Fatalf("seed %d: backtest %d fires, daemon %d", seed, len(got.Decisions), len(rec.fires))
-				}
-				for i := range rec.fires {
-					if !reflect.DeepEqual(normalize(got.Decisions[i]), normalize(rec.fires[i])) {
-						t.Fatalf("seed %d fire %d:\nbacktest %+v\ndaemon   %+v", seed, i, got.Decisions[i], rec.fires[i])
-					}
-				}
-				if !reflect.DeepEqual(got.Blinds, rec.blinds) {
-					t.Fatalf("seed %d blinds:\nbacktest %+v\ndaemon   %+v", seed, got.Blinds, rec.blinds)
-				}
-				if st := ev.Status()[0].State; st != got.States[len(got.States)-1] {
-					t.Errorf("seed %d: final state backtest %s, daemon %s", seed, got.States[len(got.States)-1], st)
-				}
+				sameAsDaemon(t, seed, got, rec, ev)
 			}
 		})
 	}
 }
 
-// normalize makes NaN values comparable by DeepEqual.
-func normalize(d trigger.Decision) trigger.Decision {
-	if math.IsNaN(d.Value) {
-		d.Value = -1
+// recordedTrigger is the configured trigger the recorded history is
+// replayed through: the error ratio above 0.1 at 2 requests/s or more.
+func recordedTrigger() config.Trigger {
+	above := 0.1
+	return config.Trigger{
+		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
+		Match: map[string]string{"namespace": "prod", "deployment": "api"},
+		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
+		OnError: trigger.OnErrorNoData,
 	}
-	s := make([]window.Sample, len(d.Samples))
-	for i, x := range d.Samples {
-		if math.IsNaN(x.Value) {
-			x.Value = -1
+}
+
+// recordedEvery is recorded with its points one step apart.
+func recordedEvery(seed uint64, steps int, step time.Duration) map[string][]source.Range {
+	data := recorded(seed, steps)
+	for _, rs := range data {
+		for i := range rs {
+			for j := range rs[i].Points {
+				k := rs[i].Points[j].Time.Sub(t0) / time.Second
+				rs[i].Points[j].Time = t0.Add(time.Duration(k) * step)
+			}
 		}
-		s[i] = x
 	}
-	d.Samples = s
-	return d
+	return data
+}
+
+// sameAsDaemon fails the test unless the backtest's replay got decided
+// what the daemon's evaluator ev told rec: the same fires and blinds, and
+// the same state at the end.
+func sameAsDaemon(t *testing.T, seed uint64, got *Replayed, rec *recorder, ev *evaluator.Evaluator) {
+	t.Helper()
+	if len(rec.fires) == 0 || len(rec.blinds) == 0 {
+		t.Fatalf("seed %d: the history must exercise fires and blinds: %d fires, %d blinds", seed, len(rec.fires), len(rec.blinds))
+	}
+	if len(got.Decisions) != len(rec.fires) {
+		t.Fatalf("seed %d: backtest %d fires, daemon %d", seed, len(got.Decisions), len(rec.fires))
+	}
+	for i := range rec.fires {
+		if !reflect.DeepEqual(triggertest.Comparable(got.Decisions[i]), triggertest.Comparable(rec.fires[i])) {
+			t.Fatalf("seed %d fire %d:\nbacktest %+v\ndaemon   %+v", seed, i, got.Decisions[i], rec.fires[i])
+		}
+	}
+	if !reflect.DeepEqual(got.Blinds, rec.blinds) {
+		t.Fatalf("seed %d blinds:\nbacktest %+v\ndaemon   %+v", seed, got.Blinds, rec.blinds)
+	}
+	// And the state at the end agrees too.
+	if st := ev.Status()[0].State; st != got.States[len(got.States)-1] {
+		t.Errorf("seed %d: final state backtest %s, daemon %s", seed, got.States[len(got.States)-1], st)
+	}
 }

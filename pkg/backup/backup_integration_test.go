@@ -3,7 +3,6 @@ package backup_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rollguard/rollguard/pkg/backup"
+	"github.com/rollguard/rollguard/pkg/config/configtest"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -28,53 +28,19 @@ import (
 // the given DSN, and returns its path.
 func writeConfig(t *testing.T, dir, dsn, dumpPath string, verifyTables []string) string {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "primary-dsn"), []byte(dsn+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	vt := ""
 	if len(verifyTables) > 0 {
 		vt = "        verifyTables: [" + strings.Join(verifyTables, ", ") + "]\n"
 	}
-	yml := fmt.Sprintf(`
+	yml := `
 global:
   databases:
     - name: primary
       dsnFile: primary-dsn
       binDir: /usr/lib/postgresql/15/bin
 targets:
-  - name: pggit-api
-    namespace: production
-    deployment: pggit-api
-    triggers:
-      - name: pool
-        kind: connections
-        database: primary
-        above: 0.95
-    rollback:
-      database:
-        name: primary
-        migration: phase8_analytics_dashboard
-        dumpPath: %s
-        forensicDir: %s
-%s`, dumpPath, filepath.Join(dir, "forensics"), vt)
-	p := filepath.Join(dir, "rollguard.yaml")
-	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-func entries(t *testing.T, dir string) []string {
-	t.Helper()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range ents {
-		out = append(out, e.Name())
-	}
-	return out
+` + configtest.DatabaseTarget("pggit-api", "phase8_analytics_dashboard", dumpPath, filepath.Join(dir, "forensics"), vt)
+	return configtest.Write(t, dir, yml, map[string]string{"primary-dsn": dsn + "\n"})
 }
 
 func TestIntegrationBackupOfSandboxPrimary(t *testing.T) {
@@ -132,7 +98,7 @@ func TestIntegrationBackupOfSandboxPrimary(t *testing.T) {
 	if prevSum, _ := backup.FileSHA256(dump + ".prev"); prevSum != sum || res2.Previous != dump+".prev" {
 		t.Errorf(".prev sha %s, want %s; previous %q", prevSum, sum, res2.Previous)
 	}
-	got := entries(t, dumps)
+	got := backup.Names(t, dumps)
 	slices.Sort(got)
 	want := []string{"pggit_pre-phase8.dump", "pggit_pre-phase8.dump.json", "pggit_pre-phase8.dump.prev", "pggit_pre-phase8.dump.prev.json"}
 	if !slices.Equal(got, want) {
@@ -166,7 +132,7 @@ func TestIntegrationBackupBadInput(t *testing.T) {
 				t.Fatalf("err = %v, want ErrUsage containing %q", err, tc.want)
 			}
 			t.Logf("error: %v", err)
-			if got := entries(t, dumps); len(got) != 0 {
+			if got := backup.Names(t, dumps); len(got) != 0 {
 				t.Errorf("left in the dump directory: %v", got)
 			}
 		})
@@ -252,7 +218,7 @@ DELETE FROM pggit.alert_delivery_queue WHERE id > 40;`)
 	if applied, err := db.MigrationApplied(ctx, "phase8_analytics_dashboard"); err != nil || applied {
 		t.Fatalf("migration applied after restore: %v %v", applied, err)
 	}
-	if got := entries(t, filepath.Join(dir, "forensics")); len(got) != 1 {
+	if got := backup.Names(t, filepath.Join(dir, "forensics")); len(got) != 1 {
 		t.Errorf("forensic dumps: %v", got)
 	}
 	// The backup itself is untouched by the rollback.

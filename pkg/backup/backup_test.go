@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/config/configtest"
 )
 
 // fakeDumper writes content to the dump path the way database.Dump does
@@ -180,30 +181,13 @@ func TestRunPlanFailureLeavesOldDump(t *testing.T) {
 
 func writeConfig(t *testing.T, dir, dumpPath string) string {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(dir, "dsn"), []byte("postgres://postgres@127.0.0.1:1/pggit?sslmode=disable\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	yml := `
 global:
   databases:
     - name: primary
       dsnFile: dsn
 targets:
-  - name: api
-    namespace: production
-    deployment: pggit-api
-    triggers:
-      - name: pool
-        kind: connections
-        database: primary
-        above: 0.95
-    rollback:
-      database:
-        name: primary
-        migration: m1
-        dumpPath: ` + dumpPath + `
-        forensicDir: /tmp
-  - name: nodb
+` + configtest.DatabaseTarget("api", "m1", dumpPath, "/tmp", "") + `  - name: nodb
     namespace: production
     deployment: other
     triggers:
@@ -212,11 +196,7 @@ targets:
         database: primary
         above: 0.95
 `
-	p := filepath.Join(dir, "rollguard.yaml")
-	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return configtest.Write(t, dir, yml, map[string]string{"dsn": "postgres://postgres@127.0.0.1:1/pggit?sslmode=disable\n"})
 }
 
 func TestResolveRejectsBadInput(t *testing.T) {

@@ -18,11 +18,6 @@ import (
 // format: every YAML field must have one that says its default or that it
 // is required, and a static default must be the one the code applies.
 func TestFieldDocsStateDefaults(t *testing.T) {
-	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "config.go", nil, parser.ParseComments)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defaults := map[string]reflect.Value{}
 	for _, v := range []any{&Config{}, &Global{}, &Prometheus{}, &Database{}, &Kubernetes{}, &LeaderElection{},
 		&Interlocks{}, &API{}, &Notify{}, &PagerDuty{}, &Slack{}, &Webhook{}, &Alertmanager{}, &Templates{}, &Template{}, &Target{},
@@ -34,6 +29,67 @@ func TestFieldDocsStateDefaults(t *testing.T) {
 		defaults[rv.Type().Name()] = rv
 	}
 	checked := 0
+	for _, st := range configStructs(t) {
+		ts := st.spec
+		def, ok := defaults[ts.Name.Name]
+		if !ok {
+			t.Errorf("type %s: add it to this test", ts.Name.Name)
+			continue
+		}
+		for _, field := range st.typ.Fields.List {
+			key, ok := yamlKey(field)
+			if !ok {
+				continue
+			}
+			name := ts.Name.Name + "." + field.Names[0].Name
+			doc := strings.Join(strings.Fields(field.Doc.Text()), " ")
+			checked++
+			if len(doc) < 20 {
+				t.Errorf("%s (%s): doc comment missing or too short: %q", name, key, doc)
+				continue
+			}
+			v := def.FieldByName(field.Names[0].Name)
+			if v.Kind() == reflect.Struct {
+				// A section: its own fields state their defaults.
+				continue
+			}
+			if !strings.Contains(doc, "Default") && !strings.Contains(doc, "equired") {
+				t.Errorf("%s (%s): doc comment says neither its default nor that it is required: %q", name, key, doc)
+			}
+			if v.IsZero() {
+				continue
+			}
+			forms := defaultForms(v.Interface())
+			found := false
+			for _, form := range forms {
+				found = found || strings.Contains(doc, "Default "+form)
+			}
+			if !found {
+				t.Errorf("%s (%s): doc comment must say \"Default %s\" (the applied default): %q", name, key, forms[0], doc)
+			}
+		}
+	}
+	if checked < 80 {
+		t.Errorf("checked %d fields, expected the whole schema", checked)
+	}
+}
+
+// configStruct is a struct type declared in config.go.
+type configStruct struct {
+	decl *ast.GenDecl
+	spec *ast.TypeSpec
+	typ  *ast.StructType
+}
+
+// configStructs are the struct types of config.go, the file format's
+// schema, in their order there.
+func configStructs(t *testing.T) []configStruct {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), "config.go", nil, parser.ParseComments)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []configStruct
 	for _, decl := range f.Decls {
 		gd, ok := decl.(*ast.GenDecl)
 		if !ok {
@@ -44,56 +100,23 @@ func TestFieldDocsStateDefaults(t *testing.T) {
 			if !ok {
 				continue
 			}
-			st, ok := ts.Type.(*ast.StructType)
-			if !ok {
-				continue
-			}
-			def, ok := defaults[ts.Name.Name]
-			if !ok {
-				t.Errorf("type %s: add it to this test", ts.Name.Name)
-				continue
-			}
-			for _, field := range st.Fields.List {
-				if field.Tag == nil || len(field.Names) == 0 || !field.Names[0].IsExported() {
-					continue
-				}
-				tag, _ := strconv.Unquote(field.Tag.Value)
-				key, _, _ := strings.Cut(reflect.StructTag(tag).Get("yaml"), ",")
-				if key == "-" {
-					continue
-				}
-				name := ts.Name.Name + "." + field.Names[0].Name
-				doc := strings.Join(strings.Fields(field.Doc.Text()), " ")
-				checked++
-				if len(doc) < 20 {
-					t.Errorf("%s (%s): doc comment missing or too short: %q", name, key, doc)
-					continue
-				}
-				v := def.FieldByName(field.Names[0].Name)
-				if v.Kind() == reflect.Struct {
-					// A section: its own fields state their defaults.
-					continue
-				}
-				if !strings.Contains(doc, "Default") && !strings.Contains(doc, "equired") {
-					t.Errorf("%s (%s): doc comment says neither its default nor that it is required: %q", name, key, doc)
-				}
-				if v.IsZero() {
-					continue
-				}
-				forms := defaultForms(v.Interface())
-				found := false
-				for _, form := range forms {
-					found = found || strings.Contains(doc, "Default "+form)
-				}
-				if !found {
-					t.Errorf("%s (%s): doc comment must say \"Default %s\" (the applied default): %q", name, key, forms[0], doc)
-				}
+			if st, ok := ts.Type.(*ast.StructType); ok {
+				out = append(out, configStruct{decl: gd, spec: ts, typ: st})
 			}
 		}
 	}
-	if checked < 80 {
-		t.Errorf("checked %d fields, expected the whole schema", checked)
+	return out
+}
+
+// yamlKey is field's YAML key; false for a field the file format does not
+// have (embedded, unexported, untagged or yaml:"-").
+func yamlKey(field *ast.Field) (string, bool) {
+	if field.Tag == nil || len(field.Names) == 0 || !field.Names[0].IsExported() {
+		return "", false
 	}
+	tag, _ := strconv.Unquote(field.Tag.Value)
+	key, _, _ := strings.Cut(reflect.StructTag(tag).Get("yaml"), ",")
+	return key, key != "-"
 }
 
 // defaultForms renders a default the ways a doc comment may write it.

@@ -4,11 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"go/ast"
-	"go/parser"
-	"go/token"
 	"os"
 	"reflect"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -46,39 +43,17 @@ type refField struct {
 
 func renderReference(t *testing.T) []byte {
 	t.Helper()
-	f, err := parser.ParseFile(token.NewFileSet(), "config.go", nil, parser.ParseComments)
-	if err != nil {
-		t.Fatal(err)
-	}
 	types := map[string][]refField{}
 	docs := map[string]string{}
-	for _, decl := range f.Decls {
-		gd, ok := decl.(*ast.GenDecl)
-		if !ok {
-			continue
-		}
-		for _, spec := range gd.Specs {
-			ts, ok := spec.(*ast.TypeSpec)
-			if !ok {
+	for _, st := range configStructs(t) {
+		docs[st.spec.Name.Name] = oneLine(st.decl.Doc.Text())
+		for _, field := range st.typ.Fields.List {
+			key, ok := yamlKey(field)
+			if !ok || key == "" {
 				continue
 			}
-			st, ok := ts.Type.(*ast.StructType)
-			if !ok {
-				continue
-			}
-			docs[ts.Name.Name] = oneLine(gd.Doc.Text())
-			for _, field := range st.Fields.List {
-				if field.Tag == nil || len(field.Names) == 0 || !field.Names[0].IsExported() {
-					continue
-				}
-				tag, _ := strconv.Unquote(field.Tag.Value)
-				key, _, _ := strings.Cut(reflect.StructTag(tag).Get("yaml"), ",")
-				if key == "-" || key == "" {
-					continue
-				}
-				typ, section := typeName(field.Type)
-				types[ts.Name.Name] = append(types[ts.Name.Name], refField{key: key, typ: typ, doc: oneLine(field.Doc.Text()), section: section})
-			}
+			typ, section := typeName(field.Type)
+			types[st.spec.Name.Name] = append(types[st.spec.Name.Name], refField{key: key, typ: typ, doc: oneLine(field.Doc.Text()), section: section})
 		}
 	}
 	var b bytes.Buffer

@@ -13,6 +13,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/rollback"
 )
 
 const secret = "s3cr3t-pa55"
@@ -397,22 +399,6 @@ exit 0
 	return dir
 }
 
-// rollbackDB is the interface pkg/rollback declares; this keeps the two in
-// step.
-type rollbackDB interface {
-	MigrationApplied(ctx context.Context, migration string) (bool, error)
-	Dump(ctx context.Context, path string) (int64, error)
-	Restore(ctx context.Context, path string) error
-	Ping(ctx context.Context) error
-	CountRows(ctx context.Context, tables []string) (map[string]int64, error)
-	TerminateIdleInTransaction(ctx context.Context, role, applicationName string, olderThan time.Duration) (int, error)
-	DisableSubscription(ctx context.Context, name string) error
-	EnableSubscription(ctx context.Context, name string) error
-	ResyncSubscription(ctx context.Context, name string) error
-	StreamingLag(ctx context.Context, slots ...string) (time.Duration, error)
-	SubscriptionSlot(ctx context.Context, name string) (string, error)
-	ListDump(ctx context.Context, path string) ([]string, error)
-	RestoreInto(ctx context.Context, path, database string) error
-}
-
-var _ rollbackDB = (*DB)(nil)
+// DB is the database pkg/rollback's plans run against: this keeps the two
+// in step.
+var _ rollback.Database = (*DB)(nil)

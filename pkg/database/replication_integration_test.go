@@ -10,11 +10,10 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/rollguard/rollguard/pkg/database/databasetest"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
-
-var pggitTables = []string{"pggit.schema_versions", "pggit.alert_delivery_queue", "pggit.webhook_health_metrics", "pggit.replication_conflict_log"}
 
 // eventually polls cond every 200 ms until it returns nil or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() error) {
@@ -32,12 +31,6 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func() er
 	}
 }
 
-func hasMarker(ctx context.Context, c *pgx.Conn, marker string) (bool, error) {
-	var ok bool
-	err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pggit.replication_conflict_log WHERE table_name = $1)", marker).Scan(&ok)
-	return ok, err
-}
-
 // pairInSync reports nil when every subscribed table is ready and has the
 // primary's row count.
 func pairInSync(ctx context.Context, pub, sub *pgx.Conn) error {
@@ -48,82 +41,12 @@ func pairInSync(ctx context.Context, pub, sub *pgx.Conn) error {
 	if notReady > 0 {
 		return fmt.Errorf("%d tables not ready", notReady)
 	}
-	for _, tb := range pggitTables {
-		var a, b int64
-		if err := pub.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&a); err != nil {
-			return err
-		}
-		if err := sub.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&b); err != nil {
-			return err
-		}
-		if a != b {
-			return fmt.Errorf("%s: primary %d rows, subscriber %d", tb, a, b)
-		}
-	}
-	return nil
-}
-
-// replicates writes a marker row on the primary and waits for it on the
-// subscriber.
-func replicates(ctx context.Context, pub, sub *pgx.Conn, marker string, within time.Duration) error {
-	if _, err := pub.Exec(ctx, "INSERT INTO pggit.replication_conflict_log (table_name, conflict_type, resolved) VALUES ($1, 'rg-test', true)", marker); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(within)
-	for time.Now().Before(deadline) {
-		if ok, err := hasMarker(ctx, sub, marker); err != nil || ok {
-			return err
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	return fmt.Errorf("marker %s did not replicate within %s", marker, within)
-}
-
-// keepPairWorking registers a cleanup that leaves pggit_pub/pggit_sub
-// enabled, replicating and in sync, whatever the test did to it, and removes
-// the test's marker rows.
-func keepPairWorking(t *testing.T, env sandboxenv.Env, subscriber *DB, subName, markerPrefix string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		pub, err := pgx.Connect(ctx, env.Get(t, "PG_PRIMARY_DSN"))
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer pub.Close(ctx)
-		sub, err := pgx.Connect(ctx, env.Get(t, "PG_SUBSCRIBER_DSN"))
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer sub.Close(ctx)
-		if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name LIKE $1", markerPrefix+"%"); err != nil {
-			t.Errorf("cleanup: delete markers: %v", err)
-		}
-		if err := subscriber.EnableSubscription(ctx, subName); err != nil {
-			t.Errorf("cleanup: enable %s: %v", subName, err)
-		}
-		check := markerPrefix + "cleanup"
-		if err := replicates(ctx, pub, sub, check, 5*time.Second); err == nil {
-			if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name = $1", check); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-			return
-		}
-		t.Logf("cleanup: %s is not replicating; resyncing it", subName)
-		if err := subscriber.ResyncSubscription(ctx, subName); err != nil {
-			t.Errorf("cleanup: resync %s: %v (the sandbox pair needs `make sandbox-up` again)", subName, err)
-			return
-		}
-		if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name LIKE $1", markerPrefix+"%"); err != nil {
-			t.Errorf("cleanup: delete markers: %v", err)
-		}
-	})
+	return databasetest.CountsEqual(ctx, pub, sub)
 }
 
 // pair is the sandbox's primary and subscriber, for a test that touches
-// their subscription: keepPairWorking puts it back when the test ends.
+// their subscription: databasetest.KeepPairReplicating puts it back when
+// the test ends.
 type pair struct {
 	env                 sandboxenv.Env
 	subName, prefix     string
@@ -141,7 +64,7 @@ func newPair(t *testing.T, primaryDSN string) *pair {
 		subscriber: openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN")),
 		pub:        sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN")),
 		sub:        sandboxfixture.PgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))}
-	keepPairWorking(t, env, p.subscriber, p.subName, p.prefix)
+	databasetest.KeepPairReplicating(t, env, p.subscriber, p.subName, p.prefix)
 	return p
 }
 
@@ -150,7 +73,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	ctx := context.Background()
 	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
-	if err := replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating before the test: %v", err)
 	}
 	eventually(t, 15*time.Second, "lag below 1s before disabling", func() error {
@@ -167,7 +90,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	if err := subscriber.DisableSubscription(ctx, subName); err != nil {
 		t.Fatalf("disabling twice: %v", err)
 	}
-	if err := replicates(ctx, pub, sub, prefix+"while-disabled", 2*time.Second); err == nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"while-disabled", 2*time.Second); err == nil {
 		t.Fatal("a row replicated to a disabled subscription")
 	}
 	// The walsender is gone and the slot is behind: no false zero.
@@ -190,7 +113,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 		return err
 	})
 	eventually(t, 10*time.Second, "row written while disabled arrives", func() error {
-		ok, err := hasMarker(ctx, sub, prefix+"while-disabled")
+		ok, err := databasetest.HasMarker(ctx, sub, prefix+"while-disabled")
 		if err == nil && !ok {
 			err = errors.New("not yet")
 		}
@@ -230,7 +153,7 @@ func TestIntegrationStaleSlotScopedLag(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A replicated write moves the WAL past the stale slot.
-	if err := replicates(ctx, pub, sub, prefix+"past-stale", 10*time.Second); err != nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"past-stale", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating: %v", err)
 	}
 	if lag, err := primary.StreamingLag(ctx); !errors.Is(err, ErrLagUnknown) {
@@ -260,14 +183,14 @@ func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
 	ctx := context.Background()
 	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
-	if err := replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating before the test: %v", err)
 	}
 	pre := filepath.Join(t.TempDir(), "pre.dump")
 	if _, err := primary.Dump(ctx, pre); err != nil {
 		t.Fatal(err)
 	}
-	if err := replicates(ctx, pub, sub, prefix+"after-dump", 10*time.Second); err != nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"after-dump", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -276,15 +199,15 @@ func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
 	if err := primary.Restore(rctx, pre); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := hasMarker(ctx, pub, prefix+"after-dump"); err != nil || ok {
+	if ok, err := databasetest.HasMarker(ctx, pub, prefix+"after-dump"); err != nil || ok {
 		t.Fatalf("row written after the dump still on the primary after restore: %v, %v", ok, err)
 	}
 	// The trap: replication is broken, and the subscriber keeps the row the
 	// restore removed.
-	if err := replicates(ctx, pub, sub, prefix+"after-restore", 3*time.Second); err == nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"after-restore", 3*time.Second); err == nil {
 		t.Fatal("replication survived an in-place restore of the publisher; the documented trap did not happen")
 	}
-	if ok, _ := hasMarker(ctx, sub, prefix+"after-dump"); !ok {
+	if ok, _ := databasetest.HasMarker(ctx, sub, prefix+"after-dump"); !ok {
 		t.Fatal("subscriber lost the post-dump row without a resync")
 	}
 
@@ -292,13 +215,13 @@ func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "pair in sync after resync", func() error { return pairInSync(ctx, pub, sub) })
-	if ok, _ := hasMarker(ctx, sub, prefix+"after-dump"); ok {
+	if ok, _ := databasetest.HasMarker(ctx, sub, prefix+"after-dump"); ok {
 		t.Error("subscriber still has the row the restore removed")
 	}
-	if ok, _ := hasMarker(ctx, sub, prefix+"after-restore"); !ok {
+	if ok, _ := databasetest.HasMarker(ctx, sub, prefix+"after-restore"); !ok {
 		t.Error("row written between restore and resync did not arrive")
 	}
-	if err := replicates(ctx, pub, sub, prefix+"after-resync", 10*time.Second); err != nil {
+	if err := databasetest.Replicates(ctx, pub, sub, prefix+"after-resync", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var slots int

@@ -98,23 +98,7 @@ func benchSetup(reg prometheus.Registerer) (*Evaluator, []Spec) {
 // in-memory queries of 2,500 series each.
 func BenchmarkTick(b *testing.B) {
 	e, specs := benchSetup(prometheus.NewRegistry())
-	if err := e.SetTriggers(specs); err != nil {
-		b.Fatal(err)
-	}
-	ctx := context.Background()
-	now := t0
-	// Warm up: fill the windows and grow the index maps once.
-	for range 20 {
-		now = now.Add(5 * time.Second)
-		e.Tick(ctx, now)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		now = now.Add(5 * time.Second)
-		e.Tick(ctx, now)
-	}
-	b.ReportMetric(float64(len(specs)), "triggers")
+	benchTicks(b, e, specs)
 }
 
 // BenchmarkTickResolution is BenchmarkTick with the Prometheus triggers
@@ -128,11 +112,18 @@ func BenchmarkTickResolution(b *testing.B) {
 			specs[i].Resolution = time.Second
 		}
 	}
+	benchTicks(b, e, specs)
+}
+
+// benchTicks sets specs on e and times its 5 s ticks.
+func benchTicks(b *testing.B, e *Evaluator, specs []Spec) {
+	b.Helper()
 	if err := e.SetTriggers(specs); err != nil {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
 	now := t0
+	// Warm up: fill the windows and grow the index maps once.
 	for range 20 {
 		now = now.Add(5 * time.Second)
 		e.Tick(ctx, now)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/trigger"
-	"github.com/rollguard/rollguard/pkg/window"
+	"github.com/rollguard/rollguard/pkg/trigger/triggertest"
 )
 
 // What one instant of a generated history holds for the watched
@@ -143,7 +143,7 @@ type outcome struct {
 func (r *recorder) outcome(e *Evaluator) outcome {
 	o := outcome{blinds: append([]trigger.Blind(nil), r.blinds...), statuses: e.Status()}
 	for _, d := range r.decisions {
-		o.decisions = append(o.decisions, nanFree(d))
+		o.decisions = append(o.decisions, triggertest.Comparable(d))
 	}
 	// Triggers evaluated apart (one's window completing before the other's
 	// tick) hand over in that order: compare per trigger, in time order.
@@ -155,21 +155,6 @@ func (r *recorder) outcome(e *Evaluator) outcome {
 		}
 	}
 	return o
-}
-
-func nanFree(d trigger.Decision) trigger.Decision {
-	if math.IsNaN(d.Value) {
-		d.Value = -1
-	}
-	s := make([]window.Sample, len(d.Samples))
-	for i, x := range d.Samples {
-		if math.IsNaN(x.Value) {
-			x.Value = -1
-		}
-		s[i] = x
-	}
-	d.Samples = s
-	return d
 }
 
 // TestPropRangeEqualsEveryInstant: a trigger sampled at a resolution ends

@@ -76,11 +76,7 @@ func (m *Manager) Detect(ctx context.Context, labels, annotations map[string]str
 
 // Get reads an owner and its source's revision.
 func (m *Manager) Get(ctx context.Context, ref Ref) (*Owner, error) {
-	u, err := m.get(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	o, err := ownerOf(ref, u)
+	u, o, err := m.getOwner(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -101,6 +97,19 @@ func (m *Manager) get(ctx context.Context, ref Ref) (*unstructured.Unstructured,
 }
 
 // ownerOf reads the fields rollguard needs from the object.
+// getOwner reads ref, raw and as an Owner.
+func (m *Manager) getOwner(ctx context.Context, ref Ref) (*unstructured.Unstructured, *Owner, error) {
+	u, err := m.get(ctx, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	o, err := ownerOf(ref, u)
+	if err != nil {
+		return nil, nil, err
+	}
+	return u, o, nil
+}
+
 func ownerOf(ref Ref, u *unstructured.Unstructured) (*Owner, error) {
 	o := &Owner{Ref: Ref{Tool: ref.Tool, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name},
 		Generation: u.GetGeneration(), resourceVersion: u.GetResourceVersion()}
@@ -223,11 +232,7 @@ func retryChanged(ctx context.Context, f func() (*Owner, bool, error)) (*Owner, 
 }
 
 func (m *Manager) suspend(ctx context.Context, ref Ref, mark Mark) (*Owner, bool, error) {
-	u, err := m.get(ctx, ref)
-	if err != nil {
-		return nil, false, err
-	}
-	o, err := ownerOf(ref, u)
+	u, o, err := m.getOwner(ctx, ref)
 	if err != nil {
 		return nil, false, err
 	}
@@ -292,11 +297,7 @@ func (m *Manager) Lift(ctx context.Context, ref Ref, keep *Mark) (*Owner, error)
 }
 
 func (m *Manager) lift(ctx context.Context, ref Ref, keep *Mark) (*Owner, error) {
-	u, err := m.get(ctx, ref)
-	if err != nil {
-		return nil, err
-	}
-	o, err := ownerOf(ref, u)
+	u, o, err := m.getOwner(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/rollguard/rollguard/pkg/clock"
 )
 
 // Annotations and labels rollguard reads or writes.
@@ -500,15 +502,7 @@ func (d *Deployments) update(ctx context.Context, dep *appsv1.Deployment) (*apps
 // backoff waits a little longer after each conflict: status writes by the
 // Deployment controller come in bursts while Pods change.
 func (d *Deployments) backoff(ctx context.Context, attempt int) error {
-	delay := time.Duration(attempt) * 20 * time.Millisecond
-	t := time.NewTimer(delay)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return clock.Sleep(ctx, time.Duration(attempt)*20*time.Millisecond)
 }
 
 // WithEnv returns a copy of tmpl with env name=value set on the named

@@ -30,6 +30,15 @@ func setup(t *testing.T) (*kubetest.Cluster, *kube.Deployments) {
 	return c, kube.New(c, kube.Options{PollInterval: time.Millisecond}, nil)
 }
 
+// rollbackWrite is a write of v1.0.3's template over the Deployment as
+// the test found it, and what that write expects.
+func rollbackWrite(c *kubetest.Cluster) (corev1.PodTemplateSpec, kube.Expect) {
+	dep := c.Deployment(ns, name)
+	stable := *dep.Spec.Template.DeepCopy()
+	stable.Spec.Containers[0].Image = "pggit-api:v1.0.3"
+	return stable, kube.Expect{UID: string(dep.UID), Template: &dep.Spec.Template}
+}
+
 func TestReplicaSetsSortedByRevision(t *testing.T) {
 	c, d := setup(t)
 	ctx := context.Background()
@@ -122,10 +131,7 @@ func TestScaleUsesSubresourceAndDetectsConcurrentChange(t *testing.T) {
 func TestSetTemplateConflict(t *testing.T) {
 	ctx := context.Background()
 	c, d := setup(t)
-	dep := c.Deployment(ns, name)
-	stable := *dep.Spec.Template.DeepCopy()
-	stable.Spec.Containers[0].Image = "pggit-api:v1.0.3"
-	exp := kube.Expect{UID: string(dep.UID), Template: &dep.Spec.Template}
+	stable, exp := rollbackWrite(c)
 
 	// Someone edits after we read: the update must not overwrite it.
 	c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Template.Spec.Containers[0].Image = "pggit-api:v1.2.0" })
@@ -145,10 +151,7 @@ func TestSetTemplateConflict(t *testing.T) {
 func TestSetTemplateRetriesStatusConflictAndCarriesResourceVersion(t *testing.T) {
 	ctx := context.Background()
 	c, d := setup(t)
-	dep := c.Deployment(ns, name)
-	stable := *dep.Spec.Template.DeepCopy()
-	stable.Spec.Containers[0].Image = "pggit-api:v1.0.3"
-	exp := kube.Expect{UID: string(dep.UID), Template: &dep.Spec.Template}
+	stable, exp := rollbackWrite(c)
 	conflicts := 0
 	c.PrependReactor("update", "deployments", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		u := a.(k8stesting.UpdateAction).GetObject().(*appsv1.Deployment)

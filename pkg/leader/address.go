@@ -119,14 +119,7 @@ func (l *addressLock) Create(ctx context.Context, ler resourcelock.LeaderElectio
 	lease := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: l.meta.Name, Namespace: l.meta.Namespace},
 		Spec: resourcelock.LeaderElectionRecordToLeaseSpec(&ler)}
 	l.annotate(lease, ler.HolderIdentity)
-	out, err := l.client.Leases(l.meta.Namespace).Create(ctx, lease, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	l.mu.Lock()
-	l.lease = out
-	l.mu.Unlock()
-	return nil
+	return l.remember(l.client.Leases(l.meta.Namespace).Create(ctx, lease, metav1.CreateOptions{}))
 }
 
 func (l *addressLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
@@ -139,7 +132,12 @@ func (l *addressLock) Update(ctx context.Context, ler resourcelock.LeaderElectio
 	l.mu.Unlock()
 	lease.Spec = resourcelock.LeaderElectionRecordToLeaseSpec(&ler)
 	l.annotate(lease, ler.HolderIdentity)
-	out, err := l.client.Leases(l.meta.Namespace).Update(ctx, lease, metav1.UpdateOptions{})
+	return l.remember(l.client.Leases(l.meta.Namespace).Update(ctx, lease, metav1.UpdateOptions{}))
+}
+
+// remember keeps the lease the API server answered a write with: the next
+// Update starts from it.
+func (l *addressLock) remember(out *coordinationv1.Lease, err error) error {
 	if err != nil {
 		return err
 	}

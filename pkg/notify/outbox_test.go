@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/notify/notifytest"
 )
 
 // memOutbox is an Outbox in memory; a change is stored when handed over.
@@ -144,7 +146,7 @@ func TestOutboxStoredBeforeTheFirstAttempt(t *testing.T) {
 	if want := map[string]DeliveryState{"pagerduty": StatePending}; !reflect.DeepEqual(seen, want) {
 		t.Errorf("outbox at the attempt = %v, want %v", seen, want)
 	}
-	waitFor(t, "entry removed once delivered", func() bool { ps, _ := ob.Pending(context.Background()); return len(ps) == 0 })
+	notifytest.WaitFor(t, "entry removed once delivered", func() bool { ps, _ := ob.Pending(context.Background()); return len(ps) == 0 })
 }
 
 func TestOutboxAtMostOnceClaimsEachAttempt(t *testing.T) {
@@ -165,7 +167,7 @@ func TestOutboxAtMostOnceClaimsEachAttempt(t *testing.T) {
 	q.Enqueue(Event{Kind: KindRollbackStarted, IncidentID: "i"})
 	e := <-sl.done
 	<-pd.done
-	waitFor(t, "entry done", func() bool { return ob.state(e.ID) == nil })
+	notifytest.WaitFor(t, "entry done", func() bool { return ob.state(e.ID) == nil })
 	ob.mu.Lock()
 	var slackLog []string
 	for _, l := range ob.log {
@@ -207,7 +209,7 @@ func TestOutboxShutdownLeavesPending(t *testing.T) {
 	q := NewQueue(o, []Notifier{pd}, zap.NewNop(), nil)
 	stop := runQueue(t, q)
 	q.Enqueue(Event{Kind: KindDetected, IncidentID: "i"})
-	waitFor(t, "first attempt", func() bool { mu.Lock(); defer mu.Unlock(); return attempts >= 1 })
+	notifytest.WaitFor(t, "first attempt", func() bool { mu.Lock(); defer mu.Unlock(); return attempts >= 1 })
 	stop()
 	ps, _ := ob.Pending(context.Background())
 	if len(ps) != 1 || ps[0].Notifiers["pagerduty"] != StatePending {
@@ -251,7 +253,7 @@ func TestAdopt(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("delivered %v, want %v", got, want)
 	}
-	waitFor(t, "adopted entries done", func() bool {
+	notifytest.WaitFor(t, "adopted entries done", func() bool {
 		ps, _ := ob.Pending(context.Background())
 		return len(ps) == 1 && ps[0].Event.ID == "mine"
 	})
@@ -391,5 +393,5 @@ func TestOutboxKeepsPendingOnlyForNotifiersThatTakeTheEvent(t *testing.T) {
 	if want := []map[string]DeliveryState{{"slack": StatePending}}; !reflect.DeepEqual(seen, want) {
 		t.Errorf("outbox at slack's attempt = %v, want %v (nothing pending for pagerduty)", seen, want)
 	}
-	waitFor(t, "entry removed once delivered", func() bool { ps, _ := ob.Pending(context.Background()); return len(ps) == 0 })
+	notifytest.WaitFor(t, "entry removed once delivered", func() bool { ps, _ := ob.Pending(context.Background()); return len(ps) == 0 })
 }

@@ -80,3 +80,20 @@ func URLSecrets(raw string) []string {
 	}
 	return out
 }
+
+// DefaultTimeout bounds each request of a notifier given no timeout: a
+// pager that does not answer must not hold the queue.
+const DefaultTimeout = 10 * time.Second
+
+// HTTPClient is the client a pager's notifier posts with: timeout bounds
+// each request [DefaultTimeout], transport is for tests and proxies
+// [http.DefaultTransport].
+func HTTPClient(timeout time.Duration, transport http.RoundTripper) *http.Client {
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if transport == nil {
+		transport = http.DefaultTransport
+	}
+	return &http.Client{Timeout: timeout, Transport: transport}
+}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/pkg/clock"
 )
 
 // Delivery results, the values of the result label.
@@ -87,7 +89,7 @@ func (o *Options) defaults() {
 		o.Now = time.Now
 	}
 	if o.Sleep == nil {
-		o.Sleep = sleepCtx
+		o.Sleep = clock.Sleep
 	}
 	if o.Jitter == nil {
 		o.Jitter = func(d time.Duration) time.Duration {
@@ -97,17 +99,6 @@ func (o *Options) defaults() {
 			}
 			return half + rand.N(half)
 		}
-	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

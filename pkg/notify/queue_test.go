@@ -16,6 +16,8 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/rollguard/rollguard/pkg/notify/notifytest"
 )
 
 // scripted answers Notify with its errors in order, then nil; it records
@@ -89,17 +91,6 @@ func testOpts(sl *sleeps) Options {
 	}
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func count(q *Queue, notifier, result string) float64 {
 	return metricValue(q.total.WithLabelValues(notifier, result))
 }
@@ -164,7 +155,7 @@ func TestQueueRetries(t *testing.T) {
 			done := make(chan struct{})
 			go func() { q.Run(ctx); close(done) }()
 			q.Enqueue(Event{Kind: KindDetected, IncidentID: "a"})
-			waitFor(t, "outcome", func() bool {
+			notifytest.WaitFor(t, "outcome", func() bool {
 				return count(q, "pd", ResultDelivered)+count(q, "pd", ResultFailed) == 1
 			})
 			cancel()
@@ -208,7 +199,7 @@ func TestQueueAttemptTimeoutIsRetryable(t *testing.T) {
 	defer cancel()
 	go q.Run(ctx)
 	q.Enqueue(Event{Kind: KindTest})
-	waitFor(t, "give up", func() bool { return count(q, "slow", ResultFailed) == 1 })
+	notifytest.WaitFor(t, "give up", func() bool { return count(q, "slow", ResultFailed) == 1 })
 	if got := count(q, "slow", ResultRetried); got != 1 {
 		t.Errorf("retried = %v, want 1", got)
 	}
@@ -264,7 +255,7 @@ func TestQueueSlowNotifierDoesNotBlockOthers(t *testing.T) {
 		t.Errorf("slow queue length = %v, want 2", got)
 	}
 	close(release)
-	waitFor(t, "slow backlog", func() bool { return count(q, "slow", ResultDelivered) == 3 })
+	notifytest.WaitFor(t, "slow backlog", func() bool { return count(q, "slow", ResultDelivered) == 3 })
 	cancel()
 	<-done
 }
@@ -293,7 +284,7 @@ func TestQueueFullDropsAndCounts(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go q.Run(ctx)
-	waitFor(t, "backlog", func() bool { return count(q, "pd", ResultDelivered) == 3 })
+	notifytest.WaitFor(t, "backlog", func() bool { return count(q, "pd", ResultDelivered) == 3 })
 }
 
 func TestQueueDrainsOnCancel(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/config/configtest"
 	"github.com/rollguard/rollguard/test/receiver"
 )
 
@@ -25,12 +26,6 @@ const goodKey = "abcdefghijklmnopqrstuvwxyz012345"
 // pdEndpoint may be empty.
 func writeConfig(t *testing.T, secrets map[string]string, pdEndpoint string) string {
 	t.Helper()
-	dir := t.TempDir()
-	for name, v := range secrets {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
 	ep := ""
 	if pdEndpoint != "" {
 		ep = "      endpoint: " + pdEndpoint + "\n"
@@ -46,27 +41,8 @@ global:
 ` + ep + `    slack:
       webhookURLFile: slack-url
 targets:
-  - name: api
-    namespace: production
-    deployment: pggit-api
-    triggers:
-      - name: pool
-        kind: connections
-        database: primary
-        above: 0.95
-    rollback:
-      database:
-        name: primary
-        migration: m1
-        dumpPath: /backups/x.dump
-        forensicDir: /backups/forensics
-        maxDumpAge: 1h
-`
-	p := filepath.Join(dir, "rollguard.yaml")
-	if err := os.WriteFile(p, []byte(yml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+` + configtest.DatabaseTarget("api", "m1", "/backups/x.dump", "/backups/forensics", "        maxDumpAge: 1h\n")
+	return configtest.Write(t, t.TempDir(), yml, secrets)
 }
 
 var goodSecrets = map[string]string{

@@ -161,9 +161,7 @@ func TestRefusalConsumesNoInterlock(t *testing.T) {
 	f.c.Mutate(ns, name, func(d *appsv1.Deployment) { d.Spec.Paused = false })
 	f.now = f.now.Add(time.Minute)
 	f.fire(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-		t.Fatalf("last result %q: the refusal consumed an interlock", st)
-	}
+	f.wantResult(t, "quick succeeded", "the refusal consumed an interlock")
 }
 
 // A crash or failure mid-plan, then the resume: one incident, one
@@ -179,18 +177,12 @@ func TestResumeReportsUnderTheSameIncident(t *testing.T) {
 		return false, nil, nil
 	})
 	f.fire(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick failed") {
-		t.Fatalf("last result %q, want the ramp to fail", st)
-	}
+	f.wantResult(t, "quick failed", "the ramp to fail")
 	// The next leader (here: the next term) resumes it.
 	f.endTerm(t)
 	f.lead(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-		t.Fatalf("last result %q, want the resume to finish", st)
-	}
-	if ids := f.q.incidents(); len(ids) != 1 {
-		t.Errorf("events span incidents %v, want one", ids)
-	}
+	f.wantResult(t, "quick succeeded", "the resume to finish")
+	f.wantOneIncident(t)
 	var resumed bool
 	for _, e := range f.q.events {
 		resumed = resumed || e.Kind == notify.KindRollbackStarted && strings.HasPrefix(e.Summary, "ROLLBACK RESUMED")
@@ -216,9 +208,7 @@ func TestRestartThenRollbackEscalates(t *testing.T) {
 	d.Trigger, d.Action = "pool", ActionRestartThenRollback
 	f.r.Fire(d)
 	f.waitJobs(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "pool-recovery succeeded") {
-		t.Fatalf("first firing: %q, want the pool recovery", st)
-	}
+	f.wantResult(t, "pool-recovery succeeded", "first firing: the pool recovery")
 	if !reflect.DeepEqual(tr.rearms, []string{"pggit-api/pool"}) {
 		t.Errorf("rearmed %v: the trigger must hold a whole window after the restart", tr.rearms)
 	}
@@ -229,9 +219,7 @@ func TestRestartThenRollbackEscalates(t *testing.T) {
 	d2.Trigger, d2.Action = "pool", ActionRestartThenRollback
 	f.r.Fire(d2)
 	f.waitJobs(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-		t.Fatalf("second firing: %q, want the escalation to a rollback", st)
-	}
+	f.wantResult(t, "quick succeeded", "second firing: the escalation to a rollback")
 	if image(f.c) != "pggit-api:v1.0.3" {
 		t.Errorf("image %s", image(f.c))
 	}
@@ -292,19 +280,13 @@ func TestTermEndDrainsAtAStepBoundary(t *testing.T) {
 	}
 	f.endLead = nil
 	f.waitJobs(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick handed over") {
-		t.Fatalf("last result %q, want a hand-over", st)
-	}
+	f.wantResult(t, "quick handed over", "a hand-over")
 	if n := f.q.count(notify.KindRollbackFailed); n != 0 {
 		t.Errorf("a hand-over paged %d failures", n)
 	}
 	f.lead(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-		t.Fatalf("last result %q, want the next term to finish the plan", st)
-	}
-	if ids := f.q.incidents(); len(ids) != 1 {
-		t.Errorf("incidents %v", ids)
-	}
+	f.wantResult(t, "quick succeeded", "the next term to finish the plan")
+	f.wantOneIncident(t)
 }
 
 // The drain is bounded: a step that outlives DrainTimeout is cancelled and
@@ -330,9 +312,7 @@ func TestTermEndCancelsAStepPastTheDrainTimeout(t *testing.T) {
 		t.Errorf("an interrupted step paged %d failures", n)
 	}
 	f.lead(t)
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-		t.Fatalf("last result %q, want the next term to finish the plan", st)
-	}
+	f.wantResult(t, "quick succeeded", "the next term to finish the plan")
 }
 
 // poolDB answers the pool recovery's one database call.
@@ -393,12 +373,8 @@ func TestModelCounterexamplesResponder(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.waitJobs(t)
-		if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-			t.Fatalf("last result %q", st)
-		}
-		if ids := f.q.incidents(); len(ids) != 1 {
-			t.Errorf("incidents %v, want one", ids)
-		}
+		f.wantResult(t, "quick succeeded", "the rollback to finish")
+		f.wantOneIncident(t)
 	})
 
 	t.Run("a journal taken by another rollguard is no failure to page", func(t *testing.T) {

@@ -187,6 +187,24 @@ func (f *fixture) fire(t *testing.T) {
 }
 
 // decision is the error-rate trigger firing now, its breach a minute old.
+// wantResult stops the test unless the target's last result starts with
+// prefix; why says what the test waited for.
+func (f *fixture) wantResult(t *testing.T, prefix, why string) {
+	t.Helper()
+	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, prefix) {
+		t.Fatalf("last result %q, want %q... (%s)", st, prefix, why)
+	}
+}
+
+// wantOneIncident fails the test unless every event belongs to one
+// incident.
+func (f *fixture) wantOneIncident(t *testing.T) {
+	t.Helper()
+	if ids := f.q.incidents(); len(ids) != 1 {
+		t.Errorf("events span incidents %v, want one", ids)
+	}
+}
+
 func (f *fixture) decision() trigger.Decision {
 	return trigger.Decision{Target: "pggit-api", Trigger: "error-rate", Action: ActionRollback, Severity: "critical",
 		Query: "q", Op: trigger.Above, Threshold: 0.05, Value: 0.2, FirstBreach: f.now.Add(-time.Minute), FiredAt: f.now}
@@ -217,9 +235,7 @@ func TestFireRollsBackAndNotifiesInOrder(t *testing.T) {
 	if len(ids) != 1 {
 		t.Fatalf("events span %d incidents, want 1: %v", len(ids), ids)
 	}
-	if st := f.r.Status()[0].LastResult; !strings.HasPrefix(st, "quick succeeded") {
-		t.Fatalf("last result %q", st)
-	}
+	f.wantResult(t, "quick succeeded", "the rollback to finish")
 }
 
 func TestSecondFiringOfTheSameRevisionPagesOnce(t *testing.T) {

@@ -24,6 +24,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/rollguard/rollguard/pkg/database"
+	"github.com/rollguard/rollguard/pkg/database/databasetest"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
@@ -37,8 +38,6 @@ import (
 // leaves it enabled, replicating and in sync.
 
 const phase8 = "phase8_analytics_dashboard"
-
-var pggitTables = []string{"pggit.schema_versions", "pggit.alert_delivery_queue", "pggit.webhook_health_metrics", "pggit.replication_conflict_log"}
 
 func pgConnect(t *testing.T, dsn string) *pgx.Conn {
 	t.Helper()
@@ -86,7 +85,7 @@ func pgInt(t *testing.T, c *pgx.Conn, sql string, args ...any) int64 {
 func pgCounts(t *testing.T, c *pgx.Conn) map[string]int64 {
 	t.Helper()
 	out := map[string]int64{}
-	for _, tb := range pggitTables {
+	for _, tb := range databasetest.Tables {
 		out[tb] = pgInt(t, c, "SELECT count(*) FROM "+tb)
 	}
 	return out
@@ -120,8 +119,9 @@ type pggitScratch struct {
 	db        *database.DB
 }
 
-func newPggitScratch(t *testing.T, env sandboxenv.Env, prefix string) *pggitScratch {
+func newPggitScratch(t *testing.T, prefix string) *pggitScratch {
 	t.Helper()
+	env := sandboxenv.Load(t)
 	name, dsn := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), prefix)
 	c := pgConnect(t, dsn)
 	applyFixture(t, c, "pggit-schema.sql")
@@ -146,6 +146,22 @@ func (p *pggitScratch) afterDumpRows(t *testing.T) int64 {
 func (p *pggitScratch) migrationApplied(t *testing.T) bool {
 	t.Helper()
 	return pgInt(t, p.conn, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8) == 1
+}
+
+// preDeployDump dumps the scratch database, as the deploy pipeline does
+// before the migration, into dir and returns the dump's path.
+func (p *pggitScratch) preDeployDump(t *testing.T, dir string) string {
+	t.Helper()
+	pre := filepath.Join(dir, "pre-deploy.dump")
+	if _, err := p.db.Dump(context.Background(), pre); err != nil {
+		t.Fatal(err)
+	}
+	return pre
+}
+
+// settings are the database steps' settings for the scratch database.
+func (p *pggitScratch) settings(preDeployDump, forensicDir string) *rollback.DatabaseSettings {
+	return &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: preDeployDump, ForensicDir: forensicDir, Tables: databasetest.Tables}
 }
 
 func openPG(t *testing.T, env sandboxenv.Env, name, dsn string) *database.DB {
@@ -230,18 +246,15 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	s := newSandboxBeforeDeploy(t)
 	env := sandboxenv.Load(t)
 	ctx := context.Background()
-	p := newPggitScratch(t, env, "rg_full_")
-	pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
-	if _, err := p.db.Dump(ctx, pre); err != nil {
-		t.Fatal(err)
-	}
+	p := newPggitScratch(t, "rg_full_")
+	pre := p.preDeployDump(t, t.TempDir())
 	before := pgCounts(t, p.conn)
 	s.shipBad(t)
 	p.deploy(t, 25)
 
 	forensicDir := t.TempDir()
 	tg := s.target()
-	tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
+	tg.Database = p.settings(pre, forensicDir)
 	var readOnlyDuringDump []string
 	obs := &recorder{hook: func(kind string, f rollback.Facts) {
 		if kind == "step-started" && f.Step == rollback.StepDBDump {
@@ -266,7 +279,7 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	if p.migrationApplied(t) {
 		t.Error("migration still applied after the full rollback")
 	}
-	if after := pgCounts(t, p.conn); !equalCounts(after, before) {
+	if after := pgCounts(t, p.conn); !maps.Equal(after, before) {
 		t.Errorf("row counts after restore %v, want the pre-deploy %v", after, before)
 	}
 
@@ -328,36 +341,20 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	}
 }
 
-func equalCounts(a, b map[string]int64) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
-}
-
 // TestDatabaseIntegrationQuick: quick restores only when the migration is
 // applied.
 func TestDatabaseIntegrationQuick(t *testing.T) {
 	t.Run("migration-applied", func(t *testing.T) {
 		timed(t)
 		s := newSandboxBeforeDeploy(t)
-		env := sandboxenv.Load(t)
 		ctx := context.Background()
-		p := newPggitScratch(t, env, "rg_quick_")
-		pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
-		if _, err := p.db.Dump(ctx, pre); err != nil {
-			t.Fatal(err)
-		}
+		p := newPggitScratch(t, "rg_quick_")
+		pre := p.preDeployDump(t, t.TempDir())
 		s.shipBad(t)
 		p.deploy(t, 10)
 		forensicDir := t.TempDir()
 		tg := s.target()
-		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
+		tg.Database = p.settings(pre, forensicDir)
 		// The bad version must have stopped, terminating Pods included,
 		// before the dump and the restore touch its database.
 		podsAt := map[string]int{}
@@ -390,19 +387,15 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 	t.Run("migration-not-applied", func(t *testing.T) {
 		timed(t)
 		s := newSandbox(t)
-		env := sandboxenv.Load(t)
 		ctx := context.Background()
-		p := newPggitScratch(t, env, "rg_quick_")
-		pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
-		if _, err := p.db.Dump(ctx, pre); err != nil {
-			t.Fatal(err)
-		}
+		p := newPggitScratch(t, "rg_quick_")
+		pre := p.preDeployDump(t, t.TempDir())
 		// A deploy without the migration: its rows must stay.
 		pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) SELECT 'after-dump' FROM generate_series(1, 7)")
 		before := pgCounts(t, p.conn)
 		forensicDir := t.TempDir()
 		tg := s.target()
-		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: forensicDir, Tables: pggitTables}
+		tg.Database = p.settings(pre, forensicDir)
 		obs := &recorder{}
 		if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"}); err != nil {
 			t.Fatalf("quick: %v\nobserver: %v", err, obs.events)
@@ -413,7 +406,7 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		if got := stepNames(j); !slices.Equal(got, want) || j.MigrationApplied {
 			t.Errorf("journal %v (migration applied %v), want %v", got, j.MigrationApplied, want)
 		}
-		if after := pgCounts(t, p.conn); !equalCounts(after, before) {
+		if after := pgCounts(t, p.conn); !maps.Equal(after, before) {
 			t.Errorf("row counts %v, want untouched %v", after, before)
 		}
 		if d := forensicDumps(t, forensicDir); len(d) != 0 {
@@ -429,14 +422,10 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 	timed(t)
 	s := newSandboxBeforeDeploy(t)
-	env := sandboxenv.Load(t)
 	ctx := context.Background()
-	p := newPggitScratch(t, env, "rg_failed_")
+	p := newPggitScratch(t, "rg_failed_")
 	dir := t.TempDir()
-	good := filepath.Join(dir, "pre-deploy.dump")
-	if _, err := p.db.Dump(ctx, good); err != nil {
-		t.Fatal(err)
-	}
+	good := p.preDeployDump(t, dir)
 	b, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)
@@ -450,7 +439,7 @@ func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 	before := pgCounts(t, p.conn)
 	untouched := func(t *testing.T, replicas int32) {
 		t.Helper()
-		if after := pgCounts(t, p.conn); !equalCounts(after, before) || !p.migrationApplied(t) {
+		if after := pgCounts(t, p.conn); !maps.Equal(after, before) || !p.migrationApplied(t) {
 			t.Errorf("row counts %v (migration applied %v), want untouched %v", after, p.migrationApplied(t), before)
 		}
 		d := s.get(t)
@@ -461,7 +450,7 @@ func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 
 	t.Run("invalid from the start", func(t *testing.T) {
 		tg := s.target()
-		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: truncated, ForensicDir: t.TempDir(), Tables: pggitTables}
+		tg.Database = p.settings(truncated, t.TempDir())
 		_, err := s.executor(nil).Run(ctx, rollback.Request{Target: tg, Reason: "integration: error rate"})
 		var ref *rollback.RefusedError
 		if !errors.As(err, &ref) || !errors.Is(err, database.ErrDumpInvalid) {
@@ -479,7 +468,7 @@ func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		tg := s.target()
-		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: t.TempDir(), Tables: pggitTables}
+		tg.Database = p.settings(pre, t.TempDir())
 		obs := &recorder{hook: func(kind string, f rollback.Facts) {
 			if kind == "step-started" && f.Step == rollback.StepDBDump {
 				// The volume holding the backup goes bad during the incident.
@@ -622,65 +611,6 @@ func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
 	}
 }
 
-// keepSandboxPairReplicating leaves pggit_pub / pggit_sub enabled,
-// replicating and in sync at the end, resyncing the subscription when
-// ENABLE is not enough.
-func keepSandboxPairReplicating(t *testing.T, env sandboxenv.Env, subscriber *database.DB, subName, marker string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		pub, err := pgx.Connect(ctx, env.Get(t, "PG_PRIMARY_DSN"))
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer pub.Close(ctx)
-		sub, err := pgx.Connect(ctx, env.Get(t, "PG_SUBSCRIBER_DSN"))
-		if err != nil {
-			t.Errorf("cleanup: %v", err)
-			return
-		}
-		defer sub.Close(ctx)
-		defer func() {
-			if _, err := pub.Exec(ctx, "DELETE FROM pggit.replication_conflict_log WHERE table_name LIKE $1", marker+"%"); err != nil {
-				t.Errorf("cleanup: delete markers: %v", err)
-			}
-		}()
-		if err := subscriber.EnableSubscription(ctx, subName); err != nil {
-			t.Errorf("cleanup: enable %s: %v", subName, err)
-		}
-		if err := pairReplicates(ctx, pub, sub, marker+"-cleanup", 10*time.Second); err == nil {
-			return
-		}
-		t.Logf("cleanup: %s is not replicating; resyncing it", subName)
-		if err := subscriber.ResyncSubscription(ctx, subName); err != nil {
-			t.Errorf("cleanup: resync %s: %v", subName, err)
-			return
-		}
-		if err := pairReplicates(ctx, pub, sub, marker+"-cleanup-resync", 30*time.Second); err != nil {
-			t.Errorf("cleanup: %s not replicating after resync: %v", subName, err)
-		}
-	})
-}
-
-// pairReplicates writes a marker row on the primary and waits for it on
-// the subscriber.
-func pairReplicates(ctx context.Context, pub, sub *pgx.Conn, marker string, within time.Duration) error {
-	if _, err := pub.Exec(ctx, "INSERT INTO pggit.replication_conflict_log (table_name, conflict_type, resolved) VALUES ($1, 'rg-test', true)", marker); err != nil {
-		return err
-	}
-	return eventuallyErr(within, func() error {
-		var n int64
-		if err := sub.QueryRow(ctx, "SELECT count(*) FROM pggit.replication_conflict_log WHERE table_name = $1", marker).Scan(&n); err != nil {
-			return err
-		}
-		if n != 1 {
-			return fmt.Errorf("marker %s not on the subscriber", marker)
-		}
-		return nil
-	})
-}
-
 // permanent stops eventuallyErr at once.
 type permanent struct{ error }
 
@@ -710,23 +640,6 @@ func subEnabled(t *testing.T, c *pgx.Conn, name string) bool {
 	return on
 }
 
-// countsEqual compares the pggit tables on both sides.
-func countsEqual(ctx context.Context, a, b *pgx.Conn) error {
-	for _, tb := range pggitTables {
-		var x, y int64
-		if err := a.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&x); err != nil {
-			return err
-		}
-		if err := b.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&y); err != nil {
-			return err
-		}
-		if x != y {
-			return fmt.Errorf("%s: primary %d rows, secondary %d", tb, x, y)
-		}
-	}
-	return nil
-}
-
 // TestDatabaseIntegrationMultiRegion: subscriptions paused around the
 // rollback and resumed (or, after an in-place restore of the publisher,
 // rebuilt) with the lag back under 1 s.
@@ -740,13 +653,13 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		primary := openPG(t, env, "primary", env.Get(t, "PG_PRIMARY_DSN"))
 		secondary := openPG(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
 		marker := "rg-rollback-" + rand.String(6)
-		keepSandboxPairReplicating(t, env, secondary, subName, marker)
+		databasetest.KeepPairReplicating(t, env, secondary, subName, marker+"-")
 		// A slot nobody consumes on the primary: the lag waited for is the
 		// secondary's own, or wait-lag would time out.
 		sandboxfixture.StaleSlot(t, env.Get(t, "PG_PRIMARY_DSN"))
 		pub := pgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
 		sub := pgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
-		if err := pairReplicates(ctx, pub, sub, marker+"-before", 10*time.Second); err != nil {
+		if err := databasetest.Replicates(ctx, pub, sub, marker+"-before", 10*time.Second); err != nil {
 			t.Fatalf("sandbox pair not replicating before the test: %v", err)
 		}
 
@@ -756,7 +669,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 				on := subEnabled(t, sub, subName)
 				enabledMidPlan = &on
 				// Written while the secondary is paused: must arrive after.
-				if _, err := pub.Exec(ctx, "INSERT INTO pggit.replication_conflict_log (table_name, conflict_type, resolved) VALUES ($1, 'rg-test', true)", marker+"-during"); err != nil {
+				if err := databasetest.WriteMarker(ctx, pub, marker+"-during"); err != nil {
 					t.Errorf("write during the plan: %v", err)
 				}
 			}
@@ -815,10 +728,10 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		s := newSandboxBeforeDeploy(t)
 		env := sandboxenv.Load(t)
 		ctx := context.Background()
-		p := newPggitScratch(t, env, "rg_mrpub_")
+		p := newPggitScratch(t, "rg_mrpub_")
 		pubName := "rg_pub_" + rand.String(6)
 		subName := "rg_sub_" + rand.String(6)
-		pgExec(t, p.conn, "CREATE PUBLICATION "+pubName+" FOR TABLE "+strings.Join(pggitTables, ", "))
+		pgExec(t, p.conn, "CREATE PUBLICATION "+pubName+" FOR TABLE "+strings.Join(databasetest.Tables, ", "))
 
 		_, subDSN := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_SUBSCRIBER_DSN"), "rg_mrsub_")
 		sc := pgConnect(t, subDSN)
@@ -833,17 +746,14 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		}
 		pgExec(t, sc, "CREATE SUBSCRIPTION "+subName+" CONNECTION '"+strings.ReplaceAll(conninfo, "'", "''")+"' PUBLICATION "+pubName)
 		t.Cleanup(func() { dropScratchSubscription(t, env, subDSN, p.dsn, subName) })
-		if err := eventuallyErr(30*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
+		if err := eventuallyErr(30*time.Second, func() error { return databasetest.CountsEqual(ctx, p.conn, sc) }); err != nil {
 			t.Fatalf("initial copy: %v", err)
 		}
 
-		pre := filepath.Join(t.TempDir(), "pre-deploy.dump")
-		if _, err := p.db.Dump(ctx, pre); err != nil {
-			t.Fatal(err)
-		}
+		pre := p.preDeployDump(t, t.TempDir())
 		s.shipBad(t)
 		p.deploy(t, 20)
-		if err := eventuallyErr(10*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
+		if err := eventuallyErr(10*time.Second, func() error { return databasetest.CountsEqual(ctx, p.conn, sc) }); err != nil {
 			t.Fatalf("deploy rows did not replicate: %v", err)
 		}
 
@@ -862,14 +772,14 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 				if err := sc.QueryRow(ctx, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").Scan(&notReady); err != nil {
 					t.Error(err)
 				}
-				syncedAtWaitLag = countsEqual(ctx, p.conn, sc)
+				syncedAtWaitLag = databasetest.CountsEqual(ctx, p.conn, sc)
 				if syncedAtWaitLag == nil && notReady > 0 {
 					syncedAtWaitLag = fmt.Errorf("%d tables not ready", notReady)
 				}
 			}
 		}}
 		tg := s.target()
-		tg.Database = &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: pre, ForensicDir: t.TempDir(), Tables: pggitTables}
+		tg.Database = p.settings(pre, t.TempDir())
 		tg.MultiRegion = &rollback.MultiRegionSettings{
 			Secondaries: []rollback.Secondary{{Name: "scratch-secondary", DB: secondary, Subscription: subName}},
 			MaxLag:      time.Second, LagTimeout: 60 * time.Second,
@@ -897,7 +807,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		if syncedAtWaitLag != nil {
 			t.Errorf("wait-lag passed while the secondary was not in sync: %v", syncedAtWaitLag)
 		}
-		if err := eventuallyErr(30*time.Second, func() error { return countsEqual(ctx, p.conn, sc) }); err != nil {
+		if err := eventuallyErr(30*time.Second, func() error { return databasetest.CountsEqual(ctx, p.conn, sc) }); err != nil {
 			t.Errorf("pair not in sync after the plan: %v", err)
 		}
 		if n := pgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 0 {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/rollguard/rollguard/pkg/clock"
 	"github.com/rollguard/rollguard/pkg/kube"
 )
 
@@ -76,7 +77,7 @@ func NewExecutor(cluster Cluster, configMaps corev1client.ConfigMapsGetter, opts
 		opts.Now = time.Now
 	}
 	if opts.Sleep == nil {
-		opts.Sleep = sleep
+		opts.Sleep = clock.Sleep
 	}
 	if opts.JournalTimeout <= 0 {
 		opts.JournalTimeout = 10 * time.Second
@@ -98,17 +99,6 @@ func NewExecutor(cluster Cluster, configMaps corev1client.ConfigMapsGetter, opts
 		journals: &journalStore{cms: configMaps, timeout: opts.JournalTimeout},
 		opts:     opts,
 		logger:   logger,
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }
 

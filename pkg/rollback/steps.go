@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/zap"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/rollguard/rollguard/pkg/kube"
 )
@@ -281,6 +282,20 @@ func (r *run) templateExpect() kube.Expect {
 	return kube.Expect{UID: r.exp.UID, Template: r.exp.Template}
 }
 
+// setTemplate writes tmpl as the Deployment's template, on the
+// expectation of templateExpect, and remembers what it wrote.
+func (r *run) setTemplate(ctx context.Context, tmpl corev1.PodTemplateSpec) (*appsv1.Deployment, error) {
+	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, tmpl, r.templateExpect())
+	if dep != nil {
+		r.dep = dep
+	}
+	if err != nil {
+		return nil, err
+	}
+	r.exp.Template = tmpl.DeepCopy()
+	return dep, nil
+}
+
 func (r *run) wait(ctx context.Context) (*appsv1.Deployment, kube.RolloutStatus, error) {
 	return r.waitFor(ctx, false)
 }
@@ -365,14 +380,9 @@ func (r *run) databaseStepFollows(step string) bool {
 }
 
 func runReadOnly(ctx context.Context, r *run, rec *StepRecord) (string, error) {
-	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, *rec.Intent, r.templateExpect())
-	if dep != nil {
-		r.dep = dep
-	}
-	if err != nil {
+	if _, err := r.setTemplate(ctx, *rec.Intent); err != nil {
 		return "", err
 	}
-	r.exp.Template = rec.Intent.DeepCopy()
 	dep, s, err := r.wait(ctx)
 	if dep != nil {
 		r.dep = dep
@@ -520,15 +530,10 @@ func runDBVerify(ctx context.Context, r *run, _ *StepRecord) (string, error) {
 }
 
 func runApplication(ctx context.Context, r *run, _ *StepRecord) (string, error) {
-	tmpl := r.j.Pinned.Template
-	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, tmpl, r.templateExpect())
-	if dep != nil {
-		r.dep = dep
-	}
+	dep, err := r.setTemplate(ctx, r.j.Pinned.Template)
 	if err != nil {
 		return "", err
 	}
-	r.exp.Template = tmpl.DeepCopy()
 	return fmt.Sprintf("template set to %s (generation %d)", kube.FormatImages(r.j.Pinned.Images), dep.Generation), nil
 }
 
@@ -879,14 +884,9 @@ func runTerminateIdle(ctx context.Context, r *run, _ *StepRecord) (string, error
 }
 
 func runRestart(ctx context.Context, r *run, rec *StepRecord) (string, error) {
-	dep, err := r.e.cluster.SetTemplate(ctx, r.t.Namespace, r.t.Deployment, *rec.Intent, r.templateExpect())
-	if dep != nil {
-		r.dep = dep
-	}
-	if err != nil {
+	if _, err := r.setTemplate(ctx, *rec.Intent); err != nil {
 		return "", err
 	}
-	r.exp.Template = rec.Intent.DeepCopy()
 	return "restartedAt " + rec.Intent.Annotations[kube.RestartedAtAnnotation], nil
 }
 

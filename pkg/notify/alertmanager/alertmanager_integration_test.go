@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/notify/notifytest"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -71,17 +72,7 @@ type apiAlert struct {
 }
 
 func getAlerts(ctx context.Context, base string) ([]apiAlert, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/api/v2/alerts", nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out []apiAlert
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	return notifytest.GetJSON[[]apiAlert](ctx, base+"/api/v2/alerts")
 }
 
 // TestIntegrationAlertmanager runs events through rollguard's delivery

@@ -103,12 +103,6 @@ func New(opts Options, logger *zap.Logger) (*Notifier, error) {
 		return nil, fmt.Errorf("pagerduty endpoint: %w", err)
 	}
 	opts.StatusURL = strings.TrimSuffix(opts.StatusURL, "/")
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
-	}
-	if opts.Transport == nil {
-		opts.Transport = http.DefaultTransport
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -116,7 +110,7 @@ func New(opts Options, logger *zap.Logger) (*Notifier, error) {
 		logger = zap.NewNop()
 	}
 	c := pd.NewClient("", pd.WithV2EventsAPIEndpoint(opts.Endpoint))
-	c.HTTPClient = &recordingClient{c: &http.Client{Timeout: opts.Timeout, Transport: opts.Transport}}
+	c.HTTPClient = &recordingClient{c: notify.HTTPClient(opts.Timeout, opts.Transport)}
 	return &Notifier{
 		opts:    opts,
 		client:  c,

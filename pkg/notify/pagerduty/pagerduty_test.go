@@ -20,18 +20,13 @@ import (
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/notify/notifytest"
 )
 
 const (
 	routingKey  = "R0UTINGKEY-primary-0123456789abcdef"
 	securityKey = "SECURITYKEY-0123456789abcdef0123"
 )
-
-type answer struct {
-	status     int
-	retryAfter string
-	hang       bool
-}
 
 type received struct {
 	path string
@@ -41,17 +36,14 @@ type received struct {
 // fakePD speaks enough of the Events API v2: scripted answers first, then
 // 202 the way PagerDuty answers.
 type fakePD struct {
-	mu      sync.Mutex
-	script  []answer
-	got     []received
-	release chan struct{}
+	script *notifytest.Script
+	mu     sync.Mutex
+	got    []received
 }
 
-func newFakePD(t *testing.T, script ...answer) (*fakePD, *httptest.Server) {
-	f := &fakePD{script: script, release: make(chan struct{})}
-	srv := httptest.NewServer(f)
-	t.Cleanup(func() { close(f.release); srv.Close() })
-	return f, srv
+func newFakePD(t *testing.T, script ...notifytest.Answer) (*fakePD, *httptest.Server) {
+	f := &fakePD{script: notifytest.NewScript(script...)}
+	return f, f.script.Serve(t, f)
 }
 
 func (f *fakePD) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,27 +51,15 @@ func (f *fakePD) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body map[string]any
 	_ = json.Unmarshal(b, &body)
 	f.mu.Lock()
-	var a *answer
-	if len(f.script) > 0 {
-		a = &f.script[0]
-		f.script = f.script[1:]
-	}
 	f.got = append(f.got, received{path: r.URL.Path, body: body})
 	f.mu.Unlock()
-	if a != nil {
-		if a.hang {
-			select {
-			case <-f.release:
-			case <-r.Context().Done():
-			}
+	if a := f.script.Next(); a != nil {
+		if !f.script.Answer(w, r, a) {
 			return
 		}
-		if a.retryAfter != "" {
-			w.Header().Set("Retry-After", a.retryAfter)
-		}
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(a.status)
-		fmt.Fprintf(w, `{"status":"error","message":"scripted %d","error":{"message":"event rejected","code":2001,"errors":["routing_key %s is bad"]}}`, a.status, body["routing_key"])
+		w.WriteHeader(a.Status)
+		fmt.Fprintf(w, `{"status":"error","message":"scripted %d","error":{"message":"event rejected","code":2001,"errors":["routing_key %s is bad"]}}`, a.Status, body["routing_key"])
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -91,6 +71,17 @@ func (f *fakePD) requests() []received {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]received(nil), f.got...)
+}
+
+// wantFields fails the test for each field of want that got (a decoded
+// JSON object, named by prefix in errors) does not hold.
+func wantFields(t *testing.T, prefix string, got, want map[string]any) {
+	t.Helper()
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s%s = %v, want %v", prefix, k, got[k], v)
+		}
+	}
 }
 
 func detected() notify.Event {
@@ -124,20 +115,15 @@ func TestPayloadFields(t *testing.T) {
 		t.Fatalf("requests = %+v, want one to /v2/enqueue", got)
 	}
 	b := got[0].body
-	want := map[string]any{
+	wantFields(t, "", b, map[string]any{
 		"routing_key":  routingKey,
 		"event_action": "trigger",
 		"dedup_key":    "production_pggit-api_7",
 		"client":       "rollguard",
 		"client_url":   "http://rollguard:8080/api/v1/incidents/production_pggit-api_7",
-	}
-	for k, v := range want {
-		if b[k] != v {
-			t.Errorf("%s = %v, want %v", k, b[k], v)
-		}
-	}
+	})
 	p := b["payload"].(map[string]any)
-	wantP := map[string]any{
+	wantFields(t, "payload.", p, map[string]any{
 		"summary":   "error rate 0.2 > 0.05 for 60s",
 		"source":    "rollguard/production",
 		"severity":  "critical",
@@ -145,12 +131,7 @@ func TestPayloadFields(t *testing.T) {
 		"group":     "production",
 		"class":     "error-rate",
 		"timestamp": "2026-11-25T14:35:10Z",
-	}
-	for k, v := range wantP {
-		if p[k] != v {
-			t.Errorf("payload.%s = %v, want %v", k, p[k], v)
-		}
-	}
+	})
 	cd := p["custom_details"].(map[string]any)
 	if cd["threshold"] != 0.05 || cd["bad_version"] != "v1.1.0" || !strings.Contains(cd["query"].(string), "http_requests_total") ||
 		cd["incident_id"] != "production_pggit-api_7" || cd["kind"] != "detected" {
@@ -260,17 +241,17 @@ func TestChangeEventBody(t *testing.T) {
 func TestErrorClassification(t *testing.T) {
 	cases := []struct {
 		name      string
-		a         answer
+		a         notifytest.Answer
 		retryable bool
 		after     time.Duration
 		sentinel  error
 	}{
-		{name: "429 with retry-after", a: answer{status: 429, retryAfter: "3"}, retryable: true, after: 3 * time.Second},
-		{name: "500", a: answer{status: 500}, retryable: true},
-		{name: "503", a: answer{status: 503}, retryable: true},
-		{name: "400", a: answer{status: 400}, sentinel: ErrRejected},
-		{name: "403", a: answer{status: 403}, sentinel: ErrRejected},
-		{name: "timeout", a: answer{hang: true}, retryable: true},
+		{name: "429 with retry-after", a: notifytest.Answer{Status: 429, RetryAfter: "3"}, retryable: true, after: 3 * time.Second},
+		{name: "500", a: notifytest.Answer{Status: 500}, retryable: true},
+		{name: "503", a: notifytest.Answer{Status: 503}, retryable: true},
+		{name: "400", a: notifytest.Answer{Status: 400}, sentinel: ErrRejected},
+		{name: "403", a: notifytest.Answer{Status: 403}, sentinel: ErrRejected},
+		{name: "timeout", a: notifytest.Answer{Hang: true}, retryable: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -292,7 +273,7 @@ func TestErrorClassification(t *testing.T) {
 			if strings.Contains(err.Error(), routingKey) {
 				t.Errorf("routing key in error: %v", err)
 			}
-			if tc.a.status != 0 && !strings.Contains(err.Error(), fmt.Sprintf("(error: scripted %d)", tc.a.status)) {
+			if tc.a.Status != 0 && !strings.Contains(err.Error(), fmt.Sprintf("(error: scripted %d)", tc.a.Status)) {
 				t.Errorf("err = %v, want the Events API's reason", err)
 			}
 		})
@@ -341,7 +322,7 @@ func (s *sleepRecorder) sleep(ctx context.Context, d time.Duration) error {
 // Through the queue: 429 three times, then 202, is one delivery with one
 // dedup_key, waiting as PagerDuty asked and never for real.
 func TestQueueRetriesRateLimit(t *testing.T) {
-	f, srv := newFakePD(t, answer{status: 429, retryAfter: "2"}, answer{status: 429}, answer{status: 429, retryAfter: "5"})
+	f, srv := newFakePD(t, notifytest.Answer{Status: 429, RetryAfter: "2"}, notifytest.Answer{Status: 429}, notifytest.Answer{Status: 429, RetryAfter: "5"})
 	n, _ := New(Options{Endpoint: srv.URL, RoutingKey: routingKey}, zap.NewNop())
 	sl := &sleepRecorder{}
 	reg := prometheus.NewRegistry()
@@ -380,7 +361,7 @@ func TestQueueRetriesRateLimit(t *testing.T) {
 }
 
 func TestQueueDoesNotRetry400(t *testing.T) {
-	f, srv := newFakePD(t, answer{status: 400})
+	f, srv := newFakePD(t, notifytest.Answer{Status: 400})
 	n, _ := New(Options{Endpoint: srv.URL, RoutingKey: routingKey}, zap.NewNop())
 	core, logs := observer.New(zapcore.DebugLevel)
 	reg := prometheus.NewRegistry()

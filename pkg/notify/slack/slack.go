@@ -75,30 +75,17 @@ func New(opts Options, logger *zap.Logger) (*Notifier, error) {
 		// Never echo the URL: it is the credential.
 		return nil, errors.New("slack webhook url: not an absolute URL")
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 10 * time.Second
-	}
-	if opts.Transport == nil {
-		opts.Transport = http.DefaultTransport
-	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
 	if logger == nil {
 		logger = zap.NewNop()
 	}
-	secrets := []string{opts.WebhookURL, url.QueryEscape(opts.WebhookURL)}
-	if len(u.Path) > 1 {
-		secrets = append(secrets, u.Path, u.EscapedPath())
-	}
-	if u.RawQuery != "" {
-		secrets = append(secrets, u.RawQuery)
-	}
 	return &Notifier{
 		opts:    opts,
-		client:  &http.Client{Timeout: opts.Timeout, Transport: opts.Transport},
+		client:  notify.HTTPClient(opts.Timeout, opts.Transport),
 		logger:  logger,
-		secrets: secrets,
+		secrets: notify.URLSecrets(opts.WebhookURL),
 		records: map[string]*incident.Record{},
 	}, nil
 }

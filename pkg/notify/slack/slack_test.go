@@ -20,30 +20,21 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/notify/notifytest"
 	"github.com/rollguard/rollguard/pkg/notify/pagerduty"
 )
 
 const secretPath = "/services/T0SECRET/B0SECRET/xoxSECRETtoken123"
 
-type reply struct {
-	status     int
-	body       string
-	retryAfter string
-	hang       bool
-}
-
 type fakeSlack struct {
-	mu      sync.Mutex
-	script  []reply
-	msgs    []Message
-	release chan struct{}
+	script *notifytest.Script
+	mu     sync.Mutex
+	msgs   []Message
 }
 
-func newFake(t *testing.T, script ...reply) (*fakeSlack, string) {
-	f := &fakeSlack{script: script, release: make(chan struct{})}
-	srv := httptest.NewServer(f)
-	t.Cleanup(func() { close(f.release); srv.Close() })
-	return f, srv.URL + secretPath
+func newFake(t *testing.T, script ...notifytest.Answer) (*fakeSlack, string) {
+	f := &fakeSlack{script: notifytest.NewScript(script...)}
+	return f, f.script.Serve(t, f).URL + secretPath
 }
 
 func (f *fakeSlack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -59,29 +50,18 @@ func (f *fakeSlack) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	f.mu.Lock()
 	f.msgs = append(f.msgs, m)
-	var rp *reply
-	if len(f.script) > 0 {
-		rp = &f.script[0]
-		f.script = f.script[1:]
-	}
 	f.mu.Unlock()
+	rp := f.script.Next()
 	if rp == nil {
 		_, _ = io.WriteString(w, "ok")
 		return
 	}
-	if rp.hang {
-		select {
-		case <-f.release:
-		case <-r.Context().Done():
-		}
+	if !f.script.Answer(w, r, rp) {
 		return
 	}
-	if rp.retryAfter != "" {
-		w.Header().Set("Retry-After", rp.retryAfter)
-	}
-	w.WriteHeader(rp.status)
+	w.WriteHeader(rp.Status)
 	// Echo the path, as a careless proxy might: it must be scrubbed.
-	_, _ = fmt.Fprintf(w, "%s (%s)", rp.body, r.URL.Path)
+	_, _ = fmt.Fprintf(w, "%s (%s)", rp.Body, r.URL.Path)
 }
 
 func (f *fakeSlack) messages() []Message {
@@ -171,19 +151,19 @@ func TestFailureMessage(t *testing.T) {
 func TestErrors(t *testing.T) {
 	cases := []struct {
 		name      string
-		r         reply
+		r         notifytest.Answer
 		retryable bool
 		after     time.Duration
 		rejected  bool
 	}{
-		{name: "429", r: reply{status: 429, body: "rate_limited", retryAfter: "30"}, retryable: true, after: 30 * time.Second},
-		{name: "500", r: reply{status: 500, body: "rollup_error"}, retryable: true},
-		{name: "503", r: reply{status: 503}, retryable: true},
-		{name: "400", r: reply{status: 400, body: "invalid_payload"}, rejected: true},
-		{name: "403", r: reply{status: 403, body: "action_prohibited"}, rejected: true},
-		{name: "404", r: reply{status: 404, body: "channel_not_found"}, rejected: true},
-		{name: "410", r: reply{status: 410, body: "channel_is_archived"}, rejected: true},
-		{name: "timeout", r: reply{hang: true}, retryable: true},
+		{name: "429", r: notifytest.Answer{Status: 429, Body: "rate_limited", RetryAfter: "30"}, retryable: true, after: 30 * time.Second},
+		{name: "500", r: notifytest.Answer{Status: 500, Body: "rollup_error"}, retryable: true},
+		{name: "503", r: notifytest.Answer{Status: 503}, retryable: true},
+		{name: "400", r: notifytest.Answer{Status: 400, Body: "invalid_payload"}, rejected: true},
+		{name: "403", r: notifytest.Answer{Status: 403, Body: "action_prohibited"}, rejected: true},
+		{name: "404", r: notifytest.Answer{Status: 404, Body: "channel_not_found"}, rejected: true},
+		{name: "410", r: notifytest.Answer{Status: 410, Body: "channel_is_archived"}, rejected: true},
+		{name: "timeout", r: notifytest.Answer{Hang: true}, retryable: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -224,21 +204,10 @@ type sleeper struct{ n int }
 
 func (s *sleeper) sleep(ctx context.Context, _ time.Duration) error { s.n++; return ctx.Err() }
 
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // 410 channel_is_archived is given up at once, logged at Error, and the
 // webhook URL appears nowhere: not in logs, not in the status.
 func TestQueue410NotRetriedAndNoSecretLogged(t *testing.T) {
-	f, hook := newFake(t, reply{status: 410, body: "channel_is_archived"}, reply{status: 429, retryAfter: "1"})
+	f, hook := newFake(t, notifytest.Answer{Status: 410, Body: "channel_is_archived"}, notifytest.Answer{Status: 429, RetryAfter: "1"})
 	n, _ := New(Options{WebhookURL: hook}, zap.NewNop())
 	core, logs := observer.New(zapcore.DebugLevel)
 	sl := &sleeper{}
@@ -248,7 +217,7 @@ func TestQueue410NotRetriedAndNoSecretLogged(t *testing.T) {
 	go q.Run(ctx)
 	q.Enqueue(ev(notify.KindTest, 0, notify.Details{}))
 	q.Enqueue(ev(notify.KindTest, 1, notify.Details{}))
-	waitUntil(t, "two outcomes", func() bool { s := q.Status()[0]; return s.Delivered+s.Failed == 2 })
+	notifytest.WaitFor(t, "two outcomes", func() bool { s := q.Status()[0]; return s.Delivered+s.Failed == 2 })
 	if got := len(f.messages()); got != 3 {
 		t.Errorf("posts = %d, want 3 (410 once; 429 then ok)", got)
 	}
@@ -307,11 +276,11 @@ func TestHangingPagerDutyDoesNotHoldBackSlack(t *testing.T) {
 	if el := time.Since(start); el > 200*time.Millisecond {
 		t.Errorf("Enqueue took %v", el)
 	}
-	waitUntil(t, "slack deliveries", func() bool { return len(f.messages()) == 3 })
+	notifytest.WaitFor(t, "slack deliveries", func() bool { return len(f.messages()) == 3 })
 	if s := q.Status()[0]; s.Failed != 0 || s.Delivered != 0 {
 		t.Errorf("pagerduty finished an event (%+v) before slack delivered: slack was held back", s)
 	}
-	waitUntil(t, "pagerduty give-ups", func() bool { return q.Status()[0].Failed == 3 })
+	notifytest.WaitFor(t, "pagerduty give-ups", func() bool { return q.Status()[0].Failed == 3 })
 	retried := logs.FilterMessage("notification failed, retrying").All()
 	if len(retried) != 3 {
 		t.Errorf("retries logged = %d, want 3", len(retried))

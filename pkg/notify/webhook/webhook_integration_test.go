@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/notify/notifytest"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -29,17 +30,7 @@ type received struct {
 }
 
 func receivedOn(ctx context.Context, base, path string) ([]received, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/_/received?path="+url.QueryEscape(path), nil)
-	if err != nil {
-		return nil, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	var out []received
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	return notifytest.GetJSON[[]received](ctx, base+"/_/received?path="+url.QueryEscape(path))
 }
 
 // TestIntegrationWebhookThroughQueue delivers an incident through
