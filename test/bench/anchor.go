@@ -138,9 +138,8 @@ type anchorRun struct {
 	// startsAt: the alert's startsAt in the notification.
 	activeAt, startsAt time.Time
 	webhook            time.Time
-	firstBreach, fired time.Time
-	stepStart          time.Time
-	serving, finished  time.Time
+	detection
+	serving, finished time.Time
 }
 
 func (r anchorRun) since(t time.Time) time.Duration {
@@ -531,21 +530,8 @@ func anchorOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options, 
 		for i, d := range b.deps {
 			r := &runs[i]
 			for _, l := range tails[i].Next() {
-				switch l.Msg {
-				case "trigger fired":
-					if r.fired.IsZero() {
-						r.fired = l.time()
-						r.firstBreach, _ = time.Parse(time.RFC3339Nano, l.FirstBreach)
-					}
-				case "rollback step started":
-					if r.stepStart.IsZero() {
-						r.stepStart = l.time()
-					}
-				case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
-					if l.nothingToResume() {
-						continue
-					}
-					return nil, fmt.Errorf("rollguard %s: %s %s (log %s)", d.name, l.Msg, l.Error, d.proc.log)
+				if err := r.read(l); err != nil {
+					return nil, fmt.Errorf("rollguard %s: %w (log %s)", d.name, err, d.proc.log)
 				}
 			}
 			r.webhook, r.startsAt = sink.get(b.control)

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/rollguard/rollguard/test/promquery"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -212,6 +211,39 @@ func (l logLine) nothingToResume() bool {
 	return l.Msg == "rollback refused" && strings.Contains(l.Error, "no unfinished run to resume")
 }
 
+// detection is what a daemon's log says of one fault: when its trigger
+// fired (and the first breaching sample it saw), when the rollback's first
+// step started, and whether the plan finished.
+type detection struct {
+	fired        time.Time // "trigger fired"
+	firstBreach  time.Time // the trigger's first breaching sample, from the log
+	stepStart    time.Time // the rollback's first step started
+	planFinished bool
+}
+
+// read takes in one log line; a plan that stopped or was refused is an
+// error of the run (a leader's term finding nothing to resume is not).
+func (d *detection) read(l logLine) error {
+	switch l.Msg {
+	case "trigger fired":
+		if d.fired.IsZero() {
+			d.fired = l.time()
+			d.firstBreach, _ = time.Parse(time.RFC3339Nano, l.FirstBreach)
+		}
+	case "rollback step started":
+		if d.stepStart.IsZero() {
+			d.stepStart = l.time()
+		}
+	case "rollback plan finished":
+		d.planFinished = true
+	case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
+		if !l.nothingToResume() {
+			return fmt.Errorf("%s %s", l.Msg, l.Error)
+		}
+	}
+	return nil
+}
+
 // time parses zap's ISO8601 encoder output (millisecond precision).
 func (l logLine) time() time.Time {
 	t, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
@@ -230,34 +262,14 @@ type promSample struct {
 // promMatrix runs an instant query whose result is a matrix (a range
 // vector selector) and returns each series' raw samples.
 func promMatrix(ctx context.Context, base, q string, at time.Time) ([][]promSample, error) {
-	u := base + "/api/v1/query?query=" + url.QueryEscape(q) + "&time=" + strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
+	var result []struct {
+		Values [][2]any `json:"values"`
+	}
+	if err := promquery.Instant(ctx, base, q, at, &result); err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Values [][2]any `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("prometheus query %q: %s", q, body.Error)
-	}
 	var out [][]promSample
-	for _, r := range body.Data.Result {
+	for _, r := range result {
 		var ss []promSample
 		for _, v := range r.Values {
 			ts, _ := v[0].(float64)
@@ -403,33 +415,14 @@ func podImage(p *corev1.Pod) string {
 
 // promVector runs an instant query and returns its samples' values.
 func promVector(ctx context.Context, base, q string) ([]float64, error) {
-	u := base + "/api/v1/query?query=" + url.QueryEscape(q)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
+	var result []struct {
+		Value [2]any `json:"value"`
+	}
+	if err := promquery.Instant(ctx, base, q, time.Time{}, &result); err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("prometheus query %q: %s", q, body.Error)
-	}
 	var out []float64
-	for _, r := range body.Data.Result {
+	for _, r := range result {
 		s, _ := r.Value[1].(string)
 		if f, err := strconv.ParseFloat(s, 64); err == nil {
 			out = append(out, f)

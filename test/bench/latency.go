@@ -32,11 +32,8 @@ type latencyConfig struct {
 
 // latencyRun is one injected fault.
 type latencyRun struct {
-	fired       time.Time // "trigger fired"
-	firstBreach time.Time // the trigger's first breaching sample, from the log
+	detection
 	firstScrape time.Time // first scrape that carried the fault's errors
-	stepStart   time.Time // the rollback's first step started
-	finished    bool      // the plan finished
 	t0          time.Time
 }
 
@@ -80,7 +77,7 @@ func runLatency(ctx context.Context, c *cluster, env sandboxenv.Env, o options, 
 		res.runs = append(res.runs, r)
 		say("   run %d: first step %.2fs after the fault, %.2fs after the first faulty scrape (scrape +%.2fs, fired +%.2fs)%s",
 			i, r.fromFault().Seconds(), r.fromScrape().Seconds(), r.firstScrape.Sub(r.t0).Seconds(), r.fired.Sub(r.t0).Seconds(),
-			map[bool]string{false: "; plan did not finish", true: ""}[r.finished])
+			map[bool]string{false: "; plan did not finish", true: ""}[r.planFinished])
 	}
 	return res, nil
 }
@@ -149,25 +146,10 @@ func latencyOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options,
 
 	tail := jsonlog.NewTail[logLine](p.log)
 	deadline := time.Now().Add(lc.window + 60*time.Second)
-	for ctx.Err() == nil && time.Now().Before(deadline) && !r.finished {
+	for ctx.Err() == nil && time.Now().Before(deadline) && !r.planFinished {
 		for _, l := range tail.Next() {
-			switch l.Msg {
-			case "trigger fired":
-				if r.fired.IsZero() {
-					r.fired = l.time()
-					r.firstBreach, _ = time.Parse(time.RFC3339Nano, l.FirstBreach)
-				}
-			case "rollback step started":
-				if r.stepStart.IsZero() {
-					r.stepStart = l.time()
-				}
-			case "rollback plan finished":
-				r.finished = true
-			case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
-				if l.nothingToResume() {
-					continue
-				}
-				return r, fmt.Errorf("rollguard: %s %s (log %s)", l.Msg, l.Error, p.log)
+			if err := r.read(l); err != nil {
+				return r, fmt.Errorf("rollguard: %w (log %s)", err, p.log)
 			}
 		}
 		// Latency is measured at the first step; the rest of the plan only
