@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/rollguard/rollguard/test/pggitsim"
 	"github.com/rollguard/rollguard/test/promquery"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
@@ -103,6 +104,26 @@ func (c *cluster) setImage(ctx context.Context, name, image string) error {
 		return fmt.Errorf("set image of deployment %s: %w", name, err)
 	}
 	return nil
+}
+
+// runUntilReady runs cmd (a rollback) and meanwhile waits, for at most
+// timeout, for the Deployment name to run all its replicas of goodImage.
+// It returns when cmd started and ended and when the replicas were ready
+// (zero: not within timeout); after cmd's error it does not wait.
+func (c *cluster) runUntilReady(ctx context.Context, cmd *exec.Cmd, name string, timeout time.Duration) (start, end, ready time.Time, err error) {
+	readyCh := make(chan time.Time, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start = time.Now()
+	go func() {
+		t, _ := c.waitImageReady(wctx, name, goodImage, replicas, timeout)
+		readyCh <- t
+	}()
+	if err := cmd.Run(); err != nil {
+		return start, time.Now(), time.Time{}, err
+	}
+	end = time.Now()
+	return start, end, <-readyCh, nil
 }
 
 // waitImageReady polls every 100 ms until the Deployment runs n available
@@ -336,7 +357,7 @@ func (c *cluster) watchPods(ctx context.Context, name, good, bad string, n int) 
 		check := func() {
 			goodReady, badServing := 0, 0
 			for _, p := range pods {
-				if !podServing(p) {
+				if !pggitsim.PodReady(p) {
 					continue
 				}
 				switch podImage(p) {
@@ -390,18 +411,6 @@ func (c *cluster) watchPods(ctx context.Context, name, good, bad string, n int) 
 		}
 	}()
 	return tl
-}
-
-func podServing(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func podImage(p *corev1.Pod) string {

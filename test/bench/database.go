@@ -452,21 +452,12 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 	var stdout strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, f
 
-	readyCh := make(chan time.Time, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
-	go func() {
-		t, _ := c.waitImageReady(wctx, name, goodImage, replicas, 15*time.Minute)
-		readyCh <- t
-	}()
-	runErr := cmd.Run()
+	start, end, readyAt, runErr := c.runUntilReady(ctx, cmd, name, 15*time.Minute)
 	_, _ = f.WriteString(stdout.String())
 	if runErr != nil {
 		return r, fmt.Errorf("%s: %w (log %s)", method, runErr, logPath)
 	}
-	r.wall = time.Since(start) - pauses
-	readyAt := <-readyCh
+	r.wall = end.Sub(start) - pauses
 	if readyAt.IsZero() {
 		return r, fmt.Errorf("%s: 4 replicas of %s not ready (log %s)", method, goodImage, logPath)
 	}
