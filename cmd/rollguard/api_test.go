@@ -1,21 +1,19 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http/httptest"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
 
-	"github.com/rollguard/rollguard/pkg/alertmanager"
 	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/api/apitest"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
 )
@@ -23,65 +21,18 @@ import (
 // apiToken is the fake daemon's bearer token.
 const apiToken = "tok-7f3e9a1c55d0"
 
-// fakeController is the daemon behind the API, recording what it was asked.
-type fakeController struct {
-	status api.Status
-
-	mu        sync.Mutex
-	rollbacks []api.ActionRequest
-	freezes   []freezeCall
-}
-
-type freezeCall struct {
-	target string
-	frozen bool
-	reason string
-}
-
-func (f *fakeController) Status() api.Status    { return f.status }
-func (f *fakeController) Ready() (bool, string) { return true, "" }
-
-func (f *fakeController) Rollback(_ context.Context, req api.ActionRequest) (api.ActionResult, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.rollbacks = append(f.rollbacks, req)
-	switch req.Target {
-	case "pggit-api":
-		return api.ActionResult{Target: req.Target, Action: req.Action, Accepted: true, Detail: "rollback started (run 20261125T220000Z)"}, nil
-	case "frozen-api":
-		return api.ActionResult{}, fmt.Errorf("%w: target is frozen", api.ErrRefused)
-	}
-	return api.ActionResult{}, fmt.Errorf("%w: %q", api.ErrUnknownTarget, req.Target)
-}
-
-func (f *fakeController) SetFreeze(_ context.Context, target string, frozen bool, reason string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.freezes = append(f.freezes, freezeCall{target, frozen, reason})
-	if target != "pggit-api" {
-		return fmt.Errorf("%w: %q", api.ErrUnknownTarget, target)
-	}
-	return nil
-}
-
-func (f *fakeController) Alerts(context.Context, *alertmanager.Notification) ([]api.ActionResult, error) {
-	return nil, nil
-}
-func (f *fakeController) Reload(context.Context) error { return nil }
-func (f *fakeController) AlertOptions() alertmanager.Options {
-	return alertmanager.Options{}
-}
-
-func (f *fakeController) calls() ([]api.ActionRequest, []freezeCall) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]api.ActionRequest(nil), f.rollbacks...), append([]freezeCall(nil), f.freezes...)
-}
-
-// fakeDaemon serves the real API handler over a fake controller.
-func fakeDaemon(t *testing.T, st api.Status) (*fakeController, string) {
+// fakeDaemon serves the real API handler over a fake controller that knows
+// pggit-api (a rollback starts) and frozen-api (a rollback is refused).
+func fakeDaemon(t *testing.T, st api.Status) (*apitest.Controller, string) {
 	t.Helper()
-	c := &fakeController{status: st}
+	c := &apitest.Controller{
+		State:   st,
+		IsReady: true,
+		Targets: map[string]apitest.Answer{
+			"pggit-api":  {Detail: "rollback started (run 20261125T220000Z)"},
+			"frozen-api": {Err: fmt.Errorf("%w: target is frozen", api.ErrRefused)},
+		},
+	}
 	srv := httptest.NewServer(api.NewHandler(c, api.Options{Token: []byte(apiToken)}, zap.NewNop()))
 	t.Cleanup(srv.Close)
 	return c, srv.URL
@@ -157,7 +108,7 @@ func TestRollbackAndFreezeThroughAPI(t *testing.T) {
 		wantStdout   string
 		wantStderr   string
 		wantRollback *api.ActionRequest
-		wantFreeze   *freezeCall
+		wantFreeze   *apitest.Freeze
 	}{
 		{name: "rollback", args: []string{"rollback", "--target", "pggit-api", "--action", "rollback", "--reason", "20% 5xx after v1.1.0"}, token: good,
 			wantStdout:   "pggit-api rollback: rollback started (run 20261125T220000Z)\n",
@@ -170,12 +121,12 @@ func TestRollbackAndFreezeThroughAPI(t *testing.T) {
 		{name: "rollback with an empty token file", args: []string{"rollback", "--target", "pggit-api", "--reason", "x"}, token: empty, wantCode: exitUsage,
 			wantStderr: "rollguard: token file " + empty + " is empty\n"},
 		{name: "freeze", args: []string{"freeze", "--target", "pggit-api", "--reason", "release freeze"}, token: good,
-			wantStdout: "pggit-api: frozen\n", wantFreeze: &freezeCall{"pggit-api", true, "release freeze"}},
+			wantStdout: "pggit-api: frozen\n", wantFreeze: &apitest.Freeze{Target: "pggit-api", Frozen: true, Reason: "release freeze"}},
 		{name: "unfreeze", args: []string{"unfreeze", "--target", "pggit-api", "--reason", "release done"}, token: good,
-			wantStdout: "pggit-api: unfrozen\n", wantFreeze: &freezeCall{"pggit-api", false, "release done"}},
+			wantStdout: "pggit-api: unfrozen\n", wantFreeze: &apitest.Freeze{Target: "pggit-api", Frozen: false, Reason: "release done"}},
 		{name: "freeze an unknown target", args: []string{"freeze", "--target", "nope", "--reason", "x"}, token: good, wantCode: exitUsage, // an unknown target is bad input
 			wantStderr: "rollguard: api POST /api/v1/targets/nope/freeze: 404 Not Found: unknown target: \"nope\"\n",
-			wantFreeze: &freezeCall{"nope", true, "x"}},
+			wantFreeze: &apitest.Freeze{Target: "nope", Frozen: true, Reason: "x"}},
 		{name: "freeze with a wrong token", args: []string{"freeze", "--target", "pggit-api", "--reason", "x"}, token: wrong, wantCode: exitFail,
 			wantStderr: "rollguard: api POST /api/v1/targets/pggit-api/freeze: 403 Forbidden: wrong bearer token\n"},
 	}
@@ -195,7 +146,7 @@ func TestRollbackAndFreezeThroughAPI(t *testing.T) {
 			if strings.Contains(r.stdout+r.stderr, apiToken) {
 				t.Errorf("the output holds the token")
 			}
-			rollbacks, freezes := c.calls()
+			rollbacks, freezes := c.Rollbacks(), c.Freezes()
 			var wantRollbacks []api.ActionRequest
 			if tt.wantRollback != nil {
 				wantRollbacks = []api.ActionRequest{*tt.wantRollback}
@@ -203,9 +154,9 @@ func TestRollbackAndFreezeThroughAPI(t *testing.T) {
 			if !reflect.DeepEqual(rollbacks, wantRollbacks) {
 				t.Errorf("daemon got rollbacks %+v, want %+v", rollbacks, wantRollbacks)
 			}
-			var wantFreezes []freezeCall
+			var wantFreezes []apitest.Freeze
 			if tt.wantFreeze != nil {
-				wantFreezes = []freezeCall{*tt.wantFreeze}
+				wantFreezes = []apitest.Freeze{*tt.wantFreeze}
 			}
 			if !reflect.DeepEqual(freezes, wantFreezes) {
 				t.Errorf("daemon got freezes %+v, want %+v", freezes, wantFreezes)
@@ -221,7 +172,7 @@ func TestRollbackAndFreezeThroughAPI(t *testing.T) {
 		if r.code != exitOK {
 			t.Fatalf("exit code = %d, want 0\n%s", r.code, r.stderr)
 		}
-		if _, f := c.calls(); len(f) != 1 || f[0].reason != "env" {
+		if f := c.Freezes(); len(f) != 1 || f[0].Reason != "env" {
 			t.Errorf("daemon got freezes %+v, want one with reason env", f)
 		}
 	})

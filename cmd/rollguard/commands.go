@@ -146,8 +146,7 @@ cluster and the databases and writes nothing.`,
 	_ = c.RegisterFlagCompletionFunc("action", fixedCompletion(planActions...))
 	k.register(c, true, &cfg)
 	_ = c.RegisterFlagCompletionFunc("target", k.completeTargets(&cfg))
-	output.Register(c.Flags(), &out)
-	_ = c.RegisterFlagCompletionFunc("output", completeOutput)
+	registerOutput(c, &out)
 	return c
 }
 
@@ -155,10 +154,10 @@ var rollbackActions = []string{"rollback", "full-rollback", "revert", "restart-t
 
 func cmdRollback() *cobra.Command {
 	var (
-		cfg, target, action, reason string
-		local, force                bool
-		k                           kubeFlags
-		a                           apiFlags
+		cfg, action  string
+		local, force bool
+		k            kubeFlags
+		t            targetFlags
 	)
 	c := &cobra.Command{
 		Use:   "rollback",
@@ -179,41 +178,30 @@ this process against the cluster, journaled and fenced like the daemon's.`,
 				if cfg == "" {
 					return usageError{errors.New("--local: --config is required")}
 				}
-				if strings.TrimSpace(reason) == "" {
+				if strings.TrimSpace(t.reason) == "" {
 					return usagef("--reason is required")
 				}
-				name, err := k.target(cfg, target)
+				name, err := k.target(cfg, t.target)
 				if err != nil {
 					return err
 				}
 				out, err := app.RollbackLocal(cmd.Context(), app.Options{ConfigFile: cfg, LogOutput: cmd.ErrOrStderr(),
-					Kubeconfig: k.kubeconfig, KubeContext: k.context}, name, action, reason, force)
+					Kubeconfig: k.kubeconfig, KubeContext: k.context}, name, action, t.reason, force)
 				fmt.Fprint(cmd.OutOrStdout(), out)
 				return err
 			}
-			if target == "" || strings.TrimSpace(reason) == "" {
-				return usagef("--target and --reason are required")
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			res, err := cl.Rollback(cmd.Context(), target, action, reason)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s %s: %s\n", res.Target, res.Action, res.Detail)
-			return nil
+			return t.ask(cmd, func(ctx context.Context, cl *api.Client) (string, error) {
+				res, err := cl.Rollback(ctx, t.target, action, t.reason)
+				return fmt.Sprintf("%s %s: %s", res.Target, res.Action, res.Detail), err
+			})
 		},
 	}
 	configFlag(c, &cfg, "", "config file (with --local)")
-	c.Flags().StringVar(&target, "target", "", "target name")
+	t.register(c, "why; recorded in the incident and the pages")
 	c.Flags().StringVar(&action, "action", "", "action: "+strings.Join(rollbackActions, ", ")+" (default: the target's strategy)")
 	_ = c.RegisterFlagCompletionFunc("action", fixedCompletion(rollbackActions...))
-	c.Flags().StringVar(&reason, "reason", "", "why; recorded in the incident and the pages")
 	c.Flags().BoolVar(&local, "local", false, "run the plan in this process against the cluster instead of asking the daemon")
 	c.Flags().BoolVar(&force, "force", false, "with --local: pass the cooldown, the hourly budget, one rollback per revision and the revision age (logged; a freeze and dry-run still hold)")
-	a.register(c)
 	k.register(c, true, &cfg)
 	_ = c.RegisterFlagCompletionFunc("target", k.completeTargets(&cfg))
 	return c
@@ -224,40 +212,23 @@ func cmdFreeze(frozen bool) *cobra.Command {
 	if !frozen {
 		name, done, short = "unfreeze", "unfrozen", "lift a target's freeze"
 	}
-	var (
-		target, reason string
-		a              apiFlags
-	)
+	var t targetFlags
 	c := &cobra.Command{
 		Use:     name,
 		Short:   short,
 		Example: fmt.Sprintf("  rollguard %s --target pggit-api --reason \"release window\" --token-file ~/.rollguard-token", name),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if target == "" || strings.TrimSpace(reason) == "" {
-				return usagef("--target and --reason are required")
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			if err := cl.Freeze(cmd.Context(), target, frozen, reason); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", target, done)
-			return nil
+			return t.ask(cmd, func(ctx context.Context, cl *api.Client) (string, error) {
+				return t.target + ": " + done, cl.Freeze(ctx, t.target, frozen, t.reason)
+			})
 		},
 	}
-	c.Flags().StringVar(&target, "target", "", "target name")
-	c.Flags().StringVar(&reason, "reason", "", "why")
-	a.register(c)
+	t.register(c, "why")
 	return c
 }
 
 func cmdResumeGitOps() *cobra.Command {
-	var (
-		target, reason string
-		a              apiFlags
-	)
+	var t targetFlags
 	c := &cobra.Command{
 		Use:   "resume-gitops",
 		Short: "lift rollguard's suspension of a target's Flux or Argo CD reconciliation",
@@ -267,24 +238,12 @@ through the daemon's authenticated API. Do it once Git no longer deploys the
 bad version: the controller then reconciles again.`,
 		Example: `  rollguard resume-gitops --target pggit-api --reason "reverted abc123 in Git" --token-file ~/.rollguard-token`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if target == "" || strings.TrimSpace(reason) == "" {
-				return usagef("--target and --reason are required")
-			}
-			cl, err := a.client()
-			if err != nil {
-				return err
-			}
-			detail, err := cl.ResumeGitOps(cmd.Context(), target, reason)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), detail)
-			return nil
+			return t.ask(cmd, func(ctx context.Context, cl *api.Client) (string, error) {
+				return cl.ResumeGitOps(ctx, t.target, t.reason)
+			})
 		},
 	}
-	c.Flags().StringVar(&target, "target", "", "target name")
-	c.Flags().StringVar(&reason, "reason", "", "why (e.g. the revert commit in Git)")
-	a.register(c)
+	t.register(c, "why (e.g. the revert commit in Git)")
 	return c
 }
 
@@ -319,8 +278,7 @@ freeze and last result, from the daemon's /api/v1/status.`,
 		},
 	}
 	a.registerAddr(c)
-	output.Register(c.Flags(), &out)
-	_ = c.RegisterFlagCompletionFunc("output", completeOutput)
+	registerOutput(c, &out)
 	c.Flags().BoolVar(&asJSON, "json", false, "print the raw JSON (deprecated: -o json)")
 	_ = c.Flags().MarkHidden("json")
 	return c
@@ -474,8 +432,7 @@ blocks the deploy, so a CD pipeline can gate on it.`,
 	c.Flags().StringVar(&o.DaemonURL, "daemon-url", "", "rollguard's API (default http://<global.listenAddress>)")
 	k.register(c, true, &o.ConfigFile)
 	_ = c.RegisterFlagCompletionFunc("target", k.completeTargets(&o.ConfigFile))
-	output.Register(c.Flags(), &out)
-	_ = c.RegisterFlagCompletionFunc("output", completeOutput)
+	registerOutput(c, &out)
 	return c
 }
 
@@ -552,6 +509,37 @@ func (a *apiFlags) client() (*api.Client, error) {
 		return nil, errTokenUsage(fmt.Sprintf("token file %s is empty", a.tokenFile))
 	}
 	return &api.Client{BaseURL: a.addr, Token: tok, HTTP: &http.Client{Timeout: 60 * time.Second}}, nil
+}
+
+// targetFlags name a target and why, for a request about it to the
+// daemon's API.
+type targetFlags struct {
+	target, reason string
+	api            apiFlags
+}
+
+func (t *targetFlags) register(c *cobra.Command, reasonUsage string) {
+	c.Flags().StringVar(&t.target, "target", "", "target name")
+	c.Flags().StringVar(&t.reason, "reason", "", reasonUsage)
+	t.api.register(c)
+}
+
+// ask sends the request (--target and a non-blank --reason are required)
+// and prints the line it returns.
+func (t *targetFlags) ask(cmd *cobra.Command, request func(context.Context, *api.Client) (string, error)) error {
+	if t.target == "" || strings.TrimSpace(t.reason) == "" {
+		return usagef("--target and --reason are required")
+	}
+	cl, err := t.api.client()
+	if err != nil {
+		return err
+	}
+	line, err := request(cmd.Context(), cl)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), line)
+	return nil
 }
 
 // errTokenUsage is bad usage reported as "rollguard: ..." (it is about the

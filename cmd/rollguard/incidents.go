@@ -85,8 +85,7 @@ evidence, who asked and why, the steps), or the record itself with -o json|yaml.
 		},
 	}
 	src.register(c)
-	output.Register(c.Flags(), &out)
-	_ = c.RegisterFlagCompletionFunc("output", completeOutput)
+	registerOutput(c, &out)
 	c.AddCommand(cmdIncidentShow())
 	return c
 }
@@ -121,8 +120,7 @@ func cmdIncidentShow() *cobra.Command {
 		},
 	}
 	src.register(c)
-	output.Register(c.Flags(), &out)
-	_ = c.RegisterFlagCompletionFunc("output", completeOutput)
+	registerOutput(c, &out)
 	return c
 }
 

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/api/apitest"
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/notify"
 )
@@ -45,7 +46,7 @@ func TestIncidentsFromTheDaemon(t *testing.T) {
 	incident.Apply(rec, notify.Event{Kind: notify.KindDetected, Time: at, IncidentID: "production_pggit-api_6d5f8c9b7",
 		Target: notify.Target{Namespace: "production", Deployment: "pggit-api"}, Trigger: "error-rate", Summary: "error rate 0.2 above 0.05",
 		Details: notify.Details{Requester: &notify.Requester{Kind: notify.RequestedByAPI, Name: "bob", Reason: "CVE", At: at}}})
-	srv := httptest.NewServer(api.NewHandler(&fakeController{}, api.Options{Incidents: incident.Handler(memRecords{rec}, nil)}, zap.NewNop()))
+	srv := httptest.NewServer(api.NewHandler(&apitest.Controller{}, api.Options{Incidents: incident.Handler(memRecords{rec}, nil)}, zap.NewNop()))
 	t.Cleanup(srv.Close)
 
 	r := rollguard(t, "incidents", "--api", srv.URL)

@@ -126,6 +126,12 @@ func fixedCompletion(values ...string) cobra.CompletionFunc {
 	return cobra.FixedCompletions(values, cobra.ShellCompDirectiveNoFileComp)
 }
 
+// registerOutput adds -o/--output into out, completed with the formats.
+func registerOutput(c *cobra.Command, out *output.Format) {
+	output.Register(c.Flags(), out)
+	_ = c.RegisterFlagCompletionFunc("output", completeOutput)
+}
+
 func completeOutput(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	out := make([]string, len(output.Formats))
 	for i, f := range output.Formats {

@@ -1,4 +1,4 @@
-package api
+package api_test
 
 import (
 	"context"
@@ -12,51 +12,20 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/alertmanager"
+	"github.com/rollguard/rollguard/pkg/api"
+	"github.com/rollguard/rollguard/pkg/api/apitest"
 	"github.com/rollguard/rollguard/pkg/console"
 )
 
-type fakeController struct {
-	calls []string
-	ready bool
-	// retry makes every alert result ask to be sent again.
-	retry bool
-}
-
-func (f *fakeController) Status() Status        { return Status{Version: "test"} }
-func (f *fakeController) Ready() (bool, string) { return f.ready, "prometheus has not answered yet" }
-func (f *fakeController) Rollback(_ context.Context, r ActionRequest) (ActionResult, error) {
-	call := "rollback " + r.Target + " " + r.Action + " " + r.Reason
-	if r.Caller != "" {
-		call += " by " + r.Caller
+// controller answers as a daemon with one target, pggit-api, that is not
+// ready yet.
+func controller() *apitest.Controller {
+	return &apitest.Controller{
+		State:    api.Status{Version: "test"},
+		NotReady: "prometheus has not answered yet",
+		Targets:  map[string]apitest.Answer{"pggit-api": {}},
+		Alerting: alertmanager.Options{Targets: map[string]bool{"pggit-api": true}, Actions: map[string]bool{"rollback": true}, DefaultAction: "rollback"},
 	}
-	f.calls = append(f.calls, call)
-	if r.Target != "pggit-api" {
-		return ActionResult{}, ErrUnknownTarget
-	}
-	return ActionResult{Target: r.Target, Action: r.Action, Accepted: true}, nil
-}
-func (f *fakeController) SetFreeze(_ context.Context, t string, frozen bool, reason string) error {
-	f.calls = append(f.calls, "freeze "+t)
-	return nil
-}
-func (f *fakeController) Alerts(_ context.Context, n *alertmanager.Notification) ([]ActionResult, error) {
-	var out []ActionResult
-	for _, r := range n.Requests {
-		f.calls = append(f.calls, "alert "+r.Target+" "+r.Action)
-		out = append(out, ActionResult{Target: r.Target, Action: r.Action, Accepted: !f.retry, Retry: f.retry, Fingerprint: r.Fingerprint})
-	}
-	for _, r := range n.Rejected {
-		f.calls = append(f.calls, "rejected "+r.Target)
-		out = append(out, ActionResult{Target: r.Target, Action: r.Action, Rejected: true, Detail: r.Err.Error()})
-	}
-	return out, nil
-}
-func (f *fakeController) Reload(context.Context) error {
-	f.calls = append(f.calls, "reload")
-	return nil
-}
-func (f *fakeController) AlertOptions() alertmanager.Options {
-	return alertmanager.Options{Targets: map[string]bool{"pggit-api": true}, Actions: map[string]bool{"rollback": true}, DefaultAction: "rollback"}
 }
 
 func TestAuthAndRoutes(t *testing.T) {
@@ -97,8 +66,8 @@ func TestAuthAndRoutes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c := &fakeController{}
-			h := NewHandler(c, Options{Token: []byte(tt.token)}, zap.NewNop())
+			c := controller()
+			h := api.NewHandler(c, api.Options{Token: []byte(tt.token)}, zap.NewNop())
 			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
 			if tt.auth != "" {
 				req.Header.Set("Authorization", tt.auth)
@@ -111,7 +80,7 @@ func TestAuthAndRoutes(t *testing.T) {
 			if !strings.Contains(rec.Body.String(), tt.wantBody) {
 				t.Fatalf("body %q does not contain %q", rec.Body, tt.wantBody)
 			}
-			if got := strings.Join(c.calls, ";"); got != tt.wantCalls {
+			if got := strings.Join(c.Calls(), ";"); got != tt.wantCalls {
 				t.Fatalf("controller calls = %q, want %q", got, tt.wantCalls)
 			}
 		})
@@ -119,10 +88,11 @@ func TestAuthAndRoutes(t *testing.T) {
 }
 
 func TestClient(t *testing.T) {
-	c := &fakeController{ready: true}
-	srv := httptest.NewServer(NewHandler(c, Options{Token: []byte("tok")}, zap.NewNop()))
+	c := controller()
+	c.IsReady = true
+	srv := httptest.NewServer(api.NewHandler(c, api.Options{Token: []byte("tok")}, zap.NewNop()))
 	defer srv.Close()
-	cl := &Client{BaseURL: srv.URL, Token: "tok"}
+	cl := &api.Client{BaseURL: srv.URL, Token: "tok"}
 	ctx := context.Background()
 	if s, err := cl.Status(ctx); err != nil || s.Version != "test" {
 		t.Fatalf("status = %+v, %v", s, err)
@@ -133,7 +103,7 @@ func TestClient(t *testing.T) {
 	if _, err := cl.Rollback(ctx, "nope", "rollback", "manual"); err == nil || !strings.Contains(err.Error(), "404 Not Found: unknown target") {
 		t.Fatalf("err = %v", err)
 	}
-	bad := &Client{BaseURL: srv.URL, Token: "wrong"}
+	bad := &api.Client{BaseURL: srv.URL, Token: "wrong"}
 	if err := bad.Freeze(ctx, "pggit-api", true, "x"); err == nil || !strings.Contains(err.Error(), "403 Forbidden: wrong bearer token") {
 		t.Fatalf("err = %v", err)
 	}
@@ -146,11 +116,13 @@ func TestSecurityHeadersAndConsoleMount(t *testing.T) {
 	consoleHit := false
 	page := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { consoleHit = true; io.WriteString(w, "console") })
 	for _, withConsole := range []bool{false, true} {
-		o := Options{Token: []byte("tok")}
+		o := api.Options{Token: []byte("tok")}
 		if withConsole {
 			o.Console = page
 		}
-		h := NewHandler(&fakeController{ready: true}, o, zap.NewNop())
+		ready := controller()
+		ready.IsReady = true
+		h := api.NewHandler(ready, o, zap.NewNop())
 		for _, tc := range []struct {
 			method, path string
 			code         int
@@ -180,8 +152,8 @@ func TestSecurityHeadersAndConsoleMount(t *testing.T) {
 }
 
 func TestNamedTokens(t *testing.T) {
-	c := &fakeController{}
-	h := NewHandler(c, Options{Tokens: []Token{{Name: "alice", Secret: []byte("tok-a")}, {Name: "bob", Secret: []byte("tok-b")}}}, zap.NewNop())
+	c := controller()
+	h := api.NewHandler(c, api.Options{Tokens: []api.Token{{Name: "alice", Secret: []byte("tok-a")}, {Name: "bob", Secret: []byte("tok-b")}}}, zap.NewNop())
 	for _, tok := range []string{"tok-b", "tok-a", "tok-c"} {
 		req := httptest.NewRequest("POST", "/api/v1/targets/pggit-api/rollback", strings.NewReader(`{"reason":"CVE"}`))
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -191,7 +163,7 @@ func TestNamedTokens(t *testing.T) {
 			t.Errorf("token %s: %d, want %d", tok, rec.Code, want)
 		}
 	}
-	if got := strings.Join(c.calls, ";"); got != "rollback pggit-api  CVE by bob;rollback pggit-api  CVE by alice" {
+	if got := strings.Join(c.Calls(), ";"); got != "rollback pggit-api  CVE by bob;rollback pggit-api  CVE by alice" {
 		t.Fatalf("calls %q, want each caller named", got)
 	}
 }
@@ -213,11 +185,11 @@ func (l *leadership) Identity() string                       { return l.id }
 // leader reachable it answers 503 with Retry-After and does nothing.
 func TestFollowerHandsRequestsToTheLeader(t *testing.T) {
 	const token = "tok"
-	leaderC := &fakeController{}
+	leaderC := controller()
 	var gotHeader string
-	leaderH := NewHandler(leaderC, Options{Token: []byte(token), Leadership: &leadership{leading: true, id: "a"}}, zap.NewNop())
+	leaderH := api.NewHandler(leaderC, api.Options{Token: []byte(token), Leadership: &leadership{leading: true, id: "a"}}, zap.NewNop())
 	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gotHeader = r.Header.Get(HeaderForwardedBy)
+		gotHeader = r.Header.Get(api.HeaderForwardedBy)
 		leaderH.ServeHTTP(w, r)
 	}))
 	defer leader.Close()
@@ -252,27 +224,28 @@ func TestFollowerHandsRequestsToTheLeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			leaderC.calls, gotHeader = nil, ""
-			follower := &fakeController{}
-			h := NewHandler(follower, Options{Token: []byte(token), Leadership: tt.l}, zap.NewNop())
+			leaderC.Reset()
+			gotHeader = ""
+			follower := controller()
+			h := api.NewHandler(follower, api.Options{Token: []byte(token), Leadership: tt.l}, zap.NewNop())
 			req := httptest.NewRequest("POST", tt.path, strings.NewReader(tt.body))
 			req.Header.Set("Authorization", "Bearer "+tt.auth)
 			if tt.forwarded != "" {
-				req.Header.Set(HeaderForwardedBy, tt.forwarded)
+				req.Header.Set(api.HeaderForwardedBy, tt.forwarded)
 			}
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
 			if rec.Code != tt.wantCode || !strings.Contains(rec.Body.String(), tt.wantBody) {
 				t.Fatalf("%d %s, want %d containing %q", rec.Code, rec.Body, tt.wantCode, tt.wantBody)
 			}
-			if len(follower.calls) != 0 {
-				t.Errorf("the follower acted: %v", follower.calls)
+			if len(follower.Calls()) != 0 {
+				t.Errorf("the follower acted: %v", follower.Calls())
 			}
-			if got := strings.Join(leaderC.calls, ";"); got != tt.wantLeader {
+			if got := strings.Join(leaderC.Calls(), ";"); got != tt.wantLeader {
 				t.Errorf("leader calls %q, want %q", got, tt.wantLeader)
 			}
 			if tt.wantLeader != "" && gotHeader != "b" {
-				t.Errorf("%s = %q at the leader, want b", HeaderForwardedBy, gotHeader)
+				t.Errorf("%s = %q at the leader, want b", api.HeaderForwardedBy, gotHeader)
 			}
 			if rec.Code == 503 && rec.Header().Get("Retry-After") == "" {
 				t.Error("503 without Retry-After")
@@ -284,8 +257,9 @@ func TestFollowerHandsRequestsToTheLeader(t *testing.T) {
 // TestAlertsNotJudgedAre503: an alert the leader could not judge makes the
 // whole notification 503, so Alertmanager sends it again.
 func TestAlertsNotJudgedAre503(t *testing.T) {
-	c := &fakeController{retry: true}
-	h := NewHandler(c, Options{Token: []byte("tok")}, zap.NewNop())
+	c := controller()
+	c.Retry = true
+	h := api.NewHandler(c, api.Options{Token: []byte("tok")}, zap.NewNop())
 	req := httptest.NewRequest("POST", "/api/v1/alerts/alertmanager", strings.NewReader(`{"version":"4","alerts":[{"status":"firing","labels":{"rollguard_target":"pggit-api"}}]}`))
 	req.Header.Set("Authorization", "Bearer tok")
 	rec := httptest.NewRecorder()
@@ -314,7 +288,7 @@ func TestClientRetries503(t *testing.T) {
 		_, _ = io.WriteString(w, `{"target":"pggit-api","accepted":true}`)
 	}))
 	defer srv.Close()
-	cl := &Client{BaseURL: srv.URL, Token: "t"}
+	cl := &api.Client{BaseURL: srv.URL, Token: "t"}
 	res, err := cl.Rollback(context.Background(), "pggit-api", "", "CVE")
 	if err != nil || !res.Accepted || n != 2 {
 		t.Fatalf("res %+v err %v after %d attempts", res, err, n)

@@ -2,11 +2,9 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"strconv"
@@ -24,6 +22,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/rollguard/rollguard/test/pggitsim"
+	"github.com/rollguard/rollguard/test/promquery"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
@@ -104,6 +104,26 @@ func (c *cluster) setImage(ctx context.Context, name, image string) error {
 		return fmt.Errorf("set image of deployment %s: %w", name, err)
 	}
 	return nil
+}
+
+// runUntilReady runs cmd (a rollback) and meanwhile waits, for at most
+// timeout, for the Deployment name to run all its replicas of goodImage.
+// It returns when cmd started and ended and when the replicas were ready
+// (zero: not within timeout); after cmd's error it does not wait.
+func (c *cluster) runUntilReady(ctx context.Context, cmd *exec.Cmd, name string, timeout time.Duration) (start, end, ready time.Time, err error) {
+	readyCh := make(chan time.Time, 1)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start = time.Now()
+	go func() {
+		t, _ := c.waitImageReady(wctx, name, goodImage, replicas, timeout)
+		readyCh <- t
+	}()
+	if err := cmd.Run(); err != nil {
+		return start, time.Now(), time.Time{}, err
+	}
+	end = time.Now()
+	return start, end, <-readyCh, nil
 }
 
 // waitImageReady polls every 100 ms until the Deployment runs n available
@@ -212,6 +232,39 @@ func (l logLine) nothingToResume() bool {
 	return l.Msg == "rollback refused" && strings.Contains(l.Error, "no unfinished run to resume")
 }
 
+// detection is what a daemon's log says of one fault: when its trigger
+// fired (and the first breaching sample it saw), when the rollback's first
+// step started, and whether the plan finished.
+type detection struct {
+	fired        time.Time // "trigger fired"
+	firstBreach  time.Time // the trigger's first breaching sample, from the log
+	stepStart    time.Time // the rollback's first step started
+	planFinished bool
+}
+
+// read takes in one log line; a plan that stopped or was refused is an
+// error of the run (a leader's term finding nothing to resume is not).
+func (d *detection) read(l logLine) error {
+	switch l.Msg {
+	case "trigger fired":
+		if d.fired.IsZero() {
+			d.fired = l.time()
+			d.firstBreach, _ = time.Parse(time.RFC3339Nano, l.FirstBreach)
+		}
+	case "rollback step started":
+		if d.stepStart.IsZero() {
+			d.stepStart = l.time()
+		}
+	case "rollback plan finished":
+		d.planFinished = true
+	case "rollback plan stopped", "rollback refused", "rollback preflight failed", "cannot roll back":
+		if !l.nothingToResume() {
+			return fmt.Errorf("%s %s", l.Msg, l.Error)
+		}
+	}
+	return nil
+}
+
 // time parses zap's ISO8601 encoder output (millisecond precision).
 func (l logLine) time() time.Time {
 	t, err := time.Parse("2006-01-02T15:04:05.000Z0700", l.TS)
@@ -230,34 +283,14 @@ type promSample struct {
 // promMatrix runs an instant query whose result is a matrix (a range
 // vector selector) and returns each series' raw samples.
 func promMatrix(ctx context.Context, base, q string, at time.Time) ([][]promSample, error) {
-	u := base + "/api/v1/query?query=" + url.QueryEscape(q) + "&time=" + strconv.FormatFloat(float64(at.UnixMilli())/1000, 'f', 3, 64)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
+	var result []struct {
+		Values [][2]any `json:"values"`
+	}
+	if err := promquery.Instant(ctx, base, q, at, &result); err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			ResultType string `json:"resultType"`
-			Result     []struct {
-				Values [][2]any `json:"values"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("prometheus query %q: %s", q, body.Error)
-	}
 	var out [][]promSample
-	for _, r := range body.Data.Result {
+	for _, r := range result {
 		var ss []promSample
 		for _, v := range r.Values {
 			ts, _ := v[0].(float64)
@@ -324,7 +357,7 @@ func (c *cluster) watchPods(ctx context.Context, name, good, bad string, n int) 
 		check := func() {
 			goodReady, badServing := 0, 0
 			for _, p := range pods {
-				if !podServing(p) {
+				if !pggitsim.PodReady(p) {
 					continue
 				}
 				switch podImage(p) {
@@ -380,18 +413,6 @@ func (c *cluster) watchPods(ctx context.Context, name, good, bad string, n int) 
 	return tl
 }
 
-func podServing(p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil {
-		return false
-	}
-	for _, c := range p.Status.Conditions {
-		if c.Type == corev1.PodReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func podImage(p *corev1.Pod) string {
 	for _, c := range p.Spec.Containers {
 		if c.Name == container {
@@ -403,33 +424,14 @@ func podImage(p *corev1.Pod) string {
 
 // promVector runs an instant query and returns its samples' values.
 func promVector(ctx context.Context, base, q string) ([]float64, error) {
-	u := base + "/api/v1/query?query=" + url.QueryEscape(q)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
+	var result []struct {
+		Value [2]any `json:"value"`
+	}
+	if err := promquery.Instant(ctx, base, q, time.Time{}, &result); err != nil {
 		return nil, err
 	}
-	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("prometheus query %q: %w", q, err)
-	}
-	defer resp.Body.Close()
-	var body struct {
-		Status string `json:"status"`
-		Error  string `json:"error"`
-		Data   struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("prometheus query %q: decode: %w", q, err)
-	}
-	if body.Status != "success" {
-		return nil, fmt.Errorf("prometheus query %q: %s", q, body.Error)
-	}
 	var out []float64
-	for _, r := range body.Data.Result {
+	for _, r := range result {
 		s, _ := r.Value[1].(string)
 		if f, err := strconv.ParseFloat(s, 64); err == nil {
 			out = append(out, f)

@@ -452,21 +452,12 @@ func (d *dbEnv) once(ctx context.Context, c *cluster, o options, plan, method st
 	var stdout strings.Builder
 	cmd.Stdout, cmd.Stderr = &stdout, f
 
-	readyCh := make(chan time.Time, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
-	go func() {
-		t, _ := c.waitImageReady(wctx, name, goodImage, replicas, 15*time.Minute)
-		readyCh <- t
-	}()
-	runErr := cmd.Run()
+	start, end, readyAt, runErr := c.runUntilReady(ctx, cmd, name, 15*time.Minute)
 	_, _ = f.WriteString(stdout.String())
 	if runErr != nil {
 		return r, fmt.Errorf("%s: %w (log %s)", method, runErr, logPath)
 	}
-	r.wall = time.Since(start) - pauses
-	readyAt := <-readyCh
+	r.wall = end.Sub(start) - pauses
 	if readyAt.IsZero() {
 		return r, fmt.Errorf("%s: 4 replicas of %s not ready (log %s)", method, goodImage, logPath)
 	}
@@ -591,11 +582,7 @@ global:
   listenAddress: 127.0.0.1:%d
   logLevel: debug
   prometheus: {url: %q}
-  kubernetes: {kubeconfig: %q}
-  interlocks: {cooldown: 1m, maxRollbacksPerHour: 100, maxRevisionAge: 1h}
-  # rollguard's own namespace (its incident records, its pending pages): the bench's.
-  leaderElection: {namespace: rollguard-bench}
-  notify:
+%s  notify:
     incidentDir: %q
   databases:
     - name: primary
@@ -604,13 +591,7 @@ global:
     - name: replica-eu
       dsnFile: replica-dsn
       binDir: %s
-targets:
-  - name: %s
-    namespace: %s
-    deployment: %s
-    containers: [api]
-    healthURL: %s/health/%s/%s
-    triggers:
+%s    triggers:
       - {name: error-rate, kind: errorRate, above: 0.05, minRate: 1, action: rollback}
     rollback:
       strategy: quick
@@ -624,8 +605,8 @@ targets:
         dumpPath: %s
         forensicDir: %s
         verifyTables: [pggit.alert_delivery_queue, pggit.webhook_health_metrics]
-%s`, port, d.env["PROMETHEUS_URL"], d.env["KUBECONFIG"], filepath.Join(dir, "incidents"), d.env["PG_BIN_DIR"], d.env["PG_BIN_DIR"],
-		name, benchNamespace, name, d.env["SIM_URL"], benchNamespace, name, model(pause), pgseed.Migration, predeploy,
+%s`, port, d.env["PROMETHEUS_URL"], benchGlobal(d.env), filepath.Join(dir, "incidents"), d.env["PG_BIN_DIR"], d.env["PG_BIN_DIR"],
+		benchTarget(d.env, name), model(pause), pgseed.Migration, predeploy,
 		filepath.Join(dir, "forensics"), multi)
 	path := filepath.Join(dir, "rollguard.yaml")
 	return path, os.WriteFile(path, []byte(cfg), 0o644)

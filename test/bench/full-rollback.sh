@@ -20,13 +20,9 @@ ns=$1 deploy=$2 manifest=$3 predeploy=$4 forensic=$5 health=$6
 kubectl="${SANDBOX_BIN_DIR:?SANDBOX_BIN_DIR is not set}/kubectl"
 pg="${PG_BIN_DIR:?PG_BIN_DIR is not set}"
 
-step() { # NAME COMMAND...
-  local name=$1 start
-  shift
-  start=$(date +%s.%N)
-  "$@"
-  printf 'phase %s %s %s\n' "$name" "$start" "$(date +%s.%N)"
-}
+# step NAME COMMAND... runs one step and prints its phase line.
+# shellcheck source=phase.sh
+. "$(dirname "${BASH_SOURCE[0]}")/phase.sh"
 
 # STEP 1: Take database offline
 step readonly "$kubectl" set env "deployment/$deploy" DB_READONLY=true -n "$ns"

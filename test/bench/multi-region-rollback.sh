@@ -25,13 +25,9 @@ pg="${PG_BIN_DIR:?PG_BIN_DIR is not set}"
 secondary() { "$pg/psql" -qAtX -v ON_ERROR_STOP=1 -p "${SECONDARY_PGPORT:?}" "$@"; }
 primary() { "$pg/psql" -qAtX -v ON_ERROR_STOP=1 "$@"; }
 
-step() { # NAME COMMAND...
-  local name=$1 start
-  shift
-  start=$(date +%s.%N)
-  "$@"
-  printf 'phase %s %s %s\n' "$name" "$start" "$(date +%s.%N)"
-}
+# step NAME COMMAND... runs one step and prints its phase line.
+# shellcheck source=phase.sh
+. "$(dirname "${BASH_SOURCE[0]}")/phase.sh"
 
 # STEP 1: Check replication status
 step lag-check primary -c "SELECT * FROM pggit.measure_replication_lag();" >/dev/null

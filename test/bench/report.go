@@ -130,7 +130,7 @@ func (r *report) markdown() string {
 		for _, l := range r.latency {
 			for i, run := range l.runs {
 				fmt.Fprintf(&b, "| %s | %d | %.2f | %.2f | %.2f | %v |\n", l.cfg.name, i+1, run.firstScrape.Sub(run.t0).Seconds(),
-					run.fired.Sub(run.t0).Seconds(), run.fromFault().Seconds(), run.finished)
+					run.fired.Sub(run.t0).Seconds(), run.fromFault().Seconds(), run.planFinished)
 			}
 		}
 		b.WriteString("\n")

@@ -128,19 +128,11 @@ func rollbackOnce(ctx context.Context, c *cluster, env sandboxenv.Env, o options
 	defer f.Close()
 	cmd.Stdout, cmd.Stderr = f, f
 
-	readyCh := make(chan time.Time, 1)
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
-	go func() {
-		t, _ := c.waitImageReady(wctx, name, goodImage, replicas, 120*time.Second)
-		readyCh <- t
-	}()
-	if err := cmd.Run(); err != nil {
+	start, end, readyAt, err := c.runUntilReady(ctx, cmd, name, 120*time.Second)
+	if err != nil {
 		return r, fmt.Errorf("%s: %w (log %s)", method, err, logPath)
 	}
-	wall := time.Since(start)
-	readyAt := <-readyCh
+	wall := end.Sub(start)
 	if readyAt.IsZero() {
 		return r, fmt.Errorf("%s: 4 replicas of %s not ready within 120s (log %s)", method, goodImage, logPath)
 	}

@@ -290,28 +290,34 @@ func canI(t *testing.T, kubectlBin, kubeconfig string) {
 			name += " -n " + tt.ns
 		}
 		t.Run(name, func(t *testing.T) {
-			args := slices.Concat([]string{"--kubeconfig", kubeconfig, "--request-timeout=10s", "auth", "can-i", tt.verb, tt.resource, as}, tt.extra)
+			args := slices.Concat([]string{tt.verb, tt.resource, as}, tt.extra)
 			if tt.ns != "" {
 				args = append(args, "-n", tt.ns)
 			}
-			stdout, stderr, err := run(t, 20*time.Second, nil, kubectlBin, args...)
-			answer := strings.TrimSpace(stdout)
-			// can-i exits 0 for yes and 1 for no; anything else, or another
-			// answer, is an error of the question, not a "no".
-			var got bool
-			switch {
-			case answer == "yes" && err == nil:
-				got = true
-			case strings.HasPrefix(answer, "no") && exitCode(err) == 1:
-				got = false
-			default:
-				t.Fatalf("kubectl auth can-i: %q, err %v\n%s", answer, err, stderr)
-			}
+			got, answer := askCanI(t, kubectlBin, kubeconfig, args...)
 			if got != tt.want {
 				t.Errorf("can-i = %v, want %v (%s)", got, tt.want, answer)
 			}
 		})
 	}
+}
+
+// askCanI asks kubectl auth can-i with args (verb, resource, flags) and
+// returns its answer. can-i exits 0 for yes and 1 for no; anything else,
+// or another answer, is an error of the question, not a "no", and fails
+// the test.
+func askCanI(t *testing.T, kubectlBin, kubeconfig string, args ...string) (yes bool, answer string) {
+	t.Helper()
+	stdout, stderr, err := run(t, 20*time.Second, nil, kubectlBin, slices.Concat([]string{"--kubeconfig", kubeconfig, "--request-timeout=10s", "auth", "can-i"}, args)...)
+	answer = strings.TrimSpace(stdout)
+	switch {
+	case answer == "yes" && err == nil:
+		return true, answer
+	case strings.HasPrefix(answer, "no") && exitCode(err) == 1:
+		return false, answer
+	}
+	t.Fatalf("kubectl auth can-i: %q, err %v\n%s", answer, err, stderr)
+	return false, answer
 }
 
 func exitCode(err error) int {

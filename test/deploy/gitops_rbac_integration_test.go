@@ -1,13 +1,12 @@
 package deploy
 
 import (
-	"github.com/rollguard/rollguard/test/sandboxenv"
-
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
 // TestGitOpsRBAC applies deploy/gitops into the sandbox's Flux and Argo CD
@@ -70,17 +69,7 @@ func TestGitOpsRBAC(t *testing.T) {
 	} {
 		name := tt.verb + " " + tt.resource + " -n " + tt.ns
 		t.Run(name, func(t *testing.T) {
-			stdout, stderr, err := run(t, 20*time.Second, nil, kubectlBin, "--kubeconfig", kubeconfig, "--request-timeout=10s",
-				"auth", "can-i", tt.verb, tt.resource, as, "-n", tt.ns)
-			answer := strings.TrimSpace(stdout)
-			var got bool
-			switch {
-			case answer == "yes" && err == nil:
-				got = true
-			case strings.HasPrefix(answer, "no") && exitCode(err) == 1:
-			default:
-				t.Fatalf("kubectl auth can-i: %q, err %v\n%s", answer, err, stderr)
-			}
+			got, answer := askCanI(t, kubectlBin, kubeconfig, tt.verb, tt.resource, as, "-n", tt.ns)
 			if got != tt.want {
 				t.Errorf("can-i = %v, want %v (%s)", got, tt.want, answer)
 			}

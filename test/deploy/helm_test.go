@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 // chartDir is the Helm chart, relative to the repository.
@@ -239,11 +240,8 @@ func TestReleaseVersionStamped(t *testing.T) {
 func TestHelmChartRefusesBadInput(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		sandboxfixture.WriteFiles(t, dir, map[string]string{name: body})
+		return filepath.Join(dir, name)
 	}
 	for _, tc := range []struct{ name, config, want string }{
 		{"lease elsewhere", "global:\n  leaderElection: {enabled: true, namespace: kube-system}\ntargets: []\n",

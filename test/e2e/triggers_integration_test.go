@@ -69,18 +69,9 @@ func TestTriggerFiresOnceWindowHeld(t *testing.T) {
 			bs := checkFireTiming(t, obs, window)
 
 			// The page: exactly one, for this trigger, with the evidence.
-			evs := ib.WaitPagerDuty(t, "page of "+tc.fires, 10*time.Second, func(evs []inbox.PagerDutyEvent) bool { return len(evs) >= 1 })
+			ib.WaitPagerDuty(t, "page of "+tc.fires, 10*time.Second, func(evs []inbox.PagerDutyEvent) bool { return len(evs) >= 1 })
 			time.Sleep(2 * time.Second) // a second page would come on the next ticks; see that none does
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			evs, err := ib.PagerDuty(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if len(evs) != 1 {
-				t.Fatalf("pagerduty got %d events, want exactly 1: %+v", len(evs), evs)
-			}
-			e := evs[0]
+			e := ib.OnlyPagerDuty(t, "the page of "+tc.fires)
 			checkPage(t, e, ns, tc.fires, "critical")
 			if e.DedupKey != ns+"/"+deploymentName {
 				t.Errorf("dedup_key = %q, want %q (a page-only action has no incident id)", e.DedupKey, ns+"/"+deploymentName)
@@ -92,6 +83,8 @@ func TestTriggerFiresOnceWindowHeld(t *testing.T) {
 			if lag := e.Received.Sub(fired); lag < 0 || lag > 2*time.Second {
 				t.Errorf("page received %v after the trigger fired, want within 2s", lag)
 			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
 			q, err := d.triggerStatus(ctx, tc.quiet)
 			if err != nil {
 				t.Fatal(err)
@@ -315,16 +308,7 @@ func TestPrometheusDownMidBreach(t *testing.T) {
 		t.Errorf("nodata since %s, %v after the kill: want the first tick after it", fmtTime(noData), got)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	evs, err := ib.PagerDuty(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(evs) != 1 {
-		t.Fatalf("pagerduty got %d events, want exactly 1 (the blind page): %+v", len(evs), evs)
-	}
-	e := evs[0]
+	e := ib.OnlyPagerDuty(t, "the blind page")
 	checkPage(t, e, ns, "error-rate", "warning")
 	if k := e.Kind(t); k != "blind" {
 		t.Errorf("custom_details.kind = %q, want blind", k)
@@ -335,6 +319,8 @@ func TestPrometheusDownMidBreach(t *testing.T) {
 	if got := e.Received.Sub(noData); got < blindAfter || got > blindAfter+fireSlack {
 		t.Errorf("blind page %v after nodata began, want within [%v, %v]", got, blindAfter, blindAfter+fireSlack)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	msgs, err := ib.Slack(ctx)
 	if err != nil {
 		t.Fatal(err)

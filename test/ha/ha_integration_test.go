@@ -1,7 +1,6 @@
 package ha
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -14,7 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
@@ -82,8 +81,7 @@ func derefS(s *string) string {
 // recorder follows a Deployment's template images and a namespace's
 // journal runs from a resourceVersion on.
 type recorder struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	f *following
 
 	mu     sync.Mutex
 	images []string // distinct consecutive template images
@@ -92,60 +90,34 @@ type recorder struct {
 
 func (h *harness) record(from *appsv1.Deployment) *recorder {
 	h.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &recorder{cancel: cancel, done: make(chan struct{}), images: []string{image(from)}}
-	dw, err := h.client.AppsV1().Deployments(h.ns).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", from.Name).String(), ResourceVersion: from.ResourceVersion})
-	if err != nil {
-		h.t.Fatal(err)
+	r := &recorder{images: []string{image(from)}}
+	onDeployment := func(ev watch.Event) {
+		if d, ok := ev.Object.(*appsv1.Deployment); ok {
+			r.mu.Lock()
+			if img := image(d); r.images[len(r.images)-1] != img {
+				r.images = append(r.images, img)
+			}
+			r.mu.Unlock()
+		}
 	}
-	cw, err := h.client.CoreV1().ConfigMaps(h.ns).Watch(ctx, metav1.ListOptions{
-		LabelSelector: rollback.LabelJournal + "=true", ResourceVersion: from.ResourceVersion})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	go func() {
-		defer close(r.done)
-		defer dw.Stop()
-		defer cw.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-dw.ResultChan():
-				if !ok {
-					return
+	onJournal := func(ev watch.Event) {
+		if cm, ok := ev.Object.(*corev1.ConfigMap); ok {
+			var j rollback.Journal
+			if json.Unmarshal([]byte(cm.Data["journal.json"]), &j) == nil {
+				r.mu.Lock()
+				if !slices.Contains(r.runs, j.RunID) {
+					r.runs = append(r.runs, j.RunID)
 				}
-				if d, ok := ev.Object.(*appsv1.Deployment); ok {
-					r.mu.Lock()
-					if img := image(d); r.images[len(r.images)-1] != img {
-						r.images = append(r.images, img)
-					}
-					r.mu.Unlock()
-				}
-			case ev, ok := <-cw.ResultChan():
-				if !ok {
-					return
-				}
-				if cm, ok := ev.Object.(*corev1.ConfigMap); ok {
-					var j rollback.Journal
-					if json.Unmarshal([]byte(cm.Data["journal.json"]), &j) == nil {
-						r.mu.Lock()
-						if !slices.Contains(r.runs, j.RunID) {
-							r.runs = append(r.runs, j.RunID)
-						}
-						r.mu.Unlock()
-					}
-				}
+				r.mu.Unlock()
 			}
 		}
-	}()
+	}
+	r.f = h.follow(from, metav1.ListOptions{LabelSelector: rollback.LabelJournal + "=true"}, onDeployment, onJournal, nil)
 	return r
 }
 
 func (r *recorder) stop() (images, runs []string) {
-	r.cancel()
-	<-r.done
+	r.f.stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.images), slices.Clone(r.runs)

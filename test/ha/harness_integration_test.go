@@ -312,6 +312,70 @@ func (h *harness) kubeEvents(name, reason string) int {
 	return n
 }
 
+// ---- following a Deployment and its ConfigMaps ----
+
+// following is a watch of a Deployment and of ConfigMaps beside it.
+type following struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// follow watches the Deployment from and the ConfigMaps configMaps
+// selects, both from from's resourceVersion on, and hands each event to
+// onDeployment or onConfigMap, in order, until stop. A watch that ends
+// before stop ends both, and closed (unless nil) is told which one
+// ("deployment" or "configmap").
+func (h *harness) follow(from *appsv1.Deployment, configMaps metav1.ListOptions, onDeployment, onConfigMap func(watch.Event), closed func(which string)) *following {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &following{cancel: cancel, done: make(chan struct{})}
+	depW, err := h.client.AppsV1().Deployments(h.ns).Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", from.Name).String(), ResourceVersion: from.ResourceVersion})
+	if err != nil {
+		cancel()
+		h.t.Fatal(err)
+	}
+	configMaps.ResourceVersion = from.ResourceVersion
+	cmW, err := h.client.CoreV1().ConfigMaps(h.ns).Watch(ctx, configMaps)
+	if err != nil {
+		cancel()
+		h.t.Fatal(err)
+	}
+	if closed == nil {
+		closed = func(string) {}
+	}
+	go func() {
+		defer close(f.done)
+		defer depW.Stop()
+		defer cmW.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-depW.ResultChan():
+				if !ok {
+					closed("deployment")
+					return
+				}
+				onDeployment(ev)
+			case ev, ok := <-cmW.ResultChan():
+				if !ok {
+					closed("configmap")
+					return
+				}
+				onConfigMap(ev)
+			}
+		}
+	}()
+	return f
+}
+
+// stop ends the watch and returns once no handler runs any more.
+func (f *following) stop() {
+	f.cancel()
+	<-f.done
+}
+
 // ---- write watch ----
 
 // writeWatch records every write rollguard could make to a Deployment or
@@ -319,12 +383,11 @@ func (h *harness) kubeEvents(name, reason string) int {
 // generation, replicas or template, a deletion, and any journal ConfigMap
 // event.
 type writeWatch struct {
-	h      *harness
-	name   string
-	cancel context.CancelFunc
-	done   chan struct{}
-	base   *appsv1.Deployment
-	jrv    string // the journal's resourceVersion at the start ("" when none)
+	h    *harness
+	name string
+	f    *following
+	base *appsv1.Deployment
+	jrv  string // the journal's resourceVersion at the start ("" when none)
 
 	mu         sync.Mutex
 	violations []string
@@ -334,57 +397,29 @@ type writeWatch struct {
 // test (after its last own write).
 func (h *harness) watchWrites(from *appsv1.Deployment) *writeWatch {
 	h.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	w := &writeWatch{h: h, name: from.Name, cancel: cancel, done: make(chan struct{}), base: from.DeepCopy()}
+	w := &writeWatch{h: h, name: from.Name, base: from.DeepCopy()}
 	if _, cm := h.journal(from.Name); cm != nil {
 		w.jrv = cm.ResourceVersion
 	}
 	journal := rollback.JournalName(from.UID)
-	depW, err := h.client.AppsV1().Deployments(h.ns).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", from.Name).String(), ResourceVersion: from.ResourceVersion})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	cmW, err := h.client.CoreV1().ConfigMaps(h.ns).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", journal).String(), ResourceVersion: from.ResourceVersion})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	go func() {
-		defer close(w.done)
-		defer depW.Stop()
-		defer cmW.Stop()
-		prev := from.DeepCopy()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-depW.ResultChan():
-				if !ok {
-					w.add("deployment watch closed early")
-					return
-				}
-				d, isDep := ev.Object.(*appsv1.Deployment)
-				switch {
-				case !isDep:
-					w.add(fmt.Sprintf("deployment watch: %s %T", ev.Type, ev.Object))
-				case ev.Type == watch.Deleted:
-					w.add("deployment deleted")
-				case ev.Type == watch.Modified:
-					if diff := specChange(prev, d); diff != "" {
-						w.add(fmt.Sprintf("deployment written at resourceVersion %s: %s", d.ResourceVersion, diff))
-					}
-					prev = d
-				}
-			case ev, ok := <-cmW.ResultChan():
-				if !ok {
-					w.add("journal watch closed early")
-					return
-				}
-				w.add(fmt.Sprintf("journal configmap %s: %s", journal, ev.Type))
+	prev := from.DeepCopy()
+	onDeployment := func(ev watch.Event) {
+		d, isDep := ev.Object.(*appsv1.Deployment)
+		switch {
+		case !isDep:
+			w.add(fmt.Sprintf("deployment watch: %s %T", ev.Type, ev.Object))
+		case ev.Type == watch.Deleted:
+			w.add("deployment deleted")
+		case ev.Type == watch.Modified:
+			if diff := specChange(prev, d); diff != "" {
+				w.add(fmt.Sprintf("deployment written at resourceVersion %s: %s", d.ResourceVersion, diff))
 			}
+			prev = d
 		}
-	}()
+	}
+	onJournal := func(ev watch.Event) { w.add(fmt.Sprintf("journal configmap %s: %s", journal, ev.Type)) }
+	w.f = h.follow(from, metav1.ListOptions{FieldSelector: fields.OneTermEqualSelector("metadata.name", journal).String()},
+		onDeployment, onJournal, func(which string) { w.add(which + " watch closed early") })
 	return w
 }
 
@@ -424,8 +459,7 @@ func (w *writeWatch) add(v string) {
 func (w *writeWatch) assertNone() {
 	t := w.h.t
 	t.Helper()
-	w.cancel()
-	<-w.done
+	w.f.stop()
 	now := w.h.get(w.name)
 	if diff := specChange(w.base, now); diff != "" {
 		w.add("deployment differs from the start: " + diff)

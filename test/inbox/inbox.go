@@ -172,3 +172,19 @@ func (ib Inbox) WaitPagerDuty(t testing.TB, what string, timeout time.Duration, 
 	})
 	return got
 }
+
+// OnlyPagerDuty returns the one PagerDuty event received, failing the test
+// when there is none or more than one (what names the page expected).
+func (ib Inbox) OnlyPagerDuty(t testing.TB, what string) PagerDutyEvent {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evs, err := ib.PagerDuty(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 {
+		t.Fatalf("pagerduty got %d events, want exactly 1 (%s): %+v", len(evs), what, evs)
+	}
+	return evs[0]
+}

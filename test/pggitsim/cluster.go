@@ -107,7 +107,7 @@ func (c *cluster) readyPods() (map[Key]int, error) {
 			return nil, fmt.Errorf("list pods of deployment %s/%s: %w", d.Namespace, d.Name, err)
 		}
 		for _, p := range pods {
-			if !podReady(p) {
+			if !PodReady(p) {
 				continue
 			}
 			out[Key{Namespace: d.Namespace, Deployment: d.Name, Version: podVersion(p)}]++
@@ -122,8 +122,9 @@ func (c *cluster) deploymentExists(ns, name string) bool {
 	return err == nil && d.Labels[SimulateLabel] == "true"
 }
 
-// podReady is the endpoints controller's view: Ready and not terminating.
-func podReady(p *corev1.Pod) bool {
+// PodReady says whether p gets traffic, as the endpoints controller sees
+// it: Ready and not terminating. The simulator serves from these Pods only.
+func PodReady(p *corev1.Pod) bool {
 	if p.DeletionTimestamp != nil {
 		return false
 	}

@@ -1,7 +1,6 @@
 package pggitsim
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
+
+	"github.com/rollguard/rollguard/test/jsonhttp"
 )
 
 // The Deployment that plain /health answers for, as the runbook's curl does.
@@ -30,16 +31,16 @@ func (s *Simulator) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /control/versions", s.serveVersions)
 	mux.HandleFunc("GET /control/profiles", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, s.Profiles())
+		jsonhttp.Write(w, http.StatusOK, s.Profiles())
 	})
 	mux.HandleFunc("PUT /control/profiles/{tag}", s.putProfile)
 	mux.HandleFunc("DELETE /control/profiles/{tag}", func(w http.ResponseWriter, r *http.Request) {
 		s.ResetProfile(r.PathValue("tag"))
-		writeJSON(w, http.StatusOK, s.profiles.get(r.PathValue("tag")))
+		jsonhttp.Write(w, http.StatusOK, s.profiles.get(r.PathValue("tag")))
 	})
 	mux.HandleFunc("POST /control/pg/hold", s.pgHold)
 	mux.HandleFunc("POST /control/pg/release", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]int{"released": s.pg.release()})
+		jsonhttp.Write(w, http.StatusOK, map[string]int{"released": s.pg.release()})
 	})
 	mux.HandleFunc("POST /control/pg/write", s.pgWrite)
 	return mux
@@ -49,32 +50,32 @@ func (s *Simulator) serveHealth(w http.ResponseWriter, ns, name string) {
 	h, err := s.Health(ns, name)
 	if err != nil {
 		s.logger.Debug("health check failed", zap.String("namespace", ns), zap.String("deployment", name), zap.Error(err))
-		writeJSON(w, http.StatusServiceUnavailable, h)
+		jsonhttp.Write(w, http.StatusServiceUnavailable, h)
 		return
 	}
-	writeJSON(w, http.StatusOK, h)
+	jsonhttp.Write(w, http.StatusOK, h)
 }
 
 func (s *Simulator) serveVersions(w http.ResponseWriter, _ *http.Request) {
 	vs, err := s.Versions()
 	if err != nil {
-		writeError(w, http.StatusInternalServerError, err)
+		jsonhttp.Error(w, http.StatusInternalServerError, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, vs)
+	jsonhttp.Write(w, http.StatusOK, vs)
 }
 
 func (s *Simulator) putProfile(w http.ResponseWriter, r *http.Request) {
 	var p Profile
 	if err := decodeJSON(w, r, &p); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		jsonhttp.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	if err := s.SetProfile(r.PathValue("tag"), p); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		jsonhttp.Error(w, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, p)
+	jsonhttp.Write(w, http.StatusOK, p)
 }
 
 // HoldRequest is the body of POST /control/pg/hold.
@@ -88,19 +89,19 @@ type HoldRequest struct {
 func (s *Simulator) pgHold(w http.ResponseWriter, r *http.Request) {
 	var req HoldRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		jsonhttp.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	if req.N <= 0 {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("n must be > 0, got %d", req.N))
+		jsonhttp.Error(w, http.StatusBadRequest, fmt.Errorf("n must be > 0, got %d", req.N))
 		return
 	}
 	res, err := s.pg.hold(r.Context(), req.N)
 	if errors.Is(err, ErrPGNotConfigured) {
-		writeError(w, http.StatusServiceUnavailable, err)
+		jsonhttp.Error(w, http.StatusServiceUnavailable, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, res)
+	jsonhttp.Write(w, http.StatusOK, res)
 }
 
 // WriteRequest is the body of POST /control/pg/write.
@@ -119,11 +120,11 @@ type WriteResult struct {
 func (s *Simulator) pgWrite(w http.ResponseWriter, r *http.Request) {
 	var req WriteRequest
 	if err := decodeJSON(w, r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		jsonhttp.Error(w, http.StatusBadRequest, err)
 		return
 	}
 	if req.Rows <= 0 {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("rows must be > 0, got %d", req.Rows))
+		jsonhttp.Error(w, http.StatusBadRequest, fmt.Errorf("rows must be > 0, got %d", req.Rows))
 		return
 	}
 	if req.Status == "" {
@@ -132,33 +133,21 @@ func (s *Simulator) pgWrite(w http.ResponseWriter, r *http.Request) {
 	n, err := s.pg.write(r.Context(), req.Rows, req.Status)
 	switch {
 	case errors.Is(err, ErrPGNotConfigured):
-		writeError(w, http.StatusServiceUnavailable, err)
+		jsonhttp.Error(w, http.StatusServiceUnavailable, err)
 	case err != nil:
 		s.logger.Warn("writing alert delivery queue rows failed", zap.Error(err))
-		writeJSON(w, http.StatusServiceUnavailable, WriteResult{Inserted: n, Error: err.Error(), SQLState: sqlState(err)})
+		jsonhttp.Write(w, http.StatusServiceUnavailable, WriteResult{Inserted: n, Error: err.Error(), SQLState: sqlState(err)})
 	default:
-		writeJSON(w, http.StatusOK, WriteResult{Inserted: n})
+		jsonhttp.Write(w, http.StatusOK, WriteResult{Inserted: n})
 	}
 }
 
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	if err := jsonhttp.Decode(w, r, v, maxBody); err != nil {
 		if errors.Is(err, io.EOF) {
 			return errors.New("decode request body: empty body")
 		}
 		return fmt.Errorf("decode request body: %w", err)
 	}
 	return nil
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
-}
-
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, map[string]string{"error": err.Error()})
 }

@@ -20,6 +20,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
@@ -628,11 +630,8 @@ func TestPGControlsWithoutDSN(t *testing.T) {
 func TestLoadProfiles(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
+		sandboxfixture.WriteFiles(t, dir, map[string]string{name: body})
+		return filepath.Join(dir, name)
 	}
 	good := write("good.yaml", "profiles:\n  v1.1.0: {errorRate: 0.5, latencySeconds: 0.1}\n  v2.0.0: {slowFraction: 0.1, slowSeconds: 6}\n")
 	got, err := LoadProfiles(good)

@@ -1,11 +1,12 @@
 package receiver
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/rollguard/rollguard/test/jsonhttp"
 )
 
 // FaultRequest is the body of POST /_/faults.
@@ -34,49 +35,37 @@ func (rc *Receiver) serveControl(w http.ResponseWriter, r *http.Request) {
 		case http.MethodPost:
 			rc.postFaults(w, r)
 		case http.MethodGet:
-			writeJSON(w, http.StatusOK, rc.Faults())
+			jsonhttp.Write(w, http.StatusOK, rc.Faults())
 		default:
-			writeError(w, http.StatusMethodNotAllowed, errors.New("use GET or POST"))
+			jsonhttp.Error(w, http.StatusMethodNotAllowed, errors.New("use GET or POST"))
 		}
 	case "received":
 		if r.Method != http.MethodGet {
-			writeError(w, http.StatusMethodNotAllowed, errors.New("use GET"))
+			jsonhttp.Error(w, http.StatusMethodNotAllowed, errors.New("use GET"))
 			return
 		}
-		writeJSON(w, http.StatusOK, rc.Received(r.URL.Query().Get("path")))
+		jsonhttp.Write(w, http.StatusOK, rc.Received(r.URL.Query().Get("path")))
 	case "reset":
 		if r.Method != http.MethodPost {
-			writeError(w, http.StatusMethodNotAllowed, errors.New("use POST"))
+			jsonhttp.Error(w, http.StatusMethodNotAllowed, errors.New("use POST"))
 			return
 		}
 		rc.Reset()
-		writeJSON(w, http.StatusOK, map[string]string{"status": "reset"})
+		jsonhttp.Write(w, http.StatusOK, map[string]string{"status": "reset"})
 	default:
-		writeError(w, http.StatusNotFound, fmt.Errorf("no control endpoint %s", r.URL.Path))
+		jsonhttp.Error(w, http.StatusNotFound, fmt.Errorf("no control endpoint %s", r.URL.Path))
 	}
 }
 
 func (rc *Receiver) postFaults(w http.ResponseWriter, r *http.Request) {
 	var req FaultRequest
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		writeError(w, http.StatusBadRequest, fmt.Errorf("decode faults: %w", err))
+	if err := jsonhttp.Decode(w, r, &req, maxBody); err != nil {
+		jsonhttp.Error(w, http.StatusBadRequest, fmt.Errorf("decode faults: %w", err))
 		return
 	}
 	if err := rc.SetFaults(req.Path, req.Responses); err != nil {
-		writeError(w, http.StatusBadRequest, err)
+		jsonhttp.Error(w, http.StatusBadRequest, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"path": req.Path, "queued": len(req.Responses)})
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(v) // the client may be gone; nothing to do
-}
-
-func writeError(w http.ResponseWriter, code int, err error) {
-	writeJSON(w, code, map[string]string{"error": err.Error()})
+	jsonhttp.Write(w, http.StatusOK, map[string]any{"path": req.Path, "queued": len(req.Responses)})
 }

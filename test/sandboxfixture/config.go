@@ -1,6 +1,8 @@
 package sandboxfixture
 
 import (
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -31,6 +33,39 @@ func (q Queries) Templates() map[string]any {
 		"errorRate":  map[string]any{"query": q.ErrorRate, "volumeQuery": q.Volume},
 		"latencyP99": map[string]any{"query": q.LatencyP99},
 	}
+}
+
+// YAML is global.templates of a config using q, as the lines of a config
+// written as text (indented under global:).
+func (q Queries) YAML() string {
+	return fmt.Sprintf(`  templates:
+    errorRate:
+      query: %s
+      volumeQuery: %s
+    latencyP99:
+      query: %s
+`, quoted(q.ErrorRate), quoted(q.Volume), quoted(q.LatencyP99))
+}
+
+// quoted is s as a YAML double-quoted scalar (a JSON string is one).
+func quoted(s string) string {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a string always marshals
+	}
+	return string(b)
+}
+
+// SimulatedTarget is the head of an entry of targets: in a config written
+// as text: the Deployment deployment in namespace, its api container, and
+// the simulator at simURL as its health endpoint.
+func SimulatedTarget(simURL, name, namespace, deployment string) string {
+	return fmt.Sprintf(`  - name: %s
+    namespace: %s
+    deployment: %s
+    containers: [api]
+    healthURL: %s/health/%s/%s
+`, name, namespace, deployment, simURL, namespace, deployment)
 }
 
 // WriteFiles writes each name's content into dir, readable by the owner

@@ -37,6 +37,7 @@ import (
 	"github.com/rollguard/rollguard/test/jsonlog"
 	"github.com/rollguard/rollguard/test/localproc"
 	"github.com/rollguard/rollguard/test/sandboxenv"
+	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
 
 const (
@@ -264,19 +265,8 @@ global:
     # The record lives in the cluster, in the demo's namespace.
     incidentStore: {namespace: %s}
     statusURL: http://127.0.0.1:%s
-  templates:
-    errorRate:
-      query: '(sum by (namespace, deployment) (rate(http_requests_total{status=~"5.."}[5s])) or 0 * sum by (namespace, deployment) (rate(http_requests_total[5s]))) / sum by (namespace, deployment) (rate(http_requests_total[5s]))'
-      volumeQuery: 'sum by (namespace, deployment) (rate(http_requests_total[5s]))'
-    latencyP99:
-      query: 'histogram_quantile(0.99, sum by (namespace, deployment, le) (rate(http_request_duration_seconds_bucket[5s])))'
-targets:
-  - name: pggit-api
-    namespace: %s
-    deployment: %s
-    containers: [api]
-    healthURL: %s/health/%s/%s
-    triggers:
+%stargets:
+%s    triggers:
       - {name: error-rate, kind: errorRate, above: 0.05, minRate: 1, action: rollback}
       - {name: latency-p99, kind: latencyP99, above: 5, action: rollback}
     rollback:
@@ -286,7 +276,7 @@ targets:
       rolloutTimeout: 30s
       verifyWindow: 10s
 `, window, port, env["PROMETHEUS_URL"], env["KUBECONFIG"], env["RECEIVER_URL"]+prefix,
-		namespace, port, namespace, deployment, env["SIM_URL"], namespace, deployment)
+		namespace, port, sandboxfixture.ExampleQueries("5s").YAML(), sandboxfixture.SimulatedTarget(env["SIM_URL"], "pggit-api", namespace, deployment))
 	path := filepath.Join(dir, "rollguard.yaml")
 	return path, token, os.WriteFile(path, []byte(cfg), 0o644)
 }
