@@ -6,8 +6,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/rollguard/rollguard/pkg/config"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/preflight"
-	"github.com/rollguard/rollguard/pkg/rollback"
 )
 
 // The configured strategy decides the executor's plan; a quick rollback of
@@ -17,15 +17,15 @@ func TestRollbackTargetPlan(t *testing.T) {
 	tests := []struct {
 		name      string
 		rollback  string
-		wantPlan  rollback.Action
+		wantPlan  plan.Name
 		wantSurge *intstr.IntOrString
 	}{
-		{name: "defaults", rollback: "{}", wantPlan: rollback.ActionQuick, wantSurge: &hundred},
-		{name: "revert, Deployment's pace", rollback: `{strategy: revert, revertMaxSurge: ""}`, wantPlan: rollback.ActionRevert},
-		{name: "revert, count", rollback: `{strategy: revert, revertMaxSurge: 2}`, wantPlan: rollback.ActionRevert, wantSurge: &two},
-		{name: "quick with multiRegion", rollback: `{poolRecovery: {database: primary}, multiRegion: {secondaries: [eu], subscription: sub}}`, wantPlan: rollback.ActionMultiRegion, wantSurge: &hundred},
-		{name: "revert with multiRegion", rollback: `{strategy: revert, poolRecovery: {database: primary}, multiRegion: {secondaries: [eu], subscription: sub}}`, wantPlan: rollback.ActionRevert, wantSurge: &hundred},
-		{name: "full", rollback: `{strategy: full, database: {name: primary, migration: m, dumpPath: /d, forensicDir: /f}}`, wantPlan: rollback.ActionFull, wantSurge: &hundred},
+		{name: "defaults", rollback: "{}", wantPlan: plan.Quick, wantSurge: &hundred},
+		{name: "revert, Deployment's pace", rollback: `{strategy: revert, revertMaxSurge: ""}`, wantPlan: plan.Revert},
+		{name: "revert, count", rollback: `{strategy: revert, revertMaxSurge: 2}`, wantPlan: plan.Revert, wantSurge: &two},
+		{name: "quick with multiRegion", rollback: `{poolRecovery: {database: primary}, multiRegion: {secondaries: [eu], subscription: sub}}`, wantPlan: plan.MultiRegion, wantSurge: &hundred},
+		{name: "revert with multiRegion", rollback: `{strategy: revert, poolRecovery: {database: primary}, multiRegion: {secondaries: [eu], subscription: sub}}`, wantPlan: plan.Revert, wantSurge: &hundred},
+		{name: "full", rollback: `{strategy: full, database: {name: primary, migration: m, dumpPath: /d, forensicDir: /f}}`, wantPlan: plan.Full, wantSurge: &hundred},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,7 +64,7 @@ func TestPreflightPlanEqualsDaemonPlan(t *testing.T) {
 		}
 		for i := range cfg.Targets {
 			tg := &cfg.Targets[i]
-			daemon, ok := rollback.PlanFor(rollback.RequestRollback, rollbackTarget(tg, nil, nil).Strategy, false)
+			daemon, ok := plan.For(plan.RequestRollback, rollbackTarget(tg, nil, nil).Strategy, false)
 			if !ok {
 				t.Fatalf("%s: the daemon runs no plan for a rollback", tg.Name)
 			}

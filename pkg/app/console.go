@@ -17,6 +17,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/version"
@@ -152,7 +153,7 @@ func (v *consoleView) Plan(ctx context.Context, name, action string) (*rollback.
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	return v.d.exec.Plan(ctx, rollbackTarget(t, v.d.dbs, describedVerifier{}), rollback.Action(action))
+	return v.d.exec.Plan(ctx, rollbackTarget(t, v.d.dbs, describedVerifier{}), plan.Name(action))
 }
 
 // planChoices are the plans a human may ask for on the target: its own
@@ -167,14 +168,14 @@ func planChoices(t *config.Target) []string {
 		}
 		out = append(out, p)
 	}
-	add(string(rollback.ActionQuick))
-	add(string(rollback.ActionRevert))
+	add(string(plan.Quick))
+	add(string(plan.Revert))
 	if t.Rollback.Database != nil {
-		add(string(rollback.ActionFull))
-		add(string(rollback.ActionPoolRecovery))
+		add(string(plan.Full))
+		add(string(plan.PoolRecovery))
 	}
 	if t.Rollback.MultiRegion != nil {
-		add(string(rollback.ActionMultiRegion))
+		add(string(plan.MultiRegion))
 	}
 	return out
 }

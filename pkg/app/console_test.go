@@ -13,7 +13,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/console"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/kube/kubetest"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 )
 
 var tc0 = time.Date(2026, 3, 14, 3, 0, 0, 0, time.UTC)
@@ -95,10 +95,10 @@ func TestPlanChoices(t *testing.T) {
 		rb   config.Rollback
 		want []string
 	}{
-		{"quick", config.Rollback{Strategy: rollback.ActionQuick}, []string{"quick", "revert"}},
+		{"quick", config.Rollback{Strategy: plan.Quick}, []string{"quick", "revert"}},
 		{"revert first", config.Rollback{Strategy: "revert"}, []string{"revert", "quick"}},
-		{"database", config.Rollback{Strategy: rollback.ActionQuick, Database: &config.RollbackDatabase{}}, []string{"quick", "revert", "full", "pool-recovery"}},
-		{"multi-region", config.Rollback{Strategy: rollback.ActionQuick, MultiRegion: &config.MultiRegion{}}, []string{"multi-region", "quick", "revert"}},
+		{"database", config.Rollback{Strategy: plan.Quick, Database: &config.RollbackDatabase{}}, []string{"quick", "revert", "full", "pool-recovery"}},
+		{"multi-region", config.Rollback{Strategy: plan.Quick, MultiRegion: &config.MultiRegion{}}, []string{"multi-region", "quick", "revert"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := planChoices(&config.Target{Rollback: tc.rb}); !reflect.DeepEqual(got, tc.want) {

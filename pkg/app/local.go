@@ -12,6 +12,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/response"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
@@ -38,11 +39,7 @@ func PlanView(ctx context.Context, opts Options, target, action string) (*rollba
 	if !ok {
 		return nil, fmt.Errorf("%w: target %q is not in %s", ErrUsage, target, opts.ConfigFile)
 	}
-	plan := rollback.Action(action)
-	switch action {
-	case "", string(rollback.ActionQuick), string(rollback.ActionRevert), string(rollback.ActionFull),
-		string(rollback.ActionPoolRecovery), string(rollback.ActionMultiRegion):
-	default:
+	if action != "" && !plan.Known(action) {
 		return nil, fmt.Errorf("%w: --action %q: want quick, revert, full, pool-recovery or multi-region", ErrUsage, action)
 	}
 	logger, err := NewLogger("warn", opts.LogOutput)
@@ -71,7 +68,7 @@ func PlanView(ctx context.Context, opts Options, target, action string) (*rollba
 	// (Plan never runs a step, so the verifier is only described).
 	rt := rollbackTarget(t, dbs, describedVerifier{lookback: targetLookback(cfg, t.Namespace, t.Deployment)})
 	rt.GitOps = gitopsPolicy(t, owners)
-	pv, err := exec.Plan(ctx, rt, plan)
+	pv, err := exec.Plan(ctx, rt, plan.Name(action))
 	if err != nil {
 		return nil, err
 	}

@@ -15,7 +15,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/output"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -196,12 +196,12 @@ func setTrigger(tr *config.Trigger, s Set, field string) error {
 		return nil
 	case "action":
 		switch s.Value {
-		case rollback.RequestRollback, rollback.RequestRestartThenRollback, rollback.RequestFullRollback, rollback.RequestPage:
+		case plan.RequestRollback, plan.RequestRestartThenRollback, plan.RequestFullRollback, plan.RequestPage:
 			tr.Action = s.Value
 			return nil
 		}
 		return usagef("--set %s: %q: want %s, %s, %s or %s", s.Path, s.Value,
-			rollback.RequestRollback, rollback.RequestRestartThenRollback, rollback.RequestFullRollback, rollback.RequestPage)
+			plan.RequestRollback, plan.RequestRestartThenRollback, plan.RequestFullRollback, plan.RequestPage)
 	}
 	return usagef("--set %s: unknown trigger field %q (settable: %s)", s.Path, field, strings.Join(settableTrigger, ", "))
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/output"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/rules"
 	"github.com/rollguard/rollguard/pkg/source"
@@ -398,7 +399,7 @@ func (rep *Report) judge(cfg *config.Config) {
 	for _, x := range all {
 		f := fire(x)
 		target := rep.Targets[x.t].Name
-		if f.Action == rollback.RequestPage {
+		if f.Action == plan.RequestPage {
 			f.Verdict = VerdictPageOnly
 			f.Detail = "action page: a human decides; no interlock applies"
 			continue
@@ -441,9 +442,9 @@ const (
 // steps are skipped when the Deployment already has that maxSurge.
 func PlanFor(t config.Target, action string) []string {
 	shape := rollback.Shape{Restore: t.Rollback.Database != nil, Surge: t.Rollback.RevertMaxSurge != ""}
-	plan := func(a rollback.Action) []string {
+	stepsOf := func(a plan.Name) []string {
 		steps := rollback.Steps(a, shape)
-		if a == rollback.ActionQuick || a == rollback.ActionMultiRegion {
+		if a == plan.Quick || a == plan.MultiRegion {
 			for i, s := range steps {
 				switch s {
 				case rollback.StepDBDump, rollback.StepDBRestore, rollback.StepDBVerify:
@@ -455,14 +456,14 @@ func PlanFor(t config.Target, action string) []string {
 	}
 	configured := t.Rollback.Plan()
 	switch action {
-	case rollback.RequestRollback, rollback.RequestFullRollback:
-		p, _ := rollback.PlanFor(action, configured, false)
-		return plan(p)
-	case rollback.RequestRestartThenRollback:
-		first, _ := rollback.PlanFor(action, configured, false)
-		then, _ := rollback.PlanFor(action, configured, true)
-		out := append(plan(first), "then, if it fires again:")
-		return append(out, plan(then)...)
+	case plan.RequestRollback, plan.RequestFullRollback:
+		p, _ := plan.For(action, configured, false)
+		return stepsOf(p)
+	case plan.RequestRestartThenRollback:
+		first, _ := plan.For(action, configured, false)
+		then, _ := plan.For(action, configured, true)
+		out := append(stepsOf(first), "then, if it fires again:")
+		return append(out, stepsOf(then)...)
 	}
 	return []string{}
 }

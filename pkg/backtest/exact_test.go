@@ -14,7 +14,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/notify"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/source"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/trigger/triggertest"
@@ -204,7 +204,7 @@ func recordedTrigger() config.Trigger {
 	return config.Trigger{
 		Name: "error-rate", Kind: config.KindPrometheus, Query: "ratio", VolumeQuery: "volume",
 		Match: map[string]string{"namespace": "prod", "deployment": "api"},
-		Above: &above, MinRate: 2, Action: rollback.RequestRollback, Severity: notify.SeverityCritical,
+		Above: &above, MinRate: 2, Action: plan.RequestRollback, Severity: notify.SeverityCritical,
 		OnError: trigger.OnErrorNoData,
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/config/configtest"
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
@@ -197,7 +198,7 @@ DELETE FROM pggit.alert_delivery_queue WHERE id > 40;`)
 		PollInterval: 200 * time.Millisecond,
 		Sleep:        func(ctx context.Context, _ time.Duration) error { return ctx.Err() },
 	}, logger)
-	out, err := exec.Run(ctx, rollback.Request{Action: rollback.ActionFull, Reason: "backup integration test", Target: rollback.Target{
+	out, err := exec.Run(ctx, rollback.Request{Action: plan.Full, Reason: "backup integration test", Target: rollback.Target{
 		Namespace: ns, Deployment: "pggit-api", Containers: []string{"api"},
 		RampSteps: []int32{1}, RolloutTimeout: time.Minute, VerifyWindow: 5 * time.Second,
 		Database: &rollback.DatabaseSettings{

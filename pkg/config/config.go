@@ -15,7 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rollguard/rollguard/pkg/notify"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -551,7 +551,7 @@ type Rollback struct {
 	// template and let the rolling update keep serving: no downtime, but
 	// the bad version keeps running until replaced) or full (also restores
 	// the database). Default quick.
-	Strategy rollback.Action `yaml:"strategy"`
+	Strategy plan.Name `yaml:"strategy"`
 	// Container name to the image to roll back to. Default empty: the
 	// template of the previous ReplicaSet by revision.
 	StableImage map[string]string `yaml:"stableImage,omitempty"`
@@ -592,9 +592,9 @@ type Rollback struct {
 // Plan is the executor plan a rollback of the target runs: the strategy,
 // except that quick with multiRegion is the multi-region plan (the
 // runbook's Multi-Region Rollback wraps its quick rollback).
-func (r *Rollback) Plan() rollback.Action {
-	if r.Strategy == rollback.ActionQuick && r.MultiRegion != nil {
-		return rollback.ActionMultiRegion
+func (r *Rollback) Plan() plan.Name {
+	if r.Strategy == plan.Quick && r.MultiRegion != nil {
+		return plan.MultiRegion
 	}
 	return r.Strategy
 }

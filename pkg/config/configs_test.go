@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -33,10 +33,10 @@ func TestLoadExampleConfigs(t *testing.T) {
 			onError trigger.OnError
 			action  string
 		}{
-			"error-rate":      {KindErrorRate, 0.05, trigger.OnErrorNoData, rollback.RequestRollback},
-			"latency-p99":     {KindLatencyP99, 5, trigger.OnErrorNoData, rollback.RequestRollback},
-			"connection-pool": {KindConnections, 0.95, trigger.OnErrorBreach, rollback.RequestRestartThenRollback},
-			"replication-lag": {KindReplicationLag, 30, trigger.OnErrorNoData, rollback.RequestRollback},
+			"error-rate":      {KindErrorRate, 0.05, trigger.OnErrorNoData, plan.RequestRollback},
+			"latency-p99":     {KindLatencyP99, 5, trigger.OnErrorNoData, plan.RequestRollback},
+			"connection-pool": {KindConnections, 0.95, trigger.OnErrorBreach, plan.RequestRestartThenRollback},
+			"replication-lag": {KindReplicationLag, 30, trigger.OnErrorNoData, plan.RequestRollback},
 		}
 		for _, tr := range tg.Triggers {
 			w, ok := want[tr.Name]
@@ -63,7 +63,7 @@ func TestLoadExampleConfigs(t *testing.T) {
 			t.Errorf("error-rate match = %v", er.Match)
 		}
 		rb := tg.Rollback
-		if rb.Strategy != rollback.ActionQuick || len(rb.RampSteps) != 1 || rb.RampSteps[0] != 2 ||
+		if rb.Strategy != plan.Quick || len(rb.RampSteps) != 1 || rb.RampSteps[0] != 2 ||
 			time.Duration(rb.RampPause) != 30*time.Second || time.Duration(rb.RolloutTimeout) != 30*time.Second {
 			t.Errorf("rollback = %+v, want the runbook's quick rollback", rb)
 		}

@@ -7,7 +7,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rollguard/rollguard/pkg/notify"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
 )
@@ -111,12 +111,12 @@ func (g *GitOps) setDefaults() {
 }
 
 func (t *Trigger) setDefaults() {
-	*t = Trigger{OnError: trigger.OnErrorNoData, Action: rollback.RequestPage}
+	*t = Trigger{OnError: trigger.OnErrorNoData, Action: plan.RequestPage}
 }
 
 func (r *Rollback) setDefaults() {
 	*r = Rollback{
-		Strategy:       rollback.ActionQuick,
+		Strategy:       plan.Quick,
 		RampSteps:      []int{2},
 		RampPause:      dur(30 * time.Second),
 		RolloutTimeout: dur(30 * time.Second),

@@ -8,8 +8,8 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/promql"
-	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -147,7 +147,7 @@ func (c *Config) validateVerifyWindow(t *Target, p string, lookbacks map[int]tim
 	}
 	r := &t.Rollback
 	pause := time.Duration(r.RampPause)
-	if r.Strategy == rollback.ActionRevert || len(r.RampSteps) == 0 {
+	if r.Strategy == plan.Revert || len(r.RampSteps) == 0 {
 		pause = 0
 	}
 	window := time.Duration(r.VerifyWindow)

@@ -133,8 +133,8 @@ func typeName(e ast.Expr) (string, string) {
 		switch e.Sel.Name {
 		case "Duration":
 			return "duration", ""
-		case "Action", "OnError", "Severity":
-			// The words of rollback, trigger and notify: strings in YAML.
+		case "Name", "OnError", "Severity":
+			// The words of plan, trigger and notify: strings in YAML.
 			return "string", ""
 		}
 		return e.Sel.Name, ""

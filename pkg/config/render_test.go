@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/rollguard/rollguard/pkg/notify"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -83,13 +83,13 @@ func TestDefaultsAndInheritance(t *testing.T) {
 	if tg.Match["namespace"] != "prod" || tg.Match["deployment"] != "api" || len(tg.Match) != 2 {
 		t.Errorf("target match = %v", tg.Match)
 	}
-	if tg.Rollback.Strategy != rollback.ActionQuick || tg.Rollback.RampSteps[0] != 2 || tg.Rollback.PoolRecovery.IdleInTransactionAge.String() != "5m" {
+	if tg.Rollback.Strategy != plan.Quick || tg.Rollback.RampSteps[0] != 2 || tg.Rollback.PoolRecovery.IdleInTransactionAge.String() != "5m" {
 		t.Errorf("rollback defaults = %+v", tg.Rollback)
 	}
 	errs, slow, conns, custom := tg.Triggers[0], tg.Triggers[1], tg.Triggers[2], tg.Triggers[3]
 	if errs.Query != DefaultErrorRateQuery || errs.VolumeQuery != DefaultErrorRateVolumeQuery || errs.For != g.For ||
 		errs.MaxGap != g.MaxGap || errs.BlindAfter != g.BlindAfter || errs.OnError != trigger.OnErrorNoData ||
-		errs.Action != rollback.RequestPage || errs.Severity != notify.SeverityWarning || len(errs.Match) != 2 {
+		errs.Action != plan.RequestPage || errs.Severity != notify.SeverityWarning || len(errs.Match) != 2 {
 		t.Errorf("errorRate trigger defaults = %+v", errs)
 	}
 	if slow.Query != DefaultLatencyP99Query || slow.VolumeQuery != "" || len(slow.Match) != 1 ||

@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/promql"
-	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -31,8 +31,8 @@ var (
 
 var (
 	kinds       = []string{KindErrorRate, KindLatencyP99, KindConnections, KindReplicationLag, KindPrometheus, KindSQL}
-	actions     = []string{rollback.RequestRollback, rollback.RequestRestartThenRollback, rollback.RequestFullRollback, rollback.RequestPage}
-	strategies  = []rollback.Action{rollback.ActionQuick, rollback.ActionRevert, rollback.ActionFull}
+	actions     = []string{plan.RequestRollback, plan.RequestRestartThenRollback, plan.RequestFullRollback, plan.RequestPage}
+	strategies  = []plan.Name{plan.Quick, plan.Revert, plan.Full}
 	severities  = []notify.Severity{notify.SeverityCritical, notify.SeverityError, notify.SeverityWarning, notify.SeverityInfo}
 	onErrors    = []trigger.OnError{trigger.OnErrorNoData, trigger.OnErrorBreach}
 	logLevels   = []string{"debug", "info", "warn", "error"}
@@ -233,7 +233,7 @@ func (c *Config) validateTarget(t *Target, p string, errs *errList, given func(s
 	r := &t.Rollback
 	rp := p + ".rollback"
 	oneOf(errs, rp+".strategy", r.Strategy, strategies)
-	if r.Strategy == rollback.ActionFull && r.Database == nil {
+	if r.Strategy == plan.Full && r.Database == nil {
 		errs.addf(rp+".strategy", "full requires %s.database", rp)
 	}
 	for _, name := range sortedKeys(r.StableImage) {
@@ -376,11 +376,11 @@ func (c *Config) validateTrigger(t *Target, tr *Trigger, p string, errs *errList
 	oneOf(errs, p+".action", tr.Action, actions)
 	tp := p[:strings.LastIndex(p, ".triggers[")]
 	switch tr.Action {
-	case rollback.RequestFullRollback:
+	case plan.RequestFullRollback:
 		if t.Rollback.Database == nil {
 			errs.addf(p+".action", "full-rollback requires %s.rollback.database", tp)
 		}
-	case rollback.RequestRestartThenRollback:
+	case plan.RequestRestartThenRollback:
 		if t.Rollback.PoolRecovery.Database == "" {
 			errs.addf(p+".action", "restart-then-rollback requires %s.rollback.poolRecovery.database (or rollback.database)", tp)
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/evaluator"
 	"github.com/rollguard/rollguard/pkg/incident"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/trigger"
 	"github.com/rollguard/rollguard/pkg/window"
@@ -128,7 +129,7 @@ func sampleFleet() *fleet {
 			{Name: "search", Namespace: "production", Deployment: "search", Image: "api=search:v3.0.1", Freeze: "Deployment annotated rollguard.io/freeze: reindexing", Triggers: []evaluator.View{blind}},
 			{Name: "web", Namespace: "staging", Deployment: "web", Image: "web=web:v9", DryRun: true, Triggers: []evaluator.View{calm}},
 		}}
-	plan := &rollback.PlanView{Namespace: "production", Deployment: "pggit-api", Action: rollback.ActionQuick,
+	plan := &rollback.PlanView{Namespace: "production", Deployment: "pggit-api", Action: plan.Quick,
 		Bad:      rollback.Revision{Revision: 7, Hash: "6d5f8c9b7", Images: map[string]string{"api": "pggit-api:v1.1.0"}},
 		Pinned:   &rollback.Pinned{Source: "previous-revision", Revision: 6, Hash: "7c9d4b6f5", Images: map[string]string{"api": "pggit-api:v1.0.3"}},
 		Replicas: 4,

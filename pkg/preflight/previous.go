@@ -9,6 +9,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
 
@@ -32,8 +33,8 @@ func (r *runner) previousChecks(ctx context.Context) []Check {
 
 // RollbackPlan is the plan the daemon runs when a trigger of t asks for a
 // rollback, from the executor's one mapping of requests to plans.
-func RollbackPlan(t *config.Target) rollback.Action {
-	plan, _ := rollback.PlanFor(rollback.RequestRollback, t.Rollback.Plan(), false)
+func RollbackPlan(t *config.Target) plan.Name {
+	plan, _ := plan.For(plan.RequestRollback, t.Rollback.Plan(), false)
 	return plan
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
@@ -234,7 +235,7 @@ func TestManualRollbackAfterARestart(t *testing.T) {
 	st.cfg.Rollback.Database = &rollback.DatabaseSettings{DB: db}
 	st.cfg.Rollback.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: "pggit-api"}
 	f.r.mu.Unlock()
-	if _, err := f.r.Request(context.Background(), "pggit-api", string(rollback.ActionPoolRecovery), "pool exhausted", false); err != nil {
+	if _, err := f.r.Request(context.Background(), "pggit-api", string(plan.PoolRecovery), "pool exhausted", false); err != nil {
 		t.Fatal(err)
 	}
 	f.waitJobs(t)

@@ -39,6 +39,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/kube/kubetest"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
@@ -527,7 +528,7 @@ func (p *process) Enqueue(e notify.Event) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if img := e.Details.BadVersion; img != "" && e.Kind == notify.KindRollbackStarted {
-		if rollback.Action(e.Details.Strategy).Rolls() {
+		if plan.Name(e.Details.Strategy).Rolls() {
 			w.judged[strings.TrimPrefix(img, "api=")] = true
 		}
 	}
@@ -536,7 +537,7 @@ func (p *process) Enqueue(e notify.Event) {
 
 // modelConfig is the drawn configuration of one run of the model.
 type modelConfig struct {
-	strategy    rollback.Action
+	strategy    plan.Name
 	action      string // the trigger's
 	multiRegion bool
 	rampSteps   []int32
@@ -633,7 +634,7 @@ func newModel(t *rapid.T) *model {
 	w.c = kubetest.New(kubetest.NewDeployment(ns, name, 4, map[string]string{"api": "pggit-api:v1.0.0"}))
 	w.c.Now = w.clock
 	m := &model{w: w, cfg: modelConfig{
-		strategy:    rapid.SampledFrom([]rollback.Action{rollback.ActionQuick, rollback.ActionRevert}).Draw(t, "strategy"),
+		strategy:    rapid.SampledFrom([]plan.Name{plan.Quick, plan.Revert}).Draw(t, "strategy"),
 		action:      rapid.SampledFrom([]string{ActionRollback, ActionFullRollback, ActionRestartThenRollback}).Draw(t, "action"),
 		multiRegion: rapid.Bool().Draw(t, "multiRegion"),
 		rampSteps:   rapid.SampledFrom([][]int32{{2}, {1, 3}}).Draw(t, "rampSteps"),
@@ -817,7 +818,7 @@ func (m *model) manual(t *rapid.T) {
 	if p == nil {
 		return
 	}
-	action := rapid.SampledFrom([]string{ActionRollback, ActionFullRollback, string(rollback.ActionPoolRecovery), ActionPage}).Draw(t, "manualAction")
+	action := rapid.SampledFrom([]string{ActionRollback, ActionFullRollback, string(plan.PoolRecovery), ActionPage}).Draw(t, "manualAction")
 	_, _ = p.r.Request(context.Background(), modelTarget, action, "a human asks", false)
 }
 

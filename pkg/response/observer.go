@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
 
@@ -55,7 +56,7 @@ type runObserver struct {
 // observe returns the observer of a run of j. A resumed run's incident and
 // bad revision are the journal's: with id empty they are taken from the
 // run's facts.
-func (r *Responder) observe(j job, t Target, info revisionInfo, id string, _ rollback.Action) *runObserver {
+func (r *Responder) observe(j job, t Target, info revisionInfo, id string, _ plan.Name) *runObserver {
 	return &runObserver{r: r, j: j, t: t, info: info, id: id}
 }
 
@@ -105,8 +106,8 @@ func (o *runObserver) PlanStarted(f rollback.Facts) {
 			rev = revisionOf(f.Bad).revision
 		}
 		now := r.opts.Now()
-		r.guard.Record(o.t.Name, rev, now, f.Action != rollback.ActionPoolRecovery)
-		if f.Action == rollback.ActionPoolRecovery {
+		r.guard.Record(o.t.Name, rev, now, f.Action != plan.PoolRecovery)
+		if f.Action == plan.PoolRecovery {
 			r.mu.Lock()
 			if st := r.targets[o.t.Name]; st != nil {
 				st.restarted = now

@@ -1,6 +1,6 @@
 package response
 
-import "github.com/rollguard/rollguard/pkg/rollback"
+import "github.com/rollguard/rollguard/pkg/plan"
 
 // Result is how a response to a decision or a request ended. It is the
 // rollguard_rollbacks_total result label, and what a CLI's exit code is
@@ -37,7 +37,7 @@ var counted = map[Result]bool{ResultSucceeded: true, ResultUnverified: true, Res
 // Outcome is the end of one response.
 type Outcome struct {
 	Result Result
-	Plan   rollback.Action
+	Plan   plan.Name
 	RunID  string
 	// Detail is the one line the status API shows as the last result.
 	Detail string

@@ -36,6 +36,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/guard"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
@@ -43,10 +44,10 @@ import (
 // Actions a trigger or a request asks for: pkg/rollback's words, which
 // also map each to its plan.
 const (
-	ActionRollback            = rollback.RequestRollback
-	ActionRestartThenRollback = rollback.RequestRestartThenRollback
-	ActionFullRollback        = rollback.RequestFullRollback
-	ActionPage                = rollback.RequestPage
+	ActionRollback            = plan.RequestRollback
+	ActionRestartThenRollback = plan.RequestRestartThenRollback
+	ActionFullRollback        = plan.RequestFullRollback
+	ActionPage                = plan.RequestPage
 )
 
 // ErrUnknownTarget: the request names no configured target.
@@ -79,7 +80,7 @@ func ValidAction(action string) bool {
 	case ActionRollback, ActionRestartThenRollback, ActionFullRollback, ActionPage:
 		return true
 	}
-	return rollback.IsPlan(action)
+	return plan.Known(action)
 }
 
 // Deployments reads the target's state; *kube.Deployments implements it.
@@ -496,7 +497,7 @@ func (r *Responder) SeedHistory(ctx context.Context) {
 			continue
 		}
 		for _, run := range j.Runs() {
-			r.guard.Record(t.Name, run.BadHash, run.Started, run.Action != rollback.ActionPoolRecovery)
+			r.guard.Record(t.Name, run.BadHash, run.Started, run.Action != plan.PoolRecovery)
 		}
 		r.log.Info("interlocks seeded from the journal", zap.String("target", t.Name), zap.String("revision", j.Bad.Hash),
 			zap.Time("started", j.Started), zap.String("state", string(j.State)), zap.Int("runs", len(j.History)+1))
@@ -756,9 +757,9 @@ func (r *Responder) check(j job, t Target, info revisionInfo, leader bool, own t
 }
 
 // planFor maps the requested action to an executor plan
-// (rollback.PlanFor); a restart-then-rollback rolls back only when the
+// (plan.For); a restart-then-rollback rolls back only when the
 // target was restarted within its restart memory.
-func (r *Responder) planFor(j job, t Target) rollback.Action {
+func (r *Responder) planFor(j job, t Target) plan.Name {
 	var restarted bool
 	if j.action == ActionRestartThenRollback {
 		r.mu.Lock()
@@ -766,7 +767,7 @@ func (r *Responder) planFor(j job, t Target) rollback.Action {
 		restarted = st != nil && !st.restarted.IsZero() && r.opts.Now().Sub(st.restarted) < t.RestartMemory
 		r.mu.Unlock()
 	}
-	plan, _ := rollback.PlanFor(j.action, t.Rollback.Strategy, restarted)
+	plan, _ := plan.For(j.action, t.Rollback.Strategy, restarted)
 	return plan
 }
 
@@ -868,7 +869,7 @@ func (r *Responder) resume(ctx context.Context, drain <-chan struct{}, j job, t 
 	obs := r.observe(j, t, revisionInfo{}, "", "")
 	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Reason: j.reason, ResumeOnly: true, Observer: obs,
 		Drain: drain, MaxResumeAge: r.guard.Options().MaxResumeAge, Admit: admit})
-	plan := rollback.Action("")
+	plan := plan.Name("")
 	if res != nil {
 		plan = res.Action
 	}
@@ -901,11 +902,11 @@ func (r *Responder) resume(ctx context.Context, drain <-chan struct{}, j job, t 
 
 // outcome maps a run's end to the responder's Outcome, pages a refusal,
 // and counts it.
-func (r *Responder) outcome(j job, t Target, info revisionInfo, plan rollback.Action, res *rollback.Result, err error) Outcome {
+func (r *Responder) outcome(j job, t Target, info revisionInfo, p plan.Name, res *rollback.Result, err error) Outcome {
 	var refused *rollback.RefusedError
 	switch {
 	case err == nil:
-		if res.Action == rollback.ActionPoolRecovery && j.decision != nil && r.opts.Triggers != nil {
+		if res.Action == plan.PoolRecovery && j.decision != nil && r.opts.Triggers != nil {
 			// The restart may have cured the pool: the trigger must hold a
 			// whole window from now to fire again, and then escalates.
 			r.opts.Triggers.Rearm(j.decision.Target, j.decision.Trigger, r.opts.Now())
@@ -917,34 +918,34 @@ func (r *Responder) outcome(j job, t Target, info revisionInfo, plan rollback.Ac
 		return r.count(t, Outcome{Result: ResultSucceeded, Plan: res.Action, RunID: res.RunID,
 			Detail: fmt.Sprintf("%s succeeded (run %s)", res.Action, res.RunID)})
 	case errors.Is(err, rollback.ErrHandedOver):
-		return Outcome{Result: ResultHandedOver, Plan: plan, Detail: fmt.Sprintf("%s handed over to the next leader: %v", plan, err)}
+		return Outcome{Result: ResultHandedOver, Plan: p, Detail: fmt.Sprintf("%s handed over to the next leader: %v", p, err)}
 	case errors.Is(err, rollback.ErrJournalConflict):
 		// Another rollguard (a leader whose lease this one took over, or
 		// the reverse) owns the journal: its run, its report.
 		r.log.Warn("journal written by another rollguard: leaving the run to it", zap.String("target", t.Name), zap.Error(err))
-		return Outcome{Result: ResultHandedOver, Plan: plan, Detail: fmt.Sprintf("%s left to another rollguard: %v", plan, err)}
+		return Outcome{Result: ResultHandedOver, Plan: p, Detail: fmt.Sprintf("%s left to another rollguard: %v", p, err)}
 	case errors.Is(err, rollback.ErrAlreadyRolledBack):
-		return r.count(t, Outcome{Result: ResultNoop, Plan: plan, Detail: "already rolled back for revision " + info.revision})
+		return r.count(t, Outcome{Result: ResultNoop, Plan: p, Detail: "already rolled back for revision " + info.revision})
 	case errors.As(err, &refused):
 		r.cannot(j, t, info, "refused", err.Error())
-		return r.count(t, Outcome{Result: ResultRefused, Plan: plan, Detail: "cannot roll back: " + err.Error()})
+		return r.count(t, Outcome{Result: ResultRefused, Plan: p, Detail: "cannot roll back: " + err.Error()})
 	default:
 		if res != nil {
-			plan = res.Action
+			p = res.Action
 		} else {
 			// It failed before it started (its preflight could not read the
 			// cluster or the database): no run to report, so page here.
 			r.cannot(j, t, info, "preflight-failed", err.Error())
 		}
-		return r.count(t, Outcome{Result: ResultFailed, Plan: plan, Detail: fmt.Sprintf("%s failed: %v", plan, err)})
+		return r.count(t, Outcome{Result: ResultFailed, Plan: p, Detail: fmt.Sprintf("%s failed: %v", p, err)})
 	}
 }
 
 // dryRun runs the plan without writes and reports what would happen.
-func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionInfo, id string, plan rollback.Action) Outcome {
+func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionInfo, id string, p plan.Name) Outcome {
 	runCtx, cancel := context.WithTimeout(ctx, r.opts.ReadTimeout*3)
 	defer cancel()
-	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: plan, Reason: j.reason, DryRun: true})
+	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: p, Reason: j.reason, DryRun: true})
 	e := r.event(j, t, info, id)
 	e.Kind = notify.KindWouldRollback
 	e.Severity = notify.SeverityInfo
@@ -955,18 +956,18 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 		}
 	}
 	e.Details.Plan = steps
-	e.Details.Strategy = string(plan)
+	e.Details.Strategy = string(p)
 	if err != nil {
 		e.Details.Reason = err.Error()
-		e.Summary = fmt.Sprintf("dry-run: %s: would roll back with %s, but: %v", t.Name, plan, err)
+		e.Summary = fmt.Sprintf("dry-run: %s: would roll back with %s, but: %v", t.Name, p, err)
 	} else {
-		e.Summary = fmt.Sprintf("dry-run: %s: would roll back %s with %s (%d steps)", t.Name, info.image, plan, len(steps))
+		e.Summary = fmt.Sprintf("dry-run: %s: would roll back %s with %s (%d steps)", t.Name, info.image, p, len(steps))
 	}
 	if r.opts.WouldRollback {
 		r.queue.Enqueue(e)
 	}
-	r.log.Info("dry-run: would roll back", zap.String("target", t.Name), zap.String("plan", string(plan)), zap.Strings("steps", steps), zap.Error(err))
-	return r.count(t, Outcome{Result: ResultDryRun, Plan: plan, Detail: "dry-run: would run " + string(plan)})
+	r.log.Info("dry-run: would roll back", zap.String("target", t.Name), zap.String("p", string(p)), zap.Strings("steps", steps), zap.Error(err))
+	return r.count(t, Outcome{Result: ResultDryRun, Plan: p, Detail: "dry-run: would run " + string(p)})
 }
 
 // page sends a page-only action: a human decides. An alert's page is an

@@ -26,6 +26,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/database"
 	"github.com/rollguard/rollguard/pkg/database/databasetest"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
@@ -261,7 +262,7 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 			readOnlyDuringDump = envNames(s, t)
 		}
 	}}
-	req := rollback.Request{Target: tg, Action: rollback.ActionFull, Reason: "integration: data integrity"}
+	req := rollback.Request{Target: tg, Action: plan.Full, Reason: "integration: data integrity"}
 	res, err := s.executor(obs).Run(ctx, req)
 	if err != nil {
 		t.Fatalf("full: %v\nobserver: %v", err, obs.events)
@@ -576,7 +577,7 @@ func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
 	tg := s.target()
 	tg.Database = &rollback.DatabaseSettings{DB: monitor}
 	tg.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: app, OlderThan: time.Second}
-	if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionPoolRecovery, Reason: "integration: pool exhausted"}); err != nil {
+	if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: plan.PoolRecovery, Reason: "integration: pool exhausted"}); err != nil {
 		t.Fatalf("pool-recovery: %v\nobserver: %v", err, obs.events)
 	}
 	wg.Wait()
@@ -681,7 +682,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 			MaxLag:      time.Second, LagTimeout: 60 * time.Second,
 		}
 		start := time.Now()
-		if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionMultiRegion, Reason: "integration: multi-region"}); err != nil {
+		if _, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: plan.MultiRegion, Reason: "integration: multi-region"}); err != nil {
 			t.Fatalf("multi-region: %v\nobserver: %v", err, obs.events)
 		}
 		t.Logf("plan took %s", time.Since(start).Round(10*time.Millisecond))
@@ -785,7 +786,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 			MaxLag:      time.Second, LagTimeout: 60 * time.Second,
 		}
 		start := time.Now()
-		_, err = s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionMultiRegion, Reason: "integration: multi-region restore"})
+		_, err = s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: plan.MultiRegion, Reason: "integration: multi-region restore"})
 		t.Logf("plan took %s", time.Since(start).Round(10*time.Millisecond))
 		j, _ := s.liveJournal(t)
 		for _, st := range j.Steps {

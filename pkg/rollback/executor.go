@@ -16,6 +16,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/clock"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 )
 
 // Cluster is what plans need from Kubernetes; *kube.Deployments implements
@@ -106,7 +107,7 @@ func NewExecutor(cluster Cluster, configMaps corev1client.ConfigMapsGetter, opts
 type Request struct {
 	Target Target
 	// Action is the plan; empty means Target.Strategy (default quick).
-	Action Action
+	Action plan.Name
 	// Reason is why (the trigger, or a human's words); journaled.
 	Reason string
 	// DryRun runs the same plan making no write to the cluster or the
@@ -138,7 +139,7 @@ type Request struct {
 // RunInfo identifies the run Admit is asked about.
 type RunInfo struct {
 	RunID    string
-	Action   Action
+	Action   plan.Name
 	Resumed  bool
 	Started  time.Time
 	Incident string
@@ -148,7 +149,7 @@ type RunInfo struct {
 // Result is the outcome of Run.
 type Result struct {
 	RunID    string
-	Action   Action
+	Action   plan.Name
 	DryRun   bool
 	Resumed  bool
 	State    RunState
@@ -183,7 +184,7 @@ type StepView struct {
 type PlanView struct {
 	Namespace  string
 	Deployment string
-	Action     Action
+	Action     plan.Name
 	Resume     bool
 	RunID      string
 	// Started is when the run began (the resumed run's start on resume).
@@ -201,7 +202,7 @@ type PlanView struct {
 }
 
 // Plan describes what Run would do now, without writing anything.
-func (e *Executor) Plan(ctx context.Context, target Target, action Action) (*PlanView, error) {
+func (e *Executor) Plan(ctx context.Context, target Target, action plan.Name) (*PlanView, error) {
 	return e.plan(ctx, Request{Target: target, Action: action, DryRun: true})
 }
 

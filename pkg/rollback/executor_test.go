@@ -21,6 +21,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/kube/kubetest"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
 
@@ -186,7 +187,7 @@ func TestPinsStableImageAndPreviousRevision(t *testing.T) {
 	}
 	tg := target()
 	tg.StableImage = map[string]string{"api": good}
-	v, err = newExecutor(c, nil).Plan(ctx, tg, rollback.ActionRevert)
+	v, err = newExecutor(c, nil).Plan(ctx, tg, plan.Revert)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +208,7 @@ func TestPinsStableImageAndPreviousRevision(t *testing.T) {
 
 func TestDryRunWritesNothing(t *testing.T) {
 	ctx := context.Background()
-	for _, action := range []rollback.Action{rollback.ActionQuick, rollback.ActionRevert, rollback.ActionFull, rollback.ActionPoolRecovery, rollback.ActionMultiRegion} {
+	for _, action := range []plan.Name{plan.Quick, plan.Revert, plan.Full, plan.PoolRecovery, plan.MultiRegion} {
 		t.Run(string(action), func(t *testing.T) {
 			c := newCluster(t)
 			db := newFakeDB()
@@ -297,7 +298,7 @@ func TestConcurrentChangeStopsThePlan(t *testing.T) {
 // crash makes the process "die" right after step's start was journaled.
 type crash struct{ step string }
 
-func runUntilCrash(ctx context.Context, c *kubetest.Cluster, tg rollback.Target, action rollback.Action, step string) (err error) {
+func runUntilCrash(ctx context.Context, c *kubetest.Cluster, tg rollback.Target, action plan.Name, step string) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			if _, ok := p.(crash); !ok {
@@ -323,7 +324,7 @@ func TestResumeAfterCrashAtEachStep(t *testing.T) {
 			c := newCluster(t)
 			db := newFakeDB()
 			tg := dbTarget(db)
-			if err := runUntilCrash(ctx, c, tg, rollback.ActionQuick, step); err == nil || err.Error() != "crashed" {
+			if err := runUntilCrash(ctx, c, tg, plan.Quick, step); err == nil || err.Error() != "crashed" {
 				t.Fatalf("first run: %v", err)
 			}
 			j := journal(t, c)
@@ -331,7 +332,7 @@ func TestResumeAfterCrashAtEachStep(t *testing.T) {
 				t.Fatalf("journal step %s = %s, want running", step, s.State)
 			}
 			obs := &recorder{}
-			res, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionQuick})
+			res, err := newExecutor(c, obs).Run(ctx, rollback.Request{Target: tg, Action: plan.Quick})
 			if step == "db-restore" {
 				// Started, end never recorded: never a second restore blindly.
 				var ue *rollback.UnsafeResumeError
@@ -464,7 +465,7 @@ func TestRevertNeverScales(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	tg := target()
-	tg.Strategy = rollback.ActionRevert
+	tg.Strategy = plan.Revert
 	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg}); err != nil {
 		t.Fatal(err)
 	}
@@ -491,7 +492,7 @@ func TestFullRollback(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	res, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: dbTarget(db), Action: rollback.ActionFull})
+	res, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: dbTarget(db), Action: plan.Full})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -543,7 +544,7 @@ func TestPoolRecovery(t *testing.T) {
 	db := newFakeDB()
 	tg := dbTarget(db)
 	tg.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: "pggit-api"}
-	if err := runUntilCrash(ctx, c, tg, rollback.ActionPoolRecovery, "wait-rollout"); err == nil {
+	if err := runUntilCrash(ctx, c, tg, plan.PoolRecovery, "wait-rollout"); err == nil {
 		t.Fatal("no crash")
 	}
 	first := c.Deployment(ns, name).Spec.Template.Annotations[kube.RestartedAtAnnotation]
@@ -551,7 +552,7 @@ func TestPoolRecovery(t *testing.T) {
 		t.Fatalf("restartedAt %q image %s", first, image(c))
 	}
 	c.ClearActions()
-	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionPoolRecovery}); err != nil {
+	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: plan.PoolRecovery}); err != nil {
 		t.Fatal(err)
 	}
 	for _, a := range c.Writes() {
@@ -580,7 +581,7 @@ func TestMultiRegion(t *testing.T) {
 		sec := newFakeDB()
 		tg := dbTarget(db)
 		tg.MultiRegion = &rollback.MultiRegionSettings{Secondaries: []rollback.Secondary{{Name: "eu-west", DB: sec, Subscription: "pggit_sub"}}}
-		res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, Action: rollback.ActionMultiRegion})
+		res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, Action: plan.MultiRegion})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -662,7 +663,7 @@ func (f verifierFunc) Verify(ctx context.Context, ns, name string, _ time.Time) 
 
 func TestNotConfigured(t *testing.T) {
 	c := newCluster(t)
-	for _, a := range []rollback.Action{rollback.ActionFull, rollback.ActionPoolRecovery, rollback.ActionMultiRegion, "sideways"} {
+	for _, a := range []plan.Name{plan.Full, plan.PoolRecovery, plan.MultiRegion, "sideways"} {
 		_, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: target(), Action: a})
 		if !errors.Is(err, rollback.ErrNotConfigured) {
 			t.Errorf("%s: err = %v", a, err)
@@ -676,7 +677,7 @@ func TestResumeWithChangedConfigAndDryRunOfUnsafeJournal(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	db := newFakeDB()
-	if err := runUntilCrash(ctx, c, dbTarget(db), rollback.ActionQuick, "db-restore"); err == nil {
+	if err := runUntilCrash(ctx, c, dbTarget(db), plan.Quick, "db-restore"); err == nil {
 		t.Fatal("no crash")
 	}
 	// The config lost its database settings since: refuse, never panic.
@@ -754,7 +755,7 @@ func TestRevertSurge(t *testing.T) {
 			c := newCluster(t)
 			withSurge(c, tt.live, tt.recreate)
 			tg := target()
-			tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, tt.surge
+			tg.Strategy, tg.RevertMaxSurge = plan.Revert, tt.surge
 			v, err := newExecutor(c, nil).Plan(ctx, tg, "")
 			if err != nil {
 				t.Fatal(err)
@@ -789,7 +790,7 @@ func TestRevertSurgeResumeAndDryRun(t *testing.T) {
 			c := newCluster(t)
 			withSurge(c, &quarter, false)
 			tg := target()
-			tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, &all
+			tg.Strategy, tg.RevertMaxSurge = plan.Revert, &all
 			if err := runUntilCrash(ctx, c, tg, "", step); err == nil || err.Error() != "crashed" {
 				t.Fatalf("first run: %v", err)
 			}
@@ -810,7 +811,7 @@ func TestRevertSurgeResumeAndDryRun(t *testing.T) {
 		c := newCluster(t)
 		withSurge(c, &quarter, false)
 		tg := target()
-		tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, &all
+		tg.Strategy, tg.RevertMaxSurge = plan.Revert, &all
 		res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, DryRun: true})
 		if err != nil {
 			t.Fatal(err)

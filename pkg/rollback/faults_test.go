@@ -16,6 +16,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/kube/kubetest"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 )
 
@@ -122,7 +123,7 @@ func TestUnfinishedRunNotResumedAfterMaxAge(t *testing.T) {
 				if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: dbTarget(db)}); !errors.Is(err, rollback.ErrStepFailed) {
 					t.Fatalf("first run: %v", err)
 				}
-			} else if err := runUntilCrash(ctx, c, dbTarget(db), rollback.ActionQuick, "application"); err == nil {
+			} else if err := runUntilCrash(ctx, c, dbTarget(db), plan.Quick, "application"); err == nil {
 				t.Fatal("no crash")
 			}
 			c.ClearActions()
@@ -264,7 +265,7 @@ func TestFullWithMultiRegionResyncsTheSecondaries(t *testing.T) {
 	sec := newFakeDB()
 	tg := dbTarget(db)
 	tg.MultiRegion = &rollback.MultiRegionSettings{Secondaries: []rollback.Secondary{{Name: "eu-west", DB: sec, Subscription: "pggit_sub"}}}
-	res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, Action: rollback.ActionFull})
+	res, err := newExecutor(c, nil).Run(context.Background(), rollback.Request{Target: tg, Action: plan.Full})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +331,7 @@ func TestStoppedRunPutsBackReadOnlyAndSubscriptions(t *testing.T) {
 	tg := dbTarget(db)
 	tg.MultiRegion = &rollback.MultiRegionSettings{Secondaries: []rollback.Secondary{{Name: "eu-west", DB: sec, Subscription: "pggit_sub"}}}
 	db.errs["Dump /backups/forensics/production-pggit-api-20261125T143600Z-forensic.dump"] = errors.New("disk full")
-	res, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionFull})
+	res, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: plan.Full})
 	if !errors.Is(err, rollback.ErrStepFailed) {
 		t.Fatalf("err = %v", err)
 	}
@@ -346,7 +347,7 @@ func TestStoppedRunPutsBackReadOnlyAndSubscriptions(t *testing.T) {
 		t.Errorf("undone %v, want %v", res.Undone, want)
 	}
 	// The resume disables and sets read-only again before it goes on.
-	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionFull}); err != nil {
+	if _, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: plan.Full}); err != nil {
 		t.Fatal(err)
 	}
 	if image(c) != good || db.restores != 1 {
@@ -399,7 +400,7 @@ func TestModelCounterexamples(t *testing.T) {
 		db := newFakeDB()
 		tg := dbTarget(db)
 		tg.PoolRecovery = rollback.PoolRecoverySettings{Role: "pggit_app", ApplicationName: "pggit-api"}
-		first, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: rollback.ActionPoolRecovery})
+		first, err := newExecutor(c, nil).Run(ctx, rollback.Request{Target: tg, Action: plan.PoolRecovery})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -427,7 +428,7 @@ func TestModelCounterexamples(t *testing.T) {
 		}}
 		func() {
 			defer func() { _ = recover() }()
-			_, _ = newExecutor(c, obs).Run(ctx, rollback.Request{Target: dbTarget(db), Action: rollback.ActionFull})
+			_, _ = newExecutor(c, obs).Run(ctx, rollback.Request{Target: dbTarget(db), Action: plan.Full})
 		}()
 		c.Mutate(ns, name, func(d *appsv1.Deployment) {
 			d.Spec.Template.Spec.Containers[0].Image = good

@@ -13,6 +13,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/rollguard/rollguard/pkg/plan"
 )
 
 // Journal ConfigMap layout.
@@ -121,7 +123,7 @@ type Journal struct {
 	Namespace        string     `json:"namespace"`
 	Deployment       string     `json:"deployment"`
 	UID              types.UID  `json:"uid"`
-	Action           Action     `json:"action"`
+	Action           plan.Name  `json:"action"`
 	Reason           string     `json:"reason,omitempty"`
 	State            RunState   `json:"state"`
 	Error            string     `json:"error,omitempty"`
@@ -162,7 +164,7 @@ type Journal struct {
 // RunSummary is an earlier run, as kept in a journal's History.
 type RunSummary struct {
 	RunID    string     `json:"runID"`
-	Action   Action     `json:"action"`
+	Action   plan.Name  `json:"action"`
 	State    RunState   `json:"state"`
 	Started  time.Time  `json:"started"`
 	Finished *time.Time `json:"finished,omitempty"`

@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/rollguard/rollguard/pkg/plan"
 )
 
 // StepMetrics times the steps of executed plans: the histogram
@@ -29,6 +31,6 @@ func NewStepMetrics(reg prometheus.Registerer) *StepMetrics {
 }
 
 // Observe records that step of plan ended with result after d.
-func (m *StepMetrics) Observe(plan Action, step, result string, d time.Duration) {
+func (m *StepMetrics) Observe(plan plan.Name, step, result string, d time.Duration) {
 	m.durations.WithLabelValues(string(plan), step, result).Observe(d.Seconds())
 }

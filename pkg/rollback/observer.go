@@ -1,13 +1,17 @@
 package rollback
 
-import "time"
+import (
+	"time"
+
+	"github.com/rollguard/rollguard/pkg/plan"
+)
 
 // Facts is what an Observer learns at each milestone. Plain data: the
 // notify and incident code render it.
 type Facts struct {
 	Namespace  string
 	Deployment string
-	Action     Action
+	Action     plan.Name
 	RunID      string
 	Reason     string
 	DryRun     bool

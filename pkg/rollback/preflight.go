@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 )
 
 // prepare reads the live state and the journal and returns the run to
@@ -180,7 +181,7 @@ func (e *Executor) prepare(ctx context.Context, req Request) (*run, error) {
 		return nil, err
 	}
 	j.Replicas = scale.Spec.Replicas
-	if (action == ActionQuick || action == ActionMultiRegion) && t.Database != nil && t.Database.DB != nil && t.Database.Migration != "" {
+	if (action == plan.Quick || action == plan.MultiRegion) && t.Database != nil && t.Database.DB != nil && t.Database.Migration != "" {
 		qctx, cancel := context.WithTimeout(ctx, e.opts.QueryTimeout)
 		applied, err := t.Database.DB.MigrationApplied(qctx, t.Database.Migration)
 		cancel()
@@ -189,7 +190,7 @@ func (e *Executor) prepare(ctx context.Context, req Request) (*run, error) {
 		}
 		j.MigrationApplied = applied
 	}
-	if action == ActionRevert && t.RevertMaxSurge != nil && dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+	if action == plan.Revert && t.RevertMaxSurge != nil && dep.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		if from := kube.MaxSurge(dep); from == nil || *from != *t.RevertMaxSurge {
 			j.Surge = &Surge{To: *t.RevertMaxSurge}
 			if from != nil {

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
@@ -260,7 +261,7 @@ func TestIntegrationRevertKeepsServing(t *testing.T) {
 				}
 			}()
 			tg := s.target()
-			tg.Strategy, tg.RevertMaxSurge = rollback.ActionRevert, tt.surge
+			tg.Strategy, tg.RevertMaxSurge = plan.Revert, tt.surge
 			res, err := s.executor(nil).Run(ctx, rollback.Request{Target: tg})
 			if err != nil {
 				t.Fatal(err)
@@ -394,7 +395,7 @@ func TestIntegrationDryRunWritesNothing(t *testing.T) {
 	}
 	defer w.Stop()
 	evsBefore, _ := s.client.CoreV1().Events(s.ns).List(ctx, metav1.ListOptions{})
-	for _, action := range []rollback.Action{rollback.ActionQuick, rollback.ActionRevert} {
+	for _, action := range []plan.Name{plan.Quick, plan.Revert} {
 		obs := &recorder{}
 		res, err := s.executor(obs).Run(ctx, rollback.Request{Target: s.target(), Action: action, DryRun: true})
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 )
 
 // Step names, journaled: never rename one.
@@ -93,7 +94,7 @@ type Shape struct {
 }
 
 // Steps lists the steps of action's plan by the names the journal keeps.
-func Steps(action Action, s Shape) []string {
+func Steps(action plan.Name, s Shape) []string {
 	steps := plainSteps(action, s)
 	if s.Suspend && action.Rolls() {
 		out := append([]string{steps[0], StepGitOpsSuspend}, steps[1:]...)
@@ -102,19 +103,19 @@ func Steps(action Action, s Shape) []string {
 	return steps
 }
 
-func plainSteps(action Action, s Shape) []string {
+func plainSteps(action plan.Name, s Shape) []string {
 	db := []string{}
 	if s.Restore {
 		db = []string{StepDBDump, StepDBRestore, StepDBVerify}
 	}
 	quick := append(append([]string{StepStop}, db...), StepApplication, StepWaitRollout, StepRamp, StepVerify)
 	switch action {
-	case ActionRevert:
+	case plan.Revert:
 		if s.Surge {
 			return []string{StepPreflight, StepSurge, StepApplication, StepWaitRollout, StepRestoreSurge, StepVerify}
 		}
 		return []string{StepPreflight, StepApplication, StepWaitRollout, StepVerify}
-	case ActionFull:
+	case plan.Full:
 		full := []string{StepDBReadOnly, StepDBDump, StepStop, StepDBRestore, StepDBVerify, StepApplication, StepWaitRollout, StepRamp, StepVerify}
 		if s.MultiRegion {
 			// As multi-region: the secondaries stop applying before the
@@ -123,9 +124,9 @@ func plainSteps(action Action, s Shape) []string {
 			return append(out, StepEnableSubs, StepWaitLag)
 		}
 		return append([]string{StepPreflight}, full...)
-	case ActionPoolRecovery:
+	case plan.PoolRecovery:
 		return []string{StepPreflight, StepTerminateIdle, StepRestart, StepWaitRollout}
-	case ActionMultiRegion:
+	case plan.MultiRegion:
 		out := []string{StepPreflight, StepLagCheck, StepDisableSubs}
 		out = append(out, quick...)
 		return append(out, StepEnableSubs, StepWaitLag)
@@ -136,7 +137,7 @@ func plainSteps(action Action, s Shape) []string {
 
 // planSteps lists a new run's steps; the list is journaled at preflight and
 // a resume follows the journal, not the (possibly reloaded) config.
-func planSteps(action Action, t Target, j *Journal) []string {
+func planSteps(action plan.Name, t Target, j *Journal) []string {
 	return Steps(action, Shape{Restore: t.Database != nil && t.Database.DB != nil && j.MigrationApplied, Surge: j.Surge != nil,
 		MultiRegion: t.MultiRegion != nil && len(t.MultiRegion.Secondaries) > 0, Suspend: j.suspends()})
 }

@@ -3,7 +3,7 @@
 // resumes (or stops with a precise report) instead of repeating a
 // destructive step or losing the recorded replica count.
 //
-// The plans (Action):
+// The plans (plan.Name):
 //
 //   - quick (default): preflight, stop (scale to 0), database (only when
 //     configured and the migration is applied: forensic dump, restore,
@@ -31,35 +31,9 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/rollguard/rollguard/pkg/plan"
 )
-
-// Action names a plan.
-type Action string
-
-// The plans.
-const (
-	ActionQuick        Action = "quick"
-	ActionRevert       Action = "revert"
-	ActionFull         Action = "full"
-	ActionPoolRecovery Action = "pool-recovery"
-	ActionMultiRegion  Action = "multi-region"
-)
-
-// Rolls reports whether a plan puts another version in place (a pool
-// recovery only restarts the running one).
-func (a Action) Rolls() bool { return a != ActionPoolRecovery }
-
-// DeploymentPart is the plan that does to the Deployment what a does,
-// without a database: quick for full and multi-region, a itself otherwise.
-// Every rolling plan pins the same rollback target, so a check that has no
-// database handles (the deploy preflight) plans this part to see the pin.
-func (a Action) DeploymentPart() Action {
-	switch a {
-	case ActionFull, ActionMultiRegion:
-		return ActionQuick
-	}
-	return a
-}
 
 // Runbook defaults.
 const (
@@ -194,7 +168,7 @@ type Target struct {
 	// HealthURL must answer 200 between ramp steps and in verify.
 	HealthURL string
 	// Strategy is the plan of a plain "rollback": quick (default) or revert.
-	Strategy Action
+	Strategy plan.Name
 	// StableImage pins container -> image; empty pins the previous
 	// ReplicaSet by revision.
 	StableImage map[string]string
@@ -227,7 +201,7 @@ type Target struct {
 // withDefaults fills the runbook's defaults.
 func (t Target) withDefaults() Target {
 	if t.Strategy == "" {
-		t.Strategy = ActionQuick
+		t.Strategy = plan.Quick
 	}
 	if t.RampSteps == nil {
 		t.RampSteps = DefaultRampSteps()
@@ -261,30 +235,30 @@ func (t Target) withDefaults() Target {
 var ErrNotConfigured = errors.New("not configured")
 
 // check validates what action needs.
-func (t Target) check(action Action) error {
+func (t Target) check(action plan.Name) error {
 	name := t.Namespace + "/" + t.Deployment
 	if t.Namespace == "" || t.Deployment == "" {
 		return fmt.Errorf("target %q: namespace and deployment are required: %w", name, ErrNotConfigured)
 	}
 	hasDB := t.Database != nil && t.Database.DB != nil
 	switch action {
-	case ActionQuick, ActionRevert:
-	case ActionFull:
+	case plan.Quick, plan.Revert:
+	case plan.Full:
 		if !hasDB || t.Database.PreDeployDump == "" || t.Database.ForensicDir == "" {
 			return fmt.Errorf("target %s: plan full needs database.db, preDeployDump and forensicDir: %w", name, ErrNotConfigured)
 		}
-	case ActionPoolRecovery:
+	case plan.PoolRecovery:
 		if !hasDB || t.PoolRecovery.Role == "" || t.PoolRecovery.ApplicationName == "" {
 			return fmt.Errorf("target %s: plan pool-recovery needs database.db, poolRecovery.role and applicationName: %w", name, ErrNotConfigured)
 		}
-	case ActionMultiRegion:
+	case plan.MultiRegion:
 		if !hasDB || t.MultiRegion == nil || len(t.MultiRegion.Secondaries) == 0 {
 			return fmt.Errorf("target %s: plan multi-region needs database.db and multiRegion.secondaries: %w", name, ErrNotConfigured)
 		}
 	default:
 		return fmt.Errorf("target %s: unknown plan %q: %w", name, action, ErrNotConfigured)
 	}
-	if (action == ActionMultiRegion || action == ActionFull) && t.MultiRegion != nil {
+	if (action == plan.MultiRegion || action == plan.Full) && t.MultiRegion != nil {
 		// full handles the secondaries too when there are any.
 		for i, s := range t.MultiRegion.Secondaries {
 			if s.DB == nil || s.Subscription == "" {
@@ -292,7 +266,7 @@ func (t Target) check(action Action) error {
 			}
 		}
 	}
-	if t.Database != nil && t.Database.DB != nil && t.Database.Migration != "" && (action == ActionQuick || action == ActionMultiRegion) {
+	if t.Database != nil && t.Database.DB != nil && t.Database.Migration != "" && (action == plan.Quick || action == plan.MultiRegion) {
 		if t.Database.PreDeployDump == "" || t.Database.ForensicDir == "" {
 			return fmt.Errorf("target %s: database.migration needs preDeployDump and forensicDir: %w", name, ErrNotConfigured)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/config"
 	"github.com/rollguard/rollguard/pkg/notify"
-	"github.com/rollguard/rollguard/pkg/rollback"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/trigger"
 )
 
@@ -25,11 +25,11 @@ func TestRule(t *testing.T) {
 			name: "above, maxGap given",
 			tr: config.Trigger{Name: "error-rate", Kind: config.KindErrorRate, Above: &above, For: model.Duration(time.Minute),
 				MaxGap: model.Duration(7 * time.Second), BlindAfter: model.Duration(2 * time.Minute), OnError: trigger.OnErrorNoData,
-				MinRate: 1, Action: rollback.RequestRollback, Severity: notify.SeverityCritical, Query: "q"},
+				MinRate: 1, Action: plan.RequestRollback, Severity: notify.SeverityCritical, Query: "q"},
 			interval: 5 * time.Second,
 			want: trigger.Rule{Target: "api", Name: "error-rate", Op: trigger.Above, Threshold: 0.05, For: time.Minute,
 				MaxGap: 7 * time.Second, BlindAfter: 2 * time.Minute, OnError: trigger.OnErrorNoData,
-				MinRate: 1, Action: rollback.RequestRollback, Severity: notify.SeverityCritical, Query: "q"},
+				MinRate: 1, Action: plan.RequestRollback, Severity: notify.SeverityCritical, Query: "q"},
 		},
 		{
 			name:     "below, maxGap 0 takes the default of the interval",

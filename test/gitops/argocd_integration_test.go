@@ -16,6 +16,7 @@ import (
 
 	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/kube"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
@@ -71,7 +72,7 @@ func TestArgoCDApplication(t *testing.T) {
 	sandboxfixture.RollThrough(t, kc, deps, ns, "api", badImage)
 
 	target := func(mode string) rollback.Target {
-		return rollback.Target{Namespace: ns, Deployment: "api", Strategy: rollback.ActionRevert, RolloutTimeout: 60 * time.Second,
+		return rollback.Target{Namespace: ns, Deployment: "api", Strategy: plan.Revert, RolloutTimeout: 60 * time.Second,
 			VerifyWindow: time.Second, GitOps: rollback.GitOpsPolicy{Mode: mode, ArgoNamespace: argoNS, Target: "argo-api", Owners: owners}}
 	}
 	run := func(mode string) (*rollback.Result, error) {

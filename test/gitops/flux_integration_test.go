@@ -20,6 +20,7 @@ import (
 	"github.com/rollguard/rollguard/pkg/gitops"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/notify"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/gitserver"
 	"github.com/rollguard/rollguard/test/sandboxenv"
@@ -149,7 +150,7 @@ func (a *fluxApp) kustomization(ctx context.Context) *unstructured.Unstructured 
 }
 
 func (a *fluxApp) target(mode string) rollback.Target {
-	return rollback.Target{Namespace: a.ns, Deployment: "api", Strategy: rollback.ActionRevert, RolloutTimeout: 60 * time.Second,
+	return rollback.Target{Namespace: a.ns, Deployment: "api", Strategy: plan.Revert, RolloutTimeout: 60 * time.Second,
 		VerifyWindow: time.Second, GitOps: rollback.GitOpsPolicy{Mode: mode, Target: a.name, Owners: a.owners}}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/rollguard/rollguard/pkg/incident"
+	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -34,16 +35,16 @@ var (
 // stops for a human and puts the subscription back.
 func TestCrashMatrix(t *testing.T) {
 	t.Parallel()
-	type plan struct {
+	type planCase struct {
 		name   string
 		action string
 		steps  []string
 		mr     bool
 	}
-	plans := []plan{
-		{"quick", "quick", rollback.Steps(rollback.ActionQuick, rollback.Shape{Restore: true}), false},
-		{"full", "full-rollback", rollback.Steps(rollback.ActionFull, rollback.Shape{}), false},
-		{"multi-region", "multi-region", rollback.Steps(rollback.ActionMultiRegion, rollback.Shape{Restore: true}), true},
+	plans := []planCase{
+		{"quick", "quick", rollback.Steps(plan.Quick, rollback.Shape{Restore: true}), false},
+		{"full", "full-rollback", rollback.Steps(plan.Full, rollback.Shape{}), false},
+		{"multi-region", "multi-region", rollback.Steps(plan.MultiRegion, rollback.Shape{Restore: true}), true},
 	}
 	for _, p := range plans {
 		for _, step := range p.steps[1:] { // preflight is journaled with the run
