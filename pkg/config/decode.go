@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -317,6 +318,34 @@ func pairs(n *yaml.Node) (merged, own []pair) {
 	return merged, own
 }
 
+// entries yields the keys of mapping n with their pairs: first those a
+// merge key (<<) brings in, then n's own, which override them. A key that
+// is not a string, or an own key written twice, is reported (what names
+// the kind of key in the message: field or key) and not yielded.
+func (d *decoder) entries(n *yaml.Node, path, what string) iter.Seq2[string, pair] {
+	return func(yield func(string, pair) bool) {
+		merged, own := pairs(n)
+		seen := map[string]int{}
+		for i, p := range append(merged, own...) {
+			if p.key.Kind != yaml.ScalarNode || p.key.ShortTag() == "!!null" {
+				d.errs.add(path, p.key.Line, "expected a string key, got %s", describe(p.key))
+				continue
+			}
+			name := p.key.Value
+			if i >= len(merged) {
+				if line, dup := seen[name]; dup {
+					d.errs.add(keyPath(path, name), p.key.Line, "duplicate %s (first at line %d)", what, line)
+					continue
+				}
+				seen[name] = p.key.Line
+			}
+			if !yield(name, p) {
+				return
+			}
+		}
+	}
+}
+
 func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind != yaml.MappingNode {
 		d.errs.add(path, n.Line, "expected a mapping, got %s", describe(n))
@@ -326,23 +355,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		v.Addr().Interface().(defaulter).setDefaults()
 	}
 	fields := fieldsOf(v.Type())
-	merged, own := pairs(n)
-	seen := map[string]int{}
 	var rest reflect.Value // the ",inline" map, made on its first key
-	for i, p := range append(merged, own...) {
-		if p.key.Kind != yaml.ScalarNode {
-			d.errs.add(path, p.key.Line, "expected a string key, got %s", describe(p.key))
-			continue
-		}
-		name := p.key.Value
+	for name, p := range d.entries(n, path, "field") {
 		fp := keyPath(path, name)
-		if i >= len(merged) {
-			if line, dup := seen[name]; dup {
-				d.errs.add(fp, p.key.Line, "duplicate field (first at line %d)", line)
-				continue
-			}
-			seen[name] = p.key.Line
-		}
 		idx, ok := fields.byKey[name]
 		if !ok && fields.inlineMap != nil {
 			if !rest.IsValid() {
@@ -377,22 +392,8 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 		return
 	}
 	m := reflect.MakeMap(t)
-	merged, own := pairs(n)
-	seen := map[string]int{}
-	for i, p := range append(merged, own...) {
-		if p.key.Kind != yaml.ScalarNode || p.key.ShortTag() == "!!null" {
-			d.errs.add(path, p.key.Line, "expected a string key, got %s", describe(p.key))
-			continue
-		}
-		name := p.key.Value
+	for name, p := range d.entries(n, path, "key") {
 		kp := keyPath(path, name)
-		if i >= len(merged) {
-			if line, dup := seen[name]; dup {
-				d.errs.add(kp, p.key.Line, "duplicate key (first at line %d)", line)
-				continue
-			}
-			seen[name] = p.key.Line
-		}
 		d.given[kp] = true
 		ev := reflect.New(t.Elem()).Elem()
 		d.decode(p.val, ev, kp)

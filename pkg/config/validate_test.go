@@ -103,6 +103,12 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{"targets[0].triggers[0].for: duplicate field (first at line 14)"},
 		},
 		{
+			// A null key is no field name, in a struct as in a map.
+			name: "null key",
+			src:  parts{global: "  ~: 1\n"}.yaml(),
+			want: []string{`global: expected a string key, got "~"`},
+		},
+		{
 			name: "number that is not a number",
 			src: parts{triggers: `      - name: errors
         kind: errorRate
