@@ -10,7 +10,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/rollguard/rollguard/pkg/database/databasetest"
 	"github.com/rollguard/rollguard/test/sandboxenv"
 	"github.com/rollguard/rollguard/test/sandboxfixture"
 )
@@ -41,11 +40,11 @@ func pairInSync(ctx context.Context, pub, sub *pgx.Conn) error {
 	if notReady > 0 {
 		return fmt.Errorf("%d tables not ready", notReady)
 	}
-	return databasetest.CountsEqual(ctx, pub, sub)
+	return sandboxfixture.CountsEqual(ctx, pub, sub)
 }
 
 // pair is the sandbox's primary and subscriber, for a test that touches
-// their subscription: databasetest.KeepPairReplicating puts it back when
+// their subscription: sandboxfixture.KeepPairReplicating puts it back when
 // the test ends.
 type pair struct {
 	env                 sandboxenv.Env
@@ -64,7 +63,7 @@ func newPair(t *testing.T, primaryDSN string) *pair {
 		subscriber: openEnv(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN")),
 		pub:        sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN")),
 		sub:        sandboxfixture.PgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))}
-	databasetest.KeepPairReplicating(t, env, p.subscriber, p.subName, p.prefix)
+	sandboxfixture.KeepPairReplicating(t, env, p.subscriber, p.subName, p.prefix)
 	return p
 }
 
@@ -73,7 +72,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	ctx := context.Background()
 	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating before the test: %v", err)
 	}
 	eventually(t, 15*time.Second, "lag below 1s before disabling", func() error {
@@ -90,7 +89,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 	if err := subscriber.DisableSubscription(ctx, subName); err != nil {
 		t.Fatalf("disabling twice: %v", err)
 	}
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"while-disabled", 2*time.Second); err == nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"while-disabled", 2*time.Second); err == nil {
 		t.Fatal("a row replicated to a disabled subscription")
 	}
 	// The walsender is gone and the slot is behind: no false zero.
@@ -113,7 +112,7 @@ func TestIntegrationDisableEnableLag(t *testing.T) {
 		return err
 	})
 	eventually(t, 10*time.Second, "row written while disabled arrives", func() error {
-		ok, err := databasetest.HasMarker(ctx, sub, prefix+"while-disabled")
+		ok, err := sandboxfixture.HasMarker(ctx, sub, prefix+"while-disabled")
 		if err == nil && !ok {
 			err = errors.New("not yet")
 		}
@@ -153,7 +152,7 @@ func TestIntegrationStaleSlotScopedLag(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A replicated write moves the WAL past the stale slot.
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"past-stale", 10*time.Second); err != nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"past-stale", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating: %v", err)
 	}
 	if lag, err := primary.StreamingLag(ctx); !errors.Is(err, ErrLagUnknown) {
@@ -183,14 +182,14 @@ func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
 	ctx := context.Background()
 	subName, prefix, primary, subscriber, pub, sub := p.subName, p.prefix, p.primary, p.subscriber, p.pub, p.sub
 
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"before", 10*time.Second); err != nil {
 		t.Fatalf("pair not replicating before the test: %v", err)
 	}
 	pre := filepath.Join(t.TempDir(), "pre.dump")
 	if _, err := primary.Dump(ctx, pre); err != nil {
 		t.Fatal(err)
 	}
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"after-dump", 10*time.Second); err != nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"after-dump", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 
@@ -199,15 +198,15 @@ func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
 	if err := primary.Restore(rctx, pre); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := databasetest.HasMarker(ctx, pub, prefix+"after-dump"); err != nil || ok {
+	if ok, err := sandboxfixture.HasMarker(ctx, pub, prefix+"after-dump"); err != nil || ok {
 		t.Fatalf("row written after the dump still on the primary after restore: %v, %v", ok, err)
 	}
 	// The trap: replication is broken, and the subscriber keeps the row the
 	// restore removed.
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"after-restore", 3*time.Second); err == nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"after-restore", 3*time.Second); err == nil {
 		t.Fatal("replication survived an in-place restore of the publisher; the documented trap did not happen")
 	}
-	if ok, _ := databasetest.HasMarker(ctx, sub, prefix+"after-dump"); !ok {
+	if ok, _ := sandboxfixture.HasMarker(ctx, sub, prefix+"after-dump"); !ok {
 		t.Fatal("subscriber lost the post-dump row without a resync")
 	}
 
@@ -215,13 +214,13 @@ func TestIntegrationResyncAfterInPlaceRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "pair in sync after resync", func() error { return pairInSync(ctx, pub, sub) })
-	if ok, _ := databasetest.HasMarker(ctx, sub, prefix+"after-dump"); ok {
+	if ok, _ := sandboxfixture.HasMarker(ctx, sub, prefix+"after-dump"); ok {
 		t.Error("subscriber still has the row the restore removed")
 	}
-	if ok, _ := databasetest.HasMarker(ctx, sub, prefix+"after-restore"); !ok {
+	if ok, _ := sandboxfixture.HasMarker(ctx, sub, prefix+"after-restore"); !ok {
 		t.Error("row written between restore and resync did not arrive")
 	}
-	if err := databasetest.Replicates(ctx, pub, sub, prefix+"after-resync", 10*time.Second); err != nil {
+	if err := sandboxfixture.Replicates(ctx, pub, sub, prefix+"after-resync", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	var slots int

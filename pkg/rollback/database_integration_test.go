@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -17,14 +16,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/rand"
 
 	"github.com/rollguard/rollguard/pkg/database"
-	"github.com/rollguard/rollguard/pkg/database/databasetest"
 	"github.com/rollguard/rollguard/pkg/kube"
 	"github.com/rollguard/rollguard/pkg/plan"
 	"github.com/rollguard/rollguard/pkg/rollback"
@@ -38,115 +35,23 @@ import (
 // the one test that touches the sandbox pair (pause and resume pggit_sub)
 // leaves it enabled, replicating and in sync.
 
-const phase8 = "phase8_analytics_dashboard"
-
-func pgConnect(t *testing.T, dsn string) *pgx.Conn {
-	t.Helper()
-	// Other tests hold the app's connections at times (pool exhaustion):
-	// wait for a free slot rather than fail on theirs.
-	var c *pgx.Conn
-	err := eventuallyErr(30*time.Second, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		var err error
-		c, err = pgx.Connect(ctx, dsn)
-		var pgErr *pgconn.PgError
-		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "53300") {
-			return permanent{err}
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	t.Cleanup(func() { c.Close(context.Background()) })
-	return c
-}
-
-func pgExec(t *testing.T, c *pgx.Conn, sql string, args ...any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := c.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-func pgInt(t *testing.T, c *pgx.Conn, sql string, args ...any) int64 {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var n int64
-	if err := c.QueryRow(ctx, sql, args...).Scan(&n); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-	return n
-}
-
-func pgCounts(t *testing.T, c *pgx.Conn) map[string]int64 {
-	t.Helper()
-	out := map[string]int64{}
-	for _, tb := range databasetest.Tables {
-		out[tb] = pgInt(t, c, "SELECT count(*) FROM "+tb)
-	}
-	return out
-}
-
-// applyFixture runs a test/fixtures SQL file (psql meta-commands dropped).
-func applyFixture(t *testing.T, c *pgx.Conn, file string) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "test", "fixtures", file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var lines []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if !strings.HasPrefix(strings.TrimSpace(l), `\`) {
-			lines = append(lines, l)
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := c.PgConn().Exec(ctx, strings.Join(lines, "\n")).ReadAll(); err != nil {
-		t.Fatalf("fixture %s: %v", file, err)
-	}
-}
-
-// pggitScratch is a scratch copy of the pggit database on the primary in
-// its pre-deploy state: schema and seed rows, migration phase8 NOT applied.
+// pggitScratch is a scratch copy of the pggit database (see
+// sandboxfixture.Pggit) with rollguard's own handle on it.
 type pggitScratch struct {
-	name, dsn string
-	conn      *pgx.Conn
-	db        *database.DB
+	*sandboxfixture.Pggit
+	db *database.DB
 }
 
 func newPggitScratch(t *testing.T, prefix string) *pggitScratch {
 	t.Helper()
 	env := sandboxenv.Load(t)
-	name, dsn := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_PRIMARY_DSN"), prefix)
-	c := pgConnect(t, dsn)
-	applyFixture(t, c, "pggit-schema.sql")
-	applyFixture(t, c, "pggit-seed.sql")
-	pgExec(t, c, "DELETE FROM pggit.schema_versions WHERE name = $1", phase8)
-	return &pggitScratch{name: name, dsn: dsn, conn: c, db: openPG(t, env, "scratch-"+name, dsn)}
-}
-
-// deploy plays the bad deploy: the migration lands and the new version
-// writes rows the rollback must take back.
-func (p *pggitScratch) deploy(t *testing.T, rows int) {
-	t.Helper()
-	pgExec(t, p.conn, "INSERT INTO pggit.schema_versions (name, version) VALUES ($1, '8.0.0')", phase8)
-	pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status, payload) SELECT 'after-dump', jsonb_build_object('n', g) FROM generate_series(1, $1::int) g", rows)
+	p := sandboxfixture.NewPggit(t, env, prefix)
+	return &pggitScratch{Pggit: p, db: openPG(t, env, "scratch-"+p.Name, p.DSN)}
 }
 
 func (p *pggitScratch) afterDumpRows(t *testing.T) int64 {
 	t.Helper()
-	return pgInt(t, p.conn, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'")
-}
-
-func (p *pggitScratch) migrationApplied(t *testing.T) bool {
-	t.Helper()
-	return pgInt(t, p.conn, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8) == 1
+	return sandboxfixture.PgInt(t, p.Conn, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'")
 }
 
 // preDeployDump dumps the scratch database, as the deploy pipeline does
@@ -162,7 +67,7 @@ func (p *pggitScratch) preDeployDump(t *testing.T, dir string) string {
 
 // settings are the database steps' settings for the scratch database.
 func (p *pggitScratch) settings(preDeployDump, forensicDir string) *rollback.DatabaseSettings {
-	return &rollback.DatabaseSettings{DB: p.db, Migration: phase8, PreDeployDump: preDeployDump, ForensicDir: forensicDir, Tables: databasetest.Tables}
+	return &rollback.DatabaseSettings{DB: p.db, Migration: sandboxfixture.Phase8, PreDeployDump: preDeployDump, ForensicDir: forensicDir, Tables: sandboxfixture.PggitTables}
 }
 
 func openPG(t *testing.T, env sandboxenv.Env, name, dsn string) *database.DB {
@@ -249,9 +154,9 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	ctx := context.Background()
 	p := newPggitScratch(t, "rg_full_")
 	pre := p.preDeployDump(t, t.TempDir())
-	before := pgCounts(t, p.conn)
+	before := sandboxfixture.PgCounts(t, p.Conn)
 	s.shipBad(t)
-	p.deploy(t, 25)
+	p.Deploy(t, 25)
 
 	forensicDir := t.TempDir()
 	tg := s.target()
@@ -277,10 +182,10 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	if n := p.afterDumpRows(t); n != 0 {
 		t.Errorf("%d rows written after the pre-deploy dump survived the restore", n)
 	}
-	if p.migrationApplied(t) {
+	if p.MigrationApplied(t) {
 		t.Error("migration still applied after the full rollback")
 	}
-	if after := pgCounts(t, p.conn); !maps.Equal(after, before) {
+	if after := sandboxfixture.PgCounts(t, p.Conn); !maps.Equal(after, before) {
 		t.Errorf("row counts after restore %v, want the pre-deploy %v", after, before)
 	}
 
@@ -293,11 +198,11 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 	if err := p.db.RestoreInto(ctx, dumps[0], copyName); err != nil {
 		t.Fatal(err)
 	}
-	cc := pgConnect(t, copyDSN)
-	if n := pgInt(t, cc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 25 {
+	cc := sandboxfixture.PgConnect(t, copyDSN)
+	if n := sandboxfixture.PgInt(t, cc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 25 {
 		t.Errorf("forensic dump has %d post-dump rows, want 25", n)
 	}
-	if n := pgInt(t, cc, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8); n != 1 {
+	if n := sandboxfixture.PgInt(t, cc, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", sandboxfixture.Phase8); n != 1 {
 		t.Errorf("forensic dump has %d migration rows, want 1", n)
 	}
 
@@ -313,7 +218,7 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 			t.Errorf("%s: %d attempts, started %d times; want once", step, rec.Attempts, obs.count("step-started", step))
 		}
 	}
-	if d := journalStep(t, j, rollback.StepDBVerify).Detail; !strings.Contains(d, "pggit.alert_delivery_queue=6") || !strings.Contains(d, "migration "+phase8+" not applied") {
+	if d := journalStep(t, j, rollback.StepDBVerify).Detail; !strings.Contains(d, "pggit.alert_delivery_queue=6") || !strings.Contains(d, "migration "+sandboxfixture.Phase8+" not applied") {
 		t.Errorf("db-verify detail %q", d)
 	}
 	if res.Replicas != 4 {
@@ -322,13 +227,13 @@ func TestDatabaseIntegrationFull(t *testing.T) {
 
 	// A second firing is refused and restores nothing: a row written now
 	// survives, no second forensic dump, the journal is untouched.
-	pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) VALUES ('after-rollback')")
+	sandboxfixture.PgExec(t, p.Conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) VALUES ('after-rollback')")
 	obs2 := &recorder{}
 	_, err = s.executor(obs2).Run(ctx, req)
 	if !errors.Is(err, rollback.ErrAlreadyRolledBack) {
 		t.Fatalf("second run: %v, want ErrAlreadyRolledBack", err)
 	}
-	if n := pgInt(t, p.conn, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-rollback'"); n != 1 {
+	if n := sandboxfixture.PgInt(t, p.Conn, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-rollback'"); n != 1 {
 		t.Errorf("second run restored again: row written after the rollback is gone")
 	}
 	if d := forensicDumps(t, forensicDir); len(d) != 1 {
@@ -352,7 +257,7 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		p := newPggitScratch(t, "rg_quick_")
 		pre := p.preDeployDump(t, t.TempDir())
 		s.shipBad(t)
-		p.deploy(t, 10)
+		p.Deploy(t, 10)
 		forensicDir := t.TempDir()
 		tg := s.target()
 		tg.Database = p.settings(pre, forensicDir)
@@ -377,8 +282,8 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		if got := stepNames(j); !slices.Equal(got, want) || !j.MigrationApplied || res.State != rollback.RunSucceeded {
 			t.Errorf("journal %v (migration applied %v, state %s), want %v", got, j.MigrationApplied, res.State, want)
 		}
-		if n := p.afterDumpRows(t); n != 0 || p.migrationApplied(t) {
-			t.Errorf("after restore: %d post-dump rows, migration applied %v; want 0, false", n, p.migrationApplied(t))
+		if n := p.afterDumpRows(t); n != 0 || p.MigrationApplied(t) {
+			t.Errorf("after restore: %d post-dump rows, migration applied %v; want 0, false", n, p.MigrationApplied(t))
 		}
 		if d := forensicDumps(t, forensicDir); len(d) != 1 {
 			t.Errorf("forensic dumps %v, want 1", d)
@@ -392,8 +297,8 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		p := newPggitScratch(t, "rg_quick_")
 		pre := p.preDeployDump(t, t.TempDir())
 		// A deploy without the migration: its rows must stay.
-		pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) SELECT 'after-dump' FROM generate_series(1, 7)")
-		before := pgCounts(t, p.conn)
+		sandboxfixture.PgExec(t, p.Conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) SELECT 'after-dump' FROM generate_series(1, 7)")
+		before := sandboxfixture.PgCounts(t, p.Conn)
 		forensicDir := t.TempDir()
 		tg := s.target()
 		tg.Database = p.settings(pre, forensicDir)
@@ -407,7 +312,7 @@ func TestDatabaseIntegrationQuick(t *testing.T) {
 		if got := stepNames(j); !slices.Equal(got, want) || j.MigrationApplied {
 			t.Errorf("journal %v (migration applied %v), want %v", got, j.MigrationApplied, want)
 		}
-		if after := pgCounts(t, p.conn); !maps.Equal(after, before) {
+		if after := sandboxfixture.PgCounts(t, p.Conn); !maps.Equal(after, before) {
 			t.Errorf("row counts %v, want untouched %v", after, before)
 		}
 		if d := forensicDumps(t, forensicDir); len(d) != 0 {
@@ -436,12 +341,12 @@ func TestDatabaseIntegrationFailedRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.shipBad(t)
-	p.deploy(t, 10)
-	before := pgCounts(t, p.conn)
+	p.Deploy(t, 10)
+	before := sandboxfixture.PgCounts(t, p.Conn)
 	untouched := func(t *testing.T, replicas int32) {
 		t.Helper()
-		if after := pgCounts(t, p.conn); !maps.Equal(after, before) || !p.migrationApplied(t) {
-			t.Errorf("row counts %v (migration applied %v), want untouched %v", after, p.migrationApplied(t), before)
+		if after := sandboxfixture.PgCounts(t, p.Conn); !maps.Equal(after, before) || !p.MigrationApplied(t) {
+			t.Errorf("row counts %v (migration applied %v), want untouched %v", after, p.MigrationApplied(t), before)
 		}
 		d := s.get(t)
 		if *d.Spec.Replicas != replicas || d.Spec.Template.Spec.Containers[0].Image != bad {
@@ -531,9 +436,9 @@ func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
 	}
 	appDSN := withApp(env.Get(t, "PG_PRIMARY_APP_DSN"), app)
 	idleInTx := func(dsn string) (*pgx.Conn, uint32) {
-		c := pgConnect(t, dsn)
-		pgExec(t, c, "BEGIN")
-		pgExec(t, c, "SELECT 1")
+		c := sandboxfixture.PgConnect(t, dsn)
+		sandboxfixture.PgExec(t, c, "BEGIN")
+		sandboxfixture.PgExec(t, c, "SELECT 1")
 		return c, c.PgConn().PID()
 	}
 	type session struct {
@@ -557,9 +462,9 @@ func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
 		defer wg.Done()
 		_, activeErr = active.Exec(ctx, "SELECT pg_sleep(5)")
 	}()
-	admin := pgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
+	admin := sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
 	deadline := time.Now().Add(5 * time.Second)
-	for pgInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", int32(pidActive)) != 1 {
+	for sandboxfixture.PgInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND state = 'active'", int32(pidActive)) != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("pg_sleep session never became active")
 		}
@@ -589,7 +494,7 @@ func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
 		{"other application", pidOtherApp, false}, {"superuser", pidSuper, false}, {"rollguard", pidMonitor, false},
 	}
 	for _, se := range sessions {
-		alive := pgInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(se.pid)) == 1
+		alive := sandboxfixture.PgInt(t, admin, "SELECT count(*) FROM pg_stat_activity WHERE pid = $1", int32(se.pid)) == 1
 		if alive == se.end {
 			t.Errorf("session %s (pid %d): alive %v, want terminated %v", se.name, se.pid, alive, se.end)
 		}
@@ -612,19 +517,12 @@ func TestDatabaseIntegrationPoolRecovery(t *testing.T) {
 	}
 }
 
-// permanent stops eventuallyErr at once.
-type permanent struct{ error }
-
-func (p permanent) Unwrap() error { return p.error }
-
+// eventuallyErr retries cond every 200 ms until it returns nil or within
+// has passed, and returns its last error.
 func eventuallyErr(within time.Duration, cond func() error) error {
 	deadline := time.Now().Add(within)
 	for {
 		err := cond()
-		var perm permanent
-		if errors.As(err, &perm) {
-			return perm.error
-		}
 		if err == nil || time.Now().After(deadline) {
 			return err
 		}
@@ -654,13 +552,13 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		primary := openPG(t, env, "primary", env.Get(t, "PG_PRIMARY_DSN"))
 		secondary := openPG(t, env, "secondary", env.Get(t, "PG_SUBSCRIBER_DSN"))
 		marker := "rg-rollback-" + rand.String(6)
-		databasetest.KeepPairReplicating(t, env, secondary, subName, marker+"-")
+		sandboxfixture.KeepPairReplicating(t, env, secondary, subName, marker+"-")
 		// A slot nobody consumes on the primary: the lag waited for is the
 		// secondary's own, or wait-lag would time out.
 		sandboxfixture.StaleSlot(t, env.Get(t, "PG_PRIMARY_DSN"))
-		pub := pgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
-		sub := pgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
-		if err := databasetest.Replicates(ctx, pub, sub, marker+"-before", 10*time.Second); err != nil {
+		pub := sandboxfixture.PgConnect(t, env.Get(t, "PG_PRIMARY_DSN"))
+		sub := sandboxfixture.PgConnect(t, env.Get(t, "PG_SUBSCRIBER_DSN"))
+		if err := sandboxfixture.Replicates(ctx, pub, sub, marker+"-before", 10*time.Second); err != nil {
 			t.Fatalf("sandbox pair not replicating before the test: %v", err)
 		}
 
@@ -670,7 +568,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 				on := subEnabled(t, sub, subName)
 				enabledMidPlan = &on
 				// Written while the secondary is paused: must arrive after.
-				if err := databasetest.WriteMarker(ctx, pub, marker+"-during"); err != nil {
+				if err := sandboxfixture.WriteMarker(ctx, pub, marker+"-during"); err != nil {
 					t.Errorf("write during the plan: %v", err)
 				}
 			}
@@ -730,31 +628,13 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		env := sandboxenv.Load(t)
 		ctx := context.Background()
 		p := newPggitScratch(t, "rg_mrpub_")
-		pubName := "rg_pub_" + rand.String(6)
-		subName := "rg_sub_" + rand.String(6)
-		pgExec(t, p.conn, "CREATE PUBLICATION "+pubName+" FOR TABLE "+strings.Join(databasetest.Tables, ", "))
-
-		_, subDSN := sandboxfixture.ScratchDatabase(t, env.Get(t, "PG_SUBSCRIBER_DSN"), "rg_mrsub_")
-		sc := pgConnect(t, subDSN)
-		applyFixture(t, sc, "pggit-schema.sql")
-		cfg, err := pgx.ParseConfig(env.Get(t, "PG_PRIMARY_DSN"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		conninfo := fmt.Sprintf("host=%s port=%d user=%s dbname=%s", cfg.Host, cfg.Port, cfg.User, p.name)
-		if cfg.Password != "" {
-			conninfo += " password=" + cfg.Password
-		}
-		pgExec(t, sc, "CREATE SUBSCRIPTION "+subName+" CONNECTION '"+strings.ReplaceAll(conninfo, "'", "''")+"' PUBLICATION "+pubName)
-		t.Cleanup(func() { dropScratchSubscription(t, env, subDSN, p.dsn, subName) })
-		if err := eventuallyErr(30*time.Second, func() error { return databasetest.CountsEqual(ctx, p.conn, sc) }); err != nil {
-			t.Fatalf("initial copy: %v", err)
-		}
+		r := p.Replicate(t)
+		sc, subDSN, subName := r.Conn, r.DSN, r.Subscription
 
 		pre := p.preDeployDump(t, t.TempDir())
 		s.shipBad(t)
-		p.deploy(t, 20)
-		if err := eventuallyErr(10*time.Second, func() error { return databasetest.CountsEqual(ctx, p.conn, sc) }); err != nil {
+		p.Deploy(t, 20)
+		if err := eventuallyErr(10*time.Second, func() error { return sandboxfixture.CountsEqual(ctx, p.Conn, sc) }); err != nil {
 			t.Fatalf("deploy rows did not replicate: %v", err)
 		}
 
@@ -773,7 +653,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 				if err := sc.QueryRow(ctx, "SELECT count(*) FROM pg_subscription_rel WHERE srsubstate <> 'r'").Scan(&notReady); err != nil {
 					t.Error(err)
 				}
-				syncedAtWaitLag = databasetest.CountsEqual(ctx, p.conn, sc)
+				syncedAtWaitLag = sandboxfixture.CountsEqual(ctx, p.Conn, sc)
 				if syncedAtWaitLag == nil && notReady > 0 {
 					syncedAtWaitLag = fmt.Errorf("%d tables not ready", notReady)
 				}
@@ -786,7 +666,7 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 			MaxLag:      time.Second, LagTimeout: 60 * time.Second,
 		}
 		start := time.Now()
-		_, err = s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: plan.MultiRegion, Reason: "integration: multi-region restore"})
+		_, err := s.executor(obs).Run(ctx, rollback.Request{Target: tg, Action: plan.MultiRegion, Reason: "integration: multi-region restore"})
 		t.Logf("plan took %s", time.Since(start).Round(10*time.Millisecond))
 		j, _ := s.liveJournal(t)
 		for _, st := range j.Steps {
@@ -808,18 +688,18 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 		if syncedAtWaitLag != nil {
 			t.Errorf("wait-lag passed while the secondary was not in sync: %v", syncedAtWaitLag)
 		}
-		if err := eventuallyErr(30*time.Second, func() error { return databasetest.CountsEqual(ctx, p.conn, sc) }); err != nil {
+		if err := eventuallyErr(30*time.Second, func() error { return sandboxfixture.CountsEqual(ctx, p.Conn, sc) }); err != nil {
 			t.Errorf("pair not in sync after the plan: %v", err)
 		}
-		if n := pgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 0 {
+		if n := sandboxfixture.PgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-dump'"); n != 0 {
 			t.Errorf("secondary still has %d rows the restore removed", n)
 		}
-		if n := pgInt(t, sc, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", phase8); n != 0 {
+		if n := sandboxfixture.PgInt(t, sc, "SELECT count(*) FROM pggit.schema_versions WHERE name = $1", sandboxfixture.Phase8); n != 0 {
 			t.Error("secondary still has the migration row")
 		}
-		pgExec(t, p.conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) VALUES ('after-plan')")
+		sandboxfixture.PgExec(t, p.Conn, "INSERT INTO pggit.alert_delivery_queue (delivery_status) VALUES ('after-plan')")
 		if err := eventuallyErr(10*time.Second, func() error {
-			if n := pgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-plan'"); n != 1 {
+			if n := sandboxfixture.PgInt(t, sc, "SELECT count(*) FROM pggit.alert_delivery_queue WHERE delivery_status = 'after-plan'"); n != 1 {
 				return errors.New("row written after the plan did not replicate")
 			}
 			return nil
@@ -827,50 +707,6 @@ func TestDatabaseIntegrationMultiRegion(t *testing.T) {
 			t.Error(err)
 		}
 	})
-}
-
-var slotName = regexp.MustCompile(`^[a-z0-9_]+$`)
-
-// dropScratchSubscription removes the scratch subscription and its slot
-// (whatever state the test left them in) so both databases can be dropped.
-func dropScratchSubscription(t *testing.T, env sandboxenv.Env, subDSN, pubDSN, name string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sc, err := pgx.Connect(ctx, subDSN)
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer sc.Close(ctx)
-	for _, q := range []string{"ALTER SUBSCRIPTION " + name + " DISABLE", "ALTER SUBSCRIPTION " + name + " SET (slot_name = NONE)", "DROP SUBSCRIPTION IF EXISTS " + name} {
-		if _, err := sc.Exec(ctx, q); err != nil && !strings.Contains(err.Error(), "does not exist") {
-			t.Errorf("cleanup: %s: %v", q, err)
-		}
-	}
-	if !slotName.MatchString(name) {
-		return
-	}
-	pc, err := pgx.Connect(ctx, env.Get(t, "PG_PRIMARY_DSN"))
-	if err != nil {
-		t.Errorf("cleanup: %v", err)
-		return
-	}
-	defer pc.Close(ctx)
-	if err := eventuallyErr(10*time.Second, func() error {
-		_, err := pc.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 OR slot_name LIKE 'pg\\_%\\_sync\\_%' AND database = $2",
-			name, strings.TrimPrefix(mustPath(pubDSN), "/"))
-		return err
-	}); err != nil {
-		t.Errorf("cleanup: drop slot %s: %v", name, err)
-	}
-}
-
-func mustPath(dsn string) string {
-	u, err := url.Parse(dsn)
-	if err != nil {
-		return ""
-	}
-	return u.Path
 }
 
 // podCount counts the Pods in the test's namespace, terminating ones

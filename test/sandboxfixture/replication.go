@@ -1,10 +1,4 @@
-// Package databasetest holds what the integration tests of the database
-// steps share about the sandbox's pggit databases and its logical
-// replication pair (pggit_pub on the primary, pggit_sub on the
-// subscriber): the tables, whether a write replicates, whether two sides
-// hold the same rows, and a clean-up that leaves the pair replicating
-// whatever a test did to it.
-package databasetest
+package sandboxfixture
 
 import (
 	"context"
@@ -17,8 +11,10 @@ import (
 	"github.com/rollguard/rollguard/test/sandboxenv"
 )
 
-// Tables are the pggit tables the sandbox publishes.
-var Tables = []string{"pggit.schema_versions", "pggit.alert_delivery_queue", "pggit.webhook_health_metrics", "pggit.replication_conflict_log"}
+// The sandbox's logical replication pair (pggit_pub on the primary,
+// pggit_sub on the subscriber), as the database steps' integration tests
+// use it: whether a write replicates, and a clean-up that leaves the pair
+// replicating whatever a test did to it.
 
 // HasMarker reports whether c holds the marker row WriteMarker wrote.
 func HasMarker(ctx context.Context, c *pgx.Conn, marker string) (bool, error) {
@@ -48,24 +44,6 @@ func Replicates(ctx context.Context, pub, sub *pgx.Conn, marker string, within t
 		time.Sleep(200 * time.Millisecond)
 	}
 	return fmt.Errorf("marker %s did not replicate within %s", marker, within)
-}
-
-// CountsEqual reports nil when every table of Tables has as many rows on
-// the subscriber as on the primary.
-func CountsEqual(ctx context.Context, pub, sub *pgx.Conn) error {
-	for _, tb := range Tables {
-		var a, b int64
-		if err := pub.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&a); err != nil {
-			return err
-		}
-		if err := sub.QueryRow(ctx, "SELECT count(*) FROM "+tb).Scan(&b); err != nil {
-			return err
-		}
-		if a != b {
-			return fmt.Errorf("%s: primary %d rows, subscriber %d", tb, a, b)
-		}
-	}
-	return nil
 }
 
 // Subscriber is what the clean-up needs of the subscriber's database.
