@@ -96,7 +96,6 @@ func (m *Manager) get(ctx context.Context, ref Ref) (*unstructured.Unstructured,
 	return u, nil
 }
 
-// ownerOf reads the fields rollguard needs from the object.
 // getOwner reads ref, raw and as an Owner.
 func (m *Manager) getOwner(ctx context.Context, ref Ref) (*unstructured.Unstructured, *Owner, error) {
 	u, err := m.get(ctx, ref)
@@ -110,6 +109,7 @@ func (m *Manager) getOwner(ctx context.Context, ref Ref) (*unstructured.Unstruct
 	return u, o, nil
 }
 
+// ownerOf reads the fields rollguard needs from the object.
 func ownerOf(ref Ref, u *unstructured.Unstructured) (*Owner, error) {
 	o := &Owner{Ref: Ref{Tool: ref.Tool, Kind: ref.Kind, Namespace: ref.Namespace, Name: ref.Name},
 		Generation: u.GetGeneration(), resourceVersion: u.GetResourceVersion()}

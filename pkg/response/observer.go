@@ -56,7 +56,7 @@ type runObserver struct {
 // observe returns the observer of a run of j. A resumed run's incident and
 // bad revision are the journal's: with id empty they are taken from the
 // run's facts.
-func (r *Responder) observe(j job, t Target, info revisionInfo, id string, _ plan.Name) *runObserver {
+func (r *Responder) observe(j job, t Target, info revisionInfo, id string) *runObserver {
 	return &runObserver{r: r, j: j, t: t, info: info, id: id}
 }
 

@@ -767,8 +767,8 @@ func (r *Responder) planFor(j job, t Target) plan.Name {
 		restarted = st != nil && !st.restarted.IsZero() && r.opts.Now().Sub(st.restarted) < t.RestartMemory
 		r.mu.Unlock()
 	}
-	plan, _ := plan.For(j.action, t.Rollback.Strategy, restarted)
-	return plan
+	p, _ := plan.For(j.action, t.Rollback.Strategy, restarted)
+	return p
 }
 
 // blockedError is an interlock's verdict on a resumed run.
@@ -816,7 +816,7 @@ func (r *Responder) handle(ctx context.Context, drain <-chan struct{}, j job, t 
 		return Outcome{Result: ResultNothing, Detail: fmt.Sprintf("trigger %s: breach since %s predates revision %s (deployed %s): re-judged on its own",
 			d.Trigger, d.FirstBreach.UTC().Format(time.RFC3339), info.revision, info.deployedAt.UTC().Format(time.RFC3339))}
 	}
-	plan := r.planFor(j, t)
+	p := r.planFor(j, t)
 	id := notify.IncidentID(r.notifyTarget(t), info.revision)
 	v := r.check(j, t, info, true, time.Time{})
 	switch v.Reason {
@@ -824,9 +824,9 @@ func (r *Responder) handle(ctx context.Context, drain <-chan struct{}, j job, t 
 		// Dry-run (staging) says "would roll back" at info severity and
 		// nothing else: a critical "detected" page would wake on-call for
 		// a rehearsal.
-		return r.dryRun(ctx, j, t, info, id, plan)
+		return r.dryRun(ctx, j, t, info, id, p)
 	case guard.NotLeader:
-		return Outcome{Result: ResultNotLeader, Plan: plan, Detail: "not leader"}
+		return Outcome{Result: ResultNotLeader, Plan: p, Detail: "not leader"}
 	}
 	detected := r.event(j, t, info, id)
 	detected.Kind = notify.KindDetected
@@ -834,14 +834,14 @@ func (r *Responder) handle(ctx context.Context, drain <-chan struct{}, j job, t 
 	r.queue.Enqueue(detected)
 	if !v.Allowed() {
 		r.cannot(j, t, info, string(v.Reason), v.Detail)
-		return r.count(t, Outcome{Result: ResultBlocked, Plan: plan, Detail: v.String()})
+		return r.count(t, Outcome{Result: ResultBlocked, Plan: p, Detail: v.String()})
 	}
 	runCtx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
 	defer cancel()
-	obs := r.observe(j, t, info, id, plan)
-	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: plan, Reason: j.reason, Incident: id,
+	obs := r.observe(j, t, info, id)
+	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Action: p, Reason: j.reason, Incident: id,
 		Observer: obs, Drain: drain, MaxResumeAge: r.guard.Options().MaxResumeAge})
-	return r.outcome(j, t, info, plan, res, err)
+	return r.outcome(j, t, info, p, res, err)
 }
 
 // resume continues the run the journal left unfinished, if any; its
@@ -866,12 +866,12 @@ func (r *Responder) resume(ctx context.Context, drain <-chan struct{}, j job, t 
 	}
 	runCtx, cancel := context.WithTimeout(ctx, r.opts.RunTimeout)
 	defer cancel()
-	obs := r.observe(j, t, revisionInfo{}, "", "")
+	obs := r.observe(j, t, revisionInfo{}, "")
 	res, err := r.exec.Run(runCtx, rollback.Request{Target: t.Rollback, Reason: j.reason, ResumeOnly: true, Observer: obs,
 		Drain: drain, MaxResumeAge: r.guard.Options().MaxResumeAge, Admit: admit})
-	plan := plan.Name("")
+	var p plan.Name
 	if res != nil {
-		plan = res.Action
+		p = res.Action
 	}
 	var blocked *blockedError
 	switch {
@@ -882,7 +882,7 @@ func (r *Responder) resume(ctx context.Context, drain <-chan struct{}, j job, t 
 			return Outcome{Result: ResultDryRun, Detail: "dry-run: unfinished run left alone"}
 		}
 		r.cannot(j, t, info, string(blocked.v.Reason), "unfinished run not resumed: "+blocked.v.Detail)
-		return r.count(t, Outcome{Result: ResultBlocked, Plan: plan, Detail: blocked.v.String()})
+		return r.count(t, Outcome{Result: ResultBlocked, Plan: p, Detail: blocked.v.String()})
 	}
 	var refused *rollback.RefusedError
 	if res == nil && err != nil && !errors.As(err, &refused) {
@@ -897,7 +897,7 @@ func (r *Responder) resume(ctx context.Context, drain <-chan struct{}, j job, t 
 		// incident by what runs now.
 		info, _ = r.inspect(ctx, t)
 	}
-	return r.outcome(j, t, info, plan, res, err)
+	return r.outcome(j, t, info, p, res, err)
 }
 
 // outcome maps a run's end to the responder's Outcome, pages a refusal,
@@ -966,7 +966,7 @@ func (r *Responder) dryRun(ctx context.Context, j job, t Target, info revisionIn
 	if r.opts.WouldRollback {
 		r.queue.Enqueue(e)
 	}
-	r.log.Info("dry-run: would roll back", zap.String("target", t.Name), zap.String("p", string(p)), zap.Strings("steps", steps), zap.Error(err))
+	r.log.Info("dry-run: would roll back", zap.String("target", t.Name), zap.String("plan", string(p)), zap.Strings("steps", steps), zap.Error(err))
 	return r.count(t, Outcome{Result: ResultDryRun, Plan: p, Detail: "dry-run: would run " + string(p)})
 }
 
